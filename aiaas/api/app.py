@@ -1,0 +1,67 @@
+"""create_app(): the FastAPI application, with middleware, error handlers and routes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from aiaas import __version__
+from aiaas.api.deps import AppState
+from aiaas.api.errors import install_error_handlers
+from aiaas.api.middleware import (
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    RequestIdMiddleware,
+    UnhandledErrorMiddleware,
+)
+from aiaas.api.routes import health, keys
+from aiaas.core.settings import Settings, get_settings
+from aiaas.store import migrate
+from aiaas.store.db import Database
+
+UPLOAD_PATHS = ("/v1/files",)
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None, migrate_db: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    secret = settings.master_secret()  # refuses to start without a usable secret
+    db = db or Database(settings.sqlalchemy_url)
+    if migrate_db:
+        migrate.upgrade(db.engine)
+    state = AppState(settings=settings, db=db, master_secret=secret)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            for service in reversed(list(state.services.values())):
+                close = getattr(service, "aclose", None)
+                if close is not None:
+                    await close()
+
+    app = FastAPI(
+        title="aiaas",
+        version=__version__,
+        description="Self-hosted AI model as a service: fine-tune BERT-family models and serve them.",
+        lifespan=lifespan,
+    )
+    app.state.aiaas = state
+    app.state.metrics_registry = CollectorRegistry()
+
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(keys.router)
+
+    def limit_for(path: str) -> int:
+        return settings.max_upload_bytes if path.startswith(UPLOAD_PATHS) else settings.max_request_bytes
+
+    # At runtime, outermost first: request id, catch-all 500, metrics, body limit.
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,51 @@
+"""API keys and the calling organisation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from aiaas.api.deps import PrincipalDep, SessionDep, StateDep
+from aiaas.protocol.common import list_response
+from aiaas.protocol.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, OrganizationPublic
+from aiaas.store import tenancy
+
+router = APIRouter(prefix="/v1", tags=["keys"])
+
+
+@router.get("/organizations/me", response_model=OrganizationPublic)
+def organization_me(principal: PrincipalDep, session: SessionDep) -> dict:
+    org = tenancy.get_organization(session, principal.org_id)
+    return {"id": org.id, "name": org.name, "created_at": org.created_at, "settings": org.settings or {}}
+
+
+@router.post("/api_keys", response_model=ApiKeyCreated, status_code=201)
+def create_api_key(body: ApiKeyCreate, principal: PrincipalDep, session: SessionDep) -> dict:
+    row, plaintext = tenancy.create_key(
+        session,
+        principal.org_id,
+        name=body.name,
+        scopes=list(body.scopes),
+        expires_in_seconds=body.expires_in_seconds,
+        created_by=principal.key_id,
+    )
+    return tenancy.key_public(row) | {"key": plaintext}
+
+
+@router.get("/api_keys")
+def list_api_keys(
+    principal: PrincipalDep,
+    session: SessionDep,
+    state: StateDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> dict:
+    rows, has_more = tenancy.list_keys(session, principal.org_id, after=after, limit=limit, order=order)
+    return list_response([tenancy.key_public(r) for r in rows], has_more=has_more)
+
+
+@router.delete("/api_keys/{key_id}", response_model=ApiKeyPublic)
+def revoke_api_key(key_id: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    return tenancy.key_public(tenancy.revoke_key(session, principal.org_id, key_id))

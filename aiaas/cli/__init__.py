@@ -1,0 +1,1 @@
+"""The `aiaas` command line. The only place that configures logging."""

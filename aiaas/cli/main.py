@@ -1,0 +1,30 @@
+"""The `aiaas` entry point."""
+
+from __future__ import annotations
+
+import typer
+
+from aiaas.cli import admin
+from aiaas.cli.keys import keys_app
+from aiaas.cli.quickstart import quickstart
+from aiaas.core.logging import configure_logging
+
+app = typer.Typer(
+    help="aiaas: fine-tune BERT-family models on your labelled data and serve them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("init")(admin.init)
+app.command("serve")(admin.serve)
+app.command("quickstart")(quickstart)
+app.add_typer(admin.orgs_app, name="orgs")
+app.add_typer(keys_app, name="keys")
+
+
+@app.callback()
+def main(log_level: str = typer.Option("WARNING", "--log-level", envvar="AIAAS_LOG_LEVEL")) -> None:
+    configure_logging(log_level)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Settings, errors, ids. Imports nothing else of aiaas."""

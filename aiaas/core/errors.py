@@ -1,0 +1,146 @@
+"""One error hierarchy with stable codes, and one table mapping codes to HTTP status.
+
+Domain code raises these; the API turns them into responses, the SDK rebuilds them
+from the response body. Nothing here knows about FastAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# The one code -> HTTP status table. Every code the server can answer lives here.
+HTTP_STATUS: dict[str, int] = {
+    "invalid_request": 400,
+    "invalid_json": 400,
+    "validation_error": 400,
+    "invalid_file": 400,
+    "unsupported_file": 415,
+    "invalid_api_key": 401,
+    "missing_api_key": 401,
+    "expired_api_key": 401,
+    "revoked_api_key": 401,
+    "insufficient_scope": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "rate_limit_exceeded": 429,
+    "quota_exceeded": 429,
+    "model_not_ready": 503,
+    "unavailable": 503,
+    "base_model_unavailable": 400,
+    "internal_error": 500,
+}
+
+# OpenAI-style "type" per status class.
+ERROR_TYPE: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "server_error",
+}
+
+
+def status_for(code: str) -> int:
+    return HTTP_STATUS.get(code, 500)
+
+
+def type_for(status: int) -> str:
+    return ERROR_TYPE.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+class AiaasError(Exception):
+    """Base error. `code` is stable; `message` says what to fix; `param` names the field."""
+
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+        self.headers = headers or {}
+
+    @property
+    def status(self) -> int:
+        return status_for(self.code)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "message": self.message,
+            "type": type_for(self.status),
+            "code": self.code,
+            "param": self.param,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, param={self.param!r})"
+
+
+class InvalidRequest(AiaasError):
+    code = "invalid_request"
+
+
+class ValidationFailed(AiaasError):
+    code = "validation_error"
+
+
+class InvalidFile(AiaasError):
+    code = "invalid_file"
+
+
+class AuthenticationFailed(AiaasError):
+    code = "invalid_api_key"
+
+
+class PermissionDenied(AiaasError):
+    code = "insufficient_scope"
+
+
+class NotFound(AiaasError):
+    code = "not_found"
+
+
+class Conflict(AiaasError):
+    code = "conflict"
+
+
+class PayloadTooLarge(AiaasError):
+    code = "payload_too_large"
+
+
+class RateLimited(AiaasError):
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(AiaasError):
+    code = "quota_exceeded"
+
+
+class Unavailable(AiaasError):
+    code = "unavailable"
+
+
+class ConfigurationError(AiaasError):
+    """Raised at start-up when settings are unusable (never reaches a client)."""
+
+    code = "internal_error"
+
+
+def not_found(kind: str, ident: str, *, param: str | None = None) -> NotFound:
+    """The one way to say 'no such object': a foreign tenant's id answers exactly the same."""
+    return NotFound(f"No {kind} with id '{ident}'.", param=param)

@@ -1,0 +1,12 @@
+"""Logging helpers for entrypoints (the CLI). Library modules only call getLogger(__name__)."""
+
+from __future__ import annotations
+
+import logging
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,110 @@
+"""The one typed Settings object (environment prefix `AIAAS_`), read once per process."""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aiaas.core.errors import ConfigurationError
+
+SECRET_FILE = "secret.key"
+INSECURE_SECRETS = frozenset({"", "changeme", "change-me", "secret", "development", "dev"})
+MIN_SECRET_CHARS = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIAAS_", extra="ignore")
+
+    env: Literal["production", "development", "test"] = "production"
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".aiaas")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    secret_key: str | None = None
+
+    # Limits.
+    max_request_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_page_size: int = Field(default=100, gt=0)
+
+    # Training workers started by `aiaas serve` (0 disables them; `aiaas worker` runs one alone).
+    job_workers: int = Field(default=1, ge=0)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    poll_seconds: float = Field(default=0.5, gt=0)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the plain libpq scheme and pick the psycopg 3 driver for it.
+            if url.startswith("postgres://"):
+                url = "postgresql://" + url[len("postgres://") :]
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://") :]
+            return url
+        return f"sqlite:///{self.data_dir / 'aiaas.db'}"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.data_dir / SECRET_FILE
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    def master_secret(self) -> str:
+        """The master secret: env first, then `<data_dir>/secret.key`.
+
+        Outside development a missing or well-known secret refuses to start.
+        """
+        secret = self.secret_key
+        if secret is None and self.secret_file.exists():
+            secret = self.secret_file.read_text().strip()
+        if secret is None or secret.lower() in INSECURE_SECRETS or len(secret) < MIN_SECRET_CHARS:
+            if self.env == "development":
+                return secret or "development-only-insecure-secret-do-not-use-0000"
+            raise ConfigurationError(
+                "No usable master secret: run `aiaas init` to generate one in "
+                f"{self.secret_file}, or set AIAAS_SECRET_KEY to at least {MIN_SECRET_CHARS} random "
+                "characters (AIAAS_ENV=development allows a missing secret)."
+            )
+        return secret
+
+
+def write_secret(settings: Settings) -> bool:
+    """Create `secret.key` (mode 0600) unless it exists. Returns True when created."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.secret_file
+    if path.exists():
+        return False
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(48) + "\n")
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

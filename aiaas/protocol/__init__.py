@@ -1,0 +1,1 @@
+"""Pydantic wire schemas shared by the API and the SDK."""

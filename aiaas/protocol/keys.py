@@ -1,0 +1,48 @@
+"""API keys and organisations on the wire."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from aiaas.protocol.common import StrictModel
+
+Scope = Literal["admin", "write", "infer", "read"]
+
+
+class ApiKeyCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[Scope] = Field(default_factory=lambda: ["read", "write"], min_length=1)
+    expires_in_seconds: int | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+
+    @field_validator("scopes")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return sorted(set(v))
+
+
+class ApiKeyPublic(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: int
+    expires_at: int | None = None
+    revoked_at: int | None = None
+    last_used_at: int | None = None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    """Returned once, at creation: the only time the plaintext key is shown."""
+
+    key: str
+
+
+class OrganizationPublic(BaseModel):
+    id: str
+    object: Literal["organization"] = "organization"
+    name: str
+    created_at: int
+    settings: dict = Field(default_factory=dict)

@@ -1,0 +1,199 @@
+"""httpx clients (sync and async) with retries that honour Retry-After, and list pagination.
+
+Resources are thin: each method builds one request; `_Transport` sends it. Both clients
+share the resource classes through a `call` function, so sync and async never drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+
+from aiaas import __version__
+from aiaas.sdk.errors import APIConnectionError, APIError, error_from_response
+from aiaas.sdk.resources import Request, attach_resources
+
+RETRY_STATUSES = frozenset({429, 503})
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+def _retry_delay(response: httpx.Response | None, attempt: int) -> float:
+    """Retry-After (seconds or ms header) when sent, else exponential backoff with jitter."""
+    if response is not None:
+        ms = response.headers.get("retry-after-ms")
+        if ms:
+            try:
+                return min(float(ms) / 1000, 60.0)
+            except ValueError:
+                pass
+        ra = response.headers.get("retry-after")
+        if ra:
+            try:
+                return min(float(ra), 60.0)
+            except ValueError:
+                pass
+    return min(0.5 * 2**attempt, 8.0) * (0.75 + random.random() / 2)
+
+
+def _prepare(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
+    base = (base_url or os.environ.get("AIAAS_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+    key = api_key or os.environ.get("AIAAS_API_KEY")
+    headers = {"User-Agent": f"aiaas-sdk/{__version__}"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return base, headers
+
+
+class Client:
+    """Synchronous client. `Client(base_url, api_key)`; env AIAAS_BASE_URL / AIAAS_API_KEY as defaults."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = 3,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.base_url, headers = _prepare(base_url, api_key)
+        self.max_retries = max_retries
+        self._http = http_client or httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        if http_client is not None:
+            self._http.headers.update(headers)
+        attach_resources(self)
+
+    def iterate(self, path: str, *, limit: int = 20, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a list endpoint, fetching pages as needed."""
+        after = None
+        while True:
+            page = self.call(
+                Request("GET", path, params={"limit": limit, **params} | ({"after": after} if after else {}))
+            )
+            yield from page["data"]
+            if not page.get("has_more") or not page["data"]:
+                return
+            after = page["data"][-1]["id"]
+
+    def call(self, req: Request) -> Any:
+        attempt = 0
+        while True:
+            try:
+                resp = self._http.request(
+                    req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data
+                )
+            except httpx.TransportError as exc:
+                if attempt >= self.max_retries or not req.idempotent:
+                    raise APIConnectionError(f"Could not reach {self.base_url}: {exc}") from exc
+                time.sleep(_retry_delay(None, attempt))
+                attempt += 1
+                continue
+            if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
+                time.sleep(_retry_delay(resp, attempt))
+                attempt += 1
+                continue
+            return _decode(resp, req)
+
+    def stream_lines(self, req: Request) -> Iterator[str]:
+        with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise error_from_response(resp)
+            yield from resp.iter_lines()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """Asynchronous client with the same resources as `Client`, each method awaitable."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = 3,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url, headers = _prepare(base_url, api_key)
+        self.max_retries = max_retries
+        self._http = http_client or httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
+        if http_client is not None:
+            self._http.headers.update(headers)
+        attach_resources(self)
+
+    async def iterate(self, path: str, *, limit: int = 20, **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a list endpoint, fetching pages as needed."""
+        after = None
+        while True:
+            page = await self.call(
+                Request("GET", path, params={"limit": limit, **params} | ({"after": after} if after else {}))
+            )
+            for item in page["data"]:
+                yield item
+            if not page.get("has_more") or not page["data"]:
+                return
+            after = page["data"][-1]["id"]
+
+    async def call(self, req: Request) -> Any:
+        attempt = 0
+        while True:
+            try:
+                resp = await self._http.request(
+                    req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data
+                )
+            except httpx.TransportError as exc:
+                if attempt >= self.max_retries or not req.idempotent:
+                    raise APIConnectionError(f"Could not reach {self.base_url}: {exc}") from exc
+                await asyncio.sleep(_retry_delay(None, attempt))
+                attempt += 1
+                continue
+            if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
+                await asyncio.sleep(_retry_delay(resp, attempt))
+                attempt += 1
+                continue
+            return _decode(resp, req)
+
+    async def stream_lines(self, req: Request) -> AsyncIterator[str]:
+        async with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                raise error_from_response(resp)
+            async for line in resp.aiter_lines():
+                yield line
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _decode(resp: httpx.Response, req: Request) -> Any:
+    if resp.status_code >= 400:
+        raise error_from_response(resp)
+    if req.raw:
+        return resp.content
+    if not resp.content:
+        return None
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise APIError("The server answered with a body that is not JSON.", status=resp.status_code) from exc

@@ -1,0 +1,1 @@
+"""SQL metadata store: tables, migrations, engine set-up and tenant-scoped repositories."""

@@ -1,0 +1,81 @@
+"""Shared fixtures: a real SQLite file, and a real PostgreSQL database per test when
+AIAAS_TEST_POSTGRES_URL is set (each test gets its own database, dropped afterwards)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSTGRES_URL = os.environ.get("AIAAS_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("AIAAS_TEST_REDIS_URL")
+TEST_SECRET = "test-secret-" + "x" * 40
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _pg_admin_url() -> str:
+    assert POSTGRES_URL
+    url = POSTGRES_URL
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; returns its SQLAlchemy URL."""
+    if not POSTGRES_URL:
+        pytest.skip("AIAAS_TEST_POSTGRES_URL is not set")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
+    name = "aiaas_t_" + uuid.uuid4().hex[:16]
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(_pg_admin_url()).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'aiaas.db'}"
+    return request.getfixturevalue("postgres_database")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str):
+    from aiaas.core.settings import Settings
+
+    return Settings(
+        env="test",
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        secret_key=TEST_SECRET,
+        job_workers=0,
+    )
+
+
+@pytest.fixture
+def db(settings):
+    from aiaas.store import migrate
+    from aiaas.store.db import Database
+
+    database = Database(settings.sqlalchemy_url)
+    migrate.upgrade(database.engine)
+    yield database
+    database.dispose()
