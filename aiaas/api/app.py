@@ -17,9 +17,11 @@ from aiaas.api.middleware import (
     RequestIdMiddleware,
     UnhandledErrorMiddleware,
 )
-from aiaas.api.routes import health, keys
+from aiaas.api.routes import deployments, files, fine_tuning, health, keys, models
 from aiaas.core.settings import Settings, get_settings
+from aiaas.services.inference import InferenceService
 from aiaas.store import migrate
+from aiaas.store.blobs import create_blob_store
 from aiaas.store.db import Database
 
 UPLOAD_PATHS = ("/v1/files",)
@@ -32,6 +34,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     if migrate_db:
         migrate.upgrade(db.engine)
     state = AppState(settings=settings, db=db, master_secret=secret)
+    blobs = create_blob_store(settings.data_dir / "blobs")
+    state.services["blobs"] = blobs
+    state.services["inference"] = InferenceService(settings, blobs)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,7 +59,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(keys.router)
+    for module in (keys, files, fine_tuning, models, deployments):
+        app.include_router(module.router)
 
     def limit_for(path: str) -> int:
         return settings.max_upload_bytes if path.startswith(UPLOAD_PATHS) else settings.max_request_bytes

@@ -120,3 +120,17 @@ def _start_job_workers(n: int):  # type: ignore[no-untyped-def]
     pool = WorkerPool(n)
     pool.start()
     return pool
+
+
+@handle_errors
+def worker(data_dir: Path = DataDirOpt, database_url: str = DbOpt) -> None:
+    """Run one training worker: claim queued jobs under a lease and train them."""
+    from aiaas.core.settings import get_settings
+    from aiaas.jobs.worker import Worker
+
+    apply_env(data_dir, database_url)
+    settings = get_settings()
+    settings.master_secret()
+    w = Worker(settings)
+    w.install_signal_handlers()
+    w.run_forever()

@@ -7,6 +7,7 @@ import typer
 from aiaas.cli import admin
 from aiaas.cli.keys import keys_app
 from aiaas.cli.quickstart import quickstart
+from aiaas.cli.workflow import deploy, files_app, jobs_app, models_app, predict
 from aiaas.core.logging import configure_logging
 
 app = typer.Typer(
@@ -16,9 +17,15 @@ app = typer.Typer(
 )
 app.command("init")(admin.init)
 app.command("serve")(admin.serve)
+app.command("worker")(admin.worker)
 app.command("quickstart")(quickstart)
 app.add_typer(admin.orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
+app.add_typer(files_app, name="files")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
+app.command("deploy")(deploy)
+app.command("predict")(predict)
 
 
 @app.callback()

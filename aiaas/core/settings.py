@@ -33,11 +33,19 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_page_size: int = Field(default=100, gt=0)
 
+    # Inference.
+    max_inputs_per_request: int = Field(default=256, gt=0)
+    max_input_chars: int = Field(default=20_000, gt=0)
+    model_memory_budget_mb: int = Field(default=4096, gt=0)
+    model_idle_unload_s: float = Field(default=900.0, gt=0)
+    inference_threads: int = Field(default_factory=lambda: max(1, len(os.sched_getaffinity(0))), gt=0)
+
     # Training workers started by `aiaas serve` (0 disables them; `aiaas worker` runs one alone).
     job_workers: int = Field(default=1, ge=0)
     lease_seconds: float = Field(default=30.0, gt=0)
-    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    heartbeat_seconds: float = Field(default=2.0, gt=0)
     poll_seconds: float = Field(default=0.5, gt=0)
+    training_threads: int | None = Field(default=None, gt=0)
 
     @field_validator("data_dir")
     @classmethod
@@ -72,6 +80,11 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def base_models_dir(self) -> Path:
+        """Operator-installed base models: each sub-directory is a model id."""
+        return self.data_dir / "base_models"
 
     def master_secret(self) -> str:
         """The master secret: env first, then `<data_dir>/secret.key`.

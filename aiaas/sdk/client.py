@@ -7,6 +7,7 @@ share the resource classes through a `call` function, so sync and async never dr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -17,7 +18,7 @@ import httpx
 
 from aiaas import __version__
 from aiaas.sdk.errors import APIConnectionError, APIError, error_from_response
-from aiaas.sdk.resources import Request, attach_resources
+from aiaas.sdk.resources import Request, attach_all
 
 RETRY_STATUSES = frozenset({429, 503})
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -67,7 +68,7 @@ class Client:
         self._http = http_client or httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
         if http_client is not None:
             self._http.headers.update(headers)
-        attach_resources(self)
+        attach_all(self)
 
     def iterate(self, path: str, *, limit: int = 20, **params: Any) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, fetching pages as needed."""
@@ -100,12 +101,18 @@ class Client:
                 continue
             return _decode(resp, req)
 
-    def stream_lines(self, req: Request) -> Iterator[str]:
+    def stream_events(self, req: Request) -> Iterator[dict[str, Any]]:
+        """Server-sent events as dicts, until the server says [DONE]."""
         with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
             if resp.status_code >= 400:
                 resp.read()
                 raise error_from_response(resp)
-            yield from resp.iter_lines()
+            for line in resp.iter_lines():
+                event = _sse_data(line)
+                if event is _DONE:
+                    return
+                if event is not None:
+                    yield event
 
     def close(self) -> None:
         self._http.close()
@@ -134,7 +141,7 @@ class AsyncClient:
         self._http = http_client or httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
         if http_client is not None:
             self._http.headers.update(headers)
-        attach_resources(self)
+        attach_all(self)
 
     async def iterate(self, path: str, *, limit: int = 20, **params: Any) -> AsyncIterator[dict[str, Any]]:
         """Every item of a list endpoint, fetching pages as needed."""
@@ -168,13 +175,18 @@ class AsyncClient:
                 continue
             return _decode(resp, req)
 
-    async def stream_lines(self, req: Request) -> AsyncIterator[str]:
+    async def stream_events(self, req: Request) -> AsyncIterator[dict[str, Any]]:
+        """Server-sent events as dicts, until the server says [DONE]."""
         async with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
             if resp.status_code >= 400:
                 await resp.aread()
                 raise error_from_response(resp)
             async for line in resp.aiter_lines():
-                yield line
+                event = _sse_data(line)
+                if event is _DONE:
+                    return
+                if event is not None:
+                    yield event
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -184,6 +196,18 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+_DONE = object()
+
+
+def _sse_data(line: str) -> Any:
+    if not line.startswith("data:"):
+        return None
+    payload = line[5:].strip()
+    if payload == "[DONE]":
+        return _DONE
+    return json.loads(payload)
 
 
 def _decode(resp: httpx.Response, req: Request) -> Any:

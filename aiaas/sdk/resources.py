@@ -58,3 +58,107 @@ def attach_resources(caller: Caller) -> None:
     """Give a client its resource namespaces."""
     caller.organizations = Organizations(caller)  # type: ignore[attr-defined]
     caller.api_keys = ApiKeys(caller)  # type: ignore[attr-defined]
+
+
+class Files(Resource):
+    def create(self, file: Any, *, purpose: str = "fine-tune", filename: str | None = None) -> Any:
+        """Upload a path or a binary file object."""
+        from pathlib import Path
+
+        if isinstance(file, str | Path):
+            path = Path(file)
+            content: Any = path.read_bytes()
+            filename = filename or path.name
+        else:
+            content = file.read()
+            filename = filename or getattr(file, "name", "upload")
+        return self._c.call(Request("POST", "/v1/files", files={"file": (str(filename), content)},
+                                    data={"purpose": purpose}, idempotent=False))
+
+    def list(self, *, limit: int = 100, purpose: str | None = None) -> Any:
+        return self._c.iterate("/v1/files", limit=limit, **clean({"purpose": purpose}))
+
+    def retrieve(self, file_id: str) -> Any:
+        return self._c.call(Request("GET", f"/v1/files/{file_id}"))
+
+    def content(self, file_id: str) -> Any:
+        return self._c.call(Request("GET", f"/v1/files/{file_id}/content", raw=True))
+
+    def delete(self, file_id: str) -> Any:
+        return self._c.call(Request("DELETE", f"/v1/files/{file_id}"))
+
+
+class FineTuningJobs(Resource):
+    def create(self, *, model: str, training_file: str, **fields: Any) -> Any:
+        body = clean({"model": model, "training_file": training_file, **fields})
+        return self._c.call(Request("POST", "/v1/fine_tuning/jobs", json=body, idempotent=False))
+
+    def list(self, *, limit: int = 20) -> Any:
+        return self._c.iterate("/v1/fine_tuning/jobs", limit=limit)
+
+    def retrieve(self, job_id: str) -> Any:
+        return self._c.call(Request("GET", f"/v1/fine_tuning/jobs/{job_id}"))
+
+    def cancel(self, job_id: str) -> Any:
+        return self._c.call(Request("POST", f"/v1/fine_tuning/jobs/{job_id}/cancel"))
+
+    def list_events(self, job_id: str, *, limit: int = 100) -> Any:
+        return self._c.iterate(f"/v1/fine_tuning/jobs/{job_id}/events", limit=limit)
+
+    def stream_events(self, job_id: str, *, after: str | None = None) -> Any:
+        """Server-sent events, oldest first, until the job ends (yields event dicts)."""
+        return self._c.stream_events(
+            Request("GET", f"/v1/fine_tuning/jobs/{job_id}/events", params=clean({"stream": "true", "after": after}))
+        )
+
+    def list_checkpoints(self, job_id: str, *, limit: int = 10) -> Any:
+        return self._c.iterate(f"/v1/fine_tuning/jobs/{job_id}/checkpoints", limit=limit)
+
+
+class FineTuning:
+    def __init__(self, caller: Caller) -> None:
+        self.jobs = FineTuningJobs(caller)
+
+
+class Models(Resource):
+    def list(self) -> Any:
+        return self._c.call(Request("GET", "/v1/models"))
+
+    def retrieve(self, model: str) -> Any:
+        return self._c.call(Request("GET", f"/v1/models/{model}"))
+
+    def delete(self, model: str) -> Any:
+        return self._c.call(Request("DELETE", f"/v1/models/{model}"))
+
+
+class Deployments(Resource):
+    def create(self, name: str, *, model: str, min_replicas: int = 0) -> Any:
+        body = {"name": name, "model": model, "min_replicas": min_replicas}
+        return self._c.call(Request("POST", "/v1/deployments", json=body, idempotent=False))
+
+    def list(self, *, limit: int = 20) -> Any:
+        return self._c.iterate("/v1/deployments", limit=limit)
+
+    def retrieve(self, name: str) -> Any:
+        return self._c.call(Request("GET", f"/v1/deployments/{name}"))
+
+    def delete(self, name: str) -> Any:
+        return self._c.call(Request("DELETE", f"/v1/deployments/{name}"))
+
+    def predict(self, name: str, inputs: list[str] | str, *, top_k: int | None = None) -> Any:
+        body = clean({"inputs": [inputs] if isinstance(inputs, str) else inputs, "top_k": top_k})
+        return self._c.call(Request("POST", f"/v1/deployments/{name}/predict", json=body))
+
+
+class Embeddings(Resource):
+    def create(self, *, model: str, input: str | list[str]) -> Any:  # noqa: A002 - the wire field's name
+        return self._c.call(Request("POST", "/v1/embeddings", json={"model": model, "input": input}))
+
+
+def attach_all(caller: Caller) -> None:
+    attach_resources(caller)
+    caller.files = Files(caller)  # type: ignore[attr-defined]
+    caller.fine_tuning = FineTuning(caller)  # type: ignore[attr-defined]
+    caller.models = Models(caller)  # type: ignore[attr-defined]
+    caller.deployments = Deployments(caller)  # type: ignore[attr-defined]
+    caller.embeddings = Embeddings(caller)  # type: ignore[attr-defined]

@@ -18,6 +18,29 @@ POLICY: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/api_keys"): "admin",
     ("GET", "/v1/api_keys"): "admin",
     ("DELETE", "/v1/api_keys/{key_id}"): "admin",
+    # Files.
+    ("POST", "/v1/files"): "write",
+    ("GET", "/v1/files"): "read",
+    ("GET", "/v1/files/{file_id}"): "read",
+    ("GET", "/v1/files/{file_id}/content"): "read",
+    ("DELETE", "/v1/files/{file_id}"): "write",
+    # Fine-tuning.
+    ("POST", "/v1/fine_tuning/jobs"): "write",
+    ("GET", "/v1/fine_tuning/jobs"): "read",
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}"): "read",
+    ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel"): "write",
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events"): "read",
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints"): "read",
+    # Models.
+    ("GET", "/v1/models"): "read",
+    ("GET", "/v1/models/{model}"): "read",
+    ("DELETE", "/v1/models/{model}"): "write",
+    # Deployments and native inference.
+    ("POST", "/v1/deployments"): "write",
+    ("GET", "/v1/deployments"): "read",
+    ("GET", "/v1/deployments/{name}"): "read",
+    ("DELETE", "/v1/deployments/{name}"): "write",
+    ("POST", "/v1/deployments/{name}/predict"): "infer",
 }
 
 

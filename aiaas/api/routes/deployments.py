@@ -1,0 +1,73 @@
+"""/v1/deployments — named endpoints serving a model, and native prediction."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from aiaas.api.deps import PrincipalDep, SessionDep, StateDep
+from aiaas.protocol.common import Deleted, list_response
+from aiaas.protocol.inference import DeploymentCreate, PredictRequest
+from aiaas.registry import models as registry
+from aiaas.services.inference import check_inputs, shape_predictions
+from aiaas.store import deployments as dep_store
+
+router = APIRouter(prefix="/v1", tags=["deployments"])
+
+
+@router.post("/deployments", status_code=201)
+def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
+    model = registry.get_model(session, principal.org_id, body.model)
+    row = dep_store.create_deployment(session, principal.org_id, name=body.name, model=model.id,
+                                      min_replicas=body.min_replicas)
+    if body.min_replicas:
+        state.services["inference"].pin(model.artifact_uri, True)
+    return dep_store.deployment_public(row)
+
+
+@router.get("/deployments")
+def list_deployments(
+    principal: PrincipalDep,
+    session: SessionDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> dict:
+    rows, has_more = dep_store.list_deployments(session, principal.org_id, after=after, limit=limit, order=order)
+    return list_response([dep_store.deployment_public(r) for r in rows], has_more=has_more)
+
+
+@router.get("/deployments/{name}")
+def retrieve_deployment(name: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    return dep_store.deployment_public(dep_store.get_deployment(session, principal.org_id, name))
+
+
+@router.delete("/deployments/{name}", response_model=Deleted)
+def delete_deployment(name: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    row = dep_store.get_deployment(session, principal.org_id, name)
+    session.delete(row)
+    return {"id": row.id, "object": "deployment", "deleted": True}
+
+
+@router.post("/deployments/{name}/predict")
+async def predict(name: str, body: PredictRequest, principal: PrincipalDep, state: StateDep) -> dict:
+    texts = check_inputs(body.inputs, state.settings)
+
+    def lookup() -> tuple[str, str, dict]:
+        with state.db.session() as s:
+            dep = dep_store.get_deployment(s, principal.org_id, name)
+            model = registry.get_model(s, principal.org_id, dep.model)
+            return model.id, model.artifact_uri, model.card or {}
+
+    model_id, uri, card = await run_in_threadpool(lookup)
+    predictor, scores, tokens = await state.services["inference"].predict(uri, texts)
+    results = shape_predictions(predictor, scores, top_k=body.top_k, thresholds=card.get("thresholds"))
+    return {
+        "object": "list",
+        "model": model_id,
+        "deployment": name,
+        "data": [{"index": i, **r} for i, r in enumerate(results)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

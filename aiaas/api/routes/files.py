@@ -1,0 +1,64 @@
+"""/v1/files — upload, list, retrieve, content, delete (OpenAI shapes)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi.responses import FileResponse
+
+from aiaas.api.deps import PrincipalDep, SessionDep, StateDep
+from aiaas.protocol.common import Deleted, list_response
+from aiaas.protocol.files import FilePublic, file_public
+from aiaas.services import files as file_service
+from aiaas.store import files as file_store
+
+router = APIRouter(prefix="/v1", tags=["files"])
+
+
+@router.post("/files", response_model=FilePublic)
+def upload_file(
+    file: UploadFile,
+    purpose: Annotated[str, Form()],
+    principal: PrincipalDep,
+    session: SessionDep,
+    state: StateDep,
+) -> dict:
+    # A sync route: FastAPI runs it in the thread pool, so copying and parsing stay off the loop.
+    row = file_service.upload(
+        session, state.services["blobs"], org_id=principal.org_id, src=file.file, filename=file.filename,
+        purpose=purpose, max_bytes=state.settings.max_upload_bytes,
+    )
+    return file_public(row)
+
+
+@router.get("/files")
+def list_files(
+    principal: PrincipalDep,
+    session: SessionDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    order: Literal["asc", "desc"] = "desc",
+    purpose: str | None = None,
+) -> dict:
+    rows, has_more = file_store.list_files(session, principal.org_id, after=after, limit=limit, order=order,
+                                           purpose=purpose)
+    return list_response([file_public(r) for r in rows], has_more=has_more)
+
+
+@router.get("/files/{file_id}", response_model=FilePublic)
+def retrieve_file(file_id: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    return file_public(file_store.get_file(session, principal.org_id, file_id))
+
+
+@router.get("/files/{file_id}/content", response_class=FileResponse)
+def file_content(file_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> FileResponse:
+    row, path = file_service.content_path(session, state.services["blobs"], org_id=principal.org_id,
+                                          file_id=file_id)
+    return FileResponse(path, media_type="application/octet-stream", filename=row.filename)
+
+
+@router.delete("/files/{file_id}", response_model=Deleted)
+def delete_file(file_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
+    row = file_service.delete(session, state.services["blobs"], org_id=principal.org_id, file_id=file_id)
+    return {"id": row.id, "object": "file", "deleted": True}

@@ -1,0 +1,50 @@
+"""/v1/models — base models and the organisation's fine-tuned models (OpenAI shapes)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from aiaas.api.deps import PrincipalDep, SessionDep, StateDep
+from aiaas.core.errors import InvalidRequest, not_found
+from aiaas.protocol.common import list_response
+from aiaas.registry import models as registry
+from aiaas.services import catalog
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+def _base_models(state) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [registry.base_model_public(m["id"], m) for m in catalog.base_models(state.settings.base_models_dir)]
+
+
+@router.get("/models")
+def list_models(principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
+    own = [registry.model_public(m) for m in registry.list_models(session, principal.org_id)]
+    return list_response(_base_models(state) + own, has_more=False)
+
+
+@router.get("/models/{model}")
+def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
+    if model.startswith("ft:"):
+        return registry.model_public(registry.get_model(session, principal.org_id, model))
+    for base in _base_models(state):
+        if base["id"] == model:
+            return base
+    raise not_found("model", model, param="model")
+
+
+@router.delete("/models/{model}")
+def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
+    if not model.startswith("ft:"):
+        if any(b["id"] == model for b in _base_models(state)):
+            raise InvalidRequest("Base models cannot be deleted; only your fine-tuned models.", param="model")
+        raise not_found("model", model, param="model")
+    row = registry.get_model(session, principal.org_id, model)
+    uri = row.artifact_uri
+    session.delete(row)
+    session.flush()
+    inference = state.services.get("inference")
+    if inference is not None:
+        inference.evict(uri)
+    state.services["blobs"].delete(uri)
+    return {"id": model, "object": "model", "deleted": True}

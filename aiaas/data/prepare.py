@@ -1,0 +1,286 @@
+"""prepare_dataset: from uploaded files to cleaned, validated, split examples plus a data report.
+
+The order matters and is fixed: read -> check columns -> clean (text, labels,
+missing, duplicates, conflicts) -> check there is enough to learn from -> split
+(or clean the given validation file the same way) -> report. Every refusal is an
+InvalidFile/InvalidRequest that names the field and, for row problems, the line.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiaas.core.errors import InvalidFile, InvalidRequest
+from aiaas.data.cleaning import Cleaned, clean_table
+from aiaas.data.readers import Table, load_table
+from aiaas.data.report import label_counts, label_warnings, percentiles
+from aiaas.data.split import auto_fraction, multilabel_split, random_split, stratified_split
+from aiaas.data.types import TASKS, CleaningConfig, Example, PreparedData, Task
+
+logger = logging.getLogger(__name__)
+
+MAX_NAMES_LISTED = 10
+
+
+def prepare_dataset(
+    train_path: Path,
+    *,
+    train_filename: str,
+    validation_path: Path | None = None,
+    validation_filename: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    task: Task = "single_label_classification",
+    cleaning: CleaningConfig | dict[str, Any] | None = None,
+    seed: int = 42,
+    validation_fraction: float | None = None,
+    min_rows: int = 8,
+    min_rows_per_class: int = 2,
+) -> PreparedData:
+    """Read, clean, check and split a training file (and an optional validation file).
+
+    `validation_fraction=None` picks a share by size (20% under 1k rows, 15% under 10k,
+    else 10%, at most 10k rows). It is ignored when a validation file is given.
+    `cleaning` may also be the stored dict form (checked by CleaningConfig.from_dict).
+    """
+    _check_arguments(task, text_column, label_column, validation_fraction, min_rows, min_rows_per_class)
+    if not isinstance(cleaning, CleaningConfig):
+        cleaning = CleaningConfig.from_dict(cleaning)
+    config = cleaning.resolved(lowercase=False)
+    classification = task != "regression"
+
+    train_table = _load(train_path, train_filename, "training_file", text_column, label_column)
+    train = clean_table(
+        train_table,
+        text_column=text_column,
+        label_column=label_column,
+        task=task,
+        config=config,
+        param="training_file",
+    )
+    _check_training(train, task, min_rows, min_rows_per_class)
+
+    validation_report: dict[str, Any] | None = None
+    if validation_path is not None:
+        validation_table = _load(
+            validation_path, validation_filename, "validation_file", text_column, label_column
+        )
+        held_out = clean_table(
+            validation_table,
+            text_column=text_column,
+            label_column=label_column,
+            task=task,
+            config=config,
+            param="validation_file",
+        )
+        if config.dedupe:
+            _drop_texts_seen_in_training(held_out, set(train.texts))
+        _check_validation_file(held_out, train, classification)
+        train_examples = [Example(t, lab) for t, lab in zip(train.texts, train.labels, strict=True)]
+        validation_examples = [
+            Example(t, lab) for t, lab in zip(held_out.texts, held_out.labels, strict=True)
+        ]
+        fraction: float | None = None
+        validation_report = {
+            "format": validation_table.format,
+            "encoding": validation_table.encoding,
+            "columns": validation_table.columns,
+            "rows_read": held_out.rows_read,
+            "rows_dropped": held_out.dropped,
+            "duplicates_removed": held_out.dropped["duplicate"],
+            "conflicts": held_out.conflicts,
+        }
+    else:
+        fraction = validation_fraction if validation_fraction is not None else auto_fraction(len(train))
+        train_idx, validation_idx = _split(train, task, fraction, seed)
+        if not validation_idx:
+            raise InvalidFile(
+                f"training_file has too few rows to hold any out for validation ({len(train)} usable rows); "
+                "add rows, or upload a validation_file.",
+                param="training_file",
+            )
+        train_examples = [Example(train.texts[i], train.labels[i]) for i in train_idx]
+        validation_examples = [Example(train.texts[i], train.labels[i]) for i in validation_idx]
+
+    train_counts = label_counts([e.label for e in train_examples]) if classification else {}
+    report: dict[str, Any] = {
+        "task": task,
+        "format": train_table.format,
+        "encoding": train_table.encoding,
+        "columns": train_table.columns,
+        "text_column": text_column,
+        "label_column": label_column,
+        "rows_read": train.rows_read,
+        "rows_dropped": train.dropped,
+        "duplicates_removed": train.dropped["duplicate"],
+        "conflicts": train.conflicts,
+        "rows_kept": len(train),
+        "n_train": len(train_examples),
+        "n_validation": len(validation_examples),
+        "validation_source": "file" if validation_report else "split",
+        "validation_fraction": fraction,
+        "seed": seed,
+        "labels": sorted(train_counts),
+        "label_counts": {
+            "train": train_counts,
+            "validation": label_counts([e.label for e in validation_examples]) if classification else {},
+        },
+        "text_length_chars": percentiles([len(e.text) for e in train_examples + validation_examples]),
+        "warnings": _warnings(train, train_counts),
+    }
+    if not classification:
+        report["label_stats"] = {
+            "train": percentiles([float(e.label) for e in train_examples]),  # type: ignore[arg-type]
+            "validation": percentiles([float(e.label) for e in validation_examples]),  # type: ignore[arg-type]
+        }
+    if validation_report is not None:
+        report["validation_file"] = validation_report
+    logger.info(
+        "prepared %s data: %d rows read, %d train, %d validation",
+        task,
+        train.rows_read,
+        len(train_examples),
+        len(validation_examples),
+    )
+    return PreparedData(
+        task=task,
+        train=train_examples,
+        validation=validation_examples,
+        labels=report["labels"],
+        report=report,
+        cleaning=config.to_dict(),
+    )
+
+
+def _check_arguments(
+    task: str, text_column: str, label_column: str, fraction: float | None, min_rows: int, min_per_class: int
+) -> None:
+    if task not in TASKS:
+        raise InvalidRequest(f"task must be one of {', '.join(TASKS)}, not {task!r}.", param="task")
+    if text_column == label_column:
+        raise InvalidRequest(
+            f"text_column and label_column are both {text_column!r}; they must name different columns.",
+            param="label_column",
+        )
+    if fraction is not None and not 0 < fraction < 1:
+        raise InvalidRequest(
+            f"validation_fraction must be between 0 and 1 (for example 0.2), not {fraction!r}.",
+            param="validation_fraction",
+        )
+    if min_rows < 2:
+        raise InvalidRequest(f"min_rows must be at least 2, not {min_rows}.", param="min_rows")
+    if min_per_class < 1:
+        raise InvalidRequest(
+            f"min_rows_per_class must be at least 1, not {min_per_class}.", param="min_rows_per_class"
+        )
+
+
+def _load(path: Path, filename: str | None, param: str, text_column: str, label_column: str) -> Table:
+    table = load_table(path, filename=filename, param=param, columns=(text_column, label_column))
+    for column, column_param in ((text_column, "text_column"), (label_column, "label_column")):
+        if column not in table.data:
+            raise _missing_column(table, column, column_param, param)
+    return table
+
+
+def _missing_column(table: Table, column: str, column_param: str, param: str) -> InvalidFile:
+    shown = ", ".join(repr(c) for c in table.columns[:20])
+    if len(table.columns) > 20:
+        shown += f", ... ({len(table.columns)} in all)"
+    message = f"{param} has no column {column!r}; its columns are: {shown}. Set {column_param} to one of them"
+    close = [c for c in table.columns if c.strip().casefold() == column.strip().casefold()]
+    if close:
+        message += f" (probably {close[0]!r})"
+    return InvalidFile(message + ".", param=column_param)
+
+
+def _dropped_summary(cleaned: Cleaned) -> str:
+    parts = [f"{count} {reason.replace('_', ' ')}" for reason, count in cleaned.dropped.items() if count]
+    return f"{cleaned.rows_read} read" + (f"; dropped: {', '.join(parts)}" if parts else "")
+
+
+def _names(counts: dict[str, int]) -> str:
+    shown = [f"{name!r} ({count})" for name, count in list(counts.items())[:MAX_NAMES_LISTED]]
+    if len(counts) > MAX_NAMES_LISTED:
+        shown.append(f"... ({len(counts)} in all)")
+    return ", ".join(shown)
+
+
+def _check_training(train: Cleaned, task: Task, min_rows: int, min_per_class: int) -> None:
+    """Refuse data a model cannot learn from, saying what to add or fix."""
+    if len(train) < min_rows:
+        raise InvalidFile(
+            f"training_file has {len(train)} usable rows after cleaning ({_dropped_summary(train)}); "
+            f"at least {min_rows} are needed. Add more labelled rows.",
+            param="training_file",
+        )
+    if task == "regression":
+        return
+    counts = label_counts(train.labels)
+    if len(counts) < 2:
+        only = f" (every row is {next(iter(counts))!r})" if counts else ""
+        raise InvalidFile(
+            f"training_file has a single label{only}; classification needs at least 2 distinct labels. "
+            "Check label_column, or add rows for other labels.",
+            param="training_file",
+        )
+    rare = {name: count for name, count in counts.items() if count < min_per_class}
+    if rare:
+        rare = dict(sorted(rare.items(), key=lambda kv: (kv[1], kv[0])))
+        message = (
+            f"training_file has labels with fewer than {min_per_class} rows: {_names(rare)}. "
+            "Add examples for them, or remove those rows."
+        )
+        if len(counts) > len(train) / 2:
+            message += " Most labels occur only once: does label_column point at the text?"
+        raise InvalidFile(message, param="training_file")
+
+
+def _drop_texts_seen_in_training(held_out: Cleaned, train_texts: set[str]) -> None:
+    """A validation row that is also a training row would only flatter the metrics."""
+    keep = [i for i, text in enumerate(held_out.texts) if text not in train_texts]
+    held_out.dropped["in_training_file"] = len(held_out) - len(keep)
+    held_out.texts = [held_out.texts[i] for i in keep]
+    held_out.labels = [held_out.labels[i] for i in keep]
+    held_out.positions = [held_out.positions[i] for i in keep]
+
+
+def _check_validation_file(held_out: Cleaned, train: Cleaned, classification: bool) -> None:
+    if not len(held_out):
+        raise InvalidFile(
+            f"validation_file has no usable rows after cleaning ({_dropped_summary(held_out)}).",
+            param="validation_file",
+        )
+    if not classification:
+        return
+    unseen = sorted(set(label_counts(held_out.labels)) - set(label_counts(train.labels)))
+    if unseen:
+        shown = ", ".join(repr(n) for n in unseen[:MAX_NAMES_LISTED])
+        if len(unseen) > MAX_NAMES_LISTED:
+            shown += f", ... ({len(unseen)} in all)"
+        raise InvalidFile(
+            f"validation_file has labels that never occur in training_file: {shown}. The model can only "
+            "predict labels it was trained on; add training rows for them or remove those rows.",
+            param="validation_file",
+        )
+
+
+def _split(train: Cleaned, task: Task, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    if task == "regression":
+        return random_split(len(train), fraction, seed)
+    if task == "multi_label_classification":
+        return multilabel_split(train.labels, fraction, seed)  # type: ignore[arg-type]
+    return stratified_split(train.labels, fraction, seed)  # type: ignore[arg-type]
+
+
+def _warnings(train: Cleaned, counts: dict[str, int]) -> list[str]:
+    warnings = label_warnings(counts)
+    dropped = sum(train.dropped.values())
+    if train.rows_read and dropped / train.rows_read > 0.2:
+        warnings.append(
+            f"cleaning dropped {dropped} of {train.rows_read} rows ({dropped / train.rows_read:.0%}); "
+            "see rows_dropped"
+        )
+    return warnings

@@ -1,0 +1,304 @@
+"""Run one fine-tuning job under a lease: validate and prepare the data, train, export, register.
+
+Every state change goes through `Lease.write`, so a worker that lost its lease (killed
+and replaced, paused too long) cannot touch the job any more. A job re-claimed after a
+crash runs this again: data preparation is deterministic for the job's seed, and train()
+resumes from the newest checkpoint in the job's work directory.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aiaas import __version__
+from aiaas.core.errors import AiaasError
+from aiaas.core.ids import new_id
+from aiaas.core.settings import Settings
+from aiaas.jobs.lease import Lease
+from aiaas.registry import models as registry
+from aiaas.store import files as file_store
+from aiaas.store import jobs as job_store
+from aiaas.store.blobs import BlobStore
+from aiaas.store.models import File, FineTuningJob, Organization
+from aiaas.store.tenancy import now
+
+log = logging.getLogger(__name__)
+LEVELS = {"warning": "warn", "warn": "warn", "error": "error", "info": "info", "debug": "info"}
+
+
+class JobCallbacks:
+    """What train() reports, written to the store under the lease."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.started = time.monotonic()
+        self.first_step: int | None = None
+
+    def event(self, level: str, message: str, *, type: str = "message", data: dict | None = None) -> None:
+        def write(s: Any, job: FineTuningJob) -> None:
+            job_store.add_event(s, job, LEVELS.get(level, "info"), message, type=type, data=data)
+            if data and "step" in data and "total_steps" in data:
+                self._estimate(job, int(data["step"]), int(data["total_steps"]))
+
+        self.lease.write(write)
+
+    def _estimate(self, job: FineTuningJob, step: int, total: int) -> None:
+        if self.first_step is None:
+            self.first_step = step
+            self.started = time.monotonic()
+            return
+        done = step - self.first_step
+        if done > 0:
+            rate = (time.monotonic() - self.started) / done
+            job.estimated_finish = now() + int(rate * max(0, total - step))
+
+    def checkpoint(self, step: int, path: Path, metrics: dict) -> None:
+        from aiaas.store.models import JobCheckpoint
+
+        def write(s: Any, job: FineTuningJob) -> None:
+            s.add(JobCheckpoint(id=new_id("ftckpt"), org_id=job.org_id, job_id=job.id, step=step,
+                                metrics=_jsonable(metrics), created_at=now()))
+
+        self.lease.write(write)
+
+    def should_stop(self) -> bool:
+        return self.lease.should_stop
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, int | float | str | bool) or v is None:
+            out[k] = v
+        elif isinstance(v, list | dict):
+            out[k] = v
+        else:
+            out[k] = float(v) if hasattr(v, "__float__") else str(v)
+    return out
+
+
+def fail(lease: Lease, error: AiaasError | Exception) -> None:
+    if isinstance(error, AiaasError):
+        body = {"code": error.code, "message": error.message, "param": error.param}
+    else:
+        body = {"code": "internal_error", "message": f"Training failed: {type(error).__name__}: {error}",
+                "param": None}
+
+    def write(s: Any, job: FineTuningJob) -> None:
+        job.status = "failed"
+        job.error = body
+        job.finished_at = now()
+        job_store.add_event(s, job, "error", body["message"])
+
+    lease.write(write)
+
+
+def run_job(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
+    """Run the job; returns its final status ('lost' when the lease was lost, 'stopped' on shutdown)."""
+    from aiaas.training import TrainConfig, TrainingStopped, train
+
+    snapshot = lease.write(lambda s, job: _snapshot(s, job))
+    if snapshot is None:
+        return "lost"
+    job, train_file, val_file, org = snapshot
+    if lease.cancelled.is_set():
+        return _cancelled(lease)
+    try:
+        base, data = _prepare(lease, settings, blobs, job, train_file, val_file)
+        hp = job.hyperparameters or {}
+        lr_mult = hp.get("learning_rate_multiplier", "auto")
+        config = TrainConfig(
+            base_model=str(base.path),
+            task=job.options.get("task", "single_label_classification"),
+            n_epochs=hp.get("n_epochs", "auto"),
+            batch_size=hp.get("batch_size", "auto"),
+            learning_rate_multiplier=lr_mult,
+            seed=job.seed,
+            num_threads=settings.training_threads,
+        )
+        work_dir = settings.jobs_dir / job.id
+        result = train(config, data, work_dir, JobCallbacks(lease), base_models_dir=settings.base_models_dir)
+    except TrainingStopped:
+        if lease.cancelled.is_set():
+            return _cancelled(lease)
+        return "lost" if lease.lost.is_set() else "stopped"
+    except AiaasError as exc:
+        fail(lease, exc)
+        return "failed"
+    except Exception as exc:  # noqa: BLE001 - a job's failure must not kill the worker
+        log.exception("job %s failed", job.id)
+        fail(lease, exc)
+        return "failed"
+
+    try:
+        return _finish(lease, settings, blobs, job, org, train_file, val_file, base, data, result)
+    except Exception as exc:  # noqa: BLE001
+        log.exception("job %s failed while registering its model", job.id)
+        fail(lease, exc)
+        return "failed"
+
+
+def _snapshot(s: Any, job: FineTuningJob) -> tuple[FineTuningJob, File, File | None, Organization]:
+    train_file = file_store.get_file(s, job.org_id, job.training_file, param="training_file")
+    val_file = file_store.get_file(s, job.org_id, job.validation_file, param="validation_file") \
+        if job.validation_file else None
+    org = s.get(Organization, job.org_id)
+    if job.started_at is None:
+        job.started_at = now()
+    if job.status != "running":
+        job.status = "validating_files"
+        job_store.add_event(s, job, "info", f"Validating training file: {train_file.id}")
+    else:
+        job_store.add_event(s, job, "info", "Job picked up by another worker; resuming.")
+    s.flush()
+    s.expunge_all()
+    return job, train_file, val_file, org
+
+
+def _cancelled(lease: Lease) -> str:
+    def write(s: Any, job: FineTuningJob) -> None:
+        job.status = "cancelled"
+        job.finished_at = now()
+        job_store.add_event(s, job, "info", "Job cancelled.")
+
+    lease.write(write)
+    return "cancelled"
+
+
+def _prepare(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJob, train_file: File,
+             val_file: File | None) -> tuple[Any, Any]:
+    from aiaas.data import CleaningConfig, add_token_stats, prepare_dataset
+    from aiaas.data.pii import apply_pii_policy
+    from aiaas.training.base_models import resolve_base_model
+
+    base = resolve_base_model(job.model, base_models_dir=settings.base_models_dir)
+    opts = job.options or {}
+    pre = dict(opts.get("preprocessing") or {})
+    if pre.get("lowercase") is None:
+        pre["lowercase"] = base.do_lower_case  # follow the base model's casing
+    data = prepare_dataset(
+        blobs.local_path(train_file.storage_uri),
+        train_filename=train_file.filename,
+        validation_path=blobs.local_path(val_file.storage_uri) if val_file else None,
+        validation_filename=val_file.filename if val_file else None,
+        text_column=opts.get("text_column", "text"),
+        label_column=opts.get("label_column", "label"),
+        task=opts.get("task", "single_label_classification"),
+        cleaning=CleaningConfig.from_dict(pre),
+        seed=job.seed,
+        validation_fraction=opts.get("validation_fraction"),
+    )
+    policy = opts.get("pii_policy", "allow")
+    texts, pii = apply_pii_policy([e.text for e in data.train], policy)
+    vtexts, _ = apply_pii_policy([e.text for e in data.validation], policy)
+    for e, t in zip(data.train, texts, strict=True):
+        e.text = t
+    for e, t in zip(data.validation, vtexts, strict=True):
+        e.text = t
+    data.report["pii"] = pii | {"policy": policy}
+    add_token_stats(data.report, _token_lengths(base.path, [e.text for e in data.train]))
+
+    def write(s: Any, j: FineTuningJob) -> None:
+        j.data_report = data.report
+        j.status = "running"
+        n_tr, n_va = len(data.train), len(data.validation)
+        job_store.add_event(s, j, "info", f"Files validated: {n_tr} training and {n_va} validation examples, "
+                            f"{len(data.labels) or 'numeric'} labels.", data={"data_report": data.report})
+        for warning in data.report.get("warnings", []):
+            job_store.add_event(s, j, "warn", warning)
+
+    lease.write(write)
+    return base, data
+
+
+def _token_lengths(model_dir: Path, texts: list[str]) -> list[int]:
+    from tokenizers import Tokenizer
+
+    path = model_dir / "tokenizer.json"
+    if not path.exists():
+        return [len(t.split()) for t in texts]
+    tok = Tokenizer.from_file(str(path))
+    tok.no_padding()
+    tok.no_truncation()
+    return [len(e.ids) for e in tok.encode_batch(texts)]
+
+
+def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJob, org: Organization,
+            train_file: File, val_file: File | None, base: Any, data: Any, result: Any) -> str:
+    """Export, store the artifact, register the model version, write the results file."""
+    from aiaas.registry.card import build_card
+
+    artifact_dir = result.model_dir
+    export_report = _export(artifact_dir, settings.jobs_dir / job.id / "onnx", data)
+    model_id = registry.fine_tuned_model_id(base=base.id, org_name=org.name, suffix=job.suffix, job_id=job.id)
+    key = f"{job.org_id}/models/{job.id}"
+    uri = blobs.put_dir(key + "/model", artifact_dir)
+    if export_report is not None:
+        blobs.put_dir(key + "/onnx", settings.jobs_dir / job.id / "onnx")
+    artifact_uri = uri.rsplit("/model", 1)[0]
+    lineage = {
+        "base_model": base.id,
+        "training_file": {"id": train_file.id, "sha256": train_file.sha256, "filename": train_file.filename},
+        "validation_file": {"id": val_file.id, "sha256": val_file.sha256} if val_file else None,
+        "cleaning": data.cleaning,
+        "hyperparameters": result.hyperparameters,
+        "seed": job.seed,
+        "labels": data.labels,
+        "metrics": result.metrics,
+        "job_id": job.id,
+        "aiaas_version": __version__,
+    }
+    card = build_card(model_id=model_id, task=data.task, labels=data.labels, lineage=lineage,
+                      data_report=data.report, metrics=result.metrics, export=export_report,
+                      thresholds=result.metrics.get("thresholds"))
+    results_csv = _results_csv(result.history)
+
+    def write(s: Any, j: FineTuningJob) -> None:
+        stored = blobs.put(f"{j.org_id}/files/results-{j.id}.csv", io.BytesIO(results_csv))
+        results_id = new_id("file")
+        file_store.add_file(s, file_id=results_id, org_id=j.org_id, filename=f"{j.id}-results.csv",
+                            purpose="fine-tune-results", size=stored.size, sha256=stored.sha256,
+                            storage_uri=stored.uri, summary={"format": "csv", "rows": len(result.history)})
+        registry.register_model(s, model_id=model_id, org_id=j.org_id, job_id=j.id, base_model=base.id,
+                                task=data.task, artifact_uri=artifact_uri, lineage=lineage, card=card)
+        j.fine_tuned_model = model_id
+        j.status = "succeeded"
+        j.finished_at = now()
+        j.trained_tokens = result.trained_tokens
+        j.metrics = _jsonable(result.metrics)
+        j.hyperparameters = {k: v for k, v in result.hyperparameters.items() if k != "reasons"} | {
+            "learning_rate_multiplier": (j.hyperparameters or {}).get("learning_rate_multiplier", "auto")}
+        j.result_files = [results_id]
+        j.estimated_finish = None
+        job_store.add_event(s, j, "info", f"New fine-tuned model created: {model_id}",
+                            data={"metrics": j.metrics})
+        job_store.add_event(s, j, "info", "The job has successfully completed.")
+
+    return "succeeded" if lease.write(write) is not False and not lease.lost.is_set() else "lost"
+
+
+def _export(model_dir: Path, out_dir: Path, data: Any) -> dict | None:
+    try:
+        from aiaas.registry.export import export_model
+    except ImportError:
+        return None
+    texts = [e.text for e in data.validation]
+    labels = [e.label for e in data.validation] if data.task == "single_label_classification" else None
+    return export_model(model_dir, out_dir, validation_texts=texts or None, validation_labels=labels)
+
+
+def _results_csv(history: list[dict]) -> bytes:
+    from aiaas.security.csv_safe import write_csv
+
+    keys: list[str] = []
+    for rec in history:
+        for k, v in rec.items():
+            if k not in keys and isinstance(v, int | float | str):
+                keys.append(k)
+    buf = io.StringIO()
+    write_csv(([rec.get(k, "") for k in keys] for rec in history), buf, header=keys)
+    return buf.getvalue().encode()

@@ -1,0 +1,80 @@
+"""A training worker: claim a job under a lease, run it, repeat. `aiaas worker` runs one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+
+from aiaas.core.settings import Settings
+from aiaas.jobs.lease import Lease
+from aiaas.jobs.runner import run_job
+from aiaas.store import jobs as job_store
+from aiaas.store.blobs import create_blob_store
+from aiaas.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.db = Database(settings.sqlalchemy_url)
+        self.blobs = create_blob_store(settings.data_dir / "blobs")
+        self.stopping = threading.Event()
+        self.current: Lease | None = None
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: object) -> None:
+            log.info("worker %s stopping (signal %s)", self.worker_id, signum)
+            self.stopping.set()
+            if self.current is not None:
+                self.current.shutdown.set()  # training stops at the next step; the lease is released
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def run_once(self) -> str | None:
+        """Claim and run at most one job. Returns its final status, or None when there was nothing to do."""
+        with self.db.session() as s:
+            candidates = job_store.claimable(s)
+        for job_id in candidates:
+            with self.db.session() as s:
+                claimed = job_store.try_claim(s, job_id, self.worker_id, self.settings.lease_seconds)
+            if not claimed:
+                continue
+            log.info("worker %s claimed %s", self.worker_id, job_id)
+            lease = Lease(self.db, job_id, self.worker_id, lease_s=self.settings.lease_seconds,
+                          heartbeat_s=self.settings.heartbeat_seconds)
+            self.current = lease
+            try:
+                with lease:
+                    return run_job(lease, self.settings, self.blobs)
+            finally:
+                self.current = None
+        return None
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run_forever(self) -> None:
+        log.info("worker %s started", self.worker_id)
+        while not self.stopping.is_set():
+            try:
+                status = self.run_once()
+            except Exception:  # noqa: BLE001 - e.g. the database restarting; try again shortly
+                log.exception("worker loop error")
+                status = None
+            if status is None:
+                self.stopping.wait(self.settings.poll_seconds)
+        self.close()

@@ -1,0 +1,26 @@
+"""Native inference and deployments on the wire."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from aiaas.protocol.common import StrictModel
+
+
+class DeploymentCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, max_length=300)
+    min_replicas: Literal[0, 1] = 0
+
+
+class PredictRequest(StrictModel):
+    inputs: list[str] = Field(min_length=1)
+    top_k: int | None = Field(default=None, ge=1, le=1000)
+
+
+class ClassificationRequest(StrictModel):
+    model: str = Field(min_length=1, max_length=300)
+    input: str | list[str]
+    top_k: int | None = Field(default=None, ge=1, le=1000)

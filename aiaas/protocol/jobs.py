@@ -1,0 +1,151 @@
+"""Fine-tuning jobs, events and checkpoints on the wire (OpenAI shapes plus our extensions)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from aiaas.protocol.common import StrictModel
+
+Auto = Literal["auto"]
+Task = Literal["single_label_classification", "multi_label_classification", "regression"]
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class Hyperparameters(StrictModel):
+    n_epochs: int | Auto = Field(default="auto")
+    batch_size: int | Auto = Field(default="auto")
+    learning_rate_multiplier: float | Auto = Field(default="auto")
+
+    @field_validator("n_epochs")
+    @classmethod
+    def _epochs(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 100:
+            raise ValueError("n_epochs must be between 1 and 100 or 'auto'")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 1024:
+            raise ValueError("batch_size must be between 1 and 1024 or 'auto'")
+        return v
+
+    @field_validator("learning_rate_multiplier")
+    @classmethod
+    def _lr(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and not 0 < v <= 100:
+            raise ValueError("learning_rate_multiplier must be > 0 and <= 100 or 'auto'")
+        return v
+
+
+class Preprocessing(StrictModel):
+    """The cleaning steps of the pipeline; each can be switched off. `lowercase: null` follows the base model."""
+
+    drop_missing: bool = True
+    lowercase: bool | None = None
+    strip: bool = True
+    replace_newlines: bool = True
+    dedupe: bool = True
+    normalize_labels: bool = True
+
+
+class SupervisedMethod(StrictModel):
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class Method(StrictModel):
+    type: Literal["supervised"] = "supervised"
+    supervised: SupervisedMethod | None = None
+
+
+class JobCreate(StrictModel):
+    model: str = Field(min_length=1, max_length=300)
+    training_file: str = Field(min_length=1, max_length=64)
+    validation_file: str | None = Field(default=None, max_length=64)
+    suffix: str | None = Field(default=None, max_length=40, pattern=r"^[A-Za-z0-9_\-]*$")
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    hyperparameters: Hyperparameters | None = None
+    method: Method | None = None
+    integrations: list[Any] | None = None
+    # Our extensions.
+    task: Task = "single_label_classification"
+    text_column: str = Field(default="text", min_length=1, max_length=200)
+    label_column: str = Field(default="label", min_length=1, max_length=200)
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    validation_fraction: float | None = Field(default=None, gt=0, lt=0.5)
+    pii_policy: Literal["allow", "redact", "reject"] = "allow"
+
+    def resolved_hyperparameters(self) -> Hyperparameters:
+        if self.method is not None and self.method.supervised is not None:
+            return self.method.supervised.hyperparameters
+        return self.hyperparameters or Hyperparameters()
+
+
+class JobEventPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"] = "message"
+    data: dict[str, Any] | None = None
+
+
+def job_public(row: Any) -> dict[str, Any]:
+    opts = row.options or {}
+    return {
+        "id": row.id,
+        "object": "fine_tuning.job",
+        "created_at": row.created_at,
+        "error": row.error,
+        "fine_tuned_model": row.fine_tuned_model,
+        "finished_at": row.finished_at,
+        "hyperparameters": row.hyperparameters,
+        "model": row.model,
+        "organization_id": row.org_id,
+        "result_files": row.result_files or [],
+        "seed": row.seed,
+        "status": row.status,
+        "trained_tokens": row.trained_tokens,
+        "training_file": row.training_file,
+        "validation_file": row.validation_file,
+        "estimated_finish": row.estimated_finish,
+        "integrations": [],
+        "metadata": row.job_metadata,
+        "user_provided_suffix": row.suffix,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": row.hyperparameters}},
+        # Our extensions.
+        "task": opts.get("task"),
+        "text_column": opts.get("text_column"),
+        "label_column": opts.get("label_column"),
+        "preprocessing": opts.get("preprocessing"),
+        "data_report": row.data_report,
+        "metrics": row.metrics,
+    }
+
+
+def event_public(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "object": "fine_tuning.job.event",
+        "created_at": row.created_at,
+        "level": row.level,
+        "message": row.message,
+        "type": row.type,
+        "data": row.data,
+    }
+
+
+def checkpoint_public(row: Any, fine_tuned_model: str | None) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": row.created_at,
+        "fine_tuned_model_checkpoint": f"{fine_tuned_model or row.job_id}:ckpt-step-{row.step}",
+        "fine_tuning_job_id": row.job_id,
+        "metrics": {"step": row.step, **(row.metrics or {})},
+        "step_number": row.step,
+    }

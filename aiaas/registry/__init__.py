@@ -1,0 +1,1 @@
+"""Model versions, lineage, model cards, artifact storage and export."""

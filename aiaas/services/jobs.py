@@ -1,0 +1,65 @@
+"""Creating fine-tuning jobs: check what the request names before anything is queued."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy.orm import Session
+
+from aiaas.core.errors import InvalidRequest
+from aiaas.core.ids import new_id
+from aiaas.core.settings import Settings
+from aiaas.protocol.jobs import JobCreate
+from aiaas.services import catalog
+from aiaas.store import files as file_store
+from aiaas.store import jobs as job_store
+from aiaas.store.models import FineTuningJob
+from aiaas.store.tenancy import now
+
+
+def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCreate) -> FineTuningJob:
+    train_file = file_store.get_file(session, org_id, body.training_file, param="training_file")
+    if train_file.purpose != "fine-tune":
+        raise InvalidRequest(f"File {train_file.id} has purpose '{train_file.purpose}', not 'fine-tune'.",
+                             param="training_file")
+    if body.validation_file:
+        file_store.get_file(session, org_id, body.validation_file, param="validation_file")
+        if body.validation_fraction is not None:
+            raise InvalidRequest("Give either validation_file or validation_fraction, not both.",
+                                 param="validation_fraction")
+    base = catalog.resolve(body.model, settings.base_models_dir)
+    columns = (train_file.summary or {}).get("columns") or []
+    for field, col in (("text_column", body.text_column), ("label_column", body.label_column)):
+        if columns and col not in columns:
+            listed = ", ".join(f"'{c}'" for c in columns[:50])
+            raise InvalidRequest(
+                f"training_file has no column '{col}'; its columns are: {listed}. Set {field} to one of them.",
+                param=field,
+            )
+    hp = body.resolved_hyperparameters()
+    job = FineTuningJob(
+        id=new_id("ftjob"),
+        org_id=org_id,
+        model=base.id,
+        training_file=train_file.id,
+        validation_file=body.validation_file,
+        status="validating_files",
+        hyperparameters=hp.model_dump(),
+        options={
+            "task": body.task,
+            "text_column": body.text_column,
+            "label_column": body.label_column,
+            "preprocessing": body.preprocessing.model_dump(),
+            "validation_fraction": body.validation_fraction,
+            "pii_policy": body.pii_policy,
+        },
+        suffix=body.suffix or None,
+        seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+        job_metadata=body.metadata,
+        created_at=now(),
+        result_files=[],
+    )
+    session.add(job)
+    session.flush()
+    job_store.add_event(session, job, "info", f"Created fine-tuning job: {job.id}")
+    return job

