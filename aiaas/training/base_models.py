@@ -131,7 +131,9 @@ def inspect_model_dir(path: Path, *, model_id: str) -> ResolvedBaseModel:
     try:
         config = json.loads(config_file.read_text())
     except (OSError, ValueError) as exc:
-        raise InvalidRequest(f"Base model '{model_id}' has an unreadable config.json: {exc}.", param="model") from exc
+        raise InvalidRequest(
+            f"Base model '{model_id}' has an unreadable config.json: {exc}.", param="model"
+        ) from exc
     hidden = config.get("hidden_size") or config.get("dim") or config.get("d_model") or 0
     return ResolvedBaseModel(
         id=model_id,
@@ -161,7 +163,9 @@ def _available_names(base_models_dir: Path | None) -> str:
 
 def _hub_offline() -> bool:
     truthy = {"1", "true", "yes", "on"}
-    return any(os.environ.get(v, "").strip().lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _resolve_from_hub(repo_id: str, base_models_dir: Path | None) -> ResolvedBaseModel:

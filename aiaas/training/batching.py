@@ -59,7 +59,8 @@ def encode_targets(task: str, raw: Sequence[Any], labels: list[str], *, split: s
             for label in values:
                 if label not in index:
                     raise InvalidRequest(
-                        f"{split} example {row + 1} has label {label!r}, which is not one of the labels {labels}."
+                        f"{split} example {row + 1} has label {label!r}, which is not one of the labels "
+                        f"{labels}; fix the label or add it to the label set."
                     )
                 multi[row, index[label]] = 1.0
         return multi

@@ -104,12 +104,13 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Tensors and plain containers only: weights_only=True refuses anything else."""
+    """Optimizer, scheduler and trainer state (weights: load_weights).
+
+    Tensors and plain containers only: weights_only=True refuses anything else.
+    """
     import torch
-    from safetensors.torch import load_file
 
     return {
-        "model": load_file(str(path / "model.safetensors")),
         "optimizer": torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True),
         "scheduler": torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True),
         "state": torch.load(path / STATE_FILE, map_location="cpu", weights_only=True),
@@ -117,6 +118,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_weights(model: Any, path: Path) -> None:
+    """Weights from safetensors; load_model also restores tensors that save_model de-duplicated."""
     from safetensors.torch import load_model
 
     load_model(model, str(path / "model.safetensors"), strict=True)

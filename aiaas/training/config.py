@@ -56,7 +56,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         if not isinstance(self.base_model, str) or not self.base_model.strip():
-            raise InvalidRequest("base_model must be a non-empty model name, e.g. 'minilm-l6'.", param="model")
+            raise InvalidRequest(
+                "base_model must be a non-empty model name, e.g. 'minilm-l6'.", param="model"
+            )
         if self.task not in TASKS:
             raise InvalidRequest(f"task must be one of {', '.join(TASKS)}; got {self.task!r}.", param="task")
         _int_or_auto(self.n_epochs, "n_epochs", 1, 50)
@@ -80,7 +82,8 @@ class TrainConfig:
             _int_in(self.early_stopping_patience, "early_stopping_patience", 1, 1000)
         if self.precision not in PRECISIONS:
             raise InvalidRequest(
-                f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}.", param="precision"
+                f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}.",
+                param="precision",
             )
         if self.num_threads is not None:
             _int_in(self.num_threads, "num_threads", 1, 1024)
@@ -118,7 +121,9 @@ def _int_or_auto(value: Any, name: str, low: int, high: int) -> None:
     if value == "auto":
         return
     if not _is_int(value) or not low <= value <= high:
-        raise InvalidRequest(f"{name} must be 'auto' or an integer from {low} to {high}; got {value!r}.", param=name)
+        raise InvalidRequest(
+            f"{name} must be 'auto' or an integer from {low} to {high}; got {value!r}.", param=name
+        )
 
 
 def _float_in(value: Any, name: str, low: float, high: float, *, low_open: bool = True) -> None:
@@ -127,7 +132,9 @@ def _float_in(value: Any, name: str, low: float, high: float, *, low_open: bool 
         ok = (value > low if low_open else value >= low) and value <= high
     if not ok:
         bound = ">" if low_open else ">="
-        raise InvalidRequest(f"{name} must be a number {bound} {low} and <= {high}; got {value!r}.", param=name)
+        raise InvalidRequest(
+            f"{name} must be a number {bound} {low} and <= {high}; got {value!r}.", param=name
+        )
 
 
 def _float_or_auto(value: Any, name: str, low: float, high: float) -> None:
@@ -135,4 +142,6 @@ def _float_or_auto(value: Any, name: str, low: float, high: float) -> None:
         return
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low < value <= high
     if not ok:
-        raise InvalidRequest(f"{name} must be 'auto' or a number > {low} and <= {high}; got {value!r}.", param=name)
+        raise InvalidRequest(
+            f"{name} must be 'auto' or a number > {low} and <= {high}; got {value!r}.", param=name
+        )

@@ -58,7 +58,9 @@ def auto_epochs(steps_per_epoch: int) -> tuple[int, str]:
 
 def auto_learning_rate(n_train: int, num_parameters: int | None, hidden_size: int) -> tuple[float, str]:
     # Without a parameter count, the hidden size tells small from big well enough.
-    params = num_parameters if num_parameters is not None else (20_000_000 if hidden_size <= 512 else 110_000_000)
+    params = (
+        num_parameters if num_parameters is not None else (20_000_000 if hidden_size <= 512 else 110_000_000)
+    )
     if params <= SMALL_MODEL:
         lr, size = 2e-4, "small"
     elif params <= BASE_MODEL:

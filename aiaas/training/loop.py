@@ -4,9 +4,8 @@ optimizer, resume, the loop (step, log, checkpoint, evaluate, early-stop), final
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -14,19 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from aiaas.core.errors import Conflict, InvalidRequest
-from aiaas.training import artifact, batching, checkpoints, hyperparams, metrics, runtime
-from aiaas.training.base_models import ResolvedBaseModel, inspect_model_dir, resolve_base_model
+from aiaas.core.errors import InvalidRequest
+from aiaas.training import artifact, batching, checkpoints, components, hyperparams, metrics, runtime
 from aiaas.training.config import TrainConfig
 from aiaas.training.types import PreparedDataLike, TrainCallbacks, TrainingStopped, TrainResult
 
 logger = logging.getLogger(__name__)
 
-PROBLEM_TYPES = {
-    "single_label_classification": "single_label_classification",
-    "multi_label_classification": "multi_label_classification",
-    "regression": "regression",
-}
 LOGS_PER_RUN = 50  # train-metrics events over a whole run (at most one per step)
 
 
@@ -49,8 +42,8 @@ def train(
     work_dir = Path(work_dir)
     ckpt_root = work_dir / "checkpoints"
     task = config.task
-    labels = _check_data(config, data)
-    base = _resolve(config.base_model, base_models_dir)
+    labels = components.check_data(config, data)
+    base = components.resolve(config.base_model, base_models_dir)
     device = runtime.pick_device()
     precision, precision_why = runtime.pick_precision(config.precision, device)
     threads = config.num_threads or runtime.available_cores()
@@ -61,20 +54,26 @@ def train(
 
     with runtime.torch_threads(threads):
         # ---- data: tokenize once, no padding (batches pad to their own longest text) ----
-        tokenizer = _load_tokenizer(base)
-        max_length = _max_length(config.max_length, base, tokenizer)
+        tokenizer = components.load_tokenizer(base)
+        max_length = components.max_length(config.max_length, base, tokenizer)
         texts_train = [ex.text for ex in data.train]
         texts_val = [ex.text for ex in data.validation]
         y_train = batching.encode_targets(task, [ex.label for ex in data.train], labels, split="train")
-        y_val = batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
+        y_val = batching.encode_targets(
+            task, [ex.label for ex in data.validation], labels, split="validation"
+        )
         scaling: dict[str, float] | None = None
         if task == "regression":
             # Standardized targets keep the MSE gradients sane whatever the user's units.
             mean, std = float(y_train.mean()), float(y_train.std()) or 1.0
             scaling = {"mean": mean, "std": std}
             y_train, y_val = (y_train - mean) / std, (y_val - mean) / std
-        train_set = batching.Encoded(batching.tokenize(tokenizer, texts_train, max_length, check_stop=check_stop), y_train)
-        val_set = batching.Encoded(batching.tokenize(tokenizer, texts_val, max_length, check_stop=check_stop), y_val)
+        train_set = batching.Encoded(
+            batching.tokenize(tokenizer, texts_train, max_length, check_stop=check_stop), y_train
+        )
+        val_set = batching.Encoded(
+            batching.tokenize(tokenizer, texts_val, max_length, check_stop=check_stop), y_val
+        )
         lengths = train_set.lengths
 
         # ---- hyperparameters: resolve every "auto", with reasons ----
@@ -101,9 +100,12 @@ def train(
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
         torch.manual_seed(config.seed)  # the new head's init is reproducible
-        model = _load_model(base, task, labels).to(device)
+        model = components.load_model(base, task, labels).to(device)
         optimizer = torch.optim.AdamW(
-            _param_groups(model, config.weight_decay), lr=hp.learning_rate, betas=(0.9, 0.999), eps=1e-8
+            components.param_groups(model, config.weight_decay),
+            lr=hp.learning_rate,
+            betas=(0.9, 0.999),
+            eps=1e-8,
         )
         warmup, total = hp.warmup_steps, hp.total_steps
 
@@ -113,35 +115,53 @@ def train(
             return max(0.0, (total - s) / max(1, total - warmup))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-        loss_fn = _loss_fn(task, y_train, len(labels), config.class_weights, device)
-        eval_loss_fn = _loss_fn(task, y_train, len(labels), False, device)
+        loss_fn = components.loss_fn(task, y_train, len(labels), config.class_weights, device)
+        eval_loss_fn = components.loss_fn(task, y_train, len(labels), False, device)
 
         # ---- resume from the latest checkpoint, or start fresh ----
-        fingerprint = _fingerprint(task, labels, data)
+        fingerprint = components.fingerprint(task, labels, data)
         state: dict[str, Any] = {
-            "step": 0, "epoch": 0, "batch_in_epoch": 0, "trained_tokens": 0,
-            "epoch_loss_sum": 0.0, "epoch_loss_count": 0,
-            "best_score": None, "best_step": None, "best_metrics": None, "bad_epochs": 0,
-            "stopped_early": False, "metrics": {}, "history": [],
-            "config": config.to_dict(), "hyperparameters": hparams, "fingerprint": fingerprint,
-        }  # fmt: skip
+            "step": 0,
+            "epoch": 0,
+            "batch_in_epoch": 0,
+            "trained_tokens": 0,
+            "epoch_loss_sum": 0.0,
+            "epoch_loss_count": 0,
+            "best_score": None,
+            "best_step": None,
+            "best_metrics": None,
+            "bad_epochs": 0,
+            "stopped_early": False,
+            "metrics": {},
+            "history": [],
+            "config": config.to_dict(),
+            "hyperparameters": hparams,
+            "fingerprint": fingerprint,
+        }
         checkpoints.remove_partial(ckpt_root)
         latest = checkpoints.latest_checkpoint(ckpt_root)
         if latest is not None:
             saved = checkpoints.load_checkpoint(latest)
-            _check_resumable(saved["state"], config, fingerprint, ckpt_root)
-            model.load_state_dict(saved["model"], strict=True)
+            components.check_resumable(saved["state"], config, fingerprint, ckpt_root)
+            checkpoints.load_weights(model, latest)
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             checkpoints.set_rng_state(saved["state"].pop("rng"))
             state = saved["state"]
-            state["hyperparameters"] = {**state["hyperparameters"], "num_threads": threads, "precision": precision}
+            state["hyperparameters"] = {
+                **state["hyperparameters"],
+                "num_threads": threads,
+                "precision": precision,
+            }
             hparams = state["hyperparameters"]
-            callbacks.event("info", f"Resumed from checkpoint at step {state['step']}.", data={"step": state["step"]})
+            callbacks.event(
+                "info", f"Resumed from checkpoint at step {state['step']}.", data={"step": state["step"]}
+            )
         else:
             callbacks.event(
                 "info",
-                f"Fine-tuning {base.id} ({task}) on {len(train_set)} examples, {len(val_set)} for validation: "
+                f"Fine-tuning {base.id} ({task}) on {len(train_set)} examples "
+                f"({len(val_set)} for validation): "
                 f"{hp.n_epochs} epochs x {hp.steps_per_epoch} steps, batch {hp.batch_size}, "
                 f"lr {hp.learning_rate:g}, {precision}, {threads} threads.",
                 data={"hyperparameters": hparams},
@@ -150,14 +170,21 @@ def train(
                 callbacks.event("warning", "No validation examples: no evaluation, no early stopping.")
 
         def save(reason: str) -> None:
+            started = time.perf_counter()
             path = checkpoints.save_checkpoint(
-                ckpt_root, state["step"], model=model, tokenizer=tokenizer,
-                optimizer=optimizer, scheduler=scheduler, state=state,
-            )  # fmt: skip
+                ckpt_root,
+                state["step"],
+                model=model,
+                tokenizer=tokenizer,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                state=state,
+            )
             keep = {state["best_step"]} if state["best_step"] is not None else set()
             checkpoints.prune(ckpt_root, keep=keep)
             callbacks.checkpoint(state["step"], path, dict(state["metrics"]))
             logger.debug("Checkpoint %s (%s)", path, reason)
+            window["t0"] += time.perf_counter() - started  # throughput counts training only
 
         # ---- the loop ----
         log_every = max(1, hp.total_steps // LOGS_PER_RUN)
@@ -172,6 +199,12 @@ def train(
                 with runtime.autocast(device, precision):
                     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
                 loss = loss_fn(logits.float(), target)
+                loss_value = float(loss.item())
+                if not math.isfinite(loss_value):
+                    raise InvalidRequest(
+                        f"Training diverged: the loss became {loss_value} at step {state['step'] + 1}. "
+                        "Lower learning_rate (or learning_rate_multiplier), or set precision to fp32."
+                    )
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 lr = scheduler.get_last_lr()[0]
@@ -179,7 +212,6 @@ def train(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
 
-                loss_value = float(loss.item())
                 state["step"] += 1
                 state["batch_in_epoch"] += 1
                 state["trained_tokens"] += n_tokens
@@ -204,8 +236,12 @@ def train(
                     }
                     state["history"].append(record)
                     state["metrics"] = {"loss": record["loss"]}
-                    callbacks.event("info", f"Step {state['step']}/{hp.total_steps}: loss {record['loss']:.4f}",
-                                    type="metrics", data=record)  # fmt: skip
+                    callbacks.event(
+                        "info",
+                        f"Step {state['step']}/{hp.total_steps}: loss {record['loss']:.4f}",
+                        type="metrics",
+                        data=record,
+                    )
                     window = {"loss": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t0": time.perf_counter()}
                 if state["batch_in_epoch"] < len(batches) and state["step"] % hp.checkpoint_every_steps == 0:
                     save("periodic")
@@ -213,16 +249,37 @@ def train(
             # ---- end of epoch: evaluate, track the best, maybe stop early, checkpoint ----
             train_loss = state["epoch_loss_sum"] / max(1, state["epoch_loss_count"])
             state.update(epoch=state["epoch"] + 1, batch_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_count=0)
-            record = {"split": "validation", "step": state["step"], "epoch": state["epoch"], "loss": train_loss,
-                      "train_loss": train_loss, "learning_rate": scheduler.get_last_lr()[0]}  # fmt: skip
+            record = {
+                "split": "validation",
+                "step": state["step"],
+                "epoch": state["epoch"],
+                "loss": train_loss,
+                "train_loss": train_loss,
+                "learning_rate": scheduler.get_last_lr()[0],
+            }
             if len(val_set):
                 check_stop()
-                scores = _evaluate(model, val_set, task, labels, hp.batch_size * 2, device, precision,
-                                   eval_loss_fn, scaling, check_stop, tokenizer.pad_token_id)  # fmt: skip
+                eval_started = time.perf_counter()
+                scores = _evaluate(
+                    model,
+                    val_set,
+                    task,
+                    labels,
+                    hp.batch_size * 2,
+                    device,
+                    precision,
+                    eval_loss_fn,
+                    scaling,
+                    check_stop,
+                    tokenizer.pad_token_id,
+                )
+                window["t0"] += time.perf_counter() - eval_started
                 record.update({k: v for k, v in scores.items() if k != "per_label"})
                 score = metrics.selection_score(task, scores)
                 if state["best_score"] is None or tuple(score) > tuple(state["best_score"]):
-                    state.update(best_score=list(score), best_step=state["step"], best_metrics=scores, bad_epochs=0)
+                    state.update(
+                        best_score=list(score), best_step=state["step"], best_metrics=scores, bad_epochs=0
+                    )
                 else:
                     state["bad_epochs"] += 1
                     patience = config.early_stopping_patience
@@ -232,12 +289,13 @@ def train(
                 state.update(best_step=state["step"], best_metrics={"train_loss": train_loss})
             state["history"].append(record)
             state["metrics"] = {k: v for k, v in record.items() if k != "split"}
-            callbacks.event("info", _eval_message(record, task), type="metrics", data=dict(record))
+            callbacks.event("info", _eval_message(record), type="metrics", data=dict(record))
             save("epoch end")
             if state["stopped_early"]:
                 callbacks.event(
                     "info",
-                    f"Early stopping: no better {hparams['selection_metric']} for {state['bad_epochs']} epochs; "
+                    f"Early stopping: {hparams['selection_metric']} did not improve for "
+                    f"{state['bad_epochs']} epochs; "
                     f"keeping step {state['best_step']}.",
                 )
 
@@ -262,7 +320,11 @@ def train(
             meta["thresholds"] = best.get("thresholds") or {label: 0.5 for label in labels}
         if scaling is not None:
             folded = artifact.fold_regression_scale(model, scaling["mean"], scaling["std"])
-            meta["regression"] = {"target_mean": scaling["mean"], "target_std": scaling["std"], "folded_into_head": folded}
+            meta["regression"] = {
+                "target_mean": scaling["mean"],
+                "target_std": scaling["std"],
+                "folded_into_head": folded,
+            }
         model_dir = artifact.write_model_dir(work_dir / "model", model=model, tokenizer=tokenizer, meta=meta)
         callbacks.event("info", f"Model written after {state['step']} steps.", data={"metrics": summary})
         return TrainResult(
@@ -274,107 +336,6 @@ def train(
             hyperparameters=hparams,
             history=list(state["history"]),
         )
-
-
-# ---------------------------------------------------------------------------------------
-def _check_data(config: TrainConfig, data: PreparedDataLike) -> list[str]:
-    if data.task != config.task:
-        raise InvalidRequest(
-            f"The dataset was prepared for {data.task} but training asks for {config.task}; "
-            "prepare the data for the same task.",
-            param="task",
-        )
-    if not data.train:
-        raise InvalidRequest("The training set is empty; upload a file with labelled rows.", param="training_file")
-    labels = list(data.labels)
-    if config.task == "regression":
-        return labels[:1] or ["value"]
-    if config.task == "single_label_classification" and len(labels) < 2:
-        raise InvalidRequest(
-            f"Single-label classification needs at least 2 labels; the data has {labels}.", param="training_file"
-        )
-    if not labels:
-        raise InvalidRequest("Multi-label classification needs at least 1 label.", param="training_file")
-    return labels
-
-
-def _resolve(name: str, base_models_dir: Path | None) -> ResolvedBaseModel:
-    path = Path(name)
-    if path.is_absolute() and path.is_dir():  # already resolved by the caller (trusted)
-        return inspect_model_dir(path, model_id=path.name)
-    return resolve_base_model(name, base_models_dir=base_models_dir)
-
-
-def _load_tokenizer(base: ResolvedBaseModel) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(base.path), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise InvalidRequest(f"Base model '{base.id}' has no usable tokenizer: {exc}", param="model") from exc
-
-
-def _load_model(base: ResolvedBaseModel, task: str, labels: list[str]) -> Any:
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            str(base.path),
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            problem_type=PROBLEM_TYPES[task],
-            ignore_mismatched_sizes=True,  # an installed model may carry another head
-            dtype=torch.float32,  # master weights fp32; bf16 only inside autocast
-            use_safetensors=True,  # never fall back to pickle weights
-            local_files_only=True,
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        raise InvalidRequest(
-            f"Base model '{base.id}' cannot be loaded as a sequence classifier: {exc}", param="model"
-        ) from exc
-
-
-def _max_length(requested: int, base: ResolvedBaseModel, tokenizer: Any) -> int:
-    limit = requested
-    try:
-        positions = json.loads((base.path / "config.json").read_text()).get("max_position_embeddings")
-    except (OSError, ValueError):
-        positions = None
-    if isinstance(positions, int) and positions > 0:
-        limit = min(limit, positions)
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and 0 < model_max < 100_000:  # HF uses 1e30 for "no limit"
-        limit = min(limit, model_max)
-    return limit
-
-
-def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    # No decay on biases and LayerNorm weights (1-D tensors): decaying them only hurts.
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _loss_fn(task: str, y_train: np.ndarray, n_labels: int, weighted: bool, device: str) -> Any:
-    import torch
-    import torch.nn.functional as F
-
-    if task == "single_label_classification":
-        weight = None
-        if weighted:  # inverse frequency, so rare classes count as much as common ones
-            counts = np.bincount(y_train, minlength=n_labels).clip(min=1)
-            weight = torch.tensor(len(y_train) / (n_labels * counts), dtype=torch.float32, device=device).clamp(0.1, 10)
-        return lambda logits, y: F.cross_entropy(logits, y, weight=weight)
-    if task == "multi_label_classification":
-        pos_weight = None
-        if weighted:  # negatives per positive, per label
-            pos = y_train.sum(axis=0).clip(min=1)
-            neg = (len(y_train) - y_train.sum(axis=0)).clip(min=1)
-            pos_weight = torch.tensor(neg / pos, dtype=torch.float32, device=device).clamp(0.1, 10)
-        return lambda logits, y: F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
-    return lambda logits, y: F.mse_loss(logits.squeeze(-1), y)
 
 
 def _evaluate(
@@ -415,30 +376,9 @@ def _evaluate(
     return {"valid_loss": valid_loss, **scores}
 
 
-def _eval_message(record: dict[str, Any], task: str) -> str:
+def _eval_message(record: dict[str, Any]) -> str:
     parts = [f"Epoch {record['epoch']}: train loss {record['train_loss']:.4f}"]
     for key in ("valid_loss", "accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2"):
         if key in record:
             parts.append(f"{key} {record[key]:.4f}")
     return ", ".join(parts)
-
-
-def _fingerprint(task: str, labels: list[str], data: PreparedDataLike) -> str:
-    digest = hashlib.sha256(json.dumps([task, labels]).encode())
-    for split in (data.train, data.validation):
-        for ex in split:
-            digest.update(json.dumps([ex.text, ex.label]).encode())
-        digest.update(b"|")
-    return digest.hexdigest()
-
-
-def _check_resumable(saved: dict[str, Any], config: TrainConfig, fingerprint: str, root: Path) -> None:
-    before = TrainConfig.from_dict(saved["config"]).resume_view()
-    changed = sorted(k for k, v in config.resume_view().items() if before.get(k) != v)
-    if changed or saved.get("fingerprint") != fingerprint:
-        what = f"settings ({', '.join(changed)})" if changed else "data"
-        raise Conflict(
-            f"{root} holds checkpoints of a run with different {what}; resume with the same job, "
-            "or clear that directory to start over."
-        )
-

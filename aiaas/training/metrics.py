@@ -42,7 +42,7 @@ def single_label(logits: np.ndarray, y: np.ndarray, labels: list[str]) -> dict[s
             "support": int(matrix[i, :].sum()),
         }
     # Macro-F1 over labels present in validation: an absent label has no defined F1.
-    present = [f for f, label in zip(f1s, labels) if per_label[label]["support"] > 0]
+    present = [f for f, label in zip(f1s, labels, strict=True) if per_label[label]["support"] > 0]
     return {
         "accuracy": float((pred == y).mean()) if len(y) else 0.0,
         "macro_f1": float(np.mean(present)) if present else 0.0,
@@ -72,7 +72,11 @@ def multi_label(probs: np.ndarray, y: np.ndarray, labels: list[str]) -> dict[str
     fp = (pred & ~truth).sum(axis=0)
     fn = (~pred & truth).sum(axis=0)
     per_label = {
-        label: {"f1": _f1(tp[j], fp[j], fn[j]), "threshold": float(thresholds[j]), "support": int(truth[:, j].sum())}
+        label: {
+            "f1": _f1(tp[j], fp[j], fn[j]),
+            "threshold": float(thresholds[j]),
+            "support": int(truth[:, j].sum()),
+        }
         for j, label in enumerate(labels)
     }
     present = [per_label[label]["f1"] for label in labels if per_label[label]["support"] > 0]

@@ -6,9 +6,10 @@ Protocol so that training neither imports nor depends on how data was cleaned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 
 class ExampleLike(Protocol):

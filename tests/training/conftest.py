@@ -38,7 +38,9 @@ class PreparedData:
 class Recorder:
     """TrainCallbacks that records everything and can ask to stop after a given checkpoint."""
 
-    def __init__(self, *, stop_after_checkpoint: int | None = None, stop_after_calls: int | None = None) -> None:
+    def __init__(
+        self, *, stop_after_checkpoint: int | None = None, stop_after_calls: int | None = None
+    ) -> None:
         self.events: list[dict[str, Any]] = []
         self.checkpoints: list[tuple[int, Path, dict]] = []
         self.stop_after_checkpoint = stop_after_checkpoint

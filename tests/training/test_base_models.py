@@ -49,8 +49,13 @@ def test_pickle_only_model_dir_is_refused_unopened(tmp_path: Path, base_models_d
     assert info.value.code == "invalid_request" and info.value.param == "model"
     assert "safetensors" in info.value.message and "pytorch_model.bin" in info.value.message
     with pytest.raises(AiaasError, match="Convert them to safetensors"):
-        train(TrainConfig(base_model="pickled"), single_label_data(8, 4), tmp_path / "w", Recorder(),
-              base_models_dir=models)  # fmt: skip
+        train(
+            TrainConfig(base_model="pickled"),
+            single_label_data(8, 4),
+            tmp_path / "w",
+            Recorder(),
+            base_models_dir=models,
+        )
     assert [m.id for m in list_base_models(models) if m.id == "pickled"] == []
     assert not marker.exists()
 
@@ -61,8 +66,13 @@ def test_pickle_next_to_safetensors_is_never_touched(tmp_path: Path, base_models
     shutil.copytree(base_models_dir / TINY, both)
     marker = tmp_path / "marker"
     _evil_pickle(both / "pytorch_model.bin", marker)
-    result = train(TrainConfig(base_model="both", n_epochs=1), single_label_data(16, 8), tmp_path / "w", Recorder(),
-                   base_models_dir=models)  # fmt: skip
+    result = train(
+        TrainConfig(base_model="both", n_epochs=1),
+        single_label_data(16, 8),
+        tmp_path / "w",
+        Recorder(),
+        base_models_dir=models,
+    )
     assert result.steps == 1
     assert not marker.exists()
 
@@ -117,10 +127,10 @@ def test_minilm_loads_as_a_classifier_with_its_pretrained_encoder() -> None:
     import torch
     from safetensors.torch import load_file
 
-    from aiaas.training.loop import _load_model
+    from aiaas.training.components import load_model
 
     base = resolve_base_model("minilm-l6", base_models_dir=None)
-    model = _load_model(base, "single_label_classification", ["a", "b", "c"])
+    model = load_model(base, "single_label_classification", ["a", "b", "c"])
     saved = load_file(str(base.path / "model.safetensors"))
     loaded = model.state_dict()
     for key in ("embeddings.word_embeddings.weight", "encoder.layer.5.output.dense.weight"):

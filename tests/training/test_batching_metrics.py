@@ -15,9 +15,9 @@ def test_epoch_batches_cover_each_example_once_and_replay_exactly() -> None:
     assert len(batches) == int(np.ceil(1000 / 16))
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     again = batching.epoch_batches(lengths, 16, seed=42, epoch=3)
-    assert all((a == b).all() for a, b in zip(batches, again))
+    assert all((a == b).all() for a, b in zip(batches, again, strict=True))
     other = batching.epoch_batches(lengths, 16, seed=42, epoch=4)
-    assert any((a != b).any() if len(a) == len(b) else True for a, b in zip(batches, other))
+    assert any((a != b).any() if len(a) == len(b) else True for a, b in zip(batches, other, strict=True))
 
 
 def test_length_grouping_cuts_padding() -> None:
@@ -77,4 +77,6 @@ def test_selection_prefers_metric_then_lower_loss() -> None:
     assert metrics.selection_score(task, {"macro_f1": 1.0, "valid_loss": 0.1}) > metrics.selection_score(
         task, {"macro_f1": 1.0, "valid_loss": 0.2}
     )
-    assert metrics.selection_score("regression", {"rmse": 1.0}) > metrics.selection_score("regression", {"rmse": 2.0})
+    assert metrics.selection_score("regression", {"rmse": 1.0}) > metrics.selection_score(
+        "regression", {"rmse": 2.0}
+    )

@@ -13,8 +13,14 @@ from aiaas.training import checkpoints as ck
 from tests.training.conftest import TINY, Recorder, single_label_data
 
 # 48 examples, batch 8: 6 steps per epoch, 18 in all; a checkpoint every 4 steps.
-CONFIG = {"n_epochs": 3, "batch_size": 8, "learning_rate": 3e-3, "checkpoint_every_steps": 4,
-          "early_stopping_patience": None, "precision": "fp32"}  # fmt: skip
+CONFIG = {
+    "n_epochs": 3,
+    "batch_size": 8,
+    "learning_rate": 3e-3,
+    "checkpoint_every_steps": 4,
+    "early_stopping_patience": None,
+    "precision": "fp32",
+}
 
 
 def _weights(model_dir: Path) -> dict:
@@ -32,7 +38,13 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path, base_models_dir: Pa
     straight = train(config, data, tmp_path / "a", Recorder(), base_models_dir=base_models_dir)
 
     with pytest.raises(TrainingStopped):
-        train(config, data, tmp_path / "b", Recorder(stop_after_checkpoint=stop_at), base_models_dir=base_models_dir)
+        train(
+            config,
+            data,
+            tmp_path / "b",
+            Recorder(stop_after_checkpoint=stop_at),
+            base_models_dir=base_models_dir,
+        )
     assert ck.latest_checkpoint(tmp_path / "b" / "checkpoints").name == f"step-{stop_at}"
     rec = Recorder()
     resumed = train(config, data, tmp_path / "b", rec, base_models_dir=base_models_dir)
@@ -54,7 +66,13 @@ def test_checkpoint_contents_load_with_weights_only(tmp_path: Path, base_models_
     import torch
 
     rec = Recorder()
-    train(TrainConfig(base_model=TINY, **CONFIG), single_label_data(48, 16), tmp_path, rec, base_models_dir=base_models_dir)
+    train(
+        TrainConfig(base_model=TINY, **CONFIG),
+        single_label_data(48, 16),
+        tmp_path,
+        rec,
+        base_models_dir=base_models_dir,
+    )
     assert [step for step, _, _ in rec.checkpoints] == [4, 6, 8, 12, 16, 18]
     root = tmp_path / "checkpoints"
     # Last two plus the best survive.
@@ -64,8 +82,15 @@ def test_checkpoint_contents_load_with_weights_only(tmp_path: Path, base_models_
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
 
     path = root / "step-16"
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "optimizer.pt", "scheduler.pt",
-                 ck.STATE_FILE, "metrics.json"):  # fmt: skip
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "optimizer.pt",
+        "scheduler.pt",
+        ck.STATE_FILE,
+        "metrics.json",
+    ):
         assert (path / name).is_file(), name
     loaded = ck.load_checkpoint(path)  # weights_only=True inside
     state = loaded["state"]
@@ -93,7 +118,9 @@ def test_weights_only_refuses_a_pickled_object(tmp_path: Path) -> None:
         torch.load(path, weights_only=True)
 
 
-def test_interrupted_write_leaves_the_previous_checkpoint_latest(tmp_path: Path, base_models_dir: Path) -> None:
+def test_interrupted_write_leaves_the_previous_checkpoint_latest(
+    tmp_path: Path, base_models_dir: Path
+) -> None:
     config = TrainConfig(base_model=TINY, **{**CONFIG, "n_epochs": 1})
     train(config, single_label_data(48, 16), tmp_path, Recorder(), base_models_dir=base_models_dir)
     root = tmp_path / "checkpoints"
@@ -109,12 +136,22 @@ def test_interrupted_write_leaves_the_previous_checkpoint_latest(tmp_path: Path,
 def test_resume_refuses_changed_settings(tmp_path: Path, base_models_dir: Path) -> None:
     data = single_label_data(48, 16)
     with pytest.raises(TrainingStopped):
-        train(TrainConfig(base_model=TINY, **CONFIG), data, tmp_path, Recorder(stop_after_checkpoint=4),
-              base_models_dir=base_models_dir)  # fmt: skip
+        train(
+            TrainConfig(base_model=TINY, **CONFIG),
+            data,
+            tmp_path,
+            Recorder(stop_after_checkpoint=4),
+            base_models_dir=base_models_dir,
+        )
     changed = TrainConfig(base_model=TINY, **{**CONFIG, "learning_rate": 1e-3})
     with pytest.raises(AiaasError, match="different settings \\(learning_rate\\)") as info:
         train(changed, data, tmp_path, Recorder(), base_models_dir=base_models_dir)
     assert info.value.code == "conflict"
     with pytest.raises(AiaasError, match="different data"):
-        train(TrainConfig(base_model=TINY, **CONFIG), single_label_data(48, 16, seed=1), tmp_path, Recorder(),
-              base_models_dir=base_models_dir)  # fmt: skip
+        train(
+            TrainConfig(base_model=TINY, **CONFIG),
+            single_label_data(48, 16, seed=1),
+            tmp_path,
+            Recorder(),
+            base_models_dir=base_models_dir,
+        )

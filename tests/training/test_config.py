@@ -60,7 +60,9 @@ def test_auto_on_small_data_and_a_small_model() -> None:
 def test_auto_on_tiny_and_large_data() -> None:
     tiny = resolve(TrainConfig(base_model="m"), n_train=20, num_parameters=MINILM_PARAMS, hidden_size=384)
     assert tiny.n_epochs == 20  # capped
-    large = resolve(TrainConfig(base_model="m"), n_train=50_000, num_parameters=MINILM_PARAMS, hidden_size=384)
+    large = resolve(
+        TrainConfig(base_model="m"), n_train=50_000, num_parameters=MINILM_PARAMS, hidden_size=384
+    )
     assert large.batch_size == 32 and large.n_epochs == 3  # floor; already thousands of steps
     assert large.learning_rate == 1e-4
     assert large.total_steps == 3 * 1563
@@ -73,14 +75,18 @@ def test_auto_learning_rate_falls_with_model_size_and_multiplier_scales_it() -> 
     unknown = resolve(TrainConfig(base_model="m"), n_train=500, num_parameters=None, hidden_size=768)
     assert unknown.learning_rate == 5e-5
     scaled = resolve(
-        TrainConfig(base_model="m", learning_rate_multiplier=0.5), n_train=500, num_parameters=MINILM_PARAMS,
+        TrainConfig(base_model="m", learning_rate_multiplier=0.5),
+        n_train=500,
+        num_parameters=MINILM_PARAMS,
         hidden_size=384,
-    )  # fmt: skip
+    )
     assert scaled.learning_rate == pytest.approx(1e-4) and "multiplier" in scaled.reasons["learning_rate"]
 
 
 def test_explicit_values_win() -> None:
-    config = TrainConfig(base_model="m", n_epochs=2, batch_size=8, learning_rate=1e-3, checkpoint_every_steps=5)
+    config = TrainConfig(
+        base_model="m", n_epochs=2, batch_size=8, learning_rate=1e-3, checkpoint_every_steps=5
+    )
     hp = resolve(config, n_train=100, num_parameters=MINILM_PARAMS, hidden_size=384)
     assert (hp.n_epochs, hp.batch_size, hp.learning_rate, hp.checkpoint_every_steps) == (2, 8, 1e-3, 5)
     assert hp.reasons["n_epochs"] == "requested"

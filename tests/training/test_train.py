@@ -26,9 +26,17 @@ FAST = {"learning_rate": 3e-3, "early_stopping_patience": None, "precision": "fp
 def test_single_label_learns_a_separable_set(tmp_path: Path, base_models_dir: Path) -> None:
     data = single_label_data()
     rec = Recorder()
-    result = train(TrainConfig(base_model=TINY, n_epochs=12, **FAST), data, tmp_path, rec, base_models_dir=base_models_dir)
+    result = train(
+        TrainConfig(base_model=TINY, n_epochs=12, **FAST),
+        data,
+        tmp_path,
+        rec,
+        base_models_dir=base_models_dir,
+    )
 
-    majority = max(sum(ex.label == lab for ex in data.validation) for lab in data.labels) / len(data.validation)
+    majority = max(sum(ex.label == lab for ex in data.validation) for lab in data.labels) / len(
+        data.validation
+    )
     assert result.metrics["accuracy"] > majority
     assert result.metrics["accuracy"] >= 0.9
     assert result.steps == 12 * 4  # 64 examples, batch 16
@@ -68,15 +76,18 @@ def test_single_label_learns_a_separable_set(tmp_path: Path, base_models_dir: Pa
 
 def test_multi_label_tunes_thresholds(tmp_path: Path, base_models_dir: Path) -> None:
     data = multi_label_data()
-    config = TrainConfig(base_model=TINY, task="multi_label_classification", n_epochs=12, **FAST)
+    config = TrainConfig(base_model=TINY, task="multi_label_classification", n_epochs=20, **FAST)
     result = train(config, data, tmp_path, Recorder(), base_models_dir=base_models_dir)
 
-    assert result.metrics["micro_f1"] >= 0.8
+    assert result.metrics["micro_f1"] >= 0.9
     assert set(result.metrics["thresholds"]) == {"bug", "praise", "refund"}
     meta = json.loads((result.model_dir / "aiaas.json").read_text())
     assert meta["thresholds"] == result.metrics["thresholds"]
     assert all(0.0 < t < 1.0 for t in meta["thresholds"].values())
-    assert json.loads((result.model_dir / "config.json").read_text())["problem_type"] == "multi_label_classification"
+    assert (
+        json.loads((result.model_dir / "config.json").read_text())["problem_type"]
+        == "multi_label_classification"
+    )
 
 
 def test_regression_predicts_in_user_units(tmp_path: Path, base_models_dir: Path) -> None:
@@ -132,13 +143,17 @@ def test_should_stop_cancels_promptly_and_writes_no_model(tmp_path: Path, base_m
 
 def test_early_stopping_restores_the_best_epoch(tmp_path: Path, base_models_dir: Path) -> None:
     # A learning rate this high makes validation worse after the first epochs.
-    config = TrainConfig(base_model=TINY, n_epochs=20, learning_rate=0.05, early_stopping_patience=2, precision="fp32")
+    config = TrainConfig(
+        base_model=TINY, n_epochs=20, learning_rate=0.05, early_stopping_patience=2, precision="fp32"
+    )
     rec = Recorder()
     result = train(config, single_label_data(), tmp_path, rec, base_models_dir=base_models_dir)
     evals = [e for e in result.history if e["split"] == "validation"]
     assert result.steps < 20 * 4, "should have stopped early"
     assert any("Early stopping" in e["message"] for e in rec.events)
-    best_step = result.metrics and json.loads((result.model_dir / "aiaas.json").read_text())["metrics"]["best_step"]
+    best_step = (
+        result.metrics and json.loads((result.model_dir / "aiaas.json").read_text())["metrics"]["best_step"]
+    )
     best = next(e for e in evals if e["step"] == best_step)
     assert result.metrics["macro_f1"] == best["macro_f1"]
     assert (tmp_path / "checkpoints" / f"step-{best_step}").is_dir(), "the best checkpoint is kept"
@@ -147,7 +162,13 @@ def test_early_stopping_restores_the_best_epoch(tmp_path: Path, base_models_dir:
 def test_mismatched_task_and_unknown_label_are_refused(tmp_path: Path, base_models_dir: Path) -> None:
     data = single_label_data(8, 4)
     with pytest.raises(AiaasError, match="prepared for single_label_classification"):
-        train(TrainConfig(base_model=TINY, task="regression"), data, tmp_path, Recorder(), base_models_dir=base_models_dir)
+        train(
+            TrainConfig(base_model=TINY, task="regression"),
+            data,
+            tmp_path,
+            Recorder(),
+            base_models_dir=base_models_dir,
+        )
     data.train[3].label = "nonsense"
     with pytest.raises(AiaasError, match="train example 4 has label 'nonsense'"):
         train(TrainConfig(base_model=TINY), data, tmp_path, Recorder(), base_models_dir=base_models_dir)

@@ -1,0 +1,309 @@
+"""Keep loaded models in memory under a byte budget, and let idle ones go (scale to zero).
+
+- One load per key: concurrent callers for a model that is loading wait for that load
+  (they are held, not failed); a failed load fails its waiters and is retried by the
+  next caller.
+- Loads run in an executor, never on the event loop (ONNX session creation takes
+  ~0.1-1 s and would freeze every other request).
+- LRU eviction keeps the total under `memory_budget_bytes`. A model with requests in
+  flight is never evicted (its memory would not come back anyway), nor is a pinned one.
+  If nothing can go yet, the cache runs over budget and evicts as requests finish.
+- With `idle_unload_s`, a model unused that long is unloaded, unless pinned
+  (deployments with min_replicas >= 1).
+
+Use `async with cache.use(key) as predictor:` around a request so the cache knows the
+model is busy; `get()` is the same without that protection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from aiaas.core.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Entry:
+    predictor: Any
+    size: int
+    last_used: float
+    in_flight: int = 0
+    uses: int = 0
+
+
+@dataclass
+class _Counters:
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    load_failures: int = 0
+    evictions: int = 0
+    idle_unloads: int = 0
+    load_seconds: list[float] = field(default_factory=list)
+
+
+def _size_of(predictor: Any) -> int:
+    size = getattr(predictor, "memory_bytes", None)
+    if not isinstance(size, int) or size < 0:
+        raise TypeError("the loader must return an object with an integer memory_bytes >= 0")
+    return size
+
+
+def _close(predictor: Any) -> None:
+    close = getattr(predictor, "close", None)
+    if callable(close):
+        close()
+
+
+class ModelCache:
+    def __init__(
+        self,
+        loader: Callable[[str], Any],
+        *,
+        memory_budget_bytes: int,
+        idle_unload_s: float | None,
+        executor: concurrent.futures.Executor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not callable(loader):
+            raise TypeError(f"loader must be callable, got {type(loader).__name__}")
+        if not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0:
+            raise ValueError(f"memory_budget_bytes must be a positive integer, got {memory_budget_bytes!r}")
+        if idle_unload_s is not None and (
+            not isinstance(idle_unload_s, int | float) or not math.isfinite(idle_unload_s) or idle_unload_s <= 0
+        ):
+            raise ValueError(f"idle_unload_s must be a positive number of seconds or None, got {idle_unload_s!r}")
+        self._loader = loader
+        self._budget = memory_budget_bytes
+        self._idle_s = idle_unload_s
+        self._executor = executor  # None: the loop's default executor
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._loading: dict[str, asyncio.Future[_Entry]] = {}
+        self._pinned: set[str] = set()
+        # Bumped by evict(): a load that started before an evict must not install a stale model.
+        self._generation: dict[str, int] = {}
+        self._over_budget = False
+        self._counters = _Counters()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- public API -------------------------------------------------------------------------
+    async def get(self, key: str) -> Any:
+        """The loaded model for `key`, loading it (once) if needed."""
+        entry = await self._acquire(key)
+        entry.in_flight -= 1
+        self._enforce_budget()
+        return entry.predictor
+
+    @contextlib.asynccontextmanager
+    async def use(self, key: str) -> AsyncIterator[Any]:
+        """Hold the model for the duration of a request: it is not evicted meanwhile."""
+        entry = await self._acquire(key)
+        try:
+            yield entry.predictor
+        finally:
+            entry.in_flight -= 1
+            entry.last_used = self._clock()
+            self._enforce_budget()
+
+    def pin(self, key: str, pinned: bool) -> None:
+        """Pinned models are never idle-unloaded or LRU-evicted (min_replicas >= 1)."""
+        if pinned:
+            self._pinned.add(key)
+        else:
+            self._pinned.discard(key)
+            self._enforce_budget()
+
+    def evict(self, key: str) -> None:
+        """Drop `key` now (new version deployed, deployment deleted). Requests already
+        holding it finish with their reference; the next get() loads afresh."""
+        self._generation[key] = self._generation.get(key, 0) + 1
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._counters.evictions += 1
+            if entry.in_flight == 0:
+                _close(entry.predictor)
+            logger.info("evicted model %s", key)
+
+    def unload_idle(self) -> list[str]:
+        """Unload models idle for idle_unload_s (the sweeper calls this); returns their keys."""
+        if self._idle_s is None:
+            return []
+        now = self._clock()
+        idle = [
+            key
+            for key, e in self._entries.items()
+            if e.in_flight == 0 and key not in self._pinned and now - e.last_used >= self._idle_s
+        ]
+        for key in idle:
+            entry = self._entries.pop(key)
+            _close(entry.predictor)
+            self._counters.idle_unloads += 1
+            logger.info("unloaded idle model %s after %.0f s", key, now - entry.last_used)
+        return idle
+
+    def stats(self) -> dict:
+        now = self._clock()
+        c = self._counters
+        return {
+            "memory_bytes": self.memory_bytes,
+            "memory_budget_bytes": self._budget,
+            "models": {
+                key: {
+                    "bytes": e.size,
+                    "in_flight": e.in_flight,
+                    "pinned": key in self._pinned,
+                    "idle_s": round(now - e.last_used, 3),
+                    "uses": e.uses,
+                }
+                for key, e in self._entries.items()
+            },
+            "loading": sorted(self._loading),
+            "pinned": sorted(self._pinned),
+            "hits": c.hits,
+            "misses": c.misses,
+            "loads": c.loads,
+            "load_failures": c.load_failures,
+            "evictions": c.evictions,
+            "idle_unloads": c.idle_unloads,
+            "last_load_s": round(c.load_seconds[-1], 4) if c.load_seconds else None,
+        }
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(e.size for e in self._entries.values())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for future in self._loading.values():
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(future)
+        for entry in self._entries.values():
+            _close(entry.predictor)
+        self._entries.clear()
+
+    # -- internals --------------------------------------------------------------------------
+    async def _acquire(self, key: str) -> _Entry:
+        if self._closed:
+            raise Unavailable("The model server is shutting down; retry the request.")
+        self._ensure_sweeper()
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._counters.hits += 1
+        else:
+            self._counters.misses += 1
+            future = self._loading.get(key)
+            if future is None:
+                future = asyncio.ensure_future(self._load(key))
+                self._loading[key] = future
+                future.add_done_callback(partial(self._load_done, key))
+            # shield: one impatient caller being cancelled must not cancel everyone's load.
+            entry = await asyncio.shield(future)
+            if self._entries.get(key) is not entry:  # evicted between load and wake-up
+                return await self._acquire(key)
+        entry.in_flight += 1
+        entry.uses += 1
+        entry.last_used = self._clock()
+        self._entries.move_to_end(key)
+        return entry
+
+    def _load_done(self, key: str, future: asyncio.Future[_Entry]) -> None:
+        if self._loading.get(key) is future:
+            del self._loading[key]
+        if not future.cancelled():
+            future.exception()  # retrieved here so a failure nobody waited for is not reported as lost
+
+    async def _load(self, key: str) -> _Entry:
+        loop = asyncio.get_running_loop()
+        generation = self._generation.get(key, 0)
+        started = time.perf_counter()
+        try:
+            predictor = await loop.run_in_executor(self._executor, self._loader, key)
+            size = _size_of(predictor)
+        except Exception:
+            self._counters.load_failures += 1
+            logger.exception("loading model %s failed", key)
+            raise
+        elapsed = time.perf_counter() - started
+        self._counters.loads += 1
+        self._counters.load_seconds = [*self._counters.load_seconds[-99:], elapsed]
+        if size > self._budget:
+            _close(predictor)
+            raise Unavailable(
+                f"Model '{key}' needs {size >> 20} MiB but the model cache budget is {self._budget >> 20} MiB; "
+                "raise the budget or deploy a smaller precision."
+            )
+        if self._closed:
+            _close(predictor)
+            raise Unavailable("The model server is shutting down; retry the request.")
+        entry = _Entry(predictor=predictor, size=size, last_used=self._clock())
+        if generation != self._generation.get(key, 0):
+            # evict() ran while we loaded (e.g. a new version was deployed): discard; waiters retry.
+            _close(predictor)
+            return entry
+        self._entries[key] = entry
+        logger.info("loaded model %s in %.2f s (%d MiB)", key, elapsed, size >> 20)
+        self._enforce_budget(protect=key)
+        return entry
+
+    def _enforce_budget(self, protect: str | None = None) -> None:
+        """Evict least recently used, idle, unpinned models until under budget."""
+        total = self.memory_bytes
+        if total <= self._budget:
+            self._over_budget = False
+            return
+        for key in list(self._entries):  # oldest first
+            if total <= self._budget:
+                break
+            entry = self._entries[key]
+            if key == protect or entry.in_flight > 0 or key in self._pinned:
+                continue
+            del self._entries[key]
+            _close(entry.predictor)
+            total -= entry.size
+            self._counters.evictions += 1
+            logger.info("evicted model %s to stay under the memory budget", key)
+        if total <= self._budget:
+            self._over_budget = False
+        elif not self._over_budget:
+            self._over_budget = True  # warn once per episode, not on every request
+            logger.warning(
+                "model cache over budget (%d > %d MiB): remaining models are busy or pinned",
+                total >> 20, self._budget >> 20,
+            )
+
+    def _ensure_sweeper(self) -> None:
+        if self._idle_s is None or self._sweeper is not None:
+            return
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="aiaas-model-cache-sweeper")
+
+    async def _sweep(self) -> None:
+        # Check a few times per idle period so a model goes within ~25% of its deadline.
+        interval = min(max(self._idle_s / 4, 0.01), 30.0)  # type: ignore[operator]
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.unload_idle()
+            except Exception:  # keep sweeping; one bad close() must not stop scale-to-zero
+                logger.exception("idle unload failed")

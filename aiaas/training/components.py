@@ -1,0 +1,142 @@
+"""Building blocks train() assembles: data checks, tokenizer and model loading, optimizer
+parameter groups, losses, and the checks that make resuming safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiaas.core.errors import Conflict, InvalidRequest
+from aiaas.training.base_models import ResolvedBaseModel, inspect_model_dir, resolve_base_model
+from aiaas.training.config import TrainConfig
+from aiaas.training.types import PreparedDataLike
+
+
+def check_data(config: TrainConfig, data: PreparedDataLike) -> list[str]:
+    if data.task != config.task:
+        raise InvalidRequest(
+            f"The dataset was prepared for {data.task} but training asks for {config.task}; "
+            "prepare the data for the same task.",
+            param="task",
+        )
+    if not data.train:
+        raise InvalidRequest(
+            "The training set is empty; upload a file with labelled rows.", param="training_file"
+        )
+    labels = list(data.labels)
+    if config.task == "regression":
+        return labels[:1] or ["value"]
+    if config.task == "single_label_classification" and len(labels) < 2:
+        raise InvalidRequest(
+            f"Single-label classification needs at least 2 labels; the data has {labels}.",
+            param="training_file",
+        )
+    if not labels:
+        raise InvalidRequest("Multi-label classification needs at least 1 label.", param="training_file")
+    return labels
+
+
+def resolve(name: str, base_models_dir: Path | None) -> ResolvedBaseModel:
+    path = Path(name)
+    if path.is_absolute() and path.is_dir():  # already resolved by the caller (trusted)
+        return inspect_model_dir(path, model_id=path.name)
+    return resolve_base_model(name, base_models_dir=base_models_dir)
+
+
+def load_tokenizer(base: ResolvedBaseModel) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(base.path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"Base model '{base.id}' has no usable tokenizer: {exc}", param="model") from exc
+
+
+def load_model(base: ResolvedBaseModel, task: str, labels: list[str]) -> Any:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(base.path),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            problem_type=task,  # our task names are transformers' problem_type values
+            ignore_mismatched_sizes=True,  # an installed model may carry another head
+            dtype=torch.float32,  # master weights fp32; bf16 only inside autocast
+            use_safetensors=True,  # never fall back to pickle weights
+            local_files_only=True,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise InvalidRequest(
+            f"Base model '{base.id}' cannot be loaded as a sequence classifier: {exc}", param="model"
+        ) from exc
+
+
+def max_length(requested: int, base: ResolvedBaseModel, tokenizer: Any) -> int:
+    limit = requested
+    try:
+        positions = json.loads((base.path / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        positions = None
+    if isinstance(positions, int) and positions > 0:
+        limit = min(limit, positions)
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 100_000:  # HF uses 1e30 for "no limit"
+        limit = min(limit, model_max)
+    return limit
+
+
+def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    # No decay on biases and LayerNorm weights (1-D tensors): decaying them only hurts.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def loss_fn(task: str, y_train: np.ndarray, n_labels: int, weighted: bool, device: str) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    if task == "single_label_classification":
+        weight = None
+        if weighted:  # inverse frequency, so rare classes count as much as common ones
+            counts = np.bincount(y_train, minlength=n_labels).clip(min=1)
+            weight = torch.tensor(
+                len(y_train) / (n_labels * counts), dtype=torch.float32, device=device
+            ).clamp(0.1, 10)
+        return lambda logits, y: F.cross_entropy(logits, y, weight=weight)
+    if task == "multi_label_classification":
+        pos_weight = None
+        if weighted:  # negatives per positive, per label
+            pos = y_train.sum(axis=0).clip(min=1)
+            neg = (len(y_train) - y_train.sum(axis=0)).clip(min=1)
+            pos_weight = torch.tensor(neg / pos, dtype=torch.float32, device=device).clamp(0.1, 10)
+        return lambda logits, y: F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
+    return lambda logits, y: F.mse_loss(logits.squeeze(-1), y)
+
+
+def fingerprint(task: str, labels: list[str], data: PreparedDataLike) -> str:
+    digest = hashlib.sha256(json.dumps([task, labels]).encode())
+    for split in (data.train, data.validation):
+        for ex in split:
+            digest.update(json.dumps([ex.text, ex.label]).encode())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def check_resumable(saved: dict[str, Any], config: TrainConfig, fingerprint: str, root: Path) -> None:
+    before = TrainConfig.from_dict(saved["config"]).resume_view()
+    changed = sorted(k for k, v in config.resume_view().items() if before.get(k) != v)
+    if changed or saved.get("fingerprint") != fingerprint:
+        what = f"settings ({', '.join(changed)})" if changed else "data"
+        raise Conflict(
+            f"{root} holds checkpoints of a run with different {what}; resume with the same job, "
+            "or clear that directory to start over."
+        )
