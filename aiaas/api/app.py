@@ -17,7 +17,7 @@ from aiaas.api.middleware import (
     RequestIdMiddleware,
     UnhandledErrorMiddleware,
 )
-from aiaas.api.routes import deployments, files, fine_tuning, health, keys, models
+from aiaas.api.routes import deployments, files, fine_tuning, health, inference, keys, models, oip
 from aiaas.core.settings import Settings, get_settings
 from aiaas.services.inference import InferenceService
 from aiaas.store import migrate
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (keys, files, fine_tuning, models, deployments):
+    for module in (keys, files, fine_tuning, models, deployments, inference, oip):
         app.include_router(module.router)
 
     def limit_for(path: str) -> int:

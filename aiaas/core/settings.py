@@ -41,6 +41,24 @@ class Settings(BaseSettings):
     ray_auth_token_path: Path | None = None  # token auth for the cluster; required in production
     rate_limit_url: str | None = None  # None/memory:// = one process; redis://… when API processes share limits
 
+    # Rate limits per API key and quotas per organisation. An organisation's settings JSON may
+    # override each of these by the same name (`aiaas orgs limits NAME --set name=value`); 0 = unlimited.
+    rate_limit_requests_per_minute: int = Field(default=3000, ge=0)
+    rate_limit_tokens_per_minute: int = Field(default=2_000_000, ge=0)
+    quota_concurrent_jobs: int = Field(default=4, ge=0)  # fine-tuning jobs validating, queued or running
+    quota_stored_bytes: int = Field(default=20 * 1024**3, ge=0)  # sum of the organisation's files
+    quota_deployments: int = Field(default=50, ge=0)
+    # Failed authentications are audited at most this often per client IP (a flood is not a write storm).
+    auth_failure_audits_per_minute: int = Field(default=30, ge=0)
+
+    # Metering: inference usage is aggregated in memory and written this often; the price sheet below
+    # turns usage into cost in GET /v1/usage.
+    usage_flush_seconds: float = Field(default=1.0, gt=0)
+    price_currency: str = "usd"
+    price_per_million_input_tokens: float = Field(default=0.02, ge=0)
+    price_per_million_trained_tokens: float = Field(default=0.50, ge=0)
+    price_per_cpu_hour: float = Field(default=0.05, ge=0)
+
     # Inference.
     max_inputs_per_request: int = Field(default=256, gt=0)
     max_input_chars: int = Field(default=20_000, gt=0)

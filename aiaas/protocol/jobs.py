@@ -21,15 +21,15 @@ class Hyperparameters(StrictModel):
     @field_validator("n_epochs")
     @classmethod
     def _epochs(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= 100:
-            raise ValueError("n_epochs must be between 1 and 100 or 'auto'")
+        if isinstance(v, int) and not 1 <= v <= 50:
+            raise ValueError("n_epochs must be between 1 and 50 or 'auto'")
         return v
 
     @field_validator("batch_size")
     @classmethod
     def _batch(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= 1024:
-            raise ValueError("batch_size must be between 1 and 1024 or 'auto'")
+        if isinstance(v, int) and not 1 <= v <= 512:
+            raise ValueError("batch_size must be between 1 and 512 or 'auto'")
         return v
 
     @field_validator("learning_rate_multiplier")

@@ -16,10 +16,12 @@ attention mask, L2-normalised), with dynamic batch and sequence axes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +55,18 @@ def export_model(
     validation_labels: list | None = None,
     precision: str = "auto",
 ) -> dict:
-    """Export a fine-tuned HF classifier/regressor (model_dir holds aiaas.json). Returns the runtime report."""
+    """Export a fine-tuned HF classifier/regressor (model_dir has aiaas.json); returns the runtime report."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     meta = _read_model_meta(model_dir)
-    return _export(model_dir, out_dir, meta, head=True, validation_texts=validation_texts,
-                   validation_labels=validation_labels, precision=precision)
+    return _export(
+        model_dir,
+        out_dir,
+        meta,
+        head=True,
+        validation_texts=validation_texts,
+        validation_labels=validation_labels,
+        precision=precision,
+    )
 
 
 def export_base_model(
@@ -76,16 +85,32 @@ def export_base_model(
         "max_length": max_length or _default_max_length(model_dir),
         "do_lower_case": _tokenizer_config(model_dir).get("do_lower_case", False),
     }
-    return _export(model_dir, out_dir, meta, head=False, validation_texts=validation_texts,
-                   validation_labels=None, precision=precision)
+    return _export(
+        model_dir,
+        out_dir,
+        meta,
+        head=False,
+        validation_texts=validation_texts,
+        validation_labels=None,
+        precision=precision,
+    )
 
 
 # -- the pipeline ---------------------------------------------------------------------------
-def _export(model_dir: Path, out_dir: Path, meta: dict, *, head: bool, validation_texts: list[str] | None,
-            validation_labels: list | None, precision: str) -> dict:
+def _export(
+    model_dir: Path,
+    out_dir: Path,
+    meta: dict,
+    *,
+    head: bool,
+    validation_texts: list[str] | None,
+    validation_labels: list | None,
+    precision: str,
+) -> dict:
     if precision not in PRECISIONS:
-        raise InvalidRequest(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.",
-                             param="precision")
+        raise InvalidRequest(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.", param="precision"
+        )
     texts, labels = _validation_set(validation_texts, validation_labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -93,8 +118,9 @@ def _export(model_dir: Path, out_dir: Path, meta: dict, *, head: bool, validatio
 
     pad_id = _write_tokenizer(model_dir, out_dir / rt.TOKENIZER_FILE, max_length=meta["max_length"])
     fp32_path = out_dir / "model.fp32.onnx"
-    torch_reference, embedding_dim = _export_fp32(model_dir, fp32_path, meta, head=head,
-                                                  texts=texts[:16], pad_id=pad_id)
+    torch_reference, embedding_dim = _export_fp32(
+        model_dir, fp32_path, meta, head=head, texts=texts[:16], pad_id=pad_id
+    )
     runtime: dict = {
         "pad_token_id": pad_id,
         "embedding_dim": embedding_dim,
@@ -105,36 +131,38 @@ def _export(model_dir: Path, out_dir: Path, meta: dict, *, head: bool, validatio
         "machine": features,
     }
     meta = {**meta, "runtime": runtime}
-    predictors = {"fp32": _predictor(out_dir, fp32_path, meta, "fp32")}
-    served = _served_outputs(predictors["fp32"], texts)
-    runtime["fp32_vs_torch_max_abs_diff"] = _check_against_torch(predictors["fp32"], torch_reference)
-
-    candidates: dict[str, dict] = {}
-    decisions: dict[str, GuardDecision] = {}
+    fp32 = _predictor(fp32_path, meta, "fp32")
+    runtime["fp32_vs_torch_max_abs_diff"] = _check_against_torch(fp32, torch_reference)
+    trial = _Trial(out_dir, meta, texts, labels, _served_outputs(fp32, texts), {"fp32": fp32})
     if precision in ("auto", "int8"):
-        _try_int8(fp32_path, out_dir, meta, features, texts, labels, served, predictors, candidates, decisions)
+        _try_int8(trial, fp32_path, features)
     if precision in ("auto", "bf16"):
-        _try_bf16(fp32_path, out_dir, meta, features, texts, labels, served, predictors, candidates, decisions)
+        _try_bf16(trial, fp32_path, features)
 
-    latency = _measure_latency(predictors, texts[:LATENCY_SAMPLE])
+    latency = _measure_latency(trial.predictors, texts[:LATENCY_SAMPLE])
+    decisions, candidates = trial.decisions, trial.candidates
     chosen, why = _choose(precision, decisions, latency)
     for name, candidate in candidates.items():
         candidate["chosen"] = name == chosen
         if name != chosen and name in runtime["files"]:  # keep the artifact lean
             (out_dir / runtime["files"].pop(name)).unlink(missing_ok=True)
             runtime["requires"].pop(name, None)
-    runtime.update({
-        "precision": chosen,
-        "file": runtime["files"][chosen],
-        "reason": why,
-        "agreement": {name: d.agreement for name, d in decisions.items()},
-        "accuracy": _accuracy_report(decisions),
-        "latency_ms": {name: {k: v for k, v in m.items() if k != "seq_per_s"} for name, m in latency.items()},
-        "throughput_seq_s": {name: m["seq_per_s"] for name, m in latency.items()},
-        "candidates": candidates,
-        "validation_texts": len(texts),
-        "export_seconds": round(time.perf_counter() - started, 2),
-    })
+    runtime.update(
+        {
+            "precision": chosen,
+            "file": runtime["files"][chosen],
+            "reason": why,
+            "agreement": {name: d.agreement for name, d in decisions.items()},
+            "accuracy": _accuracy_report(decisions),
+            "latency_ms": {
+                name: {k: v for k, v in m.items() if k != "seq_per_s"} for name, m in latency.items()
+            },
+            "throughput_seq_s": {name: m["seq_per_s"] for name, m in latency.items()},
+            "candidates": candidates,
+            "validation_texts": len(texts),
+            "export_seconds": round(time.perf_counter() - started, 2),
+        }
+    )
     (out_dir / rt.META_FILE).write_text(json.dumps(meta, indent=2))
     logger.info("exported %s -> %s: %s (%s)", model_dir, out_dir, chosen, why)
     return runtime
@@ -169,8 +197,35 @@ def _accuracy_report(decisions: dict[str, GuardDecision]) -> dict:
 
 
 # -- candidates -----------------------------------------------------------------------------
-def _try_int8(fp32_path: Path, out_dir: Path, meta: dict, features: dict, texts: list[str], labels: list | None,
-              served: np.ndarray, predictors: dict, candidates: dict, decisions: dict) -> None:
+@dataclass
+class _Trial:
+    """What every candidate precision is judged against, and what the judging produced."""
+
+    out_dir: Path
+    meta: dict
+    texts: list[str]
+    labels: list | None
+    served: np.ndarray  # fp32's served outputs on `texts`
+    predictors: dict[str, rt.Predictor]
+    candidates: dict[str, dict] = field(default_factory=dict)
+    decisions: dict[str, GuardDecision] = field(default_factory=dict)
+
+    def judge(self, precision: str, path: Path) -> GuardDecision:
+        predictor = _predictor(path, self.meta, precision)
+        decision = guard_decision(
+            task=self.meta["task"],
+            reference=self.served,
+            candidate=_served_outputs(predictor, self.texts),
+            labels=self.labels,
+            label_names=self.meta.get("labels"),
+            thresholds=self.meta.get("thresholds"),
+        )
+        self.predictors[precision] = predictor
+        self.decisions[precision] = decision
+        return decision
+
+
+def _try_int8(trial: _Trial, fp32_path: Path, features: dict) -> None:
     """Dynamic int8, per-channel weights. If the full graph fails the guard, retry with the
     down-projections (weights wider in than out, fed by GELU outputs with large outliers)
     left in fp32: measured on MiniLM-L6 this lifts mean cosine to fp32 from 0.989 to 0.994
@@ -180,47 +235,53 @@ def _try_int8(fp32_path: Path, out_dir: Path, meta: dict, features: dict, texts:
     # Without VNNI/AMX, u8*s8 products go through an instruction that can saturate;
     # 7-bit weights ("reduce_range") avoid that at a small accuracy cost.
     full_range = has_int8_dot_product(features)
-    path = out_dir / "model.int8.onnx"
-    runtime = meta["runtime"]
+    path = trial.out_dir / "model.int8.onnx"
+    runtime = trial.meta["runtime"]
     for recipe, exclude in (("all_weights", []), ("keep_down_proj_fp32", _down_projections(fp32_path))):
-        quantize_dynamic(fp32_path, path, weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=not full_range, op_types_to_quantize=["MatMul", "Gather"],
-                         nodes_to_exclude=exclude)
+        quantize_dynamic(
+            fp32_path,
+            path,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=not full_range,
+            op_types_to_quantize=["MatMul", "Gather"],
+            nodes_to_exclude=exclude,
+        )
         runtime["files"]["int8"] = path.name
         runtime["requires"]["int8"] = ["int8_dot_product"] if full_range else []
-        predictor = _predictor(out_dir, path, meta, "int8")
-        decision = _guard(meta, served, _served_outputs(predictor, texts), labels)
-        attempts = candidates.get("int8", {}).get("attempts", [])
-        attempts.append({"recipe": recipe, "accepted": decision.accepted, "agreement": decision.agreement,
-                         "reason": decision.reason})
-        candidates["int8"] = {"recipe": recipe, "per_channel": True, "reduce_range": not full_range,
-                              "fp32_nodes": len(exclude), **decision.to_dict(), "attempts": attempts}
-        decisions["int8"] = decision
-        predictors["int8"] = predictor
+        decision = trial.judge("int8", path)
+        attempts = trial.candidates.get("int8", {}).get("attempts", [])
+        attempts.append({"recipe": recipe, **decision.to_dict()})
+        trial.candidates["int8"] = {
+            "recipe": recipe,
+            "per_channel": True,
+            "reduce_range": not full_range,
+            "fp32_nodes": len(exclude),
+            **decision.to_dict(),
+            "attempts": attempts,
+        }
         logger.info("int8 %s: %s", recipe, decision.reason)
         if decision.accepted:
             return
 
 
-def _try_bf16(fp32_path: Path, out_dir: Path, meta: dict, features: dict, texts: list[str], labels: list | None,
-              served: np.ndarray, predictors: dict, candidates: dict, decisions: dict) -> None:
+def _try_bf16(trial: _Trial, fp32_path: Path, features: dict) -> None:
     if not has_bf16(features):
-        candidates["bf16"] = {"accepted": False, "reason": "this CPU has neither AVX512-BF16 nor AMX-BF16"}
+        trial.candidates["bf16"] = {
+            "accepted": False,
+            "reason": "this CPU has neither AVX512-BF16 nor AMX-BF16",
+        }
         return
     kernel_error = ort_bf16_matmul_error()
     if kernel_error:
-        candidates["bf16"] = {"accepted": False, "reason": kernel_error}
+        trial.candidates["bf16"] = {"accepted": False, "reason": kernel_error}
         return
     import onnx
 
-    path = out_dir / "model.bf16.onnx"
+    path = trial.out_dir / "model.bf16.onnx"
     onnx.save(convert_matmul_weights_to_bf16(onnx.load(str(fp32_path))), str(path))
-    meta["runtime"]["files"]["bf16"] = path.name
-    predictor = _predictor(out_dir, path, meta, "bf16")
-    decision = _guard(meta, served, _served_outputs(predictor, texts), labels)
-    candidates["bf16"] = decision.to_dict()
-    decisions["bf16"] = decision
-    predictors["bf16"] = predictor
+    trial.meta["runtime"]["files"]["bf16"] = path.name
+    trial.candidates["bf16"] = trial.judge("bf16", path).to_dict()
 
 
 def convert_matmul_weights_to_bf16(model):  # -> onnx.ModelProto
@@ -242,10 +303,13 @@ def convert_matmul_weights_to_bf16(model):  # -> onnx.ModelProto
         # bf16 = the top 16 bits of fp32, rounded to nearest even.
         bits = values.view(np.uint32)
         rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-        bf16 = helper.make_tensor(weight + "_bf16", TensorProto.BFLOAT16, values.shape, rounded.tobytes(), raw=True)
+        bf16 = helper.make_tensor(
+            weight + "_bf16", TensorProto.BFLOAT16, values.shape, rounded.tobytes(), raw=True
+        )
         graph.initializer.append(bf16)
-        cast_in = helper.make_node("Cast", [activation], [activation + "_bf16_" + node.name],
-                                   to=TensorProto.BFLOAT16)
+        cast_in = helper.make_node(
+            "Cast", [activation], [activation + "_bf16_" + node.name], to=TensorProto.BFLOAT16
+        )
         inputs = [cast_in.output[0] if name == activation else bf16.name for name in node.input]
         matmul = helper.make_node("MatMul", inputs, [node.output[0] + "_bf16"], name=node.name)
         cast_out = helper.make_node("Cast", [matmul.output[0]], list(node.output), to=TensorProto.FLOAT)
@@ -285,20 +349,18 @@ def _validation_set(texts: list[str] | None, labels: list | None) -> tuple[list[
             raise InvalidRequest("validation_labels needs validation_texts.", param="validation_labels")
         return list(DEFAULT_VALIDATION_TEXTS), None
     if not texts or not all(isinstance(t, str) for t in texts):
-        raise InvalidRequest("validation_texts must be a non-empty list of strings.", param="validation_texts")
+        raise InvalidRequest(
+            "validation_texts must be a non-empty list of strings.", param="validation_texts"
+        )
     if labels is not None and len(labels) != len(texts):
-        raise InvalidRequest(f"{len(labels)} validation_labels for {len(texts)} validation_texts.",
-                             param="validation_labels")
+        raise InvalidRequest(
+            f"{len(labels)} validation_labels for {len(texts)} validation_texts.", param="validation_labels"
+        )
     if len(texts) > MAX_VALIDATION_TEXTS:  # evenly spaced, so a sorted file still gets every class
         keep = np.linspace(0, len(texts) - 1, MAX_VALIDATION_TEXTS).astype(int)
         texts = [texts[i] for i in keep]
         labels = [labels[i] for i in keep] if labels is not None else None
     return list(texts), list(labels) if labels is not None else None
-
-
-def _guard(meta: dict, reference: np.ndarray, candidate: np.ndarray, labels: list | None) -> GuardDecision:
-    return guard_decision(task=meta["task"], reference=reference, candidate=candidate, labels=labels,
-                          label_names=meta.get("labels"), thresholds=meta.get("thresholds"))
 
 
 def _served_outputs(predictor: rt.Predictor, texts: list[str]) -> np.ndarray:
@@ -337,17 +399,25 @@ def _measure_latency(predictors: dict[str, rt.Predictor], texts: list[str]) -> d
     return report
 
 
-def _predictor(out_dir: Path, path: Path, meta: dict, precision: str) -> rt.Predictor:
-    return rt.Predictor(session=rt.make_session(path, intra_op_threads=1),
-                        tokenizer=rt.load_tokenizer(out_dir / rt.TOKENIZER_FILE, max_length=meta["max_length"]),
-                        meta=meta, precision=precision, model_file=path.name, artifact_dir=out_dir,
-                        memory_bytes=path.stat().st_size)
+def _predictor(path: Path, meta: dict, precision: str) -> rt.Predictor:
+    return rt.Predictor(
+        session=rt.make_session(path, intra_op_threads=1),
+        tokenizer=rt.load_tokenizer(path.parent / rt.TOKENIZER_FILE, max_length=meta["max_length"]),
+        meta=meta,
+        precision=precision,
+        model_file=path.name,
+        artifact_dir=path.parent,
+        memory_bytes=path.stat().st_size,
+    )
 
 
-def _check_against_torch(predictor: rt.Predictor, reference: tuple[list[str], dict[str, np.ndarray]]) -> float:
+def _check_against_torch(
+    predictor: rt.Predictor, reference: tuple[list[str], dict[str, np.ndarray]]
+) -> float:
     texts, expected = reference
-    got = predictor.infer(texts, probabilities=rt.OUTPUT_LOGITS in expected,
-                          embeddings=rt.OUTPUT_EMBEDDINGS in expected)
+    got = predictor.infer(
+        texts, probabilities=rt.OUTPUT_LOGITS in expected, embeddings=rt.OUTPUT_EMBEDDINGS in expected
+    )
     diffs = []
     if rt.OUTPUT_LOGITS in expected:
         assert got.probabilities is not None
@@ -357,14 +427,17 @@ def _check_against_torch(predictor: rt.Predictor, reference: tuple[list[str], di
         diffs.append(np.abs(got.embeddings - expected[rt.OUTPUT_EMBEDDINGS]).max())
     worst = float(max(diffs))
     if worst > MAX_EXPORT_ABS_DIFF:
-        raise AiaasError(f"The exported ONNX graph disagrees with the torch model (max diff {worst:.2e}); "
-                         "this model architecture may not trace cleanly.")
+        raise AiaasError(
+            f"The exported ONNX graph disagrees with the torch model (max diff {worst:.2e}); "
+            "this model architecture may not trace cleanly."
+        )
     return worst
 
 
 # -- torch side -----------------------------------------------------------------------------
-def _export_fp32(model_dir: Path, path: Path, meta: dict, *, head: bool, texts: list[str],
-                 pad_id: int) -> tuple[tuple[list[str], dict[str, np.ndarray]], int]:
+def _export_fp32(
+    model_dir: Path, path: Path, meta: dict, *, head: bool, texts: list[str], pad_id: int
+) -> tuple[tuple[list[str], dict[str, np.ndarray]], int]:
     """Trace the wrapper to ONNX; return torch's outputs on `texts` for the fp32 check."""
     import torch
     from torch.jit import TracerWarning
@@ -393,9 +466,16 @@ def _export_fp32(model_dir: Path, path: Path, meta: dict, *, head: bool, texts: 
             warnings.simplefilter("ignore", TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", UserWarning)
-            torch.onnx.export(wrapper, (torch.from_numpy(ids), torch.from_numpy(mask)), str(path),
-                              input_names=["input_ids", "attention_mask"], output_names=output_names,
-                              dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                wrapper,
+                (torch.from_numpy(ids), torch.from_numpy(mask)),
+                str(path),
+                input_names=["input_ids", "attention_mask"],
+                output_names=output_names,
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                dynamo=False,
+            )
         wrapper.eval()  # the exporter leaves modules in training mode (dropout on) when it returns
         ids, mask = _pad_batch([e.ids for e in tokenizer.encode_batch(texts)], pad_id)
         with torch.no_grad():
@@ -449,8 +529,10 @@ def _pad_batch(token_ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.
 def _read_model_meta(model_dir: Path) -> dict:
     meta = rt.read_meta(model_dir)
     if meta["task"] not in CLASSIFIER_TASKS:
-        raise InvalidFile(f"{model_dir}/aiaas.json: export_model needs one of {', '.join(CLASSIFIER_TASKS)}; "
-                          "use export_base_model for headless encoders.")
+        raise InvalidFile(
+            f"{model_dir}/aiaas.json: export_model needs one of {', '.join(CLASSIFIER_TASKS)}; "
+            "use export_base_model for headless encoders."
+        )
     if not isinstance(meta.get("max_length"), int) or meta["max_length"] < 2:
         raise InvalidFile(f"{model_dir}/aiaas.json: 'max_length' must be an integer >= 2.")
     if meta["task"] != "regression" and not meta.get("labels"):
@@ -467,15 +549,11 @@ def _tokenizer_config(model_dir: Path) -> dict:
 
 def _default_max_length(model_dir: Path) -> int:
     """sentence-transformers' max_seq_length if present, else what both tokenizer and positions allow."""
-    try:
+    with contextlib.suppress(OSError, ValueError, KeyError):
         return int(json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"])
-    except (OSError, ValueError, KeyError):
-        pass
     limits = [512]
-    try:
+    with contextlib.suppress(OSError, ValueError, KeyError):
         limits.append(int(json.loads((model_dir / "config.json").read_text())["max_position_embeddings"]))
-    except (OSError, ValueError, KeyError):
-        pass
     tok_max = _tokenizer_config(model_dir).get("model_max_length")
     if isinstance(tok_max, int) and tok_max > 1:
         limits.append(tok_max)
@@ -501,4 +579,3 @@ def _write_tokenizer(model_dir: Path, dest: Path, *, max_length: int) -> int:
         pad_token = pad_token.get("content")
     pad_id = tokenizer.token_to_id(pad_token) if isinstance(pad_token, str) else None
     return int(pad_id) if pad_id is not None else 0
-

@@ -1,24 +1,37 @@
-"""Inference for deployments and models: the model cache, one batcher per loaded model, and result shapes.
+"""Inference for deployments, models and protocols: the model cache, batchers, and result shapes.
 
-Tokenising and running the model happen in a thread pool (never on the event loop);
-the cache loads each model once however many requests wait for it, and unloads idle ones.
+Tokenising and running the model happen in a thread pool (never on the event loop). The
+cache loads each model once however many requests wait for it (they are held, not
+failed), evicts under a memory budget and unloads idle models (scale to zero). One
+micro-batcher per (model, output kind) merges concurrent requests; under light load a
+request runs alone at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
-from aiaas.core.errors import InvalidRequest
+from aiaas.core.errors import AiaasError, InvalidRequest, Unavailable, not_found
 from aiaas.core.settings import Settings
+from aiaas.registry import models as registry
+from aiaas.store import deployments as dep_store
 from aiaas.store.blobs import BlobStore
+from aiaas.store.db import Database
 
 log = logging.getLogger(__name__)
+EXPORT_TIMEOUT_S = 600
 
 
 def check_inputs(texts: Any, settings: Settings, *, field: str = "inputs") -> list[str]:
@@ -42,13 +55,48 @@ def check_inputs(texts: Any, settings: Settings, *, field: str = "inputs") -> li
     return texts
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a request resolved to: the model id answered to the client and where its artifact lives."""
+
+    model_id: str
+    artifact: str  # a blob URI (fine-tuned) or "base:<id>" (exported base model)
+    task: str
+    thresholds: Any = None
+    deployment: str | None = None
+    version: str = "1"
+
+
+def resolve_target(db: Database, settings: Settings, org_id: str, name: str, *, param: str = "model") -> Target:
+    """A deployment name, a fine-tuned model id, or a base model id (embeddings only). Runs in a thread."""
+    with db.session() as s:
+        if not name.startswith("ft:"):
+            try:
+                dep = dep_store.get_deployment(s, org_id, name)
+            except AiaasError:
+                dep = None
+            if dep is not None:
+                m = registry.get_model(s, org_id, dep.model, param=param)
+                card = m.card or {}
+                return Target(m.id, m.artifact_uri, m.task, card.get("thresholds"), deployment=dep.name)
+        else:
+            m = registry.get_model(s, org_id, name, param=param)
+            card = m.card or {}
+            return Target(m.id, m.artifact_uri, m.task, card.get("thresholds"))
+    from aiaas.services import catalog
+
+    if any(b["id"] == name for b in catalog.base_models(settings.base_models_dir)):
+        return Target(name, f"base:{name}", "embedding")
+    raise not_found("model", name, param=param)
+
+
 class InferenceService:
     def __init__(self, settings: Settings, blobs: BlobStore) -> None:
         self.settings = settings
         self.blobs = blobs
         self.executor = ThreadPoolExecutor(max_workers=settings.inference_threads, thread_name_prefix="infer")
         self._cache: Any = None
-        self._batchers: dict[str, tuple[Any, Any]] = {}
+        self._batchers: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     @property
     def cache(self) -> Any:
@@ -63,41 +111,95 @@ class InferenceService:
             )
         return self._cache
 
-    def _load(self, artifact_uri: str) -> Any:
+    # -- loading ----------------------------------------------------------------------------
+    def _load(self, artifact: str) -> Any:
         from aiaas.serving.runtime import load_predictor
 
-        path: Path = self.blobs.local_path(artifact_uri)
-        return load_predictor(path / "onnx" if (path / "onnx").is_dir() else path)
+        if artifact.startswith("base:"):
+            return load_predictor(self._base_export(artifact[len("base:"):]))
+        path: Path = self.blobs.local_path(artifact)
+        onnx_dir = path / "onnx"
+        if not onnx_dir.is_dir():
+            raise Unavailable("This model has no exported runtime artifact; re-run its fine-tuning job.")
+        return load_predictor(onnx_dir)
 
-    async def _batcher(self, artifact_uri: str) -> tuple[Any, Any]:
+    def _base_export(self, base_id: str) -> Path:
+        """Export a base encoder to ONNX once (in a subprocess: the API never imports torch)."""
+        out = self.settings.data_dir / "base_exports" / base_id
+        if (out / "aiaas.json").exists():
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.parent / f".{base_id}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one export per base model across API processes
+            if (out / "aiaas.json").exists():
+                return out
+            code = (
+                "import sys; from pathlib import Path; from aiaas.services.catalog import resolve; "
+                "from aiaas.registry.export import export_base_model; "
+                "m = resolve(sys.argv[1], Path(sys.argv[2])); export_base_model(m.path, Path(sys.argv[3]))"
+            )
+            tmp = out.with_name(out.name + ".partial")
+            proc = subprocess.run(
+                [sys.executable, "-c", code, base_id, str(self.settings.base_models_dir), str(tmp)],
+                capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, env=os.environ | {"HF_HUB_OFFLINE": "1"},
+            )
+            if proc.returncode != 0:
+                log.error("export of base model %s failed: %s", base_id, proc.stderr[-2000:])
+                raise Unavailable(f"Could not prepare base model '{base_id}' for serving.")
+            os.replace(tmp, out)
+        return out
+
+    # -- running ----------------------------------------------------------------------------
+    async def _batcher(self, artifact: str, kind: str) -> tuple[Any, Any]:
         from aiaas.serving.batcher import MicroBatcher
 
-        predictor = await self.cache.get(artifact_uri)
-        current = self._batchers.get(artifact_uri)
+        predictor = await self.cache.get(artifact)
+        current = self._batchers.get((artifact, kind))
         if current is None or current[0] is not predictor:
-            batcher = MicroBatcher(predictor.predict, executor=self.executor)
-            self._batchers[artifact_uri] = (predictor, batcher)
+            def run(texts: list[str], p: Any = predictor) -> list[tuple[np.ndarray, int]]:
+                res = p.infer(texts, probabilities=kind == "scores", embeddings=kind == "embeddings")
+                rows = res.probabilities if kind == "scores" else res.embeddings
+                return list(zip(rows, res.token_counts, strict=True))
+
+            batcher = MicroBatcher(run, executor=self.executor, max_concurrency=self.settings.inference_threads)
             current = (predictor, batcher)
+            self._batchers[(artifact, kind)] = current
         return current
 
+    async def run(self, artifact: str, texts: list[str], kind: str = "scores") -> tuple[Any, np.ndarray, int]:
+        """Returns (predictor, [N, C] scores or [N, H] embeddings, total input tokens)."""
+        predictor, batcher = await self._batcher(artifact, kind)
+        pairs = await batcher.submit(texts)
+        rows = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, 0), dtype=np.float32)
+        return predictor, rows, int(sum(p[1] for p in pairs))
+
     async def predict(self, artifact_uri: str, texts: list[str]) -> tuple[Any, np.ndarray, int]:
-        predictor, batcher = await self._batcher(artifact_uri)
-        rows = await batcher.submit(texts)
-        loop = asyncio.get_running_loop()
-        tokens = await loop.run_in_executor(self.executor, predictor.count_tokens, texts)
-        return predictor, np.asarray(rows), int(sum(tokens))
+        return await self.run(artifact_uri, texts, "scores")
+
+    async def ready(self, artifact: str) -> bool:
+        return artifact in self.cache
+
+    async def resolve(self, db: Database, org_id: str, name: str, *, param: str = "model") -> Target:
+        return await run_in_threadpool(resolve_target, db, self.settings, org_id, name, param=param)
 
     def pin(self, artifact_uri: str, pinned: bool) -> None:
         self.cache.pin(artifact_uri, pinned)
 
     def evict(self, artifact_uri: str) -> None:
-        self._batchers.pop(artifact_uri, None)
+        for key in [k for k in self._batchers if k[0] == artifact_uri]:
+            self._batchers.pop(key, None)
         if self._cache is not None:
             self._cache.evict(artifact_uri)
 
     async def aclose(self) -> None:
         if self._cache is not None:
             await self._cache.close()
+        for _, batcher in self._batchers.values():
+            close = getattr(batcher, "close", None)
+            if close is not None:
+                res = close()
+                if asyncio.iscoroutine(res):
+                    await res
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -105,6 +207,7 @@ def shape_predictions(predictor: Any, scores: np.ndarray, *, top_k: int | None, 
     """One result per input: label + score + top-k for classifiers, label set for multi-label, value for regression."""
     task = getattr(predictor, "task", "single_label_classification")
     labels: list[str] = list(getattr(predictor, "labels", []))
+    thresholds = thresholds or getattr(predictor, "thresholds", None)
     out: list[dict] = []
     for row in scores:
         if task == "regression":

@@ -103,15 +103,27 @@ def guard_decision(
         acc_ref = _accuracy(task, reference, truth, thresholds)
         acc_cand = _accuracy(task, candidate, truth, thresholds)
     if agreement < min_agreement:
-        return GuardDecision(False, agreement, acc_ref, acc_cand,
-                             f"agrees with fp32 on {agreement:.2%} of texts (< {min_agreement:.0%})")
+        return GuardDecision(
+            False,
+            agreement,
+            acc_ref,
+            acc_cand,
+            f"agrees with fp32 on {agreement:.2%} of texts (< {min_agreement:.0%})",
+        )
     if acc_ref is not None and acc_cand is not None and acc_ref - acc_cand > max_accuracy_drop_pt + 1e-9:
-        return GuardDecision(False, agreement, acc_ref, acc_cand,
-                             f"loses {acc_ref - acc_cand:.2f} accuracy points (> {max_accuracy_drop_pt})")
+        return GuardDecision(
+            False,
+            agreement,
+            acc_ref,
+            acc_cand,
+            f"loses {acc_ref - acc_cand:.2f} accuracy points (> {max_accuracy_drop_pt})",
+        )
     return GuardDecision(True, agreement, acc_ref, acc_cand, f"agrees on {agreement:.2%} of texts")
 
 
-def _agreement(task: str, ref: np.ndarray, cand: np.ndarray, thresholds: Sequence[float] | None) -> np.ndarray:
+def _agreement(
+    task: str, ref: np.ndarray, cand: np.ndarray, thresholds: Sequence[float] | None
+) -> np.ndarray:
     if task == "single_label_classification":
         return ref.argmax(axis=1) == cand.argmax(axis=1)
     if task == "multi_label_classification":

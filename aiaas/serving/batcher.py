@@ -210,8 +210,9 @@ class MicroBatcher(Generic[T, R]):
             self._dispatch()
 
     @staticmethod
-    def _settle(batch: list[_Request[T, R]], *, results: list[R] | None = None,
-                error: BaseException | None = None) -> None:
+    def _settle(
+        batch: list[_Request[T, R]], *, results: list[R] | None = None, error: BaseException | None = None
+    ) -> None:
         offset = 0
         for request in batch:
             n = len(request.items)

@@ -12,7 +12,9 @@
   (deployments with min_replicas >= 1).
 
 Use `async with cache.use(key) as predictor:` around a request so the cache knows the
-model is busy; `get()` is the same without that protection.
+model is busy; `get()` is the same without that protection: a model fetched with get()
+can be evicted under memory pressure before the caller runs it (it then answers
+Unavailable, "retry").
 """
 
 from __future__ import annotations
@@ -82,9 +84,13 @@ class ModelCache:
         if not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0:
             raise ValueError(f"memory_budget_bytes must be a positive integer, got {memory_budget_bytes!r}")
         if idle_unload_s is not None and (
-            not isinstance(idle_unload_s, int | float) or not math.isfinite(idle_unload_s) or idle_unload_s <= 0
+            not isinstance(idle_unload_s, int | float)
+            or not math.isfinite(idle_unload_s)
+            or idle_unload_s <= 0
         ):
-            raise ValueError(f"idle_unload_s must be a positive number of seconds or None, got {idle_unload_s!r}")
+            raise ValueError(
+                f"idle_unload_s must be a positive number of seconds or None, got {idle_unload_s!r}"
+            )
         self._loader = loader
         self._budget = memory_budget_bytes
         self._idle_s = idle_unload_s
@@ -105,7 +111,7 @@ class ModelCache:
         """The loaded model for `key`, loading it (once) if needed."""
         entry = await self._acquire(key)
         entry.in_flight -= 1
-        self._enforce_budget()
+        self._enforce_budget(protect=key)  # never hand out a model and evict it in the same breath
         return entry.predictor
 
     @contextlib.asynccontextmanager
@@ -251,8 +257,8 @@ class ModelCache:
         if size > self._budget:
             _close(predictor)
             raise Unavailable(
-                f"Model '{key}' needs {size >> 20} MiB but the model cache budget is {self._budget >> 20} MiB; "
-                "raise the budget or deploy a smaller precision."
+                f"Model '{key}' needs {size >> 20} MiB but the model cache budget is "
+                f"{self._budget >> 20} MiB; raise the budget or deploy a smaller precision."
             )
         if self._closed:
             _close(predictor)
@@ -290,13 +296,16 @@ class ModelCache:
             self._over_budget = True  # warn once per episode, not on every request
             logger.warning(
                 "model cache over budget (%d > %d MiB): remaining models are busy or pinned",
-                total >> 20, self._budget >> 20,
+                total >> 20,
+                self._budget >> 20,
             )
 
     def _ensure_sweeper(self) -> None:
         if self._idle_s is None or self._sweeper is not None:
             return
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="aiaas-model-cache-sweeper")
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweep(), name="aiaas-model-cache-sweeper"
+        )
 
     async def _sweep(self) -> None:
         # Check a few times per idle period so a model goes within ~25% of its deadline.

@@ -1,16 +1,21 @@
 """Blob storage by URI scheme: `file://` (default) here; `s3://` lives behind the `s3` extra.
 
 Uploaded files and model artifacts are written through a BlobStore so that the API
-and the workers (possibly on other machines) find them by URI alone.
+and the workers (possibly on other machines) find them by URI alone. Readers use
+`open_local(uri)`, a context manager: for a plain store it is just the local path, for
+the encrypting store (aiaas/store/encrypted.py) a private decrypted copy that is deleted
+when the block ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -40,11 +45,26 @@ class BlobStore(ABC):
 
     @abstractmethod
     def local_path(self, uri: str) -> Path:
-        """A local file holding the blob's bytes (a cached copy for remote stores)."""
+        """A local file holding the blob's bytes as stored (a cached copy for remote stores)."""
 
     @abstractmethod
     def delete(self, uri: str) -> None:
         """Remove the blob; missing blobs are fine."""
+
+    @contextlib.contextmanager
+    def open_local(self, uri: str) -> Iterator[Path]:
+        """A local path to the blob's plaintext (file or directory), valid inside the `with` block."""
+        yield self.local_path(uri)
+
+    def read_stream(self, uri: str) -> Iterator[bytes]:
+        """The blob's plaintext bytes in chunks (a file, not a directory)."""
+        with self.open_local(uri) as path, open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                yield chunk
+
+    def key_of(self, uri: str) -> str:
+        """The key a URI was stored under (the inverse of put/put_dir); encryption binds ciphertext to it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot map URIs back to keys.")
 
 
 class FileBlobStore(BlobStore):
@@ -94,6 +114,9 @@ class FileBlobStore(BlobStore):
 
     def local_path(self, uri: str) -> Path:
         return self._path(uri)
+
+    def key_of(self, uri: str) -> str:
+        return self._path(uri).relative_to(self.root).as_posix()
 
     def delete(self, uri: str) -> None:
         path = self._path(uri)

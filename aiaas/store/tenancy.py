@@ -102,28 +102,105 @@ def revoke_key(session: Session, org_id: str, key_id: str) -> ApiKey:
     return row
 
 
-def authenticate(session: Session, plaintext: str) -> Principal:
-    """Check format and checksum first (no database), then hash, revocation and expiry."""
+class MalformedKey(AuthenticationFailed):
+    """Not a key at all (format or checksum): rejected without touching the database."""
+
+
+class KeyRejected(AuthenticationFailed):
+    """A known key that may no longer be used: its organisation and id go to the audit log."""
+
+    def __init__(self, message: str, *, code: str, org_id: str, key_id: str) -> None:
+        super().__init__(message, code=code)
+        self.org_id = org_id
+        self.key_id = key_id
+
+
+def authenticate_with_settings(session: Session, plaintext: str) -> tuple[Principal, dict[str, Any]]:
+    """Check format and checksum first (no database), then hash, revocation and expiry.
+
+    Returns the principal and its organisation's settings (limits and quotas), read in the
+    same query, so a request costs one database round trip to authenticate.
+    """
     if not is_well_formed(plaintext):
-        raise AuthenticationFailed(
+        raise MalformedKey(
             "Invalid API key format. Keys look like aiaas_sk_<32 characters>_<6 characters>; "
             "check that the whole key was copied.",
             code="invalid_api_key",
         )
     digest = hash_key(plaintext)
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    found = session.execute(
+        select(ApiKey, Organization.settings)
+        .join(Organization, Organization.id == ApiKey.org_id)
+        .where(ApiKey.key_hash == digest)
+    ).one_or_none()
     # The lookup is by a hash of a high-entropy secret, so timing reveals nothing useful;
     # the explicit comparison keeps it constant-time anyway.
-    if row is None or not hmac.compare_digest(row.key_hash, digest):
+    if found is None or not hmac.compare_digest(found[0].key_hash, digest):
         raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
+    row, org_settings = found
     t = now()
     if row.revoked_at is not None:
-        raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+        raise KeyRejected("This API key has been revoked.", code="revoked_api_key", org_id=row.org_id,
+                          key_id=row.id)
     if row.expires_at is not None and row.expires_at <= t:
-        raise AuthenticationFailed("This API key has expired; create a new one.", code="expired_api_key")
+        raise KeyRejected("This API key has expired; create a new one.", code="expired_api_key",
+                          org_id=row.org_id, key_id=row.id)
     if row.last_used_at is None or t - row.last_used_at >= LAST_USED_RESOLUTION_S:
         session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=t))
-    return Principal(org_id=row.org_id, key_id=row.id, scopes=frozenset(row.scopes))
+    return Principal(org_id=row.org_id, key_id=row.id, scopes=frozenset(row.scopes)), dict(org_settings or {})
+
+
+def authenticate(session: Session, plaintext: str) -> Principal:
+    return authenticate_with_settings(session, plaintext)[0]
+
+
+def lock_organization(session: Session, org_id: str) -> Organization:
+    """Serialise quota checks of one organisation until the transaction ends.
+
+    A no-op write takes PostgreSQL's row lock (and SQLite's single write lock), so two
+    concurrent creations cannot both see the last free slot.
+    """
+    session.execute(update(Organization).where(Organization.id == org_id).values(name=Organization.name))
+    return get_organization(session, org_id)
+
+
+def get_organization_by_name(session: Session, name: str) -> Organization:
+    org = session.scalar(select(Organization).where(Organization.name == name))
+    if org is None:
+        raise not_found("organization", name, param="name")
+    return org
+
+
+def update_organization_settings(session: Session, org_id: str, changes: dict[str, Any]) -> Organization:
+    """Merge `changes` into the organisation's settings; a None value removes the override."""
+    org = get_organization(session, org_id)
+    merged = dict(org.settings or {})
+    for k, v in changes.items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    org.settings = merged  # a new dict, so the JSON column is seen as changed
+    return org
+
+
+def delete_organization(session: Session, org_id: str) -> dict[str, list[str]]:
+    """Delete the organisation and (by cascade) every row it owns, its wrapped data key included.
+
+    Returns what lives outside the database: blob URIs and job ids (work directories),
+    for the caller to remove once this transaction has committed.
+    """
+    from aiaas.store.models import File, FineTuningJob, Model
+
+    org = get_organization(session, org_id)
+    leftovers = {
+        "blobs": list(session.scalars(select(File.storage_uri).where(File.org_id == org_id)))
+        + list(session.scalars(select(Model.artifact_uri).where(Model.org_id == org_id))),
+        "jobs": list(session.scalars(select(FineTuningJob.id).where(FineTuningJob.org_id == org_id))),
+    }
+    session.delete(org)
+    session.flush()
+    return leftovers
 
 
 def key_public(row: ApiKey) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def test_openai_sdk_and_our_sdk_end_to_end(stack):
 
         # Cancel a long job while it runs: it ends within seconds.
         long_job = oa.fine_tuning.jobs.create(model="tiny-bert", training_file=f.id,
-                                              hyperparameters={"n_epochs": 100})
+                                              hyperparameters={"n_epochs": 50})
         wait_job(oa, long_job.id, statuses=("running",), timeout=60)
         t0 = time.monotonic()
         oa.fine_tuning.jobs.cancel(long_job.id)

@@ -1,0 +1,219 @@
+"""ModelCache: one load per key, LRU under a budget, idle unload (scale to zero), pinning.
+
+Most tests use a small stand-in model (anything with memory_bytes and close()) so the
+budget arithmetic is exact; one test runs the real ONNX predictor through the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from aiaas.core.errors import Unavailable
+from aiaas.serving.cache import ModelCache
+from aiaas.serving.runtime import load_predictor
+
+
+class Model:
+    def __init__(self, key: str, size: int) -> None:
+        self.key, self.memory_bytes, self.closed = key, size, False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Loader:
+    def __init__(self, sizes: dict[str, int] | None = None, delay: float = 0.0) -> None:
+        self.sizes = sizes or {}
+        self.delay = delay
+        self.calls: list[str] = []
+        self.threads: set[int] = set()
+        self.fail: set[str] = set()
+
+    def __call__(self, key: str) -> Model:
+        self.calls.append(key)
+        self.threads.add(threading.get_ident())
+        time.sleep(self.delay)
+        if key in self.fail:
+            raise RuntimeError(f"cannot load {key}")
+        return Model(key, self.sizes.get(key, 100))
+
+
+def test_constructor_validates_arguments():
+    with pytest.raises(TypeError):
+        ModelCache(None, memory_budget_bytes=1, idle_unload_s=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="memory_budget_bytes"):
+        ModelCache(Loader(), memory_budget_bytes=0, idle_unload_s=None)
+    with pytest.raises(ValueError, match="idle_unload_s"):
+        ModelCache(Loader(), memory_budget_bytes=10, idle_unload_s=0)
+
+
+def test_concurrent_gets_load_once_off_the_loop():
+    async def main():
+        loader = Loader(delay=0.1)
+        cache = ModelCache(loader, memory_budget_bytes=1000, idle_unload_s=None)
+        models = await asyncio.gather(*(cache.get("m") for _ in range(20)))
+        stats = cache.stats()
+        await cache.close()
+        return loader, models, stats
+
+    loader, models, stats = asyncio.run(main())
+    assert loader.calls == ["m"]
+    assert all(m is models[0] for m in models)
+    assert threading.get_ident() not in loader.threads
+    assert stats["loads"] == 1 and stats["misses"] == 20
+
+
+def test_failed_load_reaches_all_waiters_and_is_retried():
+    async def main():
+        loader = Loader(delay=0.05)
+        loader.fail.add("m")
+        cache = ModelCache(loader, memory_budget_bytes=1000, idle_unload_s=None)
+        results = await asyncio.gather(*(cache.get("m") for _ in range(3)), return_exceptions=True)
+        loader.fail.clear()
+        model = await cache.get("m")
+        await cache.close()
+        return loader, results, model
+
+    loader, results, model = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert loader.calls == ["m", "m"] and model.key == "m"
+
+
+def test_lru_eviction_under_a_tiny_budget():
+    async def main():
+        cache = ModelCache(Loader(), memory_budget_bytes=250, idle_unload_s=None)
+        a = await cache.get("a")
+        await cache.get("b")
+        await cache.get("a")  # a is now the most recently used
+        await cache.get("c")  # 300 > 250: evict the LRU, which is b
+        keys = sorted(cache.stats()["models"])
+        memory = cache.memory_bytes
+        await cache.close()
+        return a, keys, memory
+
+    a, keys, memory = asyncio.run(main())
+    assert keys == ["a", "c"] and memory == 200
+    assert a.closed  # closed by close() at the end, not before
+
+
+def test_model_with_requests_in_flight_is_not_evicted():
+    async def main():
+        loader = Loader()
+        cache = ModelCache(loader, memory_budget_bytes=150, idle_unload_s=None)
+        async with cache.use("busy") as busy:
+            await cache.get("other")  # over budget; "busy" is oldest but in use, so "other" stays too
+            assert sorted(cache.stats()["models"]) == ["busy", "other"]
+            assert not busy.closed
+        # Request finished: back under budget by evicting the least recently used idle one.
+        keys = sorted(cache.stats()["models"])
+        await cache.close()
+        return busy, keys
+
+    busy, keys = asyncio.run(main())
+    assert keys == ["other"]
+    assert busy.closed
+
+
+def test_model_larger_than_the_budget_is_refused():
+    async def main():
+        cache = ModelCache(Loader({"huge": 10_000}), memory_budget_bytes=1000, idle_unload_s=None)
+        with pytest.raises(Unavailable, match="budget"):
+            await cache.get("huge")
+        assert "huge" not in cache
+        await cache.close()
+
+    asyncio.run(main())
+
+
+def test_idle_models_unload_and_reload_transparently_unless_pinned():
+    async def main():
+        loader = Loader()
+        cache = ModelCache(loader, memory_budget_bytes=1000, idle_unload_s=0.1)
+        cache.pin("pinned", True)
+        first = await cache.get("idle")
+        await cache.get("pinned")
+        await asyncio.sleep(0.4)  # the sweeper runs every idle_unload_s / 4
+        after_idle = sorted(cache.stats()["models"])
+        again = await cache.get("idle")  # scale from zero
+        stats = cache.stats()
+        cache.pin("pinned", False)
+        await asyncio.sleep(0.4)
+        after_unpin = sorted(cache.stats()["models"])
+        await cache.close()
+        return loader, first, again, after_idle, stats, after_unpin
+
+    loader, first, again, after_idle, stats, after_unpin = asyncio.run(main())
+    assert after_idle == ["pinned"]
+    assert first.closed and again is not first
+    assert loader.calls.count("idle") == 2
+    assert stats["idle_unloads"] == 1 and stats["pinned"] == ["pinned"]
+    assert after_unpin == []
+
+
+def test_unload_idle_with_an_injected_clock_skips_busy_models():
+    now = [0.0]
+
+    async def main():
+        cache = ModelCache(Loader(), memory_budget_bytes=1000, idle_unload_s=60, clock=lambda: now[0])
+        await cache.get("a")
+        async with cache.use("b"):
+            now[0] = 120.0
+            assert cache.unload_idle() == ["a"]  # b is in use
+        now[0] = 150.0
+        assert cache.unload_idle() == []  # b was last used at 120
+        now[0] = 181.0
+        assert cache.unload_idle() == ["b"]
+        await cache.close()
+
+    asyncio.run(main())
+
+
+def test_evict_during_load_discards_the_stale_model():
+    async def main():
+        loader = Loader(delay=0.1)
+        cache = ModelCache(loader, memory_budget_bytes=1000, idle_unload_s=None)
+        pending = asyncio.ensure_future(cache.get("m"))
+        await asyncio.sleep(0.03)
+        cache.evict("m")  # e.g. a new version was deployed while v1 was loading
+        model = await pending
+        await cache.close()
+        return loader, model
+
+    loader, model = asyncio.run(main())
+    assert loader.calls == ["m", "m"]  # the waiter got a fresh load, not the stale one
+    assert model.key == "m"
+
+
+def test_closed_cache_refuses_requests():
+    async def main():
+        cache = ModelCache(Loader(), memory_budget_bytes=1000, idle_unload_s=1)
+        model = await cache.get("m")
+        await cache.close()
+        with pytest.raises(Unavailable):
+            await cache.get("m")
+        return model
+
+    assert asyncio.run(main()).closed
+
+
+def test_real_predictor_through_the_cache(single_label):
+    artifact = single_label[1]
+
+    async def main():
+        cache = ModelCache(
+            lambda key: load_predictor(artifact), memory_budget_bytes=1 << 30, idle_unload_s=None
+        )
+        async with cache.use("v1") as predictor:
+            probs = predictor.predict(["refund please"])
+        stats = cache.stats()
+        await cache.close()
+        return predictor, probs, stats
+
+    predictor, probs, stats = asyncio.run(main())
+    assert probs.shape == (1, 3)
+    assert stats["models"]["v1"]["bytes"] == predictor.memory_bytes > 0
+    assert predictor.closed
