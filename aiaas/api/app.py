@@ -14,15 +14,21 @@ from aiaas.api.errors import install_error_handlers
 from aiaas.api.middleware import (
     BodyLimitMiddleware,
     MetricsMiddleware,
+    RateLimitHeadersMiddleware,
     RequestIdMiddleware,
     UnhandledErrorMiddleware,
 )
-from aiaas.api.routes import deployments, files, fine_tuning, health, inference, keys, models, oip
+from aiaas.api.routes import (
+    audit_logs, deployments, files, fine_tuning, health, inference, keys, models, oip, usage,
+)
 from aiaas.core.settings import Settings, get_settings
+from aiaas.security.ratelimit import create_rate_limiter
 from aiaas.services.inference import InferenceService
+from aiaas.services.usage import UsageRecorder
 from aiaas.store import migrate
 from aiaas.store.blobs import create_blob_store
 from aiaas.store.db import Database
+from aiaas.store.encrypted import encrypted
 
 UPLOAD_PATHS = ("/v1/files",)
 
@@ -34,8 +40,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     if migrate_db:
         migrate.upgrade(db.engine)
     state = AppState(settings=settings, db=db, master_secret=secret)
-    blobs = create_blob_store(settings.blobs_url)
+    blobs = encrypted(create_blob_store(settings.blobs_url), db, secret)  # per-organisation keys at rest
     state.services["blobs"] = blobs
+    state.services["ratelimit"] = create_rate_limiter(settings.rate_limit_url)
+    state.services["usage"] = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds)
     state.services["inference"] = InferenceService(settings, blobs)
 
     @contextlib.asynccontextmanager
@@ -59,13 +67,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (keys, files, fine_tuning, models, deployments, inference, oip):
+    for module in (keys, files, fine_tuning, models, deployments, inference, oip, usage, audit_logs):
         app.include_router(module.router)
 
     def limit_for(path: str) -> int:
         return settings.max_upload_bytes if path.startswith(UPLOAD_PATHS) else settings.max_request_bytes
 
-    # At runtime, outermost first: request id, catch-all 500, metrics, body limit.
+    # At runtime, outermost first: request id, catch-all 500, metrics, body limit, rate-limit headers.
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
     app.add_middleware(UnhandledErrorMiddleware)

@@ -1,24 +1,36 @@
-"""Dependencies: the app state, a database session, and the authenticated principal.
+"""Dependencies: the app state, a database session, the authenticated principal, and the audit actor.
 
 The principal dependency looks the matched route up in the policy table, so no route
-can forget its scope check.
+can forget its scope check. It also charges the request to the key's requests/min
+limit; inference routes charge their tokens with `charge_tokens` before running the
+model. Both leave their `x-ratelimit-*` headers in the request state, where
+RateLimitHeadersMiddleware puts them on the response, errors included.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from aiaas.core.errors import AuthenticationFailed, PermissionDenied
 from aiaas.core.settings import Settings
 from aiaas.security.keys import Principal
 from aiaas.security.policy import required_scope
+from aiaas.security.ratelimit import Decision, Limits, RateLimiter
+from aiaas.services import audit
+from aiaas.services.quotas import NO_RETRY, OrgLimits, org_limits
 from aiaas.store import tenancy
 from aiaas.store.db import Database
+
+log = logging.getLogger(__name__)
+RATE_LIMIT_HEADERS = "ratelimit_headers"  # key in the request state (scope["state"])
 
 
 @dataclass
@@ -54,20 +66,126 @@ def _bearer(request: Request) -> str:
     )
 
 
-def get_principal(request: Request, session: Annotated[Session, Depends(get_session)]) -> Principal:
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _authenticate(db: Database, token: str) -> tuple[Principal, dict[str, Any]]:
+    with db.session() as s:
+        return tenancy.authenticate_with_settings(s, token)
+
+
+async def _audit_auth_failure(request: Request, state: AppState, exc: AuthenticationFailed) -> None:
+    """Record a rejected (well-formed) key; at most `auth_failure_audits_per_minute` per client address,
+    so a flood of bad keys is not a flood of writes. Malformed keys never reach the database at all."""
+    if isinstance(exc, tenancy.MalformedKey):
+        return
+    ip = _client_ip(request)
+    per_minute = state.settings.auth_failure_audits_per_minute
+    limiter: RateLimiter | None = state.services.get("ratelimit")
+    if per_minute and limiter is not None:
+        if not (await limiter.check(f"authfail:{ip}", Limits(requests_per_minute=per_minute))).allowed:
+            return
+    rejected = isinstance(exc, tenancy.KeyRejected)
+    actor = audit.Actor(
+        org_id=exc.org_id if rejected else None,  # type: ignore[attr-defined]
+        key_id=exc.key_id if rejected else None,  # type: ignore[attr-defined]
+        request_id=request.scope.get("state", {}).get("request_id"),
+        client_ip=ip,
+    )
+    try:
+        await run_in_threadpool(audit.record_auth_failure, state.db, actor, code=exc.code)
+    except Exception:  # noqa: BLE001 - the client still gets its 401; the operator gets the log
+        log.exception("could not audit an authentication failure")
+
+
+def _remember_headers(request: Request, decision: Decision) -> None:
+    headers = getattr(request.state, RATE_LIMIT_HEADERS, None)
+    if headers is None:
+        headers = {}
+        setattr(request.state, RATE_LIMIT_HEADERS, headers)
+    headers.update({k: v for k, v in decision.headers.items() if k.lower().startswith("x-ratelimit-")})
+
+
+def _refusal(decision: Decision) -> Exception:
+    err = decision.to_error()
+    if decision.oversized:
+        err.headers.update(NO_RETRY)  # waiting will not help; the request must get smaller
+    return err
+
+
+async def _charge_request(request: Request, state: AppState, principal: Principal, limits: OrgLimits) -> None:
+    """One request against the key's requests/min; the tokens bucket is read (not charged) for its headers."""
+    limiter: RateLimiter | None = state.services.get("ratelimit")
+    if limiter is None:
+        return
+    rpm, tpm = limits.rate_limit_requests_per_minute, limits.rate_limit_tokens_per_minute
+    checks = []
+    if rpm:
+        checks.append(limiter.check(f"r:{principal.key_id}", Limits(requests_per_minute=rpm)))
+    if tpm:
+        checks.append(limiter.check(f"t:{principal.key_id}", Limits(tokens_per_minute=tpm), tokens=0))
+    decisions = await asyncio.gather(*checks)
+    for decision in decisions:
+        _remember_headers(request, decision)
+    for decision in decisions:
+        if not decision.allowed:
+            raise _refusal(decision)
+
+
+async def charge_tokens(request: Request, tokens: int) -> None:
+    """Charge `tokens` (an estimate made before running the model) to the calling key's tokens/min.
+
+    Inference routes call it after authentication and before the model runs; over the
+    limit it raises the 429 (with Retry-After). A no-op without a principal or limit.
+    """
+    principal: Principal | None = getattr(request.state, "principal", None)
+    limits: OrgLimits | None = getattr(request.state, "limits", None)
+    state = get_state(request)
+    limiter: RateLimiter | None = state.services.get("ratelimit")
+    if principal is None or limits is None or limiter is None or not limits.rate_limit_tokens_per_minute:
+        return
+    per_minute = Limits(tokens_per_minute=limits.rate_limit_tokens_per_minute)
+    decision = await limiter.check(f"t:{principal.key_id}", per_minute, tokens=max(0, int(tokens)))
+    _remember_headers(request, decision)
+    if not decision.allowed:
+        raise _refusal(decision)
+
+
+async def get_principal(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Principal:
     route = request.scope.get("route")
     template = getattr(route, "path_format", request.url.path)
     needed = required_scope(request.method, template)
-    principal = tenancy.authenticate(session, _bearer(request))
+    token = _bearer(request)
+    try:
+        # Its own short transaction: last_used_at is kept even when the route fails.
+        principal, org_settings = await run_in_threadpool(_authenticate, state.db, token)
+    except AuthenticationFailed as exc:
+        await _audit_auth_failure(request, state, exc)
+        raise
+    limits = org_limits(state.settings, org_settings)
+    request.state.principal = principal
+    request.state.limits = limits
+    await _charge_request(request, state, principal, limits)
     if needed is not None and not principal.allows(needed):
         raise PermissionDenied(
             f"This API key lacks the '{needed}' scope needed for {request.method} {template}; "
             f"it has: {', '.join(sorted(principal.scopes))}.",
         )
-    request.state.principal = principal
     return principal
+
+
+async def get_actor(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> audit.Actor:
+    """The audit log's view of the caller: organisation, key, request id and client address."""
+    return audit.Actor(
+        org_id=principal.org_id,
+        key_id=principal.key_id,
+        request_id=request.scope.get("state", {}).get("request_id"),
+        client_ip=_client_ip(request),
+    )
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 SessionDep = Annotated[Session, Depends(get_session)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ActorDep = Annotated[audit.Actor, Depends(get_actor)]

@@ -173,6 +173,37 @@ class UnhandledErrorMiddleware:
             await send({"type": "http.response.body", "body": body.encode()})
 
 
+class RateLimitHeadersMiddleware:
+    """Put the `x-ratelimit-*` headers a request earned on its response, success or 429 alike.
+
+    The auth dependency and `charge_tokens` leave them in the request state
+    (`scope["state"]["ratelimit_headers"]`); headers the response already has win.
+    """
+
+    def __init__(self, app: ASGIApp, *, state_key: str = "ratelimit_headers") -> None:
+        self.app = app
+        self.state_key = state_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                earned = state.get(self.state_key)
+                if earned:
+                    headers = list(message.get("headers", []))
+                    present = {k.lower() for k, _ in headers}
+                    headers += [(k.lower().encode(), v.encode()) for k, v in earned.items()
+                                if k.lower().encode() not in present]
+                    message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)
+
+
 class MetricsMiddleware:
     """Prometheus request count and latency, labelled by route template (bounded cardinality)."""
 
@@ -207,4 +238,7 @@ class MetricsMiddleware:
             self.latency.labels(scope["method"], template).observe(time.perf_counter() - start)
 
 
-__all__ = ["BodyLimitMiddleware", "MetricsMiddleware", "RequestIdMiddleware", "UnhandledErrorMiddleware", "request_id_var", "type_for"]
+__all__ = [
+    "BodyLimitMiddleware", "MetricsMiddleware", "RateLimitHeadersMiddleware", "RequestIdMiddleware",
+    "UnhandledErrorMiddleware", "request_id_var", "type_for",
+]

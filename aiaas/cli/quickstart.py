@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import typer
@@ -58,7 +59,7 @@ def ensure_initialised(data_dir: Path) -> str:
     db = Database(settings.sqlalchemy_url)
     migrate.upgrade(db.engine)
     with db.session() as s:
-        _org, _row, key = tenancy.create_organization(s, f"quickstart-{int(time.time())}")
+        _org, _row, key = tenancy.create_organization(s, "quickstart")
     db.dispose()
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -66,33 +67,117 @@ def ensure_initialised(data_dir: Path) -> str:
     return key
 
 
+DEMO_EXAMPLES = [
+    "I was billed twice for the same month",
+    "my parcel still hasn't arrived after two weeks",
+    "please close my account and stop the monthly plan",
+    "the app freezes every time I open the camera",
+    "I forgot my password and the reset link never comes",
+    "I would like my money back for the broken headphones",
+]
+
+
 @handle_errors
 def quickstart(
     data: Path = typer.Argument(None, help="Labelled CSV/JSONL/Parquet (default: the bundled demo dataset)."),
+    model: str = typer.Option("minilm-l6", "--model", help="Base model to fine-tune."),
+    text_column: str = typer.Option("text", "--text-column"),
+    label_column: str = typer.Option("label", "--label-column"),
     data_dir: Path = typer.Option(Path(".aiaas"), "--data-dir", envvar="AIAAS_DATA_DIR"),
     keep_running: bool = typer.Option(False, "--keep-running", help="Leave the server running at the end."),
 ) -> None:
-    """Initialise, start the server, and exercise the API through the SDK."""
+    """The main job: initialise, start the server, upload, fine-tune with live progress, deploy, predict."""
+    from aiaas.cli.workflow import follow_job
+    from aiaas.data import demo_dataset_path
     from aiaas.sdk import Client
 
+    t0 = time.monotonic()
+    data_path = (data or demo_dataset_path()).resolve()
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     key = ensure_initialised(data_dir)
     port = _free_port()
     console.rule("aiaas quickstart")
-    console.print(f"data directory {data_dir}")
+    console.print(f"data directory  {data_dir}")
+    console.print(f"training data   {data_path}")
     proc = start_server(data_dir, port, job_workers=1)
     base = f"http://127.0.0.1:{port}"
-    console.print(f"server ready at {base} (pid {proc.pid})")
+    console.print(f"server          {base} (pid {proc.pid}, 1 training worker)")
     try:
         with Client(base, key) as c:
-            me = c.organizations.me()
-            console.print(f"organisation {me['name']} ({me['id']})")
-            made = c.api_keys.create("quickstart-infer", scopes=["infer"])
-            console.print(f"created an inference key {made['id']} ({made['prefix']}…)")
-            console.print(f"keys in this organisation: {len(list(c.api_keys.list()))}")
-        console.print(f'\ncurl -H "Authorization: Bearer $AIAAS_API_KEY" {base}/v1/organizations/me')
+            f = c.files.create(data_path)
+            summary = f.get("summary") or {}
+            console.print(f"uploaded        {f['id']}: {summary.get('rows')} rows, columns {summary.get('columns')}")
+            job = c.fine_tuning.jobs.create(model=model, training_file=f["id"], suffix="quickstart", seed=42,
+                                            text_column=text_column, label_column=label_column)
+            console.print(f"fine-tuning     {job['id']} from {model}")
+            job = follow_job(c, job["id"])
+            if job["status"] != "succeeded":
+                err = job.get("error") or {}
+                console.print(f"[red]job {job['status']}[/red]: {err.get('message')}")
+                raise typer.Exit(1)
+            _print_report(job)
+            name = "quickstart"
+            try:
+                c.deployments.delete(name)
+            except Exception:  # noqa: BLE001 - first run: nothing to replace
+                pass
+            c.deployments.create(name, model=job["fine_tuned_model"], min_replicas=1)
+            console.print(f"deployed        {name} -> {job['fine_tuned_model']}")
+            out = c.deployments.predict(name, DEMO_EXAMPLES if data is None else _sample_texts(c, f["id"]))
+            console.rule("predictions")
+            for row, text in zip(out["data"], DEMO_EXAMPLES if data is None else _sample_texts(c, f["id"]),
+                                 strict=False):
+                shown = row.get("label") or row.get("labels") or row.get("value")
+                score = f"{row['score']:.2f}" if "score" in row else ""
+                console.print(f"{str(shown):22} {score:>5}  {text}")
+        console.rule("call it yourself")
+        console.print(f"export AIAAS_API_KEY=$(cat {data_dir / 'quickstart.key'})")
+        console.print(
+            f"curl -s {base}/v1/deployments/{name}/predict -H \"Authorization: Bearer $AIAAS_API_KEY\" "
+            '-H "Content-Type: application/json" -d \'{"inputs": ["where is my order?"]}\''
+        )
+        console.print(
+            f"python -c \"from aiaas.sdk import Client; import os; "
+            f"print(Client('{base}', os.environ['AIAAS_API_KEY']).deployments.predict('{name}', ['where is my order?']))\""
+        )
+        console.print(f"\ndone in {time.monotonic() - t0:.0f} s" + ("; server still running" if keep_running else ""))
     finally:
         if not keep_running:
             proc.terminate()
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
+
+
+def _print_report(job: dict) -> None:
+    report = job.get("data_report") or {}
+    metrics = job.get("metrics") or {}
+    counts = (report.get("label_counts") or {}).get("validation") or {}
+    majority = max(counts.values()) / sum(counts.values()) if counts else None
+    dropped = {k: v for k, v in (report.get("rows_dropped") or {}).items() if v}
+    console.rule("result")
+    console.print(f"rows read {report.get('rows_read')}, dropped {dropped or 'none'}, "
+                  f"train {report.get('n_train')}, validation {report.get('n_validation')}")
+    hp = job.get("hyperparameters") or {}
+    console.print("hyperparameters " + ", ".join(f"{k}={v}" for k, v in hp.items() if not isinstance(v, dict)))
+    if "accuracy" in metrics:
+        line = f"validation accuracy [bold]{metrics['accuracy']:.3f}[/bold]"
+        if "macro_f1" in metrics:
+            line += f", macro-F1 {metrics['macro_f1']:.3f}"
+        if majority is not None:
+            line += f" (majority class: {majority:.3f})"
+        console.print(line)
+    console.print(f"model           {job['fine_tuned_model']}")
+
+
+def _sample_texts(c: Any, file_id: str) -> list[str]:
+    """A few texts from the user's own file to show predictions on."""
+    import csv
+    import io
+
+    raw = c.files.content(file_id)
+    try:
+        rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig", errors="replace"))))
+    except csv.Error:
+        return ["hello"]
+    texts = [r.get("text") for r in rows if r.get("text")]
+    return texts[:: max(1, len(texts) // 5)][:5] or ["hello"]

@@ -4,12 +4,18 @@ Every state change goes through `Lease.write`, so a worker that lost its lease (
 and replaced, paused too long) cannot touch the job any more. A job re-claimed after a
 crash runs this again: data preparation is deterministic for the job's seed, and train()
 resumes from the newest checkpoint in the job's work directory.
+
+Blobs are read and written through the encrypting store (the organisation's data key,
+unwrapped with the master secret), and the attempt's usage (trained tokens, CPU seconds)
+is written with the job's final state, under the lease.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +26,12 @@ from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings
 from aiaas.jobs.lease import Lease
 from aiaas.registry import models as registry
+from aiaas.services.usage import training_event
 from aiaas.store import files as file_store
 from aiaas.store import jobs as job_store
 from aiaas.store.blobs import BlobStore
-from aiaas.store.models import File, FineTuningJob, Organization
+from aiaas.store.encrypted import encrypted
+from aiaas.store.models import File, FineTuningJob, Organization, UsageEvent
 from aiaas.store.tenancy import now
 
 log = logging.getLogger(__name__)
@@ -81,7 +89,26 @@ def _jsonable(d: dict) -> dict:
     return out
 
 
-def fail(lease: Lease, error: AiaasError | Exception) -> None:
+class CpuMeter:
+    """CPU seconds this process (all its threads) and its finished children used since start."""
+
+    def __init__(self) -> None:
+        self.start = self._now()
+
+    @staticmethod
+    def _now() -> float:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + children.ru_utime + children.ru_stime
+
+    def seconds(self) -> float:
+        return max(0.0, self._now() - self.start)
+
+    def usage(self, job: FineTuningJob, trained_tokens: int = 0) -> UsageEvent:
+        return training_event(org_id=job.org_id, key_id=job.created_by, model=job.model,
+                              trained_tokens=trained_tokens, cpu_seconds=self.seconds())
+
+
+def fail(lease: Lease, error: AiaasError | Exception, *, usage: UsageEvent | None = None) -> None:
     if isinstance(error, AiaasError):
         body = {"code": error.code, "message": error.message, "param": error.param}
     else:
@@ -93,6 +120,8 @@ def fail(lease: Lease, error: AiaasError | Exception) -> None:
         job.error = body
         job.finished_at = now()
         job_store.add_event(s, job, "error", body["message"])
+        if usage is not None:
+            s.add(usage)
 
     lease.write(write)
 
@@ -101,18 +130,20 @@ def run_job(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
     """Run the job; returns its final status ('lost' when the lease was lost, 'stopped' on shutdown)."""
     from aiaas.training import TrainConfig, TrainingStopped, train
 
+    blobs = encrypted(blobs, lease.db, settings.master_secret())
     snapshot = lease.write(lambda s, job: _snapshot(s, job))
     if snapshot is None:
         return "lost"
     job, train_file, val_file, org = snapshot
     if lease.cancelled.is_set():
         return _cancelled(lease)
+    meter = CpuMeter()
     try:
         base, data = _prepare(lease, settings, blobs, job, train_file, val_file)
         hp = job.hyperparameters or {}
         lr_mult = hp.get("learning_rate_multiplier", "auto")
         config = TrainConfig(
-            base_model=str(base.path),
+            base_model=job.model,
             task=job.options.get("task", "single_label_classification"),
             n_epochs=hp.get("n_epochs", "auto"),
             batch_size=hp.get("batch_size", "auto"),
@@ -124,21 +155,21 @@ def run_job(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
         result = train(config, data, work_dir, JobCallbacks(lease), base_models_dir=settings.base_models_dir)
     except TrainingStopped:
         if lease.cancelled.is_set():
-            return _cancelled(lease)
+            return _cancelled(lease, usage=meter.usage(job))
         return "lost" if lease.lost.is_set() else "stopped"
     except AiaasError as exc:
-        fail(lease, exc)
+        fail(lease, exc, usage=meter.usage(job))
         return "failed"
     except Exception as exc:  # noqa: BLE001 - a job's failure must not kill the worker
         log.exception("job %s failed", job.id)
-        fail(lease, exc)
+        fail(lease, exc, usage=meter.usage(job))
         return "failed"
 
     try:
-        return _finish(lease, settings, blobs, job, org, train_file, val_file, base, data, result)
+        return _finish(lease, settings, blobs, job, org, train_file, val_file, base, data, result, meter)
     except Exception as exc:  # noqa: BLE001
         log.exception("job %s failed while registering its model", job.id)
-        fail(lease, exc)
+        fail(lease, exc, usage=meter.usage(job))
         return "failed"
 
 
@@ -159,11 +190,13 @@ def _snapshot(s: Any, job: FineTuningJob) -> tuple[FineTuningJob, File, File | N
     return job, train_file, val_file, org
 
 
-def _cancelled(lease: Lease) -> str:
+def _cancelled(lease: Lease, *, usage: UsageEvent | None = None) -> str:
     def write(s: Any, job: FineTuningJob) -> None:
         job.status = "cancelled"
         job.finished_at = now()
         job_store.add_event(s, job, "info", "Job cancelled.")
+        if usage is not None:
+            s.add(usage)
 
     lease.write(write)
     return "cancelled"
@@ -180,18 +213,22 @@ def _prepare(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuning
     pre = dict(opts.get("preprocessing") or {})
     if pre.get("lowercase") is None:
         pre["lowercase"] = base.do_lower_case  # follow the base model's casing
-    data = prepare_dataset(
-        blobs.local_path(train_file.storage_uri),
-        train_filename=train_file.filename,
-        validation_path=blobs.local_path(val_file.storage_uri) if val_file else None,
-        validation_filename=val_file.filename if val_file else None,
-        text_column=opts.get("text_column", "text"),
-        label_column=opts.get("label_column", "label"),
-        task=opts.get("task", "single_label_classification"),
-        cleaning=CleaningConfig.from_dict(pre),
-        seed=job.seed,
-        validation_fraction=opts.get("validation_fraction"),
-    )
+    # The uploads are decrypted into private temporary copies only while they are read.
+    with contextlib.ExitStack() as stack:
+        train_path = stack.enter_context(blobs.open_local(train_file.storage_uri))
+        val_path = stack.enter_context(blobs.open_local(val_file.storage_uri)) if val_file else None
+        data = prepare_dataset(
+            train_path,
+            train_filename=train_file.filename,
+            validation_path=val_path,
+            validation_filename=val_file.filename if val_file else None,
+            text_column=opts.get("text_column", "text"),
+            label_column=opts.get("label_column", "label"),
+            task=opts.get("task", "single_label_classification"),
+            cleaning=CleaningConfig.from_dict(pre),
+            seed=job.seed,
+            validation_fraction=opts.get("validation_fraction"),
+        )
     policy = opts.get("pii_policy", "allow")
     texts, pii = apply_pii_policy([e.text for e in data.train], policy)
     vtexts, _ = apply_pii_policy([e.text for e in data.validation], policy)
@@ -228,7 +265,7 @@ def _token_lengths(model_dir: Path, texts: list[str]) -> list[int]:
 
 
 def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJob, org: Organization,
-            train_file: File, val_file: File | None, base: Any, data: Any, result: Any) -> str:
+            train_file: File, val_file: File | None, base: Any, data: Any, result: Any, meter: CpuMeter) -> str:
     """Export, store the artifact, register the model version, write the results file."""
     from aiaas.registry.card import build_card
 
@@ -256,6 +293,7 @@ def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJ
                       data_report=data.report, metrics=result.metrics, export=export_report,
                       thresholds=result.metrics.get("thresholds"))
     results_csv = _results_csv(result.history)
+    usage = meter.usage(job, trained_tokens=result.trained_tokens or 0)
 
     def write(s: Any, j: FineTuningJob) -> None:
         stored = blobs.put(f"{j.org_id}/files/results-{j.id}.csv", io.BytesIO(results_csv))
@@ -277,6 +315,7 @@ def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJ
         job_store.add_event(s, j, "info", f"New fine-tuned model created: {model_id}",
                             data={"metrics": j.metrics})
         job_store.add_event(s, j, "info", "The job has successfully completed.")
+        s.add(usage)
 
     return "succeeded" if lease.write(write) is not False and not lease.lost.is_set() else "lost"
 

@@ -141,7 +141,7 @@ def _export(
 
     latency = _measure_latency(trial.predictors, texts[:LATENCY_SAMPLE])
     decisions, candidates = trial.decisions, trial.candidates
-    chosen, why = _choose(precision, decisions, latency)
+    chosen, why = _choose(precision, decisions, latency, candidates)
     for name, candidate in candidates.items():
         candidate["chosen"] = name == chosen
         if name != chosen and name in runtime["files"]:  # keep the artifact lean
@@ -168,14 +168,16 @@ def _export(
     return runtime
 
 
-def _choose(requested: str, decisions: dict[str, GuardDecision], latency: dict[str, dict]) -> tuple[str, str]:
+def _choose(
+    requested: str, decisions: dict[str, GuardDecision], latency: dict[str, dict], candidates: dict[str, dict]
+) -> tuple[str, str]:
     accepted = [name for name, d in decisions.items() if d.accepted]
     if requested == "fp32":
         return "fp32", "fp32 requested"
     if requested in ("int8", "bf16"):
         if requested in accepted:
             return requested, f"{requested} requested and passed the accuracy guard"
-        reason = decisions[requested].reason if requested in decisions else "not available"
+        reason = candidates.get(requested, {}).get("reason", "not available")
         return "fp32", f"{requested} requested but rejected: {reason}"
     base = latency["fp32"]["p50"]
     faster = [n for n in accepted if latency[n]["p50"] * MIN_SPEEDUP <= base]

@@ -1,8 +1,13 @@
-"""Uploading files: stream to the blob store, check the format off the event loop, record the row."""
+"""Uploading files: stream to the blob store, check the format off the event loop, record the row.
+
+The blob store encrypts with the organisation's data key (aiaas/store/encrypted.py);
+the format check reads a private decrypted copy that is gone once it returns.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -10,7 +15,9 @@ from sqlalchemy.orm import Session
 
 from aiaas.core.errors import InvalidFile, InvalidRequest
 from aiaas.core.ids import new_id
+from aiaas.core.settings import Settings
 from aiaas.protocol.files import PURPOSES
+from aiaas.services import quotas
 from aiaas.store import files as file_store
 from aiaas.store.blobs import BlobStore
 from aiaas.store.models import File
@@ -35,7 +42,9 @@ def upload(
     filename: str | None,
     purpose: str,
     max_bytes: int,
+    settings: Settings | None = None,
 ) -> File:
+    """Store, check and record an upload. With `settings`, the organisation's storage quota applies."""
     if purpose != "fine-tune":
         allowed = "'fine-tune'"
         raise InvalidRequest(f"Unsupported purpose '{purpose[:40]}'; use {allowed}.", param="purpose")
@@ -47,7 +56,10 @@ def upload(
         if stored.size == 0:
             raise InvalidFile("The file is empty; upload a CSV, JSONL or Parquet file with a header row.",
                               param="file")
-        summary = inspect(blobs.local_path(stored.uri), name)
+        with blobs.open_local(stored.uri) as path:
+            summary = inspect(path, name)
+        if settings is not None:
+            quotas.check_storage(session, settings, org_id, adding=stored.size)
         return file_store.add_file(
             session, file_id=file_id, org_id=org_id, filename=name, purpose=purpose, size=stored.size,
             sha256=stored.sha256, storage_uri=stored.uri, summary=summary,
@@ -72,6 +84,7 @@ def delete(session: Session, blobs: BlobStore, *, org_id: str, file_id: str) -> 
     return row
 
 
-def content_path(session: Session, blobs: BlobStore, *, org_id: str, file_id: str) -> tuple[File, Path]:
+def content(session: Session, blobs: BlobStore, *, org_id: str, file_id: str) -> tuple[File, Iterator[bytes]]:
+    """The file's row and its plaintext as a stream (decrypted frame by frame, nothing written to disk)."""
     row = file_store.get_file(session, org_id, file_id)
-    return row, blobs.local_path(row.storage_uri)
+    return row, blobs.read_stream(row.storage_uri)

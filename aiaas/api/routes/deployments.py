@@ -4,24 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from aiaas.api.deps import PrincipalDep, SessionDep, StateDep
+from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, charge_tokens
 from aiaas.protocol.common import Deleted, list_response
 from aiaas.protocol.inference import DeploymentCreate, PredictRequest
 from aiaas.registry import models as registry
+from aiaas.services import audit, quotas
 from aiaas.services.inference import check_inputs, shape_predictions
+from aiaas.services.usage import estimate_tokens
 from aiaas.store import deployments as dep_store
 
 router = APIRouter(prefix="/v1", tags=["deployments"])
 
 
 @router.post("/deployments", status_code=201)
-def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
+def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: SessionDep, state: StateDep,
+                      actor: ActorDep) -> dict:
     model = registry.get_model(session, principal.org_id, body.model)
+    quotas.check_deployments(session, state.settings, principal.org_id)
     row = dep_store.create_deployment(session, principal.org_id, name=body.name, model=model.id,
                                       min_replicas=body.min_replicas)
+    audit.record(session, actor, "deployment.created", target_type="deployment", target_id=row.id,
+                 details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
     if body.min_replicas:
         state.services["inference"].pin(model.artifact_uri, True)
     return dep_store.deployment_public(row)
@@ -45,15 +51,19 @@ def retrieve_deployment(name: str, principal: PrincipalDep, session: SessionDep)
 
 
 @router.delete("/deployments/{name}", response_model=Deleted)
-def delete_deployment(name: str, principal: PrincipalDep, session: SessionDep) -> dict:
+def delete_deployment(name: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep) -> dict:
     row = dep_store.get_deployment(session, principal.org_id, name)
     session.delete(row)
+    audit.record(session, actor, "deployment.deleted", target_type="deployment", target_id=row.id,
+                 details={"name": row.name, "model": row.model})
     return {"id": row.id, "object": "deployment", "deleted": True}
 
 
 @router.post("/deployments/{name}/predict")
-async def predict(name: str, body: PredictRequest, principal: PrincipalDep, state: StateDep) -> dict:
+async def predict(name: str, body: PredictRequest, request: Request, principal: PrincipalDep,
+                  state: StateDep) -> dict:
     texts = check_inputs(body.inputs, state.settings)
+    await charge_tokens(request, estimate_tokens(texts))
 
     def lookup() -> tuple[str, str, dict]:
         with state.db.session() as s:
@@ -64,6 +74,9 @@ async def predict(name: str, body: PredictRequest, principal: PrincipalDep, stat
     model_id, uri, card = await run_in_threadpool(lookup)
     predictor, scores, tokens = await state.services["inference"].predict(uri, texts)
     results = shape_predictions(predictor, scores, top_k=body.top_k, thresholds=card.get("thresholds"))
+    usage = state.services.get("usage")
+    if usage is not None:  # counted in memory; written in the background
+        usage.record_inference(principal.org_id, principal.key_id, model_id, 1, tokens)
     return {
         "object": "list",
         "model": model_id,

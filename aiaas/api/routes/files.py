@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
-from aiaas.api.deps import PrincipalDep, SessionDep, StateDep
+from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.protocol.common import Deleted, list_response
 from aiaas.protocol.files import FilePublic, file_public
+from aiaas.services import audit
 from aiaas.services import files as file_service
 from aiaas.store import files as file_store
 
@@ -23,12 +25,15 @@ def upload_file(
     principal: PrincipalDep,
     session: SessionDep,
     state: StateDep,
+    actor: ActorDep,
 ) -> dict:
     # A sync route: FastAPI runs it in the thread pool, so copying and parsing stay off the loop.
     row = file_service.upload(
         session, state.services["blobs"], org_id=principal.org_id, src=file.file, filename=file.filename,
-        purpose=purpose, max_bytes=state.settings.max_upload_bytes,
+        purpose=purpose, max_bytes=state.settings.max_upload_bytes, settings=state.settings,
     )
+    audit.record(session, actor, "file.uploaded", target_type="file", target_id=row.id,
+                 details={"filename": row.filename, "bytes": row.bytes, "purpose": row.purpose})
     return file_public(row)
 
 
@@ -51,14 +56,20 @@ def retrieve_file(file_id: str, principal: PrincipalDep, session: SessionDep) ->
     return file_public(file_store.get_file(session, principal.org_id, file_id))
 
 
-@router.get("/files/{file_id}/content", response_class=FileResponse)
-def file_content(file_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> FileResponse:
-    row, path = file_service.content_path(session, state.services["blobs"], org_id=principal.org_id,
-                                          file_id=file_id)
-    return FileResponse(path, media_type="application/octet-stream", filename=row.filename)
+@router.get("/files/{file_id}/content", response_class=StreamingResponse)
+def file_content(file_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> StreamingResponse:
+    row, chunks = file_service.content(session, state.services["blobs"], org_id=principal.org_id,
+                                       file_id=file_id)
+    # Decrypted frame by frame as it is sent; Content-Length lets a client notice a cut-short body.
+    disposition = f"attachment; filename*=utf-8''{quote(row.filename)}"
+    return StreamingResponse(chunks, media_type="application/octet-stream",
+                             headers={"Content-Length": str(row.bytes), "Content-Disposition": disposition})
 
 
 @router.delete("/files/{file_id}", response_model=Deleted)
-def delete_file(file_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
+def delete_file(file_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep,
+                actor: ActorDep) -> dict:
     row = file_service.delete(session, state.services["blobs"], org_id=principal.org_id, file_id=file_id)
+    audit.record(session, actor, "file.deleted", target_type="file", target_id=row.id,
+                 details={"filename": row.filename})
     return {"id": row.id, "object": "file", "deleted": True}

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from aiaas.api.deps import PrincipalDep, SessionDep, StateDep
+from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.protocol.common import list_response
 from aiaas.protocol.jobs import TERMINAL, JobCreate, checkpoint_public, event_public, job_public
+from aiaas.services import audit, quotas
 from aiaas.services import jobs as job_service
 from aiaas.store import jobs as job_store
 
@@ -22,8 +23,14 @@ SSE_POLL_S = 0.5
 
 
 @router.post("/jobs")
-def create_job(body: JobCreate, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
-    return job_public(job_service.create_job(session, state.settings, org_id=principal.org_id, body=body))
+def create_job(body: JobCreate, principal: PrincipalDep, session: SessionDep, state: StateDep,
+               actor: ActorDep) -> dict:
+    quotas.check_concurrent_jobs(session, state.settings, principal.org_id)
+    job = job_service.create_job(session, state.settings, org_id=principal.org_id, body=body)
+    job.created_by = principal.key_id  # training usage is metered per key
+    audit.record(session, actor, "fine_tuning.job.created", target_type="fine_tuning.job", target_id=job.id,
+                 details={"model": job.model, "training_file": job.training_file})
+    return job_public(job)
 
 
 @router.get("/jobs")
@@ -43,8 +50,10 @@ def retrieve_job(fine_tuning_job_id: str, principal: PrincipalDep, session: Sess
 
 
 @router.post("/jobs/{fine_tuning_job_id}/cancel")
-def cancel_job(fine_tuning_job_id: str, principal: PrincipalDep, session: SessionDep) -> dict:
-    return job_public(job_store.request_cancel(session, principal.org_id, fine_tuning_job_id))
+def cancel_job(fine_tuning_job_id: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep) -> dict:
+    job = job_store.request_cancel(session, principal.org_id, fine_tuning_job_id)
+    audit.record(session, actor, "fine_tuning.job.cancelled", target_type="fine_tuning.job", target_id=job.id)
+    return job_public(job)
 
 
 @router.get("/jobs/{fine_tuning_job_id}/checkpoints")

@@ -6,9 +6,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from aiaas.api.deps import PrincipalDep, SessionDep, StateDep
+from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.protocol.common import list_response
 from aiaas.protocol.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, OrganizationPublic
+from aiaas.services import audit
 from aiaas.store import tenancy
 
 router = APIRouter(prefix="/v1", tags=["keys"])
@@ -21,7 +22,7 @@ def organization_me(principal: PrincipalDep, session: SessionDep) -> dict:
 
 
 @router.post("/api_keys", response_model=ApiKeyCreated, status_code=201)
-def create_api_key(body: ApiKeyCreate, principal: PrincipalDep, session: SessionDep) -> dict:
+def create_api_key(body: ApiKeyCreate, principal: PrincipalDep, session: SessionDep, actor: ActorDep) -> dict:
     row, plaintext = tenancy.create_key(
         session,
         principal.org_id,
@@ -30,6 +31,8 @@ def create_api_key(body: ApiKeyCreate, principal: PrincipalDep, session: Session
         expires_in_seconds=body.expires_in_seconds,
         created_by=principal.key_id,
     )
+    audit.record(session, actor, "api_key.created", target_type="api_key", target_id=row.id,
+                 details={"name": row.name, "scopes": list(row.scopes), "expires_at": row.expires_at})
     return tenancy.key_public(row) | {"key": plaintext}
 
 
@@ -47,5 +50,7 @@ def list_api_keys(
 
 
 @router.delete("/api_keys/{key_id}", response_model=ApiKeyPublic)
-def revoke_api_key(key_id: str, principal: PrincipalDep, session: SessionDep) -> dict:
-    return tenancy.key_public(tenancy.revoke_key(session, principal.org_id, key_id))
+def revoke_api_key(key_id: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep) -> dict:
+    row = tenancy.revoke_key(session, principal.org_id, key_id)
+    audit.record(session, actor, "api_key.revoked", target_type="api_key", target_id=row.id)
+    return tenancy.key_public(row)

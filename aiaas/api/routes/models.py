@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from aiaas.api.deps import PrincipalDep, SessionDep, StateDep
+from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.core.errors import InvalidRequest, not_found
 from aiaas.protocol.common import list_response
 from aiaas.registry import models as registry
-from aiaas.services import catalog
+from aiaas.services import audit, catalog
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -34,7 +34,8 @@ def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, sta
 
 
 @router.delete("/models/{model}")
-def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
+def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state: StateDep,
+                 actor: ActorDep) -> dict:
     if not model.startswith("ft:"):
         if any(b["id"] == model for b in _base_models(state)):
             raise InvalidRequest("Base models cannot be deleted; only your fine-tuned models.", param="model")
@@ -42,6 +43,7 @@ def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state
     row = registry.get_model(session, principal.org_id, model)
     uri = row.artifact_uri
     session.delete(row)
+    audit.record(session, actor, "model.deleted", target_type="model", target_id=model)
     session.flush()
     inference = state.services.get("inference")
     if inference is not None:

@@ -1,0 +1,37 @@
+"""/v1/usage — the organisation's metered usage and its cost, grouped by day, model or key."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from aiaas.api.deps import PrincipalDep, StateDep
+from aiaas.services import usage as usage_service
+from aiaas.store.tenancy import now
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+
+
+@router.get("/usage")
+async def get_usage(
+    principal: PrincipalDep,
+    state: StateDep,
+    start: int | None = None,
+    end: int | None = None,
+    group_by: Literal["day", "model", "key"] = "day",
+) -> dict:
+    """Usage in [start, end) (unix seconds; default the last 30 days) with cost from the server's price sheet."""
+    start, end = usage_service.check_range(start, end, now=now())
+    recorder = state.services.get("usage")
+    if recorder is not None:
+        await recorder.aflush()  # this process's pending counts first, so a report follows the requests before it
+    prices = usage_service.PriceSheet.from_settings(state.settings)
+
+    def report() -> dict:
+        with state.db.session() as s:
+            return usage_service.summarize(s, principal.org_id, start=start, end=end, group_by=group_by,
+                                           prices=prices)
+
+    return await run_in_threadpool(report)
