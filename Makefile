@@ -31,5 +31,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not e2e" $(PYTEST_ARGS)
 
+# Benchmarks: one command each; results land in bench/results/*.json and bench/README.md.
+bench-serving: $(STAMP)
+	$(PY) -m bench.serving.run
+
+bench-training: $(STAMP)
+	$(PY) -m bench.training.run
+
+bench-quality: $(STAMP)
+	$(PY) -m bench.quality.run
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,13 +1,18 @@
-"""Operator commands that run on the server host: init, orgs create, serve."""
+"""Operator commands that run on the server host: init, orgs create|delete|limits|audit-logs, serve."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
-from aiaas.cli.common import DataDirOpt, DbOpt, apply_env, console, handle_errors
+from aiaas.cli.common import DataDirOpt, DbOpt, apply_env, console, handle_errors, print_json
+
+log = logging.getLogger(__name__)
 
 orgs_app = typer.Typer(help="Organisations (run on the server host by the operator).", no_args_is_help=True)
 
@@ -69,6 +74,115 @@ def orgs_create(
         org, _row, key = tenancy.create_organization(s, name)
     console.print(f"organisation {org.name} ({org.id}); admin API key (shown once):")
     print(key)
+
+
+@orgs_app.command("delete")
+@handle_errors
+def orgs_delete(
+    name: str = typer.Argument(..., help="Organisation name."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    data_dir: Path = DataDirOpt,
+    database_url: str = DbOpt,
+) -> None:
+    """Delete an organisation with all its data: rows, keys, its data key, blobs and job work directories.
+
+    The data key goes with the organisation's row, so any copy of its blobs left anywhere (a backup, a
+    cache on another node) can no longer be decrypted.
+    """
+    from aiaas.services import audit
+    from aiaas.store import tenancy
+    from aiaas.store.blobs import create_blob_store
+
+    apply_env(data_dir, database_url)
+    settings, db = _database()
+    with db.session() as s:
+        org_id = tenancy.get_organization_by_name(s, name).id
+    if not yes:
+        typer.confirm(f"Delete organisation {name} ({org_id}) and all its data? This cannot be undone.",
+                      abort=True)
+    with db.session() as s:
+        leftovers = tenancy.delete_organization(s, org_id)
+        audit.record(s, audit.OPERATOR, "organization.deleted", target_type="organization", target_id=org_id,
+                     details={"name": name})
+    # The key is destroyed (committed above); removing the ciphertext only frees space.
+    blobs = create_blob_store(settings.blobs_url)
+    failed = 0
+    for uri in leftovers["blobs"]:
+        try:
+            blobs.delete(uri)
+        except Exception:  # noqa: BLE001 - unreadable without the key anyway; report and go on
+            failed += 1
+            log.warning("could not delete blob %s", uri, exc_info=True)
+    for job_id in leftovers["jobs"]:
+        shutil.rmtree(settings.jobs_dir / job_id, ignore_errors=True)
+    db.dispose()
+    note = f"; {failed} blobs could not be removed (they are unreadable without the key)" if failed else ""
+    n_blobs, n_jobs = len(leftovers["blobs"]), len(leftovers["jobs"])
+    console.print(f"deleted organisation {name} ({org_id}): its data key, {n_blobs} blobs and "
+                  f"{n_jobs} job directories{note}")
+
+
+@orgs_app.command("limits")
+@handle_errors
+def orgs_limits(
+    name: str = typer.Argument(..., help="Organisation name."),
+    set_: list[str] = typer.Option(
+        None, "--set", help="NAME=VALUE (0 = unlimited, VALUE 'default' removes the override); repeatable."
+    ),
+    data_dir: Path = DataDirOpt,
+    database_url: str = DbOpt,
+) -> None:
+    """Show an organisation's rate limits and quotas, and override them with --set."""
+    from aiaas.services import quotas
+    from aiaas.store import tenancy
+
+    apply_env(data_dir, database_url)
+    settings, db = _database()
+    with db.session() as s:
+        org = tenancy.get_organization_by_name(s, name)
+        if set_:
+            tenancy.update_organization_settings(s, org.id, quotas.parse_overrides(set_))
+        overrides = dict(org.settings or {})
+        limits = quotas.org_limits(settings, overrides)
+    db.dispose()
+    table = Table("limit", "value", "from")
+    for limit in quotas.LIMIT_NAMES:
+        value = getattr(limits, limit)
+        table.add_row(limit, "unlimited" if value == 0 else str(value),
+                      "organisation" if limit in overrides else "server default")
+    console.print(table)
+
+
+@orgs_app.command("audit-logs")
+@handle_errors
+def orgs_audit_logs(
+    name: str = typer.Argument(None, help="Organisation; omit it for records no organisation owns "
+                                          "(unknown keys, deleted organisations)."),
+    limit: int = typer.Option(50, "--limit", min=1, max=100),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    data_dir: Path = DataDirOpt,
+    database_url: str = DbOpt,
+) -> None:
+    """The newest audit records of an organisation, or the operator-only ones."""
+    from aiaas.services import audit
+    from aiaas.store import tenancy
+
+    apply_env(data_dir, database_url)
+    _settings, db = _database()
+    with db.session() as s:
+        org_id = tenancy.get_organization_by_name(s, name).id if name else None
+        rows, _ = audit.list_logs(s, org_id, after=None, limit=limit)
+        records = [audit.log_public(r) for r in rows]
+    db.dispose()
+    if as_json:
+        print_json(records)
+        return
+    table = Table("time", "action", "actor", "target", "ip", "request")
+    for r in records:
+        target = f"{r['target']['type']} {r['target']['id']}" if r["target"] else ""
+        table.add_row(str(r["created_at"]), r["action"], (r["actor"] or {}).get("id") or "", target,
+                      r["client_ip"] or "", r["request_id"] or "")
+    console.print(table)
 
 
 @handle_errors

@@ -7,6 +7,7 @@ import typer
 from aiaas.cli import admin
 from aiaas.cli.keys import keys_app
 from aiaas.cli.quickstart import quickstart
+from aiaas.cli.usage import usage
 from aiaas.cli.workflow import deploy, files_app, jobs_app, models_app, predict
 from aiaas.core.logging import configure_logging
 
@@ -26,6 +27,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.command("deploy")(deploy)
 app.command("predict")(predict)
+app.command("usage")(usage)
 
 
 @app.callback()

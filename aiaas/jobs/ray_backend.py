@@ -103,13 +103,16 @@ def run_job_task(payload: dict[str, Any], job_id: str, claim_id: str) -> str:
             return "lost"
         from aiaas.jobs.runner import fail, run_job
 
-        log.info("task %s (pid %s on %s) runs %s", owner, os.getpid(), socket.gethostname(), job_id)
         lease = Lease(db, job_id, owner, lease_s=settings.lease_seconds, heartbeat_s=settings.heartbeat_seconds)
         with lease:
+            node = socket.gethostname()
+            lease.write(lambda s, job: job_store.add_event(
+                s, job, "info", f"Training runs on Ray node {node} (process {os.getpid()}).",
+                data={"node": node, "pid": os.getpid()}))
             try:
                 settings.master_secret()  # each node brings its own: it never travels through Ray
             except ConfigurationError as exc:
-                fail(lease, ConfigurationError(f"Node {socket.gethostname()} has no master secret: {exc.message}"))
+                fail(lease, ConfigurationError(f"Node {node} has no master secret: {exc.message}"))
                 return "failed"
             return run_job(lease, settings, blob_store_for(settings))
     finally:

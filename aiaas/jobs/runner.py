@@ -265,7 +265,8 @@ def _token_lengths(model_dir: Path, texts: list[str]) -> list[int]:
 
 
 def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJob, org: Organization,
-            train_file: File, val_file: File | None, base: Any, data: Any, result: Any, meter: CpuMeter) -> str:
+            train_file: File, val_file: File | None, base: Any, data: Any, result: Any,
+            meter: CpuMeter) -> str:
     """Export, store the artifact, register the model version, write the results file."""
     from aiaas.registry.card import build_card
 

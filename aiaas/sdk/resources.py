@@ -155,6 +155,19 @@ class Embeddings(Resource):
         return self._c.call(Request("POST", "/v1/embeddings", json={"model": model, "input": input}))
 
 
+class Usage(Resource):
+    def retrieve(self, *, start: int | None = None, end: int | None = None, group_by: str = "day") -> Any:
+        """Usage and cost in [start, end) (unix seconds; default the last 30 days), by day, model or key."""
+        params = clean({"start": start, "end": end, "group_by": group_by})
+        return self._c.call(Request("GET", "/v1/usage", params=params))
+
+
+class AuditLogs(Resource):
+    def list(self, *, limit: int = 20, action: str | None = None) -> Any:
+        """The organisation's audit log, newest first (needs an admin key)."""
+        return self._c.iterate("/v1/audit_logs", limit=limit, **clean({"action": action}))
+
+
 def attach_all(caller: Caller) -> None:
     attach_resources(caller)
     caller.files = Files(caller)  # type: ignore[attr-defined]
@@ -162,3 +175,5 @@ def attach_all(caller: Caller) -> None:
     caller.models = Models(caller)  # type: ignore[attr-defined]
     caller.deployments = Deployments(caller)  # type: ignore[attr-defined]
     caller.embeddings = Embeddings(caller)  # type: ignore[attr-defined]
+    caller.usage = Usage(caller)  # type: ignore[attr-defined]
+    caller.audit_logs = AuditLogs(caller)  # type: ignore[attr-defined]

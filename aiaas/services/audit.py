@@ -77,7 +77,8 @@ def list_logs(
     session: Session, org_id: str | None, *, after: str | None, limit: int, action: str | None = None
 ) -> tuple[list[AuditLog], bool]:
     """Newest first. `org_id=None` lists the records no organisation owns (operator only)."""
-    stmt = select(AuditLog).where(AuditLog.org_id == org_id if org_id is not None else AuditLog.org_id.is_(None))
+    owner = AuditLog.org_id == org_id if org_id is not None else AuditLog.org_id.is_(None)
+    stmt = select(AuditLog).where(owner)
     if action:
         stmt = stmt.where(AuditLog.action == action)
     return page(session, stmt, AuditLog.id, after=after, limit=limit, order="desc")
@@ -90,7 +91,7 @@ def log_public(row: AuditLog) -> dict[str, Any]:
         "created_at": row.created_at,
         "action": row.action,
         "actor": {"type": "api_key", "id": row.actor_key_id} if row.actor_key_id else None,
-        "target": {"type": row.target_type, "id": row.target_id} if row.target_type or row.target_id else None,
+        "target": {"type": row.target_type, "id": row.target_id} if row.target_id else None,
         "request_id": row.request_id,
         "client_ip": row.client_ip,
         "details": row.details or {},

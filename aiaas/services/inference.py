@@ -117,11 +117,12 @@ class InferenceService:
 
         if artifact.startswith("base:"):
             return load_predictor(self._base_export(artifact[len("base:"):]))
-        path: Path = self.blobs.local_path(artifact)
-        onnx_dir = path / "onnx"
-        if not onnx_dir.is_dir():
-            raise Unavailable("This model has no exported runtime artifact; re-run its fine-tuning job.")
-        return load_predictor(onnx_dir)
+        # Artifacts are encrypted at rest: decrypt the ONNX part into private memory-backed storage,
+        # load it (ONNX Runtime and the tokenizer read everything into memory), and let it vanish.
+        with self.blobs.open_local(artifact.rstrip("/") + "/onnx") as onnx_dir:
+            if not Path(onnx_dir).is_dir():
+                raise Unavailable("This model has no exported runtime artifact; re-run its fine-tuning job.")
+            return load_predictor(Path(onnx_dir))
 
     def _base_export(self, base_id: str) -> Path:
         """Export a base encoder to ONNX once (in a subprocess: the API never imports torch)."""
@@ -150,10 +151,9 @@ class InferenceService:
         return out
 
     # -- running ----------------------------------------------------------------------------
-    async def _batcher(self, artifact: str, kind: str) -> tuple[Any, Any]:
+    def _batcher(self, artifact: str, kind: str, predictor: Any) -> Any:
         from aiaas.serving.batcher import MicroBatcher
 
-        predictor = await self.cache.get(artifact)
         current = self._batchers.get((artifact, kind))
         if current is None or current[0] is not predictor:
             def run(texts: list[str], p: Any = predictor) -> list[tuple[np.ndarray, int]]:
@@ -164,12 +164,15 @@ class InferenceService:
             batcher = MicroBatcher(run, executor=self.executor, max_concurrency=self.settings.inference_threads)
             current = (predictor, batcher)
             self._batchers[(artifact, kind)] = current
-        return current
+        return current[1]
 
     async def run(self, artifact: str, texts: list[str], kind: str = "scores") -> tuple[Any, np.ndarray, int]:
-        """Returns (predictor, [N, C] scores or [N, H] embeddings, total input tokens)."""
-        predictor, batcher = await self._batcher(artifact, kind)
-        pairs = await batcher.submit(texts)
+        """Returns (predictor, [N, C] scores or [N, H] embeddings, total input tokens).
+
+        The model is held in the cache while the request runs, so eviction never hits it mid-flight.
+        """
+        async with self.cache.use(artifact) as predictor:
+            pairs = await self._batcher(artifact, kind, predictor).submit(texts)
         rows = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, 0), dtype=np.float32)
         return predictor, rows, int(sum(p[1] for p in pairs))
 

@@ -42,7 +42,8 @@ def org_limits(settings: Settings, org_settings: dict[str, Any] | None) -> OrgLi
     values = {}
     for name in LIMIT_NAMES:
         value = overrides.get(name)
-        values[name] = int(value) if isinstance(value, int | float) and value >= 0 else getattr(settings, name)
+        usable = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+        values[name] = int(value) if usable else getattr(settings, name)
     return OrgLimits(**values)
 
 
@@ -59,7 +60,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, int | None]:
             out[name] = None
             continue
         if not raw.isdigit():
-            raise InvalidRequest(f"{name} must be a whole number >= 0 (0 = unlimited) or 'default'; got {raw!r}.")
+            raise InvalidRequest(f"{name} must be a whole number >= 0 (0 = unlimited) or 'default'; "
+                                 f"got {raw!r}.")
         out[name] = int(raw)
     return out
 
@@ -96,7 +98,8 @@ def check_concurrent_jobs(session: Session, settings: Settings, org_id: str) -> 
 
 
 def stored_bytes(session: Session, org_id: str) -> int:
-    return int(session.scalar(select(func.coalesce(func.sum(File.bytes), 0)).where(File.org_id == org_id)) or 0)
+    total = session.scalar(select(func.coalesce(func.sum(File.bytes), 0)).where(File.org_id == org_id))
+    return int(total or 0)
 
 
 def check_storage(session: Session, settings: Settings, org_id: str, *, adding: int) -> None:
@@ -119,7 +122,9 @@ def check_deployments(session: Session, settings: Settings, org_id: str) -> None
     limit = _limits(session, settings, org_id).quota_deployments
     if not limit:
         return
-    count = session.scalar(select(func.count()).select_from(Deployment).where(Deployment.org_id == org_id)) or 0
+    count = session.scalar(
+        select(func.count()).select_from(Deployment).where(Deployment.org_id == org_id)
+    ) or 0
     if count >= limit:
         raise QuotaExceeded(
             f"Quota exceeded: deployments (limit {limit}, in use {count}). Delete a deployment you no longer "

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,7 +52,8 @@ class _Bucket:
 class UsageRecorder:
     """state.services["usage"]: counts inference in memory, writes it in the background."""
 
-    def __init__(self, db: Database, *, flush_seconds: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, *, flush_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.flush_seconds = flush_seconds
         self.clock = clock
@@ -62,7 +64,8 @@ class UsageRecorder:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def record_inference(self, org_id: str, key_id: str | None, model: str, requests: int, input_tokens: int) -> None:
+    def record_inference(self, org_id: str, key_id: str | None, model: str, requests: int,
+                         input_tokens: int) -> None:
         """Count `requests` requests and `input_tokens` tokens; cheap enough for every request."""
         with self._lock:
             bucket = self._pending.get((org_id, key_id, model))
@@ -71,22 +74,26 @@ class UsageRecorder:
             bucket.requests += int(requests)
             bucket.input_tokens += int(input_tokens)
             if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._run, name="usage-flush", daemon=True)
+                # The thread holds only a weak reference: a recorder dropped without aclose() (an app
+                # discarded in a test) lets its thread end instead of flushing into a database that is gone.
+                self._thread = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._wake),
+                                                name="usage-flush", daemon=True)
                 self._thread.start()
 
-    def _run(self) -> None:
-        idle = 0
-        while not self._wake.wait(self.flush_seconds):
-            try:
-                idle = 0 if self.flush() else idle + 1
-            except Exception:  # noqa: BLE001 - keep the thread; the counts stay pending
-                log.exception("usage flush failed; retrying")
-            with self._lock:
-                if idle >= IDLE_EXIT_FLUSHES and not self._pending:
-                    self._thread = None
-                    return
+    def _round(self, idle: int, failures: int) -> tuple[int, int, bool]:
+        """One background round; returns (idle rounds, consecutive failures, keep going)."""
+        try:
+            idle = 0 if self.flush() else idle + 1
+            failures = 0
+        except Exception:  # noqa: BLE001 - the counts stay pending for the next round
+            failures += 1
+            if failures == 1 or failures % 60 == 0:
+                log.exception("usage flush failed (%d in a row); counts are kept and retried", failures)
         with self._lock:
-            self._thread = None
+            if idle >= IDLE_EXIT_FLUSHES and not self._pending:
+                self._thread = None
+                return idle, failures, False
+        return idle, failures, True
 
     def _take(self) -> dict[tuple[str, str | None, str], _Bucket]:
         with self._lock:
@@ -109,8 +116,8 @@ class UsageRecorder:
                 return 0
             rows = [
                 UsageEvent(id=new_id("usage"), org_id=org, key_id=key, kind="inference", model=model,
-                           requests=b.requests, input_tokens=b.input_tokens, trained_tokens=0, cpu_seconds=0.0,
-                           created_at=b.first_at)
+                           requests=b.requests, input_tokens=b.input_tokens, trained_tokens=0,
+                           cpu_seconds=0.0, created_at=b.first_at)
                 for (org, key, model), b in pending.items()
             ]
             try:
@@ -145,15 +152,35 @@ class UsageRecorder:
         thread = self._thread
         if thread is not None:
             await asyncio.to_thread(thread.join, 10)
+        self._thread = None
         await self.aflush()
+
+
+def _flush_loop(ref: weakref.ref[UsageRecorder], wake: threading.Event) -> None:
+    idle = failures = 0
+    while True:
+        recorder = ref()
+        if recorder is None:
+            return
+        interval = recorder.flush_seconds
+        del recorder
+        if wake.wait(interval):
+            return  # aclose() flushes what is left
+        recorder = ref()
+        if recorder is None:
+            return
+        idle, failures, keep_going = recorder._round(idle, failures)
+        del recorder
+        if not keep_going:
+            return
 
 
 def training_event(*, org_id: str, key_id: str | None, model: str, trained_tokens: int,
                    cpu_seconds: float) -> UsageEvent:
     """The usage row of one job attempt, written by the worker under its lease."""
-    return UsageEvent(id=new_id("usage"), org_id=org_id, key_id=key_id, kind="training", model=model, requests=0,
-                      input_tokens=0, trained_tokens=int(trained_tokens), cpu_seconds=round(float(cpu_seconds), 3),
-                      created_at=int(time.time()))
+    return UsageEvent(id=new_id("usage"), org_id=org_id, key_id=key_id, kind="training", model=model,
+                      requests=0, input_tokens=0, trained_tokens=int(trained_tokens),
+                      cpu_seconds=round(float(cpu_seconds), 3), created_at=int(time.time()))
 
 
 # ---- reports ---------------------------------------------------------------------------------
@@ -171,18 +198,21 @@ class PriceSheet:
 
     def cost(self, input_tokens: int, trained_tokens: int, cpu_seconds: float) -> dict[str, float]:
         inference = input_tokens / 1e6 * self.per_million_input_tokens
-        training = trained_tokens / 1e6 * self.per_million_trained_tokens + cpu_seconds / 3600 * self.per_cpu_hour
+        training = trained_tokens / 1e6 * self.per_million_trained_tokens
+        training += cpu_seconds / 3600 * self.per_cpu_hour
         return {"inference": round(inference, 6), "training": round(training, 6),
                 "total": round(inference + training, 6)}
 
     def public(self) -> dict[str, Any]:
         return {"currency": self.currency, "per_million_input_tokens": self.per_million_input_tokens,
-                "per_million_trained_tokens": self.per_million_trained_tokens, "per_cpu_hour": self.per_cpu_hour}
+                "per_million_trained_tokens": self.per_million_trained_tokens,
+                "per_cpu_hour": self.per_cpu_hour}
 
 
 def _totals(requests: int, input_tokens: int, trained_tokens: int, cpu: float, prices: PriceSheet) -> dict:
-    return {"requests": int(requests), "input_tokens": int(input_tokens), "trained_tokens": int(trained_tokens),
-            "cpu_seconds": round(float(cpu), 3), "cost": prices.cost(input_tokens, trained_tokens, cpu)}
+    return {"requests": int(requests), "input_tokens": int(input_tokens),
+            "trained_tokens": int(trained_tokens), "cpu_seconds": round(float(cpu), 3),
+            "cost": prices.cost(input_tokens, trained_tokens, cpu)}
 
 
 def check_range(start: int | None, end: int | None, *, now: int) -> tuple[int, int]:
@@ -199,8 +229,8 @@ def check_range(start: int | None, end: int | None, *, now: int) -> tuple[int, i
 def summarize(session: Session, org_id: str, *, start: int, end: int, group_by: GroupBy,
               prices: PriceSheet) -> dict[str, Any]:
     """Usage and cost of one organisation in [start, end), grouped by day, model or key."""
-    sums = (func.sum(UsageEvent.requests), func.sum(UsageEvent.input_tokens), func.sum(UsageEvent.trained_tokens),
-            func.sum(UsageEvent.cpu_seconds))
+    sums = (func.sum(UsageEvent.requests), func.sum(UsageEvent.input_tokens),
+            func.sum(UsageEvent.trained_tokens), func.sum(UsageEvent.cpu_seconds))
     # The divisor is inlined: PostgreSQL matches GROUP BY to the select list only when both read the same.
     group_col: Any = {"day": UsageEvent.created_at // literal_column(str(DAY_S)), "model": UsageEvent.model,
                       "key": UsageEvent.key_id}[group_by]

@@ -152,7 +152,8 @@ class _MeteredReader:
 class EncryptedBlobStore(BlobStore):
     """Encrypts on the way in, decrypts into private temporary copies on the way out."""
 
-    def __init__(self, inner: BlobStore, keyring: Keyring, *, chunk_size: int = crypto.DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(self, inner: BlobStore, keyring: Keyring, *,
+                 chunk_size: int = crypto.DEFAULT_CHUNK_SIZE) -> None:
         self.inner = inner
         self.keyring = keyring
         self.chunk_size = chunk_size
@@ -196,7 +197,7 @@ class EncryptedBlobStore(BlobStore):
         path = self.inner.local_path(uri)
         files = [path] if path.is_file() else _files(path) if path.is_dir() else []
         if any(is_encrypted(p) for p in files):
-            raise EncryptedBlobError(f"{uri} is encrypted at rest: read it with `with blobs.open_local(uri)`.")
+            raise EncryptedBlobError(f"{uri} is encrypted at rest: read it with `blobs.open_local(uri)`.")
         return path
 
     @contextlib.contextmanager

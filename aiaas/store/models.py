@@ -170,7 +170,9 @@ class AuditLog(Base):
     __table_args__ = (Index("ix_audit_logs_org_id_id", "org_id", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    org_id: Mapped[str | None] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), nullable=True)
+    org_id: Mapped[str | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=True
+    )
     created_at: Mapped[int] = mapped_column(BigInteger)
     actor_key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     action: Mapped[str] = mapped_column(String(64))

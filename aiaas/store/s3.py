@@ -131,6 +131,11 @@ class S3BlobStore(BlobStore):
             raise ValueError(f"blob URI {uri!r} is outside the store {self.url!r}")
         return key
 
+    def key_of(self, uri: str) -> str:
+        """The key `uri` was stored under, relative to the store's prefix (the inverse of put/put_dir)."""
+        full = self._key_of(uri)
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
     def _unavailable(self, action: str, exc: Exception) -> Unavailable:
         log.warning("S3 %s failed on %s: %s", action, self.url, exc)
         return Unavailable(f"The blob store ({self.url}) could not {action}; try again shortly.")

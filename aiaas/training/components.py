@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from aiaas.core.errors import Conflict, InvalidRequest
-from aiaas.training.base_models import ResolvedBaseModel, inspect_model_dir, resolve_base_model
+from aiaas.training.base_models import (
+    MINILM_ID,
+    ResolvedBaseModel,
+    builtin_minilm_dir,
+    inspect_model_dir,
+    resolve_base_model,
+)
 from aiaas.training.config import TrainConfig
 from aiaas.training.types import PreparedDataLike
 
@@ -44,7 +50,9 @@ def check_data(config: TrainConfig, data: PreparedDataLike) -> list[str]:
 def resolve(name: str, base_models_dir: Path | None) -> ResolvedBaseModel:
     path = Path(name)
     if path.is_absolute() and path.is_dir():  # already resolved by the caller (trusted)
-        return inspect_model_dir(path, model_id=path.name)
+        builtin = builtin_minilm_dir()
+        model_id = MINILM_ID if builtin is not None and path.resolve() == builtin.resolve() else path.name
+        return inspect_model_dir(path, model_id=model_id)
     return resolve_base_model(name, base_models_dir=base_models_dir)
 
 

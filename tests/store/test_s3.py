@@ -57,6 +57,7 @@ def test_put_then_local_path_round_trip(store: S3BlobStore) -> None:
     blob = store.put("org1/files/file-1", io.BytesIO(data), max_bytes=1000)
     assert blob.uri == f"s3://{store.bucket}/tenant-data/org1/files/file-1"
     assert blob.size == len(data) and blob.sha256 == hashlib.sha256(data).hexdigest()
+    assert store.key_of(blob.uri) == "org1/files/file-1"
     path = store.local_path(blob.uri)
     assert path.read_bytes() == data and store.cache_dir in path.parents
     # A second read is served from the cache; a rewritten object is fetched again.
@@ -165,7 +166,7 @@ def test_create_blob_store_reads_endpoint_from_settings(s3_env: Path, bucket: st
 
 @pytest.mark.slow
 def test_whole_job_flow_with_s3_blobs(s3_env: Path, bucket: str, database_url: str) -> None:
-    """Upload → Worker trains → artifact and results in S3 → a fresh cache serves the model files."""
+    """Upload → Worker trains → artifact and results in S3 (encrypted) → a fresh cache serves the model files."""
     from aiaas.core.settings import Settings
     from aiaas.jobs.worker import Worker
     from aiaas.protocol.jobs import JobCreate
@@ -183,9 +184,12 @@ def test_whole_job_flow_with_s3_blobs(s3_env: Path, bucket: str, database_url: s
     build_tiny_bert(settings.base_models_dir / "tiny-bert")
     db = Database(settings.sqlalchemy_url)
     migrate.upgrade(db.engine)
-    blobs = create_blob_store(settings.blobs_url)
+    from aiaas.store.encrypted import encrypted, is_encrypted
+
+    blobs = encrypted(create_blob_store(settings.blobs_url), db, TEST_SECRET)  # as the API writes uploads
     with db.session() as s:
         org, _, _ = tenancy.create_organization(s, "s3-org")
+    with db.session() as s:
         f = file_service.upload(s, blobs, org_id=org.id, src=io.BytesIO(toy_csv()), filename="train.csv",
                                 purpose="fine-tune", max_bytes=10**8)
         job_id = job_service.create_job(s, settings, org_id=org.id,
@@ -202,9 +206,12 @@ def test_whole_job_flow_with_s3_blobs(s3_env: Path, bucket: str, database_url: s
         artifact_uri = model.artifact_uri
         results = s.get(File, job.result_files[0])
         assert artifact_uri.startswith(f"s3://{bucket}/aiaas/") and results.storage_uri.startswith("s3://")
-    db.dispose()
-    # Another node (an empty cache) finds everything by URI alone.
+    # Another node (an empty cache) finds everything by URI alone; S3 holds only ciphertext.
     other = S3BlobStore(f"s3://{bucket}/aiaas", settings=settings.model_copy(update={"data_dir": s3_env / "n2"}))
-    artifact = other.local_path(artifact_uri)
-    assert (artifact / "model" / "config.json").is_file()
-    assert b"step" in other.local_path(results.storage_uri).read_bytes()
+    assert is_encrypted(other.local_path(results.storage_uri)) and is_encrypted(other.local_path(f.storage_uri))
+    reader = encrypted(other, db, TEST_SECRET)
+    with reader.open_local(artifact_uri + "/onnx") as onnx_dir:
+        assert (onnx_dir / "aiaas.json").is_file()
+    with reader.open_local(results.storage_uri) as path:
+        assert b"step" in path.read_bytes()
+    db.dispose()

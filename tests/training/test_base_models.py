@@ -137,3 +137,10 @@ def test_minilm_loads_as_a_classifier_with_its_pretrained_encoder() -> None:
         torch.testing.assert_close(loaded["bert." + key], saved[key])
     assert model.classifier.out_features == 3
     assert model.config.id2label == {0: "a", 1: "b", 2: "c"}
+
+
+def test_train_accepts_a_directory_the_caller_resolved(tmp_path: Path, base_models_dir: Path) -> None:
+    resolved = resolve_base_model(TINY, base_models_dir=base_models_dir)
+    result = train(TrainConfig(base_model=str(resolved.path), n_epochs=1), single_label_data(16, 8), tmp_path,
+                   Recorder())  # fmt: skip
+    assert json.loads((result.model_dir / "aiaas.json").read_text())["base_model"] == TINY

@@ -177,7 +177,9 @@ def test_mismatched_task_and_unknown_label_are_refused(tmp_path: Path, base_mode
 def test_without_validation_it_trains_and_says_so(tmp_path: Path, base_models_dir: Path) -> None:
     data = single_label_data(32, 0)
     rec = Recorder()
-    result = train(TrainConfig(base_model=TINY, n_epochs=2), data, tmp_path, rec, base_models_dir=base_models_dir)
+    result = train(
+        TrainConfig(base_model=TINY, n_epochs=2), data, tmp_path, rec, base_models_dir=base_models_dir
+    )
     assert result.steps == 4 and "train_loss" in result.metrics
     assert any(e["level"] == "warning" and "No validation" in e["message"] for e in rec.events)
     assert (result.model_dir / "aiaas.json").is_file()
@@ -185,7 +187,9 @@ def test_without_validation_it_trains_and_says_so(tmp_path: Path, base_models_di
 
 def test_class_weights_on_imbalanced_data(tmp_path: Path, base_models_dir: Path) -> None:
     data = single_label_data(48, 16)
-    data.train = [ex for ex in data.train if ex.label == "bug"] + [ex for ex in data.train if ex.label == "refund"][:4]
+    data.train = [ex for ex in data.train if ex.label == "bug"] + [
+        ex for ex in data.train if ex.label == "refund"
+    ][:4]
     config = TrainConfig(base_model=TINY, n_epochs=2, class_weights=True, learning_rate=3e-3)
     result = train(config, data, tmp_path, Recorder(), base_models_dir=base_models_dir)
     assert result.hyperparameters["class_weights"] is True

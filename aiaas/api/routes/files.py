@@ -57,7 +57,8 @@ def retrieve_file(file_id: str, principal: PrincipalDep, session: SessionDep) ->
 
 
 @router.get("/files/{file_id}/content", response_class=StreamingResponse)
-def file_content(file_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> StreamingResponse:
+def file_content(file_id: str, principal: PrincipalDep, session: SessionDep,
+                 state: StateDep) -> StreamingResponse:
     row, chunks = file_service.content(session, state.services["blobs"], org_id=principal.org_id,
                                        file_id=file_id)
     # Decrypted frame by frame as it is sent; Content-Length lets a client notice a cut-short body.

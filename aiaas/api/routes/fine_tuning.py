@@ -50,7 +50,8 @@ def retrieve_job(fine_tuning_job_id: str, principal: PrincipalDep, session: Sess
 
 
 @router.post("/jobs/{fine_tuning_job_id}/cancel")
-def cancel_job(fine_tuning_job_id: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep) -> dict:
+def cancel_job(fine_tuning_job_id: str, principal: PrincipalDep, session: SessionDep,
+               actor: ActorDep) -> dict:
     job = job_store.request_cancel(session, principal.org_id, fine_tuning_job_id)
     audit.record(session, actor, "fine_tuning.job.cancelled", target_type="fine_tuning.job", target_id=job.id)
     return job_public(job)
