@@ -239,6 +239,9 @@ def _start_job_workers(n: int):  # type: ignore[no-untyped-def]
 @handle_errors
 def worker(data_dir: Path = DataDirOpt, database_url: str = DbOpt) -> None:
     """Run one training worker: claim queued jobs under a lease and train them."""
+    # Before torch/transformers load: no OpenMP spin-waiting on shared hosts, no progress bars in logs.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from aiaas.core.settings import get_settings
     from aiaas.jobs.worker import Worker
 

@@ -36,10 +36,10 @@ from typing import Any
 from sqlalchemy import select, update
 
 from aiaas.core.errors import ConfigurationError
+from aiaas.cluster.node import blob_store_for, settings_from_payload, settings_payload
 from aiaas.core.settings import Settings
 from aiaas.jobs.lease import Lease
 from aiaas.store import jobs as job_store
-from aiaas.store.blobs import BlobStore, create_blob_store
 from aiaas.store.db import Database
 from aiaas.store.models import FineTuningJob
 from aiaas.store.tenancy import now
@@ -56,28 +56,6 @@ TASK_NAME = "aiaas.fine_tune"  # the worker's process title becomes `ray::aiaas.
 
 
 # ---- the task side (runs in a Ray worker process) -------------------------------------------
-def task_settings_payload(settings: Settings, *, training_threads: int | None) -> dict[str, Any]:
-    """What a task needs to rebuild Settings on any node.
-
-    The master secret is left out: task arguments are kept in Ray's object store, where
-    anything else running on the cluster could read them. Each node reads its own
-    (AIAAS_SECRET_KEY or `<data_dir>/secret.key`), as `aiaas worker` does.
-    """
-    payload = settings.model_dump(mode="json", exclude={"secret_key"})
-    if training_threads is not None:
-        payload["training_threads"] = training_threads
-    return payload
-
-
-def blob_store_for(settings: Settings) -> BlobStore:
-    """The blob store these settings name, built from them (not from this process's env settings)."""
-    if settings.blobs_url.startswith("s3://"):
-        from aiaas.store.s3 import S3BlobStore
-
-        return S3BlobStore(settings.blobs_url, settings=settings)
-    return create_blob_store(settings.blobs_url)
-
-
 def hand_over(db: Database, job_id: str, from_owner: str, to_owner: str, lease_s: float) -> bool:
     """Move a live lease between two ids atomically; False when `from_owner` no longer holds it."""
     with db.session() as s:
@@ -94,7 +72,7 @@ def run_job_task(payload: dict[str, Any], job_id: str, claim_id: str) -> str:
 
     Returns the job's final status as `Worker.run_once` would ('lost' when the claim was gone).
     """
-    settings = Settings(**payload)
+    settings = settings_from_payload(payload)
     db = Database(settings.sqlalchemy_url)
     owner = claim_id + TASK_SUFFIX
     try:
@@ -165,7 +143,7 @@ class RayDispatcher:
         self.stopping = threading.Event()
         self._claims = 0
         threads = max(1, math.floor(num_cpus))
-        self._payload = task_settings_payload(settings, training_threads=settings.training_threads or threads)
+        self._payload = settings_payload(settings, training_threads=settings.training_threads or threads)
         # A fresh process per job (torch state, memory) and no Ray retries: our leases resume jobs.
         self._task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0, max_calls=1)(
             run_job_task).options(name=TASK_NAME)

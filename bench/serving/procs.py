@@ -54,6 +54,18 @@ class Server:
                 total += t.user + t.system
         return total
 
+    def suspend(self) -> None:
+        """SIGSTOP the tree while another config is measured: idle servers still burn CPU
+        (LitServe's workers poll their queues), which would tax whoever is being measured."""
+        for p in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.suspend()
+
+    def resume(self) -> None:
+        for p in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.resume()
+
     def describe(self) -> list[dict]:
         """Each process with its thread count and names (evidence for how a server runs)."""
         out = []

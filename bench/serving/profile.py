@@ -1,0 +1,114 @@
+"""Profile `aiaas serve` under the benchmark's closed-loop load with py-spy.
+
+    python -m bench.serving.profile [--seconds 20] [--out /tmp/aiaas-serve.txt]
+
+Starts only the aiaas config (same model, key, deployment as the benchmark), loads it
+with 32 clients and runs `py-spy record --format raw` (collapsed stacks; GIL-holding and
+idle samples both recorded) on the server for the duration, then prints the functions
+with the most samples, inclusive and self, so the hot path can be read without a browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import psutil
+
+from bench.serving import aiaas_setup, load, procs
+from bench.serving import run as bench_run
+
+
+def _top(collapsed: Path, n: int) -> str:
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        k = int(count)
+        total += k
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] += k
+        own[frames[-1]] += k
+    out = [f"{total} samples"]
+    for title, counter in (("inclusive", inclusive), ("self", own)):
+        out.append(f"-- top {n} {title} --")
+        out += [f"{100 * c / total:6.1f}%  {frame}" for frame, c in counter.most_common(n)]
+    return "\n".join(out)
+
+
+def _cpu_by_thread(before: dict[int, float], after: dict[int, float], names: dict[int, str], requests: int) -> str:
+    """CPU ms per request spent by each group of threads over the window (from /proc, not samples)."""
+    groups: collections.Counter[str] = collections.Counter()
+    for tid, cpu in after.items():
+        name = names.get(tid, "unnamed (native)")
+        group = "AnyIO worker threads (run_in_threadpool)" if name.startswith("AnyIO worker") else name
+        groups[group] += cpu - before.get(tid, 0.0)
+    total = sum(groups.values())
+    lines = [f"-- CPU per request by thread ({1000 * total / requests:.2f} ms in all) --"]
+    lines += [f"{1000 * cpu / requests:7.3f} ms  {100 * cpu / total:5.1f}%  {group}"
+              for group, cpu in groups.most_common()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "aiaas-serve-profile.txt")
+    parser.add_argument("--idle", action="store_true", help="include idle (waiting) samples")
+    parser.add_argument("--top", type=int, default=45)
+    args = parser.parse_args()
+    entry = bench_run._build_model()
+    texts = json.loads((entry / "data.json").read_text())["texts"]
+    work = Path(tempfile.mkdtemp(prefix="aiaas-bench-profile-"))
+    (work / "logs").mkdir()
+    server = None
+    try:
+        server, admin_key, model_id, _ = aiaas_setup.start(entry, work, work / "logs")
+        deployed = aiaas_setup.finish(server, admin_key, model_id)
+        target = load.Target("127.0.0.1", server.port, f"/v1/deployments/{deployed.deployment}/predict",
+                             [json.dumps({"inputs": [t]}).encode() for t in texts],
+                             {"Authorization": f"Bearer {deployed.infer_key}"})
+        load.warm(target, requests=200)
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        cmd = [py_spy, "record", "--pid", str(server.proc.pid), "--duration", str(int(args.seconds)),
+               "--rate", "250", "--format", "raw", "--output", str(args.out), "--threads", "--nonblocking"]
+        if args.idle:
+            cmd.append("--idle")
+        recorder = threading.Thread(target=subprocess.run, args=(cmd,), kwargs={"capture_output": True})
+        process = psutil.Process(server.proc.pid)
+        before: dict[int, float] = {}
+
+        def snapshot() -> float:
+            before.update({t.id: t.user_time + t.system_time for t in process.threads()})
+            recorder.start()
+            return server.cpu_seconds()
+
+        window = load.closed_loop(target, clients=args.clients, warmup_s=1.0, window_s=args.seconds,
+                                  cpu=lambda: snapshot() if not before else server.cpu_seconds())
+        after = {t.id: t.user_time + t.system_time for t in process.threads()}
+        recorder.join()
+        summary = window.summary()
+        print(json.dumps(summary))
+        print(_cpu_by_thread(before, after, bench_run._py_spy_threads_by_id(server.proc.pid), summary["requests"]))
+        print(_top(args.out, args.top))
+        print(f"collapsed stacks: {args.out}")
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

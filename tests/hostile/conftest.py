@@ -1,0 +1,184 @@
+"""Fixtures for hostile-input tests (issue #6 items 10 and 11).
+
+`settings` here switches rate limits and quotas off: a fuzzer sends thousands of
+requests a minute and must meet the code under test, not the limiter. `live_server`
+is a real `aiaas serve` process (so its memory can be measured) sharing its data
+directory and database with the test, which runs training workers in-process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import TEST_SECRET
+
+NO_LIMITS = {
+    "rate_limit_requests_per_minute": 0,
+    "rate_limit_tokens_per_minute": 0,
+    "quota_concurrent_jobs": 0,
+    "auth_failure_audits_per_minute": 0,
+}
+TINY = "tiny-bert"
+
+
+@pytest.fixture
+def settings(settings):
+    return settings.model_copy(update=NO_LIMITS)
+
+
+@dataclass
+class Admin:
+    org_id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def make_admin(db, name: str = "hostile") -> Admin:
+    from aiaas.store import tenancy
+
+    with db.session() as s:
+        org, _row, key = tenancy.create_organization(s, name)
+        return Admin(org.id, key)
+
+
+@pytest.fixture
+def admin(db) -> Admin:
+    return make_admin(db)
+
+
+@pytest.fixture
+def app(settings, db):
+    from aiaas.api.app import create_app
+
+    return create_app(settings, db=db, migrate_db=False)
+
+
+@pytest.fixture
+async def client(app, admin) -> Iterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=admin.headers) as c:
+        yield c
+
+
+@pytest.fixture
+def tiny_base(settings) -> Path:
+    """A tiny BERT installed as the base model 'tiny-bert' (builds in about a second)."""
+    from tests.helpers.tiny_bert import build_tiny_bert
+
+    return build_tiny_bert(settings.base_models_dir / TINY)
+
+
+# --- a real server, and its memory ---------------------------------------------------------------
+
+
+class RssSampler:
+    """Samples a process's resident set (children included) every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _rss(self) -> int:
+        total = self.proc.memory_info().rss
+        for child in self.proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self._rss())
+                self.samples += 1
+            except psutil.Error:
+                return
+            self._stop.wait(self.interval)
+
+    def high_water_mark(self) -> int | None:
+        """The kernel's own peak RSS of the server process (VmHWM), exact where sampling may miss a spike."""
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    key: str
+    org_id: str
+    pid: int
+    settings: object  # aiaas.core.settings.Settings for in-process workers and direct store access
+    server: object
+    accepted: list[str] = field(default_factory=list)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def client(self, timeout: float = 60.0) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
+
+    def logs(self) -> str:
+        return self.server.logs()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def live_server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
+    """`aiaas init` + `aiaas serve` (no job workers) on a free port, with the tiny base model installed."""
+    from aiaas.core.settings import Settings
+    from tests.e2e.server import base_env, init, start_server
+    from tests.helpers.tiny_bert import build_tiny_bert
+
+    data_dir = tmp_path / "data"
+    extra = {f"AIAAS_{k.upper()}": str(v) for k, v in NO_LIMITS.items()}
+    env = base_env(data_dir, database_url, AIAAS_SECRET_KEY=TEST_SECRET, **extra)
+    key = init(env)
+    settings = Settings(env="production", data_dir=data_dir, database_url=database_url, secret_key=TEST_SECRET,
+                        job_workers=0, **NO_LIMITS)
+    build_tiny_bert(settings.base_models_dir / TINY)
+    server = start_server(env, tmp_path)
+    try:
+        me = httpx.get(server.base_url + "/v1/organizations/me", headers={"Authorization": f"Bearer {key}"},
+                       timeout=30)
+        me.raise_for_status()
+        yield LiveServer(server.base_url, key, me.json()["id"], server.proc.pid, settings, server)
+    finally:
+        server.stop()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
