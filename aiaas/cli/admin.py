@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -17,7 +20,9 @@ log = logging.getLogger(__name__)
 orgs_app = typer.Typer(help="Organisations (run on the server host by the operator).", no_args_is_help=True)
 
 
-def _database():  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _database() -> Iterator[tuple[Any, Any]]:
+    """Settings and a migrated database, disposed of afterwards."""
     from aiaas.core.settings import get_settings
     from aiaas.store import migrate
     from aiaas.store.db import Database
@@ -25,8 +30,11 @@ def _database():  # type: ignore[no-untyped-def]
     settings = get_settings()
     settings.master_secret()
     db = Database(settings.sqlalchemy_url)
-    migrate.upgrade(db.engine)
-    return settings, db
+    try:
+        migrate.upgrade(db.engine)
+        yield settings, db
+    finally:
+        db.dispose()
 
 
 @handle_errors
@@ -45,10 +53,10 @@ def init(
     apply_env(data_dir, database_url)
     settings = get_settings()
     created_secret = write_secret(settings)
-    settings, db = _database()
-    console.print(f"data directory: {settings.data_dir}")
-    console.print(f"master secret:  {settings.secret_file} ({'created, mode 0600' if created_secret else 'kept'})")
-    with db.session() as s:
+    with _database() as (settings, db), db.session() as s:
+        console.print(f"data directory: {settings.data_dir}")
+        kept = "created, mode 0600" if created_secret else "kept"
+        console.print(f"master secret:  {settings.secret_file} ({kept})")
         if s.scalar(select(func.count()).select_from(Organization)):
             console.print("already initialised: organisations exist (use `aiaas orgs create NAME` for another).")
             return
@@ -69,8 +77,7 @@ def orgs_create(
     from aiaas.store import tenancy
 
     apply_env(data_dir, database_url)
-    _settings, db = _database()
-    with db.session() as s:
+    with _database() as (_settings, db), db.session() as s:
         org, _row, key = tenancy.create_organization(s, name)
     console.print(f"organisation {org.name} ({org.id}); admin API key (shown once):")
     print(key)
@@ -94,16 +101,16 @@ def orgs_delete(
     from aiaas.store.blobs import create_blob_store
 
     apply_env(data_dir, database_url)
-    settings, db = _database()
-    with db.session() as s:
-        org_id = tenancy.get_organization_by_name(s, name).id
-    if not yes:
-        typer.confirm(f"Delete organisation {name} ({org_id}) and all its data? This cannot be undone.",
-                      abort=True)
-    with db.session() as s:
-        leftovers = tenancy.delete_organization(s, org_id)
-        audit.record(s, audit.OPERATOR, "organization.deleted", target_type="organization", target_id=org_id,
-                     details={"name": name})
+    with _database() as (settings, db):
+        with db.session() as s:
+            org_id = tenancy.get_organization_by_name(s, name).id
+        if not yes:
+            typer.confirm(f"Delete organisation {name} ({org_id}) and all its data? This cannot be undone.",
+                          abort=True)
+        with db.session() as s:
+            leftovers = tenancy.delete_organization(s, org_id)
+            audit.record(s, audit.OPERATOR, "organization.deleted", target_type="organization",
+                         target_id=org_id, details={"name": name})
     # The key is destroyed (committed above); removing the ciphertext only frees space.
     blobs = create_blob_store(settings.blobs_url)
     failed = 0
@@ -115,7 +122,6 @@ def orgs_delete(
             log.warning("could not delete blob %s", uri, exc_info=True)
     for job_id in leftovers["jobs"]:
         shutil.rmtree(settings.jobs_dir / job_id, ignore_errors=True)
-    db.dispose()
     note = f"; {failed} blobs could not be removed (they are unreadable without the key)" if failed else ""
     n_blobs, n_jobs = len(leftovers["blobs"]), len(leftovers["jobs"])
     console.print(f"deleted organisation {name} ({org_id}): its data key, {n_blobs} blobs and "
@@ -137,14 +143,12 @@ def orgs_limits(
     from aiaas.store import tenancy
 
     apply_env(data_dir, database_url)
-    settings, db = _database()
-    with db.session() as s:
+    with _database() as (settings, db), db.session() as s:
         org = tenancy.get_organization_by_name(s, name)
         if set_:
             tenancy.update_organization_settings(s, org.id, quotas.parse_overrides(set_))
         overrides = dict(org.settings or {})
         limits = quotas.org_limits(settings, overrides)
-    db.dispose()
     table = Table("limit", "value", "from")
     for limit in quotas.LIMIT_NAMES:
         value = getattr(limits, limit)
@@ -168,12 +172,10 @@ def orgs_audit_logs(
     from aiaas.store import tenancy
 
     apply_env(data_dir, database_url)
-    _settings, db = _database()
-    with db.session() as s:
+    with _database() as (_settings, db), db.session() as s:
         org_id = tenancy.get_organization_by_name(s, name).id if name else None
         rows, _ = audit.list_logs(s, org_id, after=None, limit=limit)
         records = [audit.log_public(r) for r in rows]
-    db.dispose()
     if as_json:
         print_json(records)
         return

@@ -48,7 +48,10 @@ def _decode(hex_addr: str) -> tuple[str, int]:
     host, port = hex_addr.split(":")
     raw = bytes.fromhex(host)
     words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return str(ipaddress.ip_address(words)), int(port, 16)
+    addr = ipaddress.ip_address(words)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return f"::ffff:{addr.ipv4_mapped}", int(port, 16)  # as `ss` prints it
+    return str(addr), int(port, 16)
 
 
 def _listening_inodes(pid: int) -> dict[int, tuple[str, int]]:

@@ -16,7 +16,7 @@ import secrets
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiaas.cluster.loopback import ray_environment
 from aiaas.core.errors import ConfigurationError, Unavailable
@@ -108,7 +108,7 @@ class RaySession:
         if self.ray.is_initialized():
             self.ray.shutdown()
 
-    def __enter__(self) -> RaySession:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -140,10 +140,10 @@ def connect(
                 "head node was started with (RAY_AUTH_TOKEN_PATH)."
             )
         token_path = Path(settings.ray_auth_token_path)
+        _probe(settings.cluster_address)
         ray = _import_ray(ray_environment(bind_host, token_path))
         if ray.is_initialized():
             raise ConfigurationError("This process already holds a Ray session.")
-        _probe(settings.cluster_address)
         kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": log_to_driver}
         if not settings.cluster_address.startswith("ray://"):
             kwargs["_node_ip_address"] = bind_host  # else Ray guesses, and a wrong guess hangs init

@@ -35,8 +35,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from aiaas.core.errors import ConfigurationError
 from aiaas.cluster.node import blob_store_for, settings_from_payload, settings_payload
+from aiaas.core.errors import ConfigurationError
 from aiaas.core.settings import Settings
 from aiaas.jobs.lease import Lease
 from aiaas.store import jobs as job_store
@@ -302,7 +302,7 @@ class RayDispatcher:
         while not self.stopping.is_set():
             try:
                 self.run_once()
-            except Exception:  # noqa: BLE001 - e.g. the database restarting; try again shortly
+            except Exception:
                 log.exception("dispatcher loop error")
             self.stopping.wait(self.settings.poll_seconds)
         self.shutdown()
@@ -313,14 +313,14 @@ class RayDispatcher:
         for run in list(self.runs.values()):
             try:
                 self.ray.cancel(run.ref, force=True)
-            except Exception:  # noqa: BLE001 - already finished, or the cluster is gone
+            except Exception:
                 log.debug("cancel of %s failed", run.job_id, exc_info=True)
         for run in list(self.runs.values()):
             for owner in (run.task_owner, run.claim_id):
                 try:
                     with self.db.session() as s:
                         job_store.release(s, run.job_id, owner)
-                except Exception:  # noqa: BLE001 - the lease simply expires instead
+                except Exception:
                     log.warning("could not release %s", run.job_id, exc_info=True)
         self.runs.clear()
         self.db.dispose()

@@ -51,8 +51,10 @@ def _prepare(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, 
     return base, headers
 
 
-class Client:
-    """Synchronous client. `Client(base_url, api_key)`; env AIAAS_BASE_URL / AIAAS_API_KEY as defaults."""
+class _Base:
+    """What both clients share: configuration, the httpx client, and when to retry."""
+
+    _http_class: type[httpx.Client] | type[httpx.AsyncClient]
 
     def __init__(
         self,
@@ -61,14 +63,35 @@ class Client:
         *,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         max_retries: int = 3,
-        http_client: httpx.Client | None = None,
+        http_client: Any = None,
     ) -> None:
         self.base_url, headers = _prepare(base_url, api_key)
         self.max_retries = max_retries
-        self._http = http_client or httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = http_client or self._http_class(base_url=self.base_url, headers=headers, timeout=timeout)
         if http_client is not None:
             self._http.headers.update(headers)
         attach_all(self)
+
+    def _retry_after(self, req: Request, attempt: int, resp: httpx.Response | None,
+                     exc: httpx.TransportError | None) -> float | None:
+        """Seconds to wait before the next attempt, or None to stop (raising for transport errors)."""
+        if exc is not None:
+            if attempt >= self.max_retries or not req.idempotent:
+                raise APIConnectionError(f"Could not reach {self.base_url}: {exc}") from exc
+            return _retry_delay(None, attempt)
+        assert resp is not None
+        if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
+            return _retry_delay(resp, attempt)
+        return None
+
+    def _send_args(self, req: Request) -> dict[str, Any]:
+        return {"json": req.json, "params": req.params, "files": req.files, "data": req.data}
+
+
+class Client(_Base):
+    """Synchronous client. `Client(base_url, api_key)`; env AIAAS_BASE_URL / AIAAS_API_KEY as defaults."""
+
+    _http_class = httpx.Client
 
     def iterate(self, path: str, *, limit: int = 20, **params: Any) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, fetching pages as needed."""
@@ -83,23 +106,18 @@ class Client:
             after = page["data"][-1]["id"]
 
     def call(self, req: Request) -> Any:
-        attempt = 0
-        while True:
+        for attempt in range(self.max_retries + 1):
+            resp, exc = None, None
             try:
-                resp = self._http.request(
-                    req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data
-                )
-            except httpx.TransportError as exc:
-                if attempt >= self.max_retries or not req.idempotent:
-                    raise APIConnectionError(f"Could not reach {self.base_url}: {exc}") from exc
-                time.sleep(_retry_delay(None, attempt))
-                attempt += 1
-                continue
-            if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                time.sleep(_retry_delay(resp, attempt))
-                attempt += 1
-                continue
-            return _decode(resp, req)
+                resp = self._http.request(req.method, req.path, **self._send_args(req))
+            except httpx.TransportError as e:
+                exc = e
+            delay = self._retry_after(req, attempt, resp, exc)
+            if delay is None:
+                break
+            time.sleep(delay)
+        assert resp is not None
+        return _decode(resp, req)
 
     def stream_events(self, req: Request) -> Iterator[dict[str, Any]]:
         """Server-sent events as dicts, until the server says [DONE]."""
@@ -124,24 +142,10 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Base):
     """Asynchronous client with the same resources as `Client`, each method awaitable."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        max_retries: int = 3,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.base_url, headers = _prepare(base_url, api_key)
-        self.max_retries = max_retries
-        self._http = http_client or httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
-        if http_client is not None:
-            self._http.headers.update(headers)
-        attach_all(self)
+    _http_class = httpx.AsyncClient
 
     async def iterate(self, path: str, *, limit: int = 20, **params: Any) -> AsyncIterator[dict[str, Any]]:
         """Every item of a list endpoint, fetching pages as needed."""
@@ -157,23 +161,18 @@ class AsyncClient:
             after = page["data"][-1]["id"]
 
     async def call(self, req: Request) -> Any:
-        attempt = 0
-        while True:
+        for attempt in range(self.max_retries + 1):
+            resp, exc = None, None
             try:
-                resp = await self._http.request(
-                    req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data
-                )
-            except httpx.TransportError as exc:
-                if attempt >= self.max_retries or not req.idempotent:
-                    raise APIConnectionError(f"Could not reach {self.base_url}: {exc}") from exc
-                await asyncio.sleep(_retry_delay(None, attempt))
-                attempt += 1
-                continue
-            if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                await asyncio.sleep(_retry_delay(resp, attempt))
-                attempt += 1
-                continue
-            return _decode(resp, req)
+                resp = await self._http.request(req.method, req.path, **self._send_args(req))
+            except httpx.TransportError as e:
+                exc = e
+            delay = self._retry_after(req, attempt, resp, exc)
+            if delay is None:
+                break
+            await asyncio.sleep(delay)
+        assert resp is not None
+        return _decode(resp, req)
 
     async def stream_events(self, req: Request) -> AsyncIterator[dict[str, Any]]:
         """Server-sent events as dicts, until the server says [DONE]."""

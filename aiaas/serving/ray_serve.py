@@ -150,7 +150,7 @@ class RayServingBackend:
         t0 = time.monotonic()
         try:
             handle = self.serve.run(app, name=self.app_name(name), route_prefix=None)
-        except Exception as exc:  # noqa: BLE001 - a replica failed to start: say which model
+        except Exception as exc:
             raise Unavailable(f"Deployment '{name}' failed to start: {_cause(exc)}") from exc
         self._handles[name] = handle.options(method_name="predict")
         log.info("deployed %s (%s) in %.1fs", name, artifact_uri, time.monotonic() - t0)

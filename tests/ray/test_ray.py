@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -285,7 +286,7 @@ def _replica_pids(app: str) -> list[int]:
     out = []
     for pid in descendants(os.getpid()):
         try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
         if cmd.startswith(f"ray::ServeReplica:{app}:") and alive(pid):

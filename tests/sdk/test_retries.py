@@ -48,3 +48,15 @@ def test_400_not_retried_and_param_kept():
     with pytest.raises(BadRequestError) as e:
         c.api_keys.create("k")
     assert len(calls) == 1 and e.value.param == "x" and e.value.request_id == "req_1"
+
+
+def test_connection_refused_is_a_typed_error():
+    import socket
+
+    from aiaas.sdk import APIConnectionError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    with Client(f"http://127.0.0.1:{port}", "aiaas_sk_x", max_retries=1) as c, pytest.raises(APIConnectionError):
+        c.organizations.me()

@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("boto3", reason="the s3 extra is not installed: pip install 'aiaas[s3]'")
 
-from aiaas.core.errors import PayloadTooLarge, Unavailable  # noqa: E402
-from aiaas.core.settings import get_settings  # noqa: E402
-from aiaas.store.blobs import create_blob_store  # noqa: E402
-from aiaas.store.s3 import PART_BYTES, S3BlobStore, parse_s3_url  # noqa: E402
-from tests.ray.moto_server import S3_ENV, make_bucket, moto_server  # noqa: E402
+from aiaas.core.errors import PayloadTooLarge, Unavailable
+from aiaas.core.settings import get_settings
+from aiaas.store.blobs import create_blob_store
+from aiaas.store.s3 import PART_BYTES, S3BlobStore, parse_s3_url
+from tests.ray.moto_server import S3_ENV, make_bucket, moto_server
 
 
 @pytest.fixture(scope="module")
