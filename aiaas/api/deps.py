@@ -186,6 +186,8 @@ async def get_actor(request: Request, principal: Annotated[Principal, Depends(ge
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits when the route returns, before the response is sent, so a
+# client that got its 200 always reads its own write (and a failed commit is a 500, not a lost write).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ActorDep = Annotated[audit.Actor, Depends(get_actor)]

@@ -1,10 +1,14 @@
-"""Running aiaas on a Ray cluster (install extra `ray`).
+"""Running aiaas on a Ray cluster (install extra `ray`); see docs/cluster.md.
 
 - `session`: start or join a Ray session with every setting explicit (bind address,
   token auth, temp dir); the only place that calls `ray.init`.
 - `loopback`: the environment Ray needs before import, and why (measured notes).
 - `listeners`: which ports a process tree listens on (/proc), to prove loopback-only.
-- `dispatcher`: the process that holds the Ray driver and runs training jobs on Ray.
+- `node`: what a task or replica rebuilds on its node (settings without secrets, blobs).
+- `dispatcher`: the process that holds the Ray driver: training jobs as Ray tasks, and
+  optionally the serving gateway.
+- `gateway`: Ray Serve deployments behind a small authenticated HTTP API, and its client,
+  so the API process never holds a Ray driver.
 
 Nothing here imports ray at import time: importing ray first would freeze its settings.
 """

@@ -14,8 +14,12 @@ import argparse
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiaas.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from aiaas.jobs.ray_backend import RayDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,14 @@ def run_dispatcher(
     cancel_grace_s: float = 30.0,
     local_cpus: int | None = None,
     temp_dir: Path | None = None,
+    gateway_port: int | None = None,
+    gateway_host: str | None = None,
 ) -> None:
-    """Connect, dispatch until a signal, then stop this dispatcher's tasks and free their jobs."""
+    """Connect, dispatch until a signal, then stop this dispatcher's tasks and free their jobs.
+
+    With `gateway_port`, the same process also serves Ray Serve deployments to API processes
+    (aiaas/cluster/gateway.py) on `gateway_host` (default: the Ray bind host).
+    """
     from aiaas.cluster.session import connect
     from aiaas.jobs.ray_backend import RayDispatcher
 
@@ -42,9 +52,34 @@ def run_dispatcher(
             log.info("dispatcher stopping (signal %s)", signum)
             dispatcher.stopping.set()
 
+        # Ours replace Ray's driver handler (sys.exit on SIGTERM, which would skip the clean-up);
+        # with a gateway, uvicorn restores them and re-raises the signal once it has shut down.
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        dispatcher.run_forever()
+        if gateway_port is None:
+            dispatcher.run_forever()
+        else:
+            _run_with_gateway(settings, dispatcher, gateway_host or settings.ray_bind_host, gateway_port)
+
+
+def _run_with_gateway(settings: Settings, dispatcher: RayDispatcher, host: str, port: int) -> None:
+    """uvicorn in the main thread (it handles SIGTERM/SIGINT), the dispatch loop beside it."""
+    import threading
+
+    import uvicorn
+
+    from aiaas.cluster.gateway import create_gateway_app, gateway_token
+    from aiaas.serving.ray_serve import RayServingBackend
+
+    backend = RayServingBackend(settings)
+    app = create_gateway_app(backend, gateway_token(settings.master_secret()))
+    loop = threading.Thread(target=dispatcher.run_forever, name="ray-dispatcher", daemon=True)
+    loop.start()
+    try:
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)).run()
+    finally:
+        dispatcher.stopping.set()
+        loop.join(timeout=60)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,12 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-jobs", type=int, default=None, help="Jobs at once (default: what the cluster fits).")
     parser.add_argument("--cancel-grace", type=float, default=30.0, help="Seconds before a cancelled task is killed.")
     parser.add_argument("--local-cpus", type=int, default=None, help="CPUs of a private session (no cluster).")
+    parser.add_argument("--gateway-port", type=int, default=None,
+                        help="Also serve Ray Serve deployments to API processes on this port.")
+    parser.add_argument("--gateway-host", default=None, help="Gateway address (default: AIAAS_RAY_BIND_HOST).")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     settings = get_settings()
     run_dispatcher(settings, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_jobs=args.max_jobs,
-                   cancel_grace_s=args.cancel_grace, local_cpus=args.local_cpus)
+                   cancel_grace_s=args.cancel_grace, local_cpus=args.local_cpus, gateway_port=args.gateway_port,
+                   gateway_host=args.gateway_host)
     return 0
 
 

@@ -41,12 +41,16 @@ def ray_environment(bind_host: str, token_path: str | os.PathLike[str]) -> dict[
 
     - single-host mode when bound to loopback (otherwise Ray ignores 127.0.0.1);
     - token auth on, with the token file named explicitly (never Ray's ~/.ray default);
-    - no usage-stats reporting (nothing may leave loopback).
+    - no usage-stats reporting (nothing may leave loopback);
+    - no auto-connect: after a disconnect, a late call from one of Ray's background threads
+      would otherwise `ray.init()` a fresh default instance (seen once: Serve's handle metrics
+      thread, after shutdown, started a cluster with a dashboard on port 8265).
     """
     env = {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(token_path),
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_AUTO_CONNECT": "0",
     }
     if is_loopback_host(bind_host):
         env[SINGLE_HOST_VAR] = "0"
@@ -54,7 +58,10 @@ def ray_environment(bind_host: str, token_path: str | os.PathLike[str]) -> dict[
 
 
 def bind_serve_replica_grpc(bind_host: str | None = None) -> bool:
-    """Make this process's Serve replica bind its gRPC server to the node address, not `[::]`.
+    """Make this process's Serve replica bind its gRPC server to its node's address, not `[::]`.
+
+    `bind_host` defaults to the address of the node this process runs on, which is where
+    Serve's routers connect (they dial the replica's node IP and port).
 
     Call it in a replica before Serve finishes starting it (our deployment's __init__ does:
     Serve runs the user constructor first, then `_on_initialized`, which binds). Returns

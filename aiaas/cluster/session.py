@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 # beyond the temp dir, and a socket path may not exceed 107 bytes.
 MAX_TEMP_DIR_CHARS = 45
 CONNECT_PROBE_S = 5.0
-# Serve's handles and replicas report load every 10 s by default; a request to a model scaled
-# to zero waits for the next handle report (measured: ~10 s cold start, ~2 s with 1 s). Read
-# by each process when it imports ray.serve; local workers inherit them from this process.
+# Serve's handles and replicas report load every 10 s by default; Ray's own note on the handle
+# interval: "This interval will affect the cold start time period" (a request to a model at
+# zero replicas). Read by each process when it imports ray.serve; local workers inherit them.
 SERVE_TUNING = {
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
@@ -153,6 +153,9 @@ def connect(
                           token_path=token_path, bind_host=bind_host)
 
     temp_dir = (temp_dir or local_temp_dir(settings)).resolve()
+    if len(str(temp_dir)) > MAX_TEMP_DIR_CHARS:
+        raise ConfigurationError(f"Ray temp dir {temp_dir} is too long for Ray's unix sockets; use a path of at "
+                                 f"most {MAX_TEMP_DIR_CHARS} characters.")
     temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     token_path = ensure_token(Path(settings.ray_auth_token_path or temp_dir / "auth_token"))
     ray = _import_ray(ray_environment(bind_host, token_path))

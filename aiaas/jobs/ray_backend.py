@@ -228,9 +228,9 @@ class RayDispatcher:
             return
         refs = [r.ref for r in self.runs.values()]
         ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
-        done = {id(ref) for ref in ready}
+        done = set(ready)  # ObjectRefs hash and compare by object id
         for job_id, run in list(self.runs.items()):
-            if id(run.ref) not in done:
+            if run.ref not in done:
                 continue
             del self.runs[job_id]
             try:

@@ -16,6 +16,7 @@ import contextlib
 import io
 import logging
 import resource
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,15 @@ def fail(lease: Lease, error: AiaasError | Exception, *, usage: UsageEvent | Non
 
 def run_job(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
     """Run the job; returns its final status ('lost' when the lease was lost, 'stopped' on shutdown)."""
+    status = _run(lease, settings, blobs)
+    if status in job_store.TERMINAL:
+        # Checkpoints only serve a resume; the artifact is in the blob store (encrypted). No plaintext
+        # weights or exported data stay behind on the worker's disk.
+        shutil.rmtree(settings.jobs_dir / lease.job_id, ignore_errors=True)
+    return status
+
+
+def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
     from aiaas.training import TrainConfig, TrainingStopped, train
 
     blobs = encrypted(blobs, lease.db, settings.master_secret())

@@ -44,11 +44,12 @@ Prediction = tuple[np.ndarray, list[str], str, int]
 class ModelReplica:
     """The body of each Serve replica: one loaded model behind a micro-batcher."""
 
-    def __init__(self, artifact_uri: str, payload: dict[str, Any], bind_host: str, threads: int = 1) -> None:
-        # Before Serve binds this replica's gRPC server (right after this constructor).
+    def __init__(self, artifact_uri: str, payload: dict[str, Any], threads: int = 1) -> None:
+        # Before Serve binds this replica's gRPC server (right after this constructor), to the
+        # address of the node this replica landed on: the one its callers dial.
         from aiaas.cluster.loopback import bind_serve_replica_grpc
 
-        bind_serve_replica_grpc(bind_host)
+        bind_serve_replica_grpc()
         from aiaas.serving.batcher import MicroBatcher
 
         self.predictor = _load(artifact_uri, settings_from_payload(payload))
@@ -146,7 +147,7 @@ class RayServingBackend:
             health_check_timeout_s=30.0,
             graceful_shutdown_timeout_s=10.0,
         )
-        app = deployment.bind(artifact_uri, self._payload, self.settings.ray_bind_host, self.replica_threads)
+        app = deployment.bind(artifact_uri, self._payload, self.replica_threads)
         t0 = time.monotonic()
         try:
             handle = self.serve.run(app, name=self.app_name(name), route_prefix=None)
@@ -192,13 +193,16 @@ class RayServingBackend:
         self._handles.pop(name, None)
         self.serve.delete(self.app_name(name), _blocking=True)
 
-    def replicas(self, name: str) -> int:
-        """Running replicas of the deployment (0 when scaled to zero)."""
+    def replica_states(self, name: str) -> dict[str, int]:
+        """Replicas by state, e.g. {"RUNNING": 2, "STOPPING": 1}; {} when fully scaled to zero."""
         status = self.serve.status().applications.get(self.app_name(name))
         if status is None:
             raise NotFound(f"No deployment named '{name}' is running on Ray Serve.")
-        dep = status.deployments[DEPLOYMENT]
-        return int(dep.replica_states.get("RUNNING", 0))
+        return {k: int(v) for k, v in status.deployments[DEPLOYMENT].replica_states.items() if v}
+
+    def replicas(self, name: str) -> int:
+        """Running replicas of the deployment (0 when scaled to zero)."""
+        return self.replica_states(name).get("RUNNING", 0)
 
 
 def _cause(exc: BaseException) -> BaseException:

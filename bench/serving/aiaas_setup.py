@@ -40,8 +40,14 @@ class Aiaas:
 
 
 def _init(env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "aiaas.cli.main", "init"], env=env, capture_output=True, text=True,
-                         timeout=180, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "aiaas.cli.main", "init"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
     keys = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("aiaas_sk_")]
     if len(keys) != 1:
         raise RuntimeError(f"`aiaas init` printed no admin key:\n{out.stdout}\n{out.stderr}")
@@ -65,13 +71,21 @@ def _register(data_dir: Path, admin_key: str, entry: Path, staging: Path) -> str
         for part in ("model", "onnx"):
             shutil.copytree(entry / part, staging / part)
         uri = create_blob_store(settings.blobs_url).put_dir(f"{org_id}/models/{JOB_ID}", staging)
-        model_id = registry.fine_tuned_model_id(base=bench_model.BASE_MODEL, org_name="default", suffix="topics",
-                                                job_id=JOB_ID)
+        model_id = registry.fine_tuned_model_id(
+            base=bench_model.BASE_MODEL, org_name="default", suffix="topics", job_id=JOB_ID
+        )
         with db.session() as s:
-            registry.register_model(s, model_id=model_id, org_id=org_id, job_id=JOB_ID,
-                                    base_model=bench_model.BASE_MODEL, task="single_label_classification",
-                                    artifact_uri=uri, lineage={"benchmark": "bench/serving"},
-                                    card={"labels": list(bench_model.sentences.LABELS)})
+            registry.register_model(
+                s,
+                model_id=model_id,
+                org_id=org_id,
+                job_id=JOB_ID,
+                base_model=bench_model.BASE_MODEL,
+                task="single_label_classification",
+                artifact_uri=uri,
+                lineage={"benchmark": "bench/serving"},
+                card={"labels": list(bench_model.sentences.LABELS)},
+            )
         return model_id
     finally:
         db.dispose()
@@ -82,12 +96,21 @@ def start(entry: Path, work: Path, log_dir: Path) -> tuple[procs.Server, str, st
     """Init + register + launch; returns (server, admin key, model id, env). Health is checked later."""
     data_dir = work / "aiaas-data"
     port = procs.free_port()
-    env = procs.bench_env(AIAAS_DATA_DIR=str(data_dir), AIAAS_ENV="production",
-                          AIAAS_RATE_LIMIT_REQUESTS_PER_MINUTE=HIGH_RPM, AIAAS_RATE_LIMIT_TOKENS_PER_MINUTE=HIGH_TPM)
+    env = procs.bench_env(
+        AIAAS_DATA_DIR=str(data_dir),
+        AIAAS_ENV="production",
+        AIAAS_RATE_LIMIT_REQUESTS_PER_MINUTE=HIGH_RPM,
+        AIAAS_RATE_LIMIT_TOKENS_PER_MINUTE=HIGH_TPM,
+    )
     admin_key = _init(env)
     model_id = _register(data_dir, admin_key, entry, work / "staging")
-    server = procs.start("aiaas", ["-m", "aiaas.cli.main", "serve", "--port", str(port), "--job-workers", "0"],
-                         env=env, log_dir=log_dir, port=port)
+    server = procs.start(
+        "aiaas",
+        ["-m", "aiaas.cli.main", "serve", "--port", str(port), "--job-workers", "0"],
+        env=env,
+        log_dir=log_dir,
+        port=port,
+    )
     return server, admin_key, model_id, env
 
 

@@ -35,8 +35,15 @@ def measure(onnx_dir: Path, text: str, *, runs: int, env: dict[str, str]) -> dic
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(onnx_dir), text], env=env, capture_output=True,
-                             text=True, timeout=120, check=True, cwd=Path(__file__).resolve().parents[2])
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(onnx_dir), text],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
         sample = json.loads(out.stdout.strip().splitlines()[-1])
         sample["process_s"] = time.perf_counter() - started
         samples.append(sample)

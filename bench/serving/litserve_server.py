@@ -31,7 +31,7 @@ class OnnxClassifier(ls.LitAPI):
         self.onnx_dir = Path(onnx_dir)
         self.threads = threads
 
-    def setup(self, device) -> None:  # noqa: ANN001 - LitServe passes "cpu"
+    def setup(self, device) -> None:
         meta = json.loads((self.onnx_dir / "aiaas.json").read_text())
         runtime = meta["runtime"]
         options = ort.SessionOptions()

@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Reuse an idle keep-alive connection only if it is younger than this: uvicorn closes idle
+# connections after 5 s, and a request written as the server closes reads an empty answer.
+# (httpx's pool uses the same 5 s expiry for the same reason.)
+KEEPALIVE_EXPIRY_S = 2.0
+
 
 @dataclass(frozen=True)
 class Target:
@@ -31,7 +36,11 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
 
     def request_head(self) -> bytes:
-        lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Content-Type: application/json"]
+        lines = [
+            f"POST {self.path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            "Content-Type: application/json",
+        ]
         lines += [f"{k}: {v}" for k, v in self.headers.items()]
         return ("\r\n".join(lines) + "\r\n").encode()
 
@@ -44,6 +53,7 @@ class Connection:
         self._head = target.request_head()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self.last_used = 0.0
 
     async def _open(self) -> None:
         self._reader, self._writer = await asyncio.open_connection(self.target.host, self.target.port)
@@ -79,6 +89,7 @@ class Connection:
             payload = await self._reader.readexactly(length)
         if close:
             self.close()
+        self.last_used = time.perf_counter()
         return status, payload
 
     def close(self) -> None:
@@ -144,8 +155,14 @@ class _Recorder:
 
     def result(self) -> Window:
         """Call once every request that can count has answered."""
-        return Window(self.end - self.start, np.array(self.latencies, dtype=np.float64), self.errors,
-                      self._cpu, self._client, self.first_error)
+        return Window(
+            self.end - self.start,
+            np.array(self.latencies, dtype=np.float64),
+            self.errors,
+            self._cpu,
+            self._client,
+            self.first_error,
+        )
 
     def record(self, sent: float, done: float, status: int | None, error: str | None = None) -> None:
         if not self.start <= (sent if self.by_sent else done) < self.end:
@@ -165,8 +182,9 @@ async def _timeline(rec: _Recorder, warmup_s: float, window_s: float) -> None:
     rec.close()
 
 
-async def _closed_loop(target: Target, clients: int, warmup_s: float, window_s: float,
-                       cpu: Callable[[], float]) -> Window:
+async def _closed_loop(
+    target: Target, clients: int, warmup_s: float, window_s: float, cpu: Callable[[], float]
+) -> Window:
     rec = _Recorder(cpu)
     done = asyncio.Event()
     bodies = target.bodies
@@ -198,8 +216,15 @@ async def _closed_loop(target: Target, clients: int, warmup_s: float, window_s: 
     return rec.result()
 
 
-async def _open_loop(target: Target, rate: float, warmup_s: float, window_s: float, cpu: Callable[[], float],
-                     seed: int, max_connections: int) -> Window:
+async def _open_loop(
+    target: Target,
+    rate: float,
+    warmup_s: float,
+    window_s: float,
+    cpu: Callable[[], float],
+    seed: int,
+    max_connections: int,
+) -> Window:
     rec = _Recorder(cpu, by_sent=True)
     rng = random.Random(seed)
     idle: list[Connection] = [Connection(target) for _ in range(32)]
@@ -212,7 +237,9 @@ async def _open_loop(target: Target, rate: float, warmup_s: float, window_s: flo
         while not idle and opened >= max_connections:  # pool exhausted: the wait counts as latency
             await asyncio.sleep(0.0005)
         if idle:
-            conn = idle.pop()
+            conn = idle.pop()  # the most recently used first
+            if time.perf_counter() - conn.last_used > KEEPALIVE_EXPIRY_S:
+                conn.close()  # the server may be closing it right now; reconnect instead of racing
         else:
             conn, opened = Connection(target), opened + 1
         try:
@@ -245,7 +272,7 @@ async def _open_loop(target: Target, rate: float, warmup_s: float, window_s: flo
     return rec.result()
 
 
-def _run(coro):  # noqa: ANN001, ANN202
+def _run(coro):
     try:
         import uvloop
     except ImportError:
@@ -258,14 +285,23 @@ def _run(coro):  # noqa: ANN001, ANN202
             asyncio.set_event_loop(None)
 
 
-def closed_loop(target: Target, *, clients: int, warmup_s: float, window_s: float,
-                cpu: Callable[[], float]) -> Window:
+def closed_loop(
+    target: Target, *, clients: int, warmup_s: float, window_s: float, cpu: Callable[[], float]
+) -> Window:
     """`clients` concurrent clients back to back; measures after `warmup_s` for `window_s`."""
     return _run(_closed_loop(target, clients, warmup_s, window_s, cpu))
 
 
-def open_loop(target: Target, *, rate: float, warmup_s: float, window_s: float, cpu: Callable[[], float],
-              seed: int = 0, max_connections: int = 256) -> Window:
+def open_loop(
+    target: Target,
+    *,
+    rate: float,
+    warmup_s: float,
+    window_s: float,
+    cpu: Callable[[], float],
+    seed: int = 0,
+    max_connections: int = 256,
+) -> Window:
     """Poisson arrivals at `rate` per second; latency is measured from each scheduled send time."""
     return _run(_open_loop(target, rate, warmup_s, window_s, cpu, seed, max_connections))
 
@@ -283,7 +319,9 @@ def warm(target: Target, *, requests: int, clients: int = 4) -> None:
                     k = queue.pop()
                     status, body = await conn.post(target.bodies[k % len(target.bodies)])
                     if status != 200:
-                        raise RuntimeError(f"warm-up request to {target.path} got HTTP {status}: {body[:300]!r}")
+                        raise RuntimeError(
+                            f"warm-up request to {target.path} got HTTP {status}: {body[:300]!r}"
+                        )
             finally:
                 conn.close()
 

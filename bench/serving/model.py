@@ -48,8 +48,22 @@ def cache_dir() -> Path:
     """The cache entry for this recipe: sentence generator source + hyper-parameters."""
     h = hashlib.sha256()
     h.update(Path(sentences.__file__).read_bytes())
-    h.update(json.dumps([RECIPE_VERSION, BENCH_SEED, TRAIN_SEED, N_BENCH, N_TRAIN, MAX_LENGTH, EPOCHS, BATCH,
-                         LR, TORCH_SEED]).encode())
+    h.update(
+        json.dumps(
+            [
+                RECIPE_VERSION,
+                BENCH_SEED,
+                TRAIN_SEED,
+                N_BENCH,
+                N_TRAIN,
+                MAX_LENGTH,
+                EPOCHS,
+                BATCH,
+                LR,
+                TORCH_SEED,
+            ]
+        ).encode()
+    )
     return CACHE_ROOT / h.hexdigest()[:16]
 
 
@@ -74,15 +88,23 @@ def finetune(base: Path, out: Path, texts: list[str], labels: list[str]) -> dict
     names = list(sentences.LABELS)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+        base,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
     )
     started = time.perf_counter()
     model.eval()
     with torch.no_grad():  # the encoder is frozen: its [CLS] states are computed once
         states = []
         for start in range(0, len(texts), 32):
-            enc = tokenizer(texts[start : start + 32], padding=True, truncation=True, max_length=MAX_LENGTH,
-                            return_tensors="pt")
+            enc = tokenizer(
+                texts[start : start + 32],
+                padding=True,
+                truncation=True,
+                max_length=MAX_LENGTH,
+                return_tensors="pt",
+            )
             states.append(model.bert(**enc).last_hidden_state[:, :1])
         cls = torch.cat(states)
     y = torch.tensor([names.index(label) for label in labels])
@@ -105,12 +127,23 @@ def finetune(base: Path, out: Path, texts: list[str], labels: list[str]) -> dict
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    meta = {"format_version": 1, "task": "single_label_classification", "labels": names,
-            "max_length": MAX_LENGTH, "do_lower_case": True, "base_model": BASE_MODEL}
+    meta = {
+        "format_version": 1,
+        "task": "single_label_classification",
+        "labels": names,
+        "max_length": MAX_LENGTH,
+        "do_lower_case": True,
+        "base_model": BASE_MODEL,
+    }
     (out / "aiaas.json").write_text(json.dumps(meta, indent=2))
-    return {"trained": "pooler + classifier on frozen MiniLM-L6 [CLS] states", "texts": len(texts),
-            "steps": len(losses), "seconds": round(time.perf_counter() - started, 1),
-            "first_loss": round(losses[0], 4), "last_loss": round(sum(losses[-5:]) / 5, 4)}
+    return {
+        "trained": "pooler + classifier on frozen MiniLM-L6 [CLS] states",
+        "texts": len(texts),
+        "steps": len(losses),
+        "seconds": round(time.perf_counter() - started, 1),
+        "first_loss": round(losses[0], 4),
+        "last_loss": round(sum(losses[-5:]) / 5, 4),
+    }
 
 
 def build(entry: Path) -> dict:
@@ -123,11 +156,21 @@ def build(entry: Path) -> dict:
     training = finetune(base, entry / "model", train_texts, train_labels)
     # precision="int8": the benchmark compares serving stacks on one int8 graph; the guard still
     # decides (a rejected int8 falls back to fp32 and the report below says so).
-    report = export_model(entry / "model", entry / "onnx", validation_texts=bench_texts,
-                          validation_labels=bench_labels, precision="int8")
+    report = export_model(
+        entry / "model",
+        entry / "onnx",
+        validation_texts=bench_texts,
+        validation_labels=bench_labels,
+        precision="int8",
+    )
     lengths = count(bench_texts)
-    data = {"texts": bench_texts, "labels": bench_labels, "token_lengths": lengths, "training": training,
-            "export": report}
+    data = {
+        "texts": bench_texts,
+        "labels": bench_labels,
+        "token_lengths": lengths,
+        "training": training,
+        "export": report,
+    }
     (entry / "data.json").write_text(json.dumps(data, indent=2))
     return data
 

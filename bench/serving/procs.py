@@ -16,6 +16,31 @@ import httpx
 import psutil
 
 
+class ThreadMeter:
+    """A `cpu` callable for the load loops that also keeps per-thread CPU of the server's main
+    process at each call (the loops call it at the window's two edges)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.snapshots: list[dict[int, float]] = []
+
+    def __call__(self) -> float:
+        threads = psutil.Process(self.server.proc.pid).threads()
+        self.snapshots.append({t.id: t.user_time + t.system_time for t in threads})
+        return self.server.cpu_seconds()
+
+    def by_group(self, names: dict[int, str], requests: int) -> dict[str, float]:
+        """CPU ms per request by thread group over the last window; `names` maps thread id -> name."""
+        before, after = self.snapshots[-2], self.snapshots[-1]
+        groups: dict[str, float] = {}
+        for tid, cpu in after.items():
+            name = names.get(tid, "unnamed")
+            group = "anyio_worker_threads" if name.startswith("AnyIO worker") else name
+            groups[group] = groups.get(group, 0.0) + cpu - before.get(tid, 0.0)
+        ranked = sorted(groups.items(), key=lambda kv: -kv[1])
+        return {group: round(1000.0 * cpu / max(requests, 1), 3) for group, cpu in ranked if cpu > 0}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -25,8 +50,12 @@ def free_port() -> int:
 def bench_env(**extra: str) -> dict[str, str]:
     """Offline, one tokenizer thread, no inherited AIAAS_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIAAS_")}
-    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONUNBUFFERED": "1"}
+    env |= {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
     return env | extra
 
 
@@ -76,8 +105,15 @@ class Server:
                     with contextlib.suppress(OSError):
                         comm = Path(f"/proc/{p.pid}/task/{tid}/comm").read_text().strip()
                         names[comm] = names.get(comm, 0) + 1
-                out.append({"pid": p.pid, "cmd": " ".join(p.cmdline()[1:4])[:120], "threads": p.num_threads(),
-                            "thread_names": names, "rss_mib": round(p.memory_info().rss / 2**20, 1)})
+                out.append(
+                    {
+                        "pid": p.pid,
+                        "cmd": " ".join(p.cmdline()[1:4])[:120],
+                        "threads": p.num_threads(),
+                        "thread_names": names,
+                        "rss_mib": round(p.memory_info().rss / 2**20, 1),
+                    }
+                )
         return out
 
     def logs(self, tail: int = 4000) -> str:
@@ -98,8 +134,14 @@ class Server:
 def start(name: str, args: list[str], *, env: dict[str, str], log_dir: Path, port: int) -> Server:
     log = log_dir / f"{name}.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, *args], env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=Path(__file__).resolve().parents[2])
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
     return Server(name=name, proc=proc, port=port, log=log)
 
 

@@ -20,8 +20,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-import psutil
-
 from bench.serving import aiaas_setup, load, procs
 from bench.serving import run as bench_run
 
@@ -47,20 +45,6 @@ def _top(collapsed: Path, n: int) -> str:
     return "\n".join(out)
 
 
-def _cpu_by_thread(before: dict[int, float], after: dict[int, float], names: dict[int, str], requests: int) -> str:
-    """CPU ms per request spent by each group of threads over the window (from /proc, not samples)."""
-    groups: collections.Counter[str] = collections.Counter()
-    for tid, cpu in after.items():
-        name = names.get(tid, "unnamed (native)")
-        group = "AnyIO worker threads (run_in_threadpool)" if name.startswith("AnyIO worker") else name
-        groups[group] += cpu - before.get(tid, 0.0)
-    total = sum(groups.values())
-    lines = [f"-- CPU per request by thread ({1000 * total / requests:.2f} ms in all) --"]
-    lines += [f"{1000 * cpu / requests:7.3f} ms  {100 * cpu / total:5.1f}%  {group}"
-              for group, cpu in groups.most_common()]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -77,31 +61,49 @@ def main() -> None:
     try:
         server, admin_key, model_id, _ = aiaas_setup.start(entry, work, work / "logs")
         deployed = aiaas_setup.finish(server, admin_key, model_id)
-        target = load.Target("127.0.0.1", server.port, f"/v1/deployments/{deployed.deployment}/predict",
-                             [json.dumps({"inputs": [t]}).encode() for t in texts],
-                             {"Authorization": f"Bearer {deployed.infer_key}"})
+        target = load.Target(
+            "127.0.0.1",
+            server.port,
+            f"/v1/deployments/{deployed.deployment}/predict",
+            [json.dumps({"inputs": [t]}).encode() for t in texts],
+            {"Authorization": f"Bearer {deployed.infer_key}"},
+        )
         load.warm(target, requests=200)
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        cmd = [py_spy, "record", "--pid", str(server.proc.pid), "--duration", str(int(args.seconds)),
-               "--rate", "250", "--format", "raw", "--output", str(args.out), "--threads", "--nonblocking"]
+        cmd = [
+            py_spy,
+            "record",
+            "--pid",
+            str(server.proc.pid),
+            "--duration",
+            str(int(args.seconds)),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(args.out),
+            "--threads",
+            "--nonblocking",
+        ]
         if args.idle:
             cmd.append("--idle")
         recorder = threading.Thread(target=subprocess.run, args=(cmd,), kwargs={"capture_output": True})
-        process = psutil.Process(server.proc.pid)
-        before: dict[int, float] = {}
+        meter = procs.ThreadMeter(server)
 
-        def snapshot() -> float:
-            before.update({t.id: t.user_time + t.system_time for t in process.threads()})
-            recorder.start()
-            return server.cpu_seconds()
+        def cpu() -> float:
+            if not meter.snapshots:
+                recorder.start()  # py-spy covers the measured window
+            return meter()
 
-        window = load.closed_loop(target, clients=args.clients, warmup_s=1.0, window_s=args.seconds,
-                                  cpu=lambda: snapshot() if not before else server.cpu_seconds())
-        after = {t.id: t.user_time + t.system_time for t in process.threads()}
-        recorder.join()
+        window = load.closed_loop(target, clients=args.clients, warmup_s=1.0, window_s=args.seconds, cpu=cpu)
         summary = window.summary()
+        names = bench_run._py_spy_threads_by_id(server.proc.pid)
+        recorder.join()
         print(json.dumps(summary))
-        print(_cpu_by_thread(before, after, bench_run._py_spy_threads_by_id(server.proc.pid), summary["requests"]))
+        print(
+            "CPU ms per request by thread:", json.dumps(meter.by_group(names, summary["requests"]), indent=1)
+        )
         print(_top(args.out, args.top))
         print(f"collapsed stacks: {args.out}")
     finally:

@@ -22,10 +22,14 @@ TARGETS = {  # name in the JSON -> (comparison, threshold), from issue #4
 def median_config(rounds: list[dict]) -> dict:
     """Median over rounds of each figure (rounds ran interleaved with the other configs)."""
     keys = ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")
-    out = {k: round(statistics.median(r[k] for r in rounds), 3 if k == "cpu_ms_per_request" else 1)
-           for k in keys}
+    out = {
+        k: round(statistics.median(r[k] for r in rounds), 3 if k == "cpu_ms_per_request" else 1) for k in keys
+    }
+    out["requests_per_cpu_s"] = round(1000.0 / out["cpu_ms_per_request"], 1)  # throughput per busy core
     out["errors"] = sum(r["errors"] for r in rounds)
-    out["client_cpu_ms_per_request"] = round(statistics.median(r["client_cpu_ms_per_request"] for r in rounds), 3)
+    out["client_cpu_ms_per_request"] = round(
+        statistics.median(r["client_cpu_ms_per_request"] for r in rounds), 3
+    )
     out["server_cores_busy"] = round(statistics.median(r["server_cores_busy"] for r in rounds), 2)
     return out
 
@@ -50,7 +54,7 @@ def replace_section(path: Path, section: str) -> None:
     """Replace the "## Serving" section (up to the next "## " heading), or append it."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     body = section.rstrip() + "\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(HEADING)}[ \t]*\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
     if pattern.search(text):
         text = pattern.sub(lambda _m: body + "\n", text, count=1).rstrip() + "\n"
     else:
@@ -60,83 +64,133 @@ def replace_section(path: Path, section: str) -> None:
     os.replace(tmp, path)
 
 
-def _fmt(value, spec: str = ".1f") -> str:  # noqa: ANN001
+def _fmt(value, spec: str = ".1f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def markdown(result: dict) -> str:
-    cfg = result["configs"]
-    p = result["parameters"]
-    m = result["machine"]
-    rows = []
-    for name in ("naive", "litserve", "aiaas"):
-        c = cfg[name]
-        rows.append(f"| {name} | {c['what']} | {_fmt(c['rps'])} | {_fmt(c['p50_ms'])} | {_fmt(c['p99_ms'])} | "
-                    f"{_fmt(c['cpu_ms_per_request'], '.2f')} | {c['errors']} |")
-    t = result["targets"]
-    target_rows = [f"| {name} | {_fmt(v['value'], '.3g')} | {v['target']} | {'yes' if v['met'] else '**no**'} |"
-                   for name, v in t.items()]
-    cold = result["cold_start"]["median"]
-    half = result["half_load"]
-    workers = result["aiaas_workers"]
+def _intro(result: dict) -> list[str]:
+    p, m = result["parameters"], result["machine"]
+    lengths = p["token_lengths"]
     flags = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in m["cpu_flags"].items())
-    return "\n".join([
-        HEADING,
-        "",
-        "`make bench-serving` (`python -m bench.serving.run`) starts three servers on this machine and loads",
-        f"each with {p['clients']} closed-loop clients sending one sentence per request ({p['sentences']} seeded",
-        f"support-desk sentences, {p['token_lengths']['min']}–{p['token_lengths']['max']} tokens, median "
-        f"{p['token_lengths']['median']}), {p['rounds']} rounds × {p['window_s']:g} s per config, interleaved "
-        f"(naive, litserve, aiaas, naive, …), {p['warmup_s']:g} s warm-up before each window. Figures are "
-        "medians over rounds; CPU is the server's whole process tree (psutil) over the window ÷ requests.",
-        "",
-        f"Run {result['date']} on {m['cores']} cores ({m['cpu_model']}; {flags}), "
-        f"load average {m['loadavg_start'][0]:.1f} at start (the machine is shared): absolute figures move "
-        "between runs, ratios from the same interleaved run are the comparable part.",
-        "",
+    return [
+        (
+            "`make bench-serving` (`python -m bench.serving.run`) starts three servers on this machine and "
+            f"loads each with {p['clients']} closed-loop clients sending one sentence per request "
+            f"({p['sentences']} seeded support-desk sentences, {lengths['min']}–{lengths['max']} tokens, "
+            f"median {lengths['median']}), {p['rounds']} rounds × {p['window_s']:g} s per config, interleaved "
+            f"(naive, litserve, aiaas, naive, …), {p['warmup_s']:g} s warm-up before each window; the servers "
+            "not being measured are suspended (SIGSTOP) meanwhile. Figures are medians over rounds; CPU is the "
+            "server's whole process tree (psutil) over the window ÷ requests."
+        ),
+        (
+            f"Run {result['date']} on {m['cores']} cores ({m['cpu_model']}; {flags}), load average "
+            f"{m['loadavg_start'][0]:.1f} at start and {m['loadavg_end'][0]:.1f} at the end: the machine is "
+            "shared with other work, so absolute figures move between runs; compare configs within one run."
+        ),
+    ]
+
+
+def _tables(result: dict) -> list[str]:
+    cfg = result["configs"]
+    table = [
         "| config | what | rps | p50 ms | p99 ms | CPU ms / request | errors |",
         "|---|---|---:|---:|---:|---:|---:|",
-        *rows,
-        "",
-        "| target (issue #4) | value | target | met |",
-        "|---|---:|---|---|",
-        *target_rows,
-        "",
+    ]
+    for name in ("naive", "litserve", "aiaas"):
+        c = cfg[name]
+        table.append(
+            f"| {name} | {c['what']} | {_fmt(c['rps'])} | {_fmt(c['p50_ms'])} | {_fmt(c['p99_ms'])} | "
+            f"{_fmt(c['cpu_ms_per_request'], '.2f')} | {c['errors']} |"
+        )
+    targets = ["| target (issue #4) | value | target | met |", "|---|---:|---|---|"]
+    for name, v in result["targets"].items():
+        met = "yes" if v["met"] else "**no**"
+        targets.append(f"| {name} | {_fmt(v['value'], '.3g')} | {v['target']} | {met} |")
+    per_cpu = (
+        "Per CPU-second (server CPU per request; unlike rps it does not depend on how much of the shared "
+        "cores each server won from the other tenants): aiaas serves "
+        f"{result['cpu_efficiency_vs_naive']:.2f}× the requests of naive and "
+        f"{result['cpu_efficiency_vs_litserve']:.2f}× those of litserve. Per-round rps ratios: vs naive "
+        f"{result['ratio_per_round']['naive']}, vs litserve {result['ratio_per_round']['litserve']}."
+    )
+    return ["\n".join(table), per_cpu, "\n".join(targets)]
+
+
+def _facts(result: dict) -> str:
+    p, cfg, half = result["parameters"], result["configs"], result["half_load"]
+    lit_half = half["litserve_same_rate"]
+    cold, acc, cross = result["cold_start"]["median"], result["model"]["accuracy"], result["cross_check"]
+    model = (
         f"- Model: {result['model']['description']}. int8 vs fp32 argmax agreement on the {p['sentences']} "
-        f"benchmark sentences (aiaas export report): **{result['int8_agreement']:.2%}**; accuracy against the "
-        f"topic labels fp32 {result['model']['accuracy'].get('fp32')} %, int8 {result['model']['accuracy'].get('int8')} %.",
-        f"- p99 at half of aiaas's saturation load: open loop, Poisson arrivals at {half['rate_rps']:.0f} rps "
-        f"(0.5 × {cfg['aiaas']['rps']:.0f}), latency from the scheduled send time, {half['rounds']} × "
-        f"{half['window_s']:g} s: p50 {_fmt(half['p50_ms'])} ms, p99 **{_fmt(half['p99_ms'])} ms** "
-        "(median of the windows' p99).",
-        f"- Cold start (fresh process → first prediction with `load_predictor`, median of {cold_runs(result)}): "
-        f"**{cold['in_process_s']:.3f} s** = import {cold['import_s']:.3f} + load {cold['load_s']:.3f} + "
-        f"first predict {cold['first_predict_s']:.3f}; {cold['process_s']:.3f} s including interpreter start-up.",
-        f"- Server labels agree with each other on {result['cross_check']['agree_all']}/"
-        f"{result['cross_check']['texts']} sentences (naive fp32 vs litserve/aiaas int8) — a sanity check "
-        "that all three serve the same model.",
-        "",
-        "What each config is:",
-        "",
+        f"benchmark sentences (aiaas export report): **{result['int8_agreement']:.2%}**; accuracy against "
+        f"the topic labels fp32 {acc.get('fp32')} %, int8 {acc.get('int8')} %."
+    )
+    half_load = (
+        "- p99 at half of aiaas's saturation load: open loop, Poisson arrivals at "
+        f"{half['rate_rps']:.0f} rps (0.5 × {cfg['aiaas']['rps']:.0f}), latency from the scheduled send "
+        f"time, {half['rounds']} × {half['window_s']:g} s: p50 {_fmt(half['p50_ms'])} ms, "
+        f"p99 **{_fmt(half['p99_ms'])} ms** (median of the windows' p99). LitServe at the same rate and "
+        f"arrival times, interleaved: p50 {_fmt(lit_half['p50_ms'])} ms, p99 {_fmt(lit_half['p99_ms'])} ms."
+    )
+    cold_start = (
+        "- Cold start (fresh process → first prediction with `load_predictor`, median of "
+        f"{result['cold_start']['runs']}): **{cold['in_process_s']:.3f} s** = import "
+        f"{cold['import_s']:.3f} + load {cold['load_s']:.3f} + first predict {cold['first_predict_s']:.3f}; "
+        f"{cold['process_s']:.3f} s including the interpreter's own start-up."
+    )
+    same = (
+        f"- The three servers' labels agree on {cross['agree_all']}/{cross['texts']} sentences (naive fp32 "
+        "vs litserve and aiaas int8): all three serve the same model."
+    )
+    return f"{model}\n{half_load}\n{cold_start}\n{same}"
+
+
+def _configs(result: dict) -> str:
+    p, m = result["parameters"], result["machine"]
+    lit = p["litserve"]
+    naive = (
         "- **naive** (`bench/serving/naive_server.py`): FastAPI, a sync `def` route (runs in Starlette's "
         "thread pool), `AutoModelForSequenceClassification` fp32 + tokenizer per request, torch's default "
-        "threads, uvicorn defaults (1 process, access log on).",
+        "threads, uvicorn's defaults (1 process, access log on)."
+    )
+    litserve = (
         f"- **litserve** (`bench/serving/litserve_server.py`): LitServe {m['versions'].get('litserve')}, "
-        f"the same int8 ONNX graph on ONNX Runtime, batching max {p['litserve']['max_batch_size']} / "
-        f"{p['litserve']['batch_timeout_ms']:g} ms, {p['litserve']['workers']} inference worker processes × "
-        f"{p['litserve']['ort_threads']} ORT thread, padding each batch to its longest sentence; LitServe's "
-        "defaults otherwise (one API server process per worker, access log on).",
-        "- **aiaas** (`bench/serving/aiaas_setup.py`): `aiaas serve --job-workers 0` as a subprocess, "
-        "`aiaas init` organisation, an `infer`-scoped API key, a deployment (min_replicas=1) of the registered "
-        "model; `POST /v1/deployments/{name}/predict` with `{\"inputs\": [text]}` and the key. Rate limits "
-        "raised via `AIAAS_RATE_LIMIT_*` (the limiter still runs per request).",
-        "",
+        f"the same int8 ONNX graph on ONNX Runtime, batching max {lit['max_batch_size']} / "
+        f"{lit['batch_timeout_ms']:g} ms, {lit['workers']} inference worker processes × {lit['ort_threads']} "
+        "ORT thread (one worker per core, as LitServe advises for CPU; 1 worker × 2 threads served ~1.7× "
+        "fewer requests per CPU-second here, 4 × 1 about the same as 2 × 1), each batch padded to its "
+        "longest sentence; LitServe's defaults otherwise (one API server process per worker, access log on)."
+    )
+    aiaas = (
+        "- **aiaas** (`bench/serving/aiaas_setup.py`): `aiaas serve --job-workers 0` as a subprocess, the "
+        "`aiaas init` organisation, an `infer`-scoped API key, a deployment (min_replicas=1) of the "
+        'registered model; `POST /v1/deployments/{name}/predict` with `{"inputs": [text]}` and the key. '
+        "Rate limits raised via `AIAAS_RATE_LIMIT_*` (the limiter still runs on every request)."
+    )
+    return f"{naive}\n{litserve}\n{aiaas}"
+
+
+def markdown(result: dict) -> str:
+    workers = result["aiaas_workers"]
+    by_thread = ", ".join(
+        f"{group} {ms:.2f} ms" for group, ms in workers["cpu_ms_per_request_by_thread_last_round"].items()
+    )
+    paragraphs = [
+        HEADING,
+        *_intro(result),
+        *_tables(result),
+        _facts(result),
+        "What each config is:",
+        _configs(result),
         "How aiaas serves (evidence): " + workers["summary"],
-        "",
-        f"Raw per-round figures, the export report and all parameters: `bench/results/serving.json`. "
-        f"Whole run: {result['duration_s']:.0f} s.",
-    ])
-
-
-def cold_runs(result: dict) -> int:
-    return int(result["cold_start"]["runs"])
+        (
+            "Where aiaas's server CPU goes, per request (last aiaas window; per-thread CPU from /proc, "
+            f"threads named by py-spy): {by_thread}. `python -m bench.serving.profile` repeats this on aiaas "
+            "alone and adds a py-spy profile of the hot path."
+        ),
+        (
+            "Raw per-round figures, the export report and all parameters: `bench/results/serving.json`. "
+            f"Whole run: {result['duration_s']:.0f} s."
+        ),
+    ]
+    return "\n\n".join(paragraphs) + "\n"

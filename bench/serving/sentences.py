@@ -16,9 +16,20 @@ MIN_TOKENS = 5
 MAX_TOKENS = 64
 
 _OPENERS = (
-    "Hi,", "Hello there,", "Good morning,", "Hey team,", "Quick question:", "Sorry to bother you again, but",
-    "I hope you can help.", "Dear support,", "Just so you know,", "Following up on my last message,",
-    "This is the third time I am writing:", "Hi again,", "Urgent:", "FYI,",
+    "Hi,",
+    "Hello there,",
+    "Good morning,",
+    "Hey team,",
+    "Quick question:",
+    "Sorry to bother you again, but",
+    "I hope you can help.",
+    "Dear support,",
+    "Just so you know,",
+    "Following up on my last message,",
+    "This is the third time I am writing:",
+    "Hi again,",
+    "Urgent:",
+    "FYI,",
 )
 
 _CORES = {
@@ -112,8 +123,15 @@ _DETAILS = (
 )
 
 _CLOSINGS = (
-    "Thanks.", "Please advise.", "Can you look into it?", "Any help is appreciated.", "Thank you in advance!",
-    "Let me know what you need from me.", "Regards, Anna.", "Cheers.", "I need an answer today.",
+    "Thanks.",
+    "Please advise.",
+    "Can you look into it?",
+    "Any help is appreciated.",
+    "Thank you in advance!",
+    "Let me know what you need from me.",
+    "Regards, Anna.",
+    "Cheers.",
+    "I need an answer today.",
     "What are my options?",
 )
 

@@ -36,7 +36,7 @@ async def test_changes_are_audited_with_actor_target_and_request(client, setting
     build_tiny_bert(settings.base_models_dir / "tiny-bert")
     admin = key_id(db, org_a.key)
     h = org_a.headers
-    created = await client.post("/v1/api_keys", headers=h, json={"name": "ci", "scopes": ["read"]},)
+    created = await client.post("/v1/api_keys", headers=h, json={"name": "ci", "scopes": ["read"]})
     new_key = created.json()
     request_ids = {"api_key.created": created.headers["x-request-id"]}
     r = await client.delete(f"/v1/api_keys/{new_key['id']}", headers=h | {"X-Request-ID": "trace-revoke-1"})
@@ -48,10 +48,10 @@ async def test_changes_are_audited_with_actor_target_and_request(client, setting
     await client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=h)
     model_id = "ft:tiny-bert:org-a::ftjob-audit"
     with db.session() as s:
-        registry.register_model(s, model_id=model_id, org_id=org_a.id, job_id="ftjob-audit", base_model="tiny-bert",
-                                task="single_label_classification",
-                                artifact_uri=f"file://{settings.data_dir / 'blobs' / org_a.id / 'models' / 'x'}",
-                                lineage={}, card={})
+        artifact = settings.data_dir / "blobs" / org_a.id / "models" / "x"
+        registry.register_model(s, model_id=model_id, org_id=org_a.id, job_id="ftjob-audit",
+                                base_model="tiny-bert", task="single_label_classification",
+                                artifact_uri=f"file://{artifact}", lineage={}, card={})
     dep = (await client.post("/v1/deployments", headers=h, json={"name": "aud", "model": model_id})).json()
     await client.delete("/v1/deployments/aud", headers=h)
     await client.delete(f"/v1/models/{model_id}", headers=h)
@@ -64,8 +64,9 @@ async def test_changes_are_audited_with_actor_target_and_request(client, setting
 
     logs = await all_logs(client, org_a)
     assert [e["action"] for e in logs] == [
-        "file.deleted", "model.deleted", "deployment.deleted", "deployment.created", "fine_tuning.job.cancelled",
-        "fine_tuning.job.created", "file.uploaded", "api_key.revoked", "api_key.created"]
+        "file.deleted", "model.deleted", "deployment.deleted", "deployment.created",
+        "fine_tuning.job.cancelled", "fine_tuning.job.created", "file.uploaded", "api_key.revoked",
+        "api_key.created"]
     by_action = {e["action"]: e for e in logs}
     assert all(e["actor"] == {"type": "api_key", "id": admin} and e["client_ip"] == "127.0.0.1" for e in logs)
     assert all(e["object"] == "audit_log" and e["request_id"] for e in logs)

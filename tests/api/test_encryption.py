@@ -148,8 +148,9 @@ async def test_no_api_key_plaintext_in_the_database_or_logs(client, db, org_a, c
         await client.get("/v1/organizations/me", headers={"Authorization": f"Bearer {key}"})
         await client.get("/v1/api_keys", headers={"Authorization": f"Bearer {key}"})  # 403 for most
     revoked = keys[1]
-    rid = (await client.get("/v1/api_keys", headers=org_a.headers)).json()["data"]
-    await client.delete(f"/v1/api_keys/{[k for k in rid if k['name'] == 'k0'][0]['id']}", headers=org_a.headers)
+    listed = (await client.get("/v1/api_keys", headers=org_a.headers)).json()["data"]
+    k0 = next(k["id"] for k in listed if k["name"] == "k0")
+    await client.delete(f"/v1/api_keys/{k0}", headers=org_a.headers)
     unknown = generate_key()
     for bad in (revoked, unknown, unknown[:-1] + "x"):
         assert (await client.get("/v1/files", headers={"Authorization": f"Bearer {bad}"})).status_code == 401

@@ -18,8 +18,8 @@ def set_limits(db, org_id: str, **limits: int) -> None:
 
 
 async def upload(client, org, content: bytes = b""):
-    return await client.post("/v1/files", headers=org.headers, files={"file": ("t.csv", content or toy_csv())},
-                             data={"purpose": "fine-tune"})
+    return await client.post("/v1/files", headers=org.headers, data={"purpose": "fine-tune"},
+                             files={"file": ("t.csv", content or toy_csv())})
 
 
 def assert_quota_error(r, *fragments: str) -> None:
@@ -36,7 +36,8 @@ async def test_concurrent_jobs_quota(client, settings, db, org_a, org_b):
     set_limits(db, org_a.id, quota_concurrent_jobs=2)
     f = (await upload(client, org_a)).json()
     body = {"model": "tiny-bert", "training_file": f["id"]}
-    jobs = [(await client.post("/v1/fine_tuning/jobs", headers=org_a.headers, json=body)).json() for _ in range(2)]
+    jobs = [(await client.post("/v1/fine_tuning/jobs", headers=org_a.headers, json=body)).json()
+            for _ in range(2)]
     r = await client.post("/v1/fine_tuning/jobs", headers=org_a.headers, json=body)
     assert_quota_error(r, "concurrent fine-tuning jobs", "limit 2", "in use 2", "quota_concurrent_jobs")
     # Finished jobs free their slot; other organisations have their own.
@@ -66,13 +67,13 @@ async def test_deployment_quota_from_server_default(client, settings, db, org_a)
         registry.register_model(s, model_id="ft:x:org-a::ftjob-q", org_id=org_a.id, job_id="ftjob-q",
                                 base_model="x", task="single_label_classification",
                                 artifact_uri="file:///nowhere", lineage={}, card={})
-    ok = await client.post("/v1/deployments", headers=org_a.headers, json={"name": "one", "model": "ft:x:org-a::ftjob-q"})
-    assert ok.status_code == 201
-    r = await client.post("/v1/deployments", headers=org_a.headers, json={"name": "two", "model": "ft:x:org-a::ftjob-q"})
+    one, two = ({"name": n, "model": "ft:x:org-a::ftjob-q"} for n in ("one", "two"))
+    assert (await client.post("/v1/deployments", headers=org_a.headers, json=one)).status_code == 201
+    r = await client.post("/v1/deployments", headers=org_a.headers, json=two)
     assert_quota_error(r, "deployments", "limit 1", "in use 1")
     # An organisation override wins over the default (0 = unlimited).
     set_limits(db, org_a.id, quota_deployments=0)
-    r = await client.post("/v1/deployments", headers=org_a.headers, json={"name": "two", "model": "ft:x:org-a::ftjob-q"})
+    r = await client.post("/v1/deployments", headers=org_a.headers, json=two)
     assert r.status_code == 201
 
 
@@ -83,7 +84,8 @@ async def test_concurrent_creations_cannot_both_take_the_last_slot(client, db, o
                                 base_model="x", task="single_label_classification",
                                 artifact_uri="file:///nowhere", lineage={}, card={})
     results = await asyncio.gather(*(
-        client.post("/v1/deployments", headers=org_a.headers, json={"name": f"d{i}", "model": "ft:x:org-a::ftjob-c"})
+        client.post("/v1/deployments", headers=org_a.headers,
+                    json={"name": f"d{i}", "model": "ft:x:org-a::ftjob-c"})
         for i in range(8)))
     assert sorted(r.status_code for r in results) == [201] * 3 + [429] * 5
 

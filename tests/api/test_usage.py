@@ -121,8 +121,8 @@ def test_recorder_aggregates_concurrent_records_exactly(db):
         t.join()
     asyncio.run(recorder.aclose())  # writes whatever the background thread has not
     with db.session() as s:
-        rows = s.execute(select(UsageEvent.key_id, func.sum(UsageEvent.requests), func.sum(UsageEvent.input_tokens))
-                         .group_by(UsageEvent.key_id).order_by(UsageEvent.key_id)).all()
+        sums = (UsageEvent.key_id, func.sum(UsageEvent.requests), func.sum(UsageEvent.input_tokens))
+        rows = s.execute(select(*sums).group_by(UsageEvent.key_id).order_by(UsageEvent.key_id)).all()
     assert [tuple(r) for r in rows] == [("key-0", 2000, 14000), ("key-1", 2000, 14000)]
     assert recorder._thread is None
 

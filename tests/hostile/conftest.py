@@ -85,17 +85,20 @@ def tiny_base(settings) -> Path:
 class RssSampler:
     """Samples a process's resident set (children included) every `interval` seconds."""
 
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
         self.proc = psutil.Process(pid)
         self.interval = interval
         self.peak = 0
         self.samples = 0
+        self._children: list[psutil.Process] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
     def _rss(self) -> int:
+        if self.samples % 20 == 0:  # finding children scans /proc: once a second is enough
+            self._children = self.proc.children(recursive=True)
         total = self.proc.memory_info().rss
-        for child in self.proc.children(recursive=True):
+        for child in self._children:
             try:
                 total += child.memory_info().rss
             except psutil.Error:

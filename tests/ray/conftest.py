@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,12 +37,15 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     saved = {k: os.environ.get(k) for k in ("AIAAS_SECRET_KEY",)}
     os.environ["AIAAS_SECRET_KEY"] = TEST_SECRET
     root = tmp_path_factory.mktemp("ray")
+    # Ray's unix socket paths must stay under 107 bytes: pytest's (xdist) tmp paths are too long.
+    temp_dir = Path(tempfile.mkdtemp(prefix="aiaas-ray-"))
     settings = Settings(env="test", data_dir=root / "d")
-    session = connect(settings, num_cpus=2, temp_dir=root / "t")
+    session = connect(settings, num_cpus=2, temp_dir=temp_dir)
     try:
         yield session
     finally:
         session.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -75,7 +75,7 @@ def test_ray_environment() -> None:
     env = ray_environment("127.0.0.1", "/secure/token")
     assert env[SINGLE_HOST_VAR] == "0"  # single-host mode: the only mode where Ray binds 127.0.0.1
     assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == "/secure/token"
-    assert env["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0" and env["RAY_ENABLE_AUTO_CONNECT"] == "0"
     assert SINGLE_HOST_VAR not in ray_environment("10.1.2.3", "/t")  # a multi-node cluster
     assert is_loopback_host("localhost") and is_loopback_host("::1") and not is_loopback_host("node-1")
 
@@ -105,3 +105,5 @@ def test_joining_needs_the_token_and_fails_fast_on_a_dead_address(tmp_path: Path
     # Unix socket paths are short: a deep data dir gets a short private temp dir instead.
     deep = Settings(env="test", data_dir=tmp_path / ("x" * 60))
     assert len(str(local_temp_dir(deep))) <= 45
+    with pytest.raises(ConfigurationError, match="too long"):
+        connect(deep, temp_dir=tmp_path / ("y" * 60))

@@ -54,27 +54,36 @@ def _until_done(d, db, job_id: str, timeout: float = 90):
 
 # ---- training ------------------------------------------------------------------------------------
 @sqlite_only
-def test_dispatcher_process_joins_cluster_and_api_sees_the_job(ray_session, settings, db, tiny_base, tmp_path):
-    """`python -m aiaas.cluster.dispatcher` joins the cluster by address + token; the API (which holds no
-    Ray driver) creates the job and reads its status and events from the store, as in embedded mode."""
+def test_dispatcher_process_trains_and_serves_for_the_api(ray_session, settings, db, tiny_base, tmp_path):
+    """`python -m aiaas.cluster.dispatcher --gateway-port N` joins the cluster by address + token. The
+    API (which holds no Ray driver) creates a job and reads its status and events from the store, as
+    in embedded mode; then the trained model is deployed on Ray Serve and called through the gateway."""
     import asyncio
 
     from aiaas.api.app import create_app
+    from aiaas.cluster.gateway import GatewayClient
+    from aiaas.core.errors import AiaasError
     from aiaas.store import tenancy
+    from tests.conftest import TEST_SECRET
     from tests.helpers.datasets import toy_csv
+    from tests.ray.moto_server import free_port
 
     with db.session() as s:
         _, _, key = tenancy.create_organization(s, "api-org")
     headers = {"Authorization": f"Bearer {key}"}
+    port = free_port()
     env = {**os.environ, "AIAAS_CLUSTER_ADDRESS": ray_session.address,
            "AIAAS_RAY_AUTH_TOKEN_PATH": str(ray_session.token_path), "AIAAS_DATABASE_URL": settings.database_url,
            "AIAAS_DATA_DIR": str(settings.data_dir), "AIAAS_ENV": "test", "AIAAS_HEARTBEAT_SECONDS": "0.5",
            "AIAAS_POLL_SECONDS": "0.2"}
     log = open(tmp_path / "dispatcher.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "aiaas.cluster.dispatcher", "--max-jobs", "1"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "aiaas.cluster.dispatcher", "--max-jobs", "1",
+                             "--gateway-port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    async def scenario() -> dict:
+    def dispatcher_log() -> str:
+        return (tmp_path / "dispatcher.log").read_text(errors="replace")[-5000:]
+
+    async def scenario() -> tuple[dict, tuple]:
         app = create_app(settings, db=db, migrate_db=False)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as c:
@@ -83,27 +92,61 @@ def test_dispatcher_process_joins_cluster_and_api_sees_the_job(ray_session, sett
                                                               "hyperparameters": {"n_epochs": 1}})).json()
             deadline = time.monotonic() + 90
             while job["status"] not in ("succeeded", "failed", "cancelled"):
-                assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "dispatcher.log").read_text()
+                assert time.monotonic() < deadline and proc.poll() is None, dispatcher_log()
                 await asyncio.sleep(0.3)
                 job = (await c.get(f"/v1/fine_tuning/jobs/{job['id']}")).json()
             job["events"] = (await c.get(f"/v1/fine_tuning/jobs/{job['id']}/events")).json()["data"]
-            return job
+        assert job["status"] == "succeeded", (job, dispatcher_log())
+        gateway = GatewayClient(f"http://127.0.0.1:{port}", TEST_SECRET)
+        intruder = GatewayClient(f"http://127.0.0.1:{port}", "some-other-secret-" + "y" * 30)
+        try:
+            uri = _artifact_uri(db, job["fine_tuned_model"])
+            await gateway.deploy("trained", uri, min_replicas=1, max_replicas=1)
+            served = await gateway.predict("trained", TEXTS)
+            with pytest.raises(AiaasError) as denied:
+                await intruder.predict("trained", TEXTS)
+            assert denied.value.code == "invalid_api_key"
+            await gateway.delete("trained")
+            with pytest.raises(AiaasError) as gone:
+                await gateway.predict("trained", TEXTS)
+            assert gone.value.code == "not_found"
+        finally:
+            await gateway.aclose()
+            await intruder.aclose()
+        return job, (uri, served)
 
     try:
-        job = asyncio.run(scenario())
+        job, (uri, served) = asyncio.run(scenario())
     finally:
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=30)
+        rc = proc.wait(timeout=60)
         log.close()
-    assert job["status"] == "succeeded", (job, (tmp_path / "dispatcher.log").read_text())
     messages = [e["message"] for e in job["events"]]
     assert any(m.startswith("Training runs on Ray node") for m in messages)
     assert "The job has successfully completed." in messages and job["fine_tuned_model"]
     pid = next(e["data"]["pid"] for e in job["events"] if (e.get("data") or {}).get("pid"))
     assert pid not in (os.getpid(), proc.pid)  # trained in a Ray worker, not in either driver
-    assert rc == 0
+    assert rc == 0, dispatcher_log()
     row = job_row(db, job["id"])
     assert row.lease_owner is None and row.attempts == 1
+    _check_same(_in_process_predictor(settings, db, uri), served)
+
+
+def _artifact_uri(db, model_id: str) -> str:
+    from aiaas.store.models import Model
+
+    with db.session() as s:
+        return s.get(Model, model_id).artifact_uri
+
+
+def _in_process_predictor(settings, db, uri: str):
+    from aiaas.serving.runtime import load_predictor
+    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.encrypted import encrypted
+    from tests.conftest import TEST_SECRET
+
+    with encrypted(create_blob_store(settings.blobs_url), db, TEST_SECRET).open_local(uri + "/onnx") as onnx:
+        return load_predictor(onnx)
 
 
 def test_killed_worker_resumes_from_checkpoint(dispatcher, db, make_job):
@@ -257,13 +300,14 @@ async def test_scale_to_zero_and_back(backend, model_artifact):
     _, uri, reference = model_artifact
     backend.deploy("zero", uri, min_replicas=0, max_replicas=1)
     assert backend.replicas("zero") == 1  # started once, so a broken artifact fails at deploy
-    wait_for(lambda: backend.replicas("zero") == 0, 60, interval=0.5, what="scale to zero")
+    wait_for(lambda: backend.replica_states("zero") == {}, 90, interval=0.5, what="scale to zero")
     t0 = time.monotonic()
     prediction = await backend.predict("zero", TEXTS)  # held while a replica starts
     cold_start = time.monotonic() - t0
     _check_same(reference, prediction)
     assert backend.replicas("zero") == 1
     print(f"cold start from zero replicas: {cold_start:.2f}s")
+    assert cold_start < 60
 
 
 async def test_killed_replica_is_replaced(backend, model_artifact):

@@ -1,0 +1,538 @@
+"""The `tfidf-linear` family: word and character n-gram TF-IDF with a linear model.
+
+Trains in seconds on a CPU, in any language (character n-grams need no word
+segmentation, so Chinese works), for the three tasks: single-label (logistic
+regression), multi-label (one logistic regression per label, thresholds tuned on
+validation) and regression (ridge). The regularisation strength is picked on the
+validation set by the engine's own selection metric (`metrics.SELECTION`).
+
+Why the features are defined over token ids rather than over strings: the model is
+served by the same ONNX Runtime path as the transformers (`aiaas.serving.runtime`),
+which tokenizes with a `tokenizers` tokenizer.json and feeds `input_ids`. So the
+tokenizer here is a character-level one (normalise: NFKC, lowercase, collapse
+whitespace; punctuation becomes its own word; every word is framed by the boundary
+token "▁"), and both n-gram blocks are counted over its ids:
+
+    "Not good." -> ▁ n o t ▁ g o o d ▁ . ▁
+    character n-grams (1..5): every run of 1..5 consecutive ids, boundaries included;
+    word n-grams (1..2): "▁not▁", "▁not▁good▁", ... (a word is the ids between two ▁).
+
+Training and serving therefore run the very same tokenizer with the same truncation
+(`MAX_CHARS`), and the ONNX graph (`aiaas.registry.export_classical`) counts the
+same n-grams with ONNX's TfIdfVectorizer op. Each block is `(1 + log tf) * idf`,
+L2-normalised on its own; the linear model sees both blocks side by side.
+
+The model directory holds aiaas.json, tokenizer.json and `tfidf_linear.npz` (plain
+arrays, loaded with allow_pickle=False: no pickles anywhere).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiaas.core.errors import InvalidFile
+from aiaas.training import batching, components, metrics
+from aiaas.training.config import TrainConfig
+from aiaas.training.types import PreparedDataLike, TrainCallbacks, TrainingStopped, TrainResult
+
+logger = logging.getLogger(__name__)
+
+FAMILY = "tfidf-linear"
+FORMAT_VERSION = 1
+META_FILE = "aiaas.json"
+TOKENIZER_FILE = "tokenizer.json"
+MODEL_FILE = "tfidf_linear.npz"
+
+PAD, UNK, BOUNDARY = "[PAD]", "[UNK]", "\u2581"
+PAD_ID, UNK_ID, BOUNDARY_ID = 0, 1, 2
+# Characters the tokenizer keeps per text (the runtime truncates to the same number).
+MAX_CHARS = 2048
+# Distinct characters in the vocabulary; the rest become [UNK] (CJK needs a few thousand).
+MAX_VOCAB_CHARS = 20_000
+CHAR_NGRAMS = (1, 5)
+WORD_NGRAMS = (1, 2)
+# Word n-grams longer than this many ids (boundaries included) are dropped: they are
+# rare (URLs, hashes) and each extra id deepens the n-gram search at serving time.
+MAX_WORD_GRAM_IDS = 40
+MIN_DF = 2  # an n-gram seen in one training text only says nothing about the next one
+MAX_FEATURES = {"char": 300_000, "word": 200_000}
+# Inverse regularisation strength tried for logistic regression (higher = fit harder),
+# and ridge alphas; the validation set picks one. Measured on three sentiment sets
+# (bench/quality): the best C lay in 2..16 every time.
+C_GRID = (2.0, 8.0, 32.0)
+ALPHA_GRID = (0.3, 1.0, 3.0)
+NO_VALIDATION_C, NO_VALIDATION_ALPHA = 8.0, 1.0
+# Bias for a class the training set never shows: its probability is ~e^-30.
+ABSENT_BIAS = -30.0
+
+# Ids are mapped to private-use code points so that scikit-learn's fast string
+# n-gram counting can run on them; the boundary maps to a space (the word separator).
+_PUA_PLANES = (0xF0000, 0x100000)
+_PUA_SIZE = 65534
+
+
+# -- tokenizer ------------------------------------------------------------------------------
+def build_tokenizer(texts: Sequence[str], *, max_chars: int = MAX_CHARS) -> Any:
+    """A character tokenizer whose vocabulary is the training texts' characters."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    normalizer = normalizers.Sequence(
+        [
+            normalizers.NFKC(),
+            normalizers.Lowercase(),
+            normalizers.Replace(Regex(r"\s+"), " "),
+            normalizers.Strip(),
+        ]
+    )
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(normalizer.normalize_str(text))
+    counts.pop(" ", None)
+    counts.pop(BOUNDARY, None)
+    vocab = {PAD: PAD_ID, UNK: UNK_ID, BOUNDARY: BOUNDARY_ID}
+    # Most frequent first, ties by code point: the same texts always give the same ids.
+    for char, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_VOCAB_CHARS]:
+        vocab[char] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK, fuse_unk=False))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Punctuation("isolated"),
+            pre_tokenizers.Metaspace(replacement=BOUNDARY, prepend_scheme="always", split=True),
+        ]
+    )
+    # The closing boundary, so the last word is framed like every other one.
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {BOUNDARY}", special_tokens=[(BOUNDARY, BOUNDARY_ID)]
+    )
+    tokenizer.add_special_tokens([PAD])
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_chars)
+    return tokenizer
+
+
+def encode(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in tokenizer.encode_batch(list(texts))]
+
+
+def _id_table(vocab_size: int) -> list[str]:
+    table = [chr(_PUA_PLANES[i // _PUA_SIZE] + i % _PUA_SIZE) for i in range(vocab_size)]
+    table[BOUNDARY_ID] = " "
+    return table
+
+
+def _as_strings(ids: Sequence[Sequence[int]], table: list[str]) -> list[str]:
+    return ["".join([table[i] for i in row]) for row in ids]
+
+
+def _gram_ids(gram: str, block: str, inverse: dict[str, int]) -> list[int]:
+    """The id sequence the ONNX graph must find for one vocabulary entry."""
+    ids = [inverse[ch] for ch in gram]
+    return [BOUNDARY_ID, *ids, BOUNDARY_ID] if block == "word" else ids
+
+
+# -- features -------------------------------------------------------------------------------
+@dataclass
+class Block:
+    """One n-gram block: its vocabulary (as id sequences, in column order) and idf."""
+
+    name: str  # "char" | "word"
+    grams: list[tuple[int, ...]]
+    idf: np.ndarray  # float32 [F]
+
+    def __len__(self) -> int:
+        return len(self.grams)
+
+
+class NgramFeaturizer:
+    """Token ids -> sparse TF-IDF rows: [char block | word block], each L2-normalised."""
+
+    def __init__(self, blocks: list[Block], vocab_size: int) -> None:
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        self.blocks = blocks
+        self.vocab_size = vocab_size
+        self._table = _id_table(vocab_size)
+        self._vectorizers = []
+        for block in blocks:
+            if block.name == "char":
+                keys = ["".join(self._table[i] for i in gram) for gram in block.grams]
+            else:  # word grams are stored framed by boundaries; the analyzer joins words by " "
+                keys = ["".join(self._table[i] for i in gram[1:-1]) for gram in block.grams]
+            vocabulary = {key: col for col, key in enumerate(keys)}
+            self._vectorizers.append(CountVectorizer(vocabulary=vocabulary, dtype=np.float32, **_analyzer(block.name)))
+
+    @property
+    def n_features(self) -> int:
+        return sum(len(b) for b in self.blocks)
+
+    @classmethod
+    def fit(cls, ids: Sequence[Sequence[int]], vocab_size: int) -> tuple[NgramFeaturizer, Any]:
+        """Learn vocabularies and idf from training ids; returns the featurizer and X_train."""
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        table = _id_table(vocab_size)
+        inverse = {ch: i for i, ch in enumerate(table)}
+        docs = _as_strings(ids, table)
+        blocks, parts = [], []
+        for name in ("char", "word"):
+            vectorizer = CountVectorizer(
+                min_df=min(MIN_DF, len(docs)), max_features=MAX_FEATURES[name], dtype=np.float32, **_analyzer(name)
+            )
+            try:
+                counts = vectorizer.fit_transform(docs).tocsc()
+            except ValueError:  # no n-gram reaches min_df (tiny data): the block stays empty
+                continue
+            keys = vectorizer.get_feature_names_out()
+            grams = [tuple(_gram_ids(key, name, inverse)) for key in keys]
+            keep = np.array([len(g) <= (MAX_WORD_GRAM_IDS if name == "word" else CHAR_NGRAMS[1]) for g in grams])
+            counts = counts[:, np.flatnonzero(keep)].tocsr()
+            grams = [g for g, k in zip(grams, keep, strict=True) if k]
+            df = np.diff(counts.tocsc().indptr)
+            # scikit-learn's smooth idf: ln((1 + n) / (1 + df)) + 1.
+            idf = (np.log((1.0 + len(docs)) / (1.0 + df)) + 1.0).astype(np.float32)
+            blocks.append(Block(name, grams, idf))
+            parts.append(counts)
+        featurizer = cls(blocks, vocab_size)
+        return featurizer, featurizer._weigh(parts, len(docs))
+
+    def transform(self, ids: Sequence[Sequence[int]]) -> Any:
+        docs = _as_strings(ids, self._table)
+        return self._weigh([v.transform(docs) for v in self._vectorizers], len(docs))
+
+    def _weigh(self, counts: list[Any], n_rows: int) -> Any:
+        """(1 + log tf) * idf, L2-normalised per block, blocks side by side."""
+        import scipy.sparse as sp
+
+        parts = []
+        for block, x in zip(self.blocks, counts, strict=True):
+            x = sp.csr_matrix(x, dtype=np.float32, copy=True)
+            x.data = 1.0 + np.log(x.data)
+            x = x @ sp.diags(block.idf)
+            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+            x = sp.diags(1.0 / np.maximum(norms, 1e-12).astype(np.float32)) @ x
+            parts.append(x)
+        if not parts:
+            return sp.csr_matrix((n_rows, 0), dtype=np.float32)
+        return sp.hstack(parts, format="csr", dtype=np.float32)
+
+    # -- (de)serialisation as plain arrays --
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {"vocab_size": np.array(self.vocab_size, dtype=np.int64)}
+        for block in self.blocks:
+            out[f"{block.name}_pool"] = np.array([i for g in block.grams for i in g], dtype=np.int64)
+            out[f"{block.name}_lengths"] = np.array([len(g) for g in block.grams], dtype=np.int32)
+            out[f"{block.name}_idf"] = block.idf
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> NgramFeaturizer:
+        blocks = []
+        for name in ("char", "word"):
+            if f"{name}_pool" not in arrays:
+                continue
+            pool, lengths = arrays[f"{name}_pool"], arrays[f"{name}_lengths"]
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            grams = [tuple(pool[s : s + n].tolist()) for s, n in zip(starts, lengths, strict=True)]
+            blocks.append(Block(name, grams, arrays[f"{name}_idf"].astype(np.float32)))
+        return cls(blocks, int(arrays["vocab_size"]))
+
+
+def _analyzer(name: str) -> dict[str, Any]:
+    common = {"lowercase": False, "strip_accents": None}  # the tokenizer already normalised
+    if name == "char":
+        return {"analyzer": "char", "ngram_range": CHAR_NGRAMS, **common}
+    return {"analyzer": "word", "token_pattern": r"[^ ]+", "ngram_range": WORD_NGRAMS, **common}
+
+
+# -- linear heads ---------------------------------------------------------------------------
+@dataclass
+class LinearHead:
+    """logits = X @ weights + bias; the runtime applies softmax / sigmoid / nothing."""
+
+    weights: np.ndarray  # float32 [F, K]
+    bias: np.ndarray  # float32 [K]
+
+    def logits(self, x: Any) -> np.ndarray:
+        return np.asarray(x @ self.weights, dtype=np.float32) + self.bias
+
+
+def fit_head(task: str, x: Any, y: np.ndarray, n_out: int, strength: float, *, balanced: bool, seed: int) -> LinearHead:
+    """One fit: logistic regression (softmax over classes, or one per label) or ridge."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    n_features = x.shape[1]
+    weights = np.zeros((n_features, n_out), dtype=np.float32)
+    bias = np.zeros(n_out, dtype=np.float32)
+    if task == "regression":
+        model = Ridge(alpha=strength, random_state=seed).fit(x, y)
+        weights[:, 0], bias[0] = model.coef_, model.intercept_
+        return LinearHead(weights, bias)
+    cw = "balanced" if balanced else None
+    if task == "multi_label_classification":
+        for j in range(n_out):
+            column = y[:, j] > 0.5
+            if column.all() or not column.any():  # one value only: nothing to fit
+                bias[j] = -ABSENT_BIAS if column.all() else ABSENT_BIAS
+                continue
+            model = LogisticRegression(C=strength, max_iter=2000, class_weight=cw, random_state=seed)
+            model.fit(x, column.astype(np.int64))
+            weights[:, j], bias[j] = model.coef_[0], model.intercept_[0]
+        return LinearHead(weights, bias)
+    present = np.unique(y)
+    bias[:] = ABSENT_BIAS
+    if len(present) == 1:  # a training set of one class predicts that class
+        bias[present[0]] = 0.0
+        return LinearHead(weights, bias)
+    model = LogisticRegression(C=strength, max_iter=2000, class_weight=cw, random_state=seed).fit(x, y)
+    if len(present) == 2:  # binary: one score z, i.e. logits (0, z) give the same softmax
+        bias[present[0]] = 0.0
+        weights[:, present[1]], bias[present[1]] = model.coef_[0], model.intercept_[0]
+    else:
+        for row, cls in enumerate(model.classes_):
+            weights[:, cls], bias[cls] = model.coef_[row], model.intercept_[row]
+    return LinearHead(weights, bias)
+
+
+def outputs(task: str, logits: np.ndarray) -> np.ndarray:
+    """What the runtime serves for these logits (mirrors aiaas.serving.runtime.Predictor)."""
+    if task == "single_label_classification":
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(axis=1, keepdims=True)
+    if task == "multi_label_classification":
+        return np.exp(-np.logaddexp(0.0, -logits))
+    return logits
+
+
+def score(task: str, logits: np.ndarray, y: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """The transformer engine's validation metrics, plus its valid_loss, for these logits."""
+    if task == "single_label_classification":
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss = float(-log_probs[np.arange(len(y)), y].mean())
+        return {"valid_loss": loss, **metrics.single_label(logits, y, labels)}
+    if task == "multi_label_classification":
+        # Binary cross-entropy with logits, in its overflow-free form.
+        loss = float((np.maximum(logits, 0) - logits * y + np.logaddexp(0.0, -np.abs(logits))).mean())
+        return {"valid_loss": loss, **metrics.multi_label(outputs(task, logits), y, labels)}
+    pred = logits[:, 0]
+    return {"valid_loss": float(((pred - y) ** 2).mean()), **metrics.regression(pred, y)}
+
+
+# -- the trained model ----------------------------------------------------------------------
+class ClassicalModel:
+    """A trained tfidf-linear model in memory: tokenizer, featurizer, head.
+
+    Its `predict` is the plain scikit-learn/scipy predictor: the reference the ONNX
+    export is checked against, and what the export's latency is compared with.
+    """
+
+    def __init__(self, *, tokenizer: Any, featurizer: NgramFeaturizer, head: LinearHead, meta: dict) -> None:
+        self.tokenizer = tokenizer
+        self.featurizer = featurizer
+        self.head = head
+        self.meta = meta
+        self.task: str = meta["task"]
+        self.labels: list[str] = list(meta.get("labels") or [])
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        return self.head.logits(self.featurizer.transform(encode(self.tokenizer, texts)))
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """[N, C] probabilities (softmax / sigmoid), or [N, 1] values for regression."""
+        return outputs(self.task, self.logits(texts))
+
+    def save(self, model_dir: Path) -> Path:
+        """Write the directory next to its final place, then swap it in (no half-written model)."""
+        model_dir = Path(model_dir)
+        tmp = model_dir.with_name(f".tmp-{model_dir.name}-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.tokenizer.save(str(tmp / TOKENIZER_FILE))
+        arrays = {**self.featurizer.to_arrays(), "weights": self.head.weights, "bias": self.head.bias}
+        np.savez(tmp / MODEL_FILE, **arrays)
+        (tmp / META_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **self.meta}, indent=2))
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        os.rename(tmp, model_dir)
+        return model_dir
+
+    @classmethod
+    def load(cls, model_dir: Path) -> ClassicalModel:
+        from tokenizers import Tokenizer
+
+        model_dir = Path(model_dir)
+        try:
+            meta = json.loads((model_dir / META_FILE).read_text())
+            with np.load(model_dir / MODEL_FILE, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise InvalidFile(f"{model_dir} is not a readable {FAMILY} model: {exc}") from exc
+        if meta.get("family") != FAMILY:
+            raise InvalidFile(f"{model_dir}/{META_FILE} says family {meta.get('family')!r}, not {FAMILY!r}.")
+        tokenizer = Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=int(meta["max_length"]))
+        head = LinearHead(arrays["weights"].astype(np.float32), arrays["bias"].astype(np.float32))
+        return cls(tokenizer=tokenizer, featurizer=NgramFeaturizer.from_arrays(arrays), head=head, meta=meta)
+
+
+def is_classical(model_dir: Path) -> bool:
+    """True when `model_dir/aiaas.json` names this family (the exporter dispatches on it)."""
+    try:
+        return json.loads((Path(model_dir) / META_FILE).read_text()).get("family") == FAMILY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# -- training -------------------------------------------------------------------------------
+def train_classical(
+    config: TrainConfig, data: PreparedDataLike, work_dir: Path, callbacks: TrainCallbacks
+) -> TrainResult:
+    """Fit the tfidf-linear model on `data`; writes `work_dir/model` and returns its TrainResult.
+
+    From `config` only task, seed and class_weights apply; the transformer settings
+    (base model, epochs, learning rate, ...) mean nothing here. No checkpoints: a rerun
+    takes seconds and gives the same model.
+    """
+    started = time.perf_counter()
+    task = config.task
+    labels = components.check_data(config, data)
+
+    def check_stop() -> None:
+        if callbacks.should_stop():
+            raise TrainingStopped("Training stopped on request.")
+
+    y_train = batching.encode_targets(task, [ex.label for ex in data.train], labels, split="train")
+    y_val = batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
+    texts_train = [ex.text for ex in data.train]
+    tokenizer = build_tokenizer(texts_train)
+    ids_train = encode(tokenizer, texts_train)
+    ids_val = encode(tokenizer, [ex.text for ex in data.validation])
+    check_stop()
+    featurizer, x_train = NgramFeaturizer.fit(ids_train, tokenizer.get_vocab_size(with_added_tokens=True))
+    x_val = featurizer.transform(ids_val) if ids_val else None
+    featurize_s = time.perf_counter() - started
+    n_out = 1 if task == "regression" else len(labels)
+    model_kind = "ridge" if task == "regression" else "logistic_regression"
+    strength_name = "alpha" if task == "regression" else "C"
+    grid = ALPHA_GRID if task == "regression" else C_GRID
+    if x_val is None:
+        grid = (NO_VALIDATION_ALPHA if task == "regression" else NO_VALIDATION_C,)
+        callbacks.event("warning", "No validation examples: default regularisation, no validation metrics.")
+    callbacks.event(
+        "info",
+        f"Training {FAMILY} ({task}) on {len(ids_train)} examples ({len(ids_val)} for validation): "
+        f"{featurizer.n_features} n-gram features, {model_kind} with {strength_name} in {list(grid)}.",
+        data={"features": {b.name: len(b) for b in featurizer.blocks}, "featurize_seconds": featurize_s},
+    )
+
+    best: tuple[tuple[float, float], float, LinearHead, dict[str, Any]] | None = None
+    history: list[dict[str, Any]] = []
+    for step, strength in enumerate(grid, start=1):
+        check_stop()
+        fit_started = time.perf_counter()
+        head = fit_head(task, x_train, y_train, n_out, strength, balanced=config.class_weights, seed=config.seed)
+        fit_s = time.perf_counter() - fit_started
+        scores: dict[str, Any] = score(task, head.logits(x_val), y_val, labels) if x_val is not None else {}
+        record = {
+            "split": "validation",
+            "step": step,
+            "epoch": 1,
+            strength_name: strength,
+            "fit_seconds": round(fit_s, 3),
+            **{k: v for k, v in scores.items() if k not in ("per_label", "confusion_matrix", "thresholds")},
+        }
+        history.append(record)
+        callbacks.event("info", _message(record, strength_name), type="metrics", data=dict(record))
+        rank = metrics.selection_score(task, scores) if scores else (0.0, 0.0)
+        if best is None or rank > best[0]:
+            best = (rank, strength, head, scores)
+    assert best is not None
+    _, strength, head, best_scores = best
+
+    selection_metric = metrics.SELECTION[task][0]
+    summary = {k: v for k, v in best_scores.items() if k not in ("per_label", "thresholds")}
+    meta: dict[str, Any] = {
+        "family": FAMILY,
+        "task": task,
+        "labels": labels,
+        "max_length": MAX_CHARS,
+        "do_lower_case": True,
+        "metrics": summary,
+        "base_model": FAMILY,
+        "selection_metric": selection_metric,
+        "classical": {
+            "model": model_kind,
+            strength_name: strength,
+            "char_ngrams": list(CHAR_NGRAMS),
+            "word_ngrams": list(WORD_NGRAMS),
+            "features": {b.name: len(b) for b in featurizer.blocks},
+            "pad_token_id": PAD_ID,
+            "boundary_token_id": BOUNDARY_ID,
+            "model_file": MODEL_FILE,
+        },
+    }
+    if task == "multi_label_classification":
+        meta["thresholds"] = best_scores.get("thresholds") or {label: 0.5 for label in labels}
+    check_stop()
+    model = ClassicalModel(tokenizer=tokenizer, featurizer=featurizer, head=head, meta=meta)
+    model_dir = model.save(Path(work_dir) / "model")
+    wall_s = time.perf_counter() - started
+    callbacks.event(
+        "info",
+        f"{FAMILY} model written after {wall_s:.1f} s ({strength_name} {strength:g}).",
+        data={"metrics": summary},
+    )
+    reasons = {
+        strength_name: f"best {selection_metric} on validation among {list(grid)}"
+        if x_val is not None
+        else "default (no validation set)",
+        "features": f"char {CHAR_NGRAMS} + word {WORD_NGRAMS} n-grams, min_df {MIN_DF}, sublinear tf-idf",
+    }
+    hyperparameters = {
+        "family": FAMILY,
+        "model": model_kind,
+        strength_name: strength,
+        "grid": list(grid),
+        "char_ngrams": list(CHAR_NGRAMS),
+        "word_ngrams": list(WORD_NGRAMS),
+        "min_df": MIN_DF,
+        "max_chars": MAX_CHARS,
+        "n_features": featurizer.n_features,
+        "class_weights": config.class_weights,
+        "seed": config.seed,
+        "selection_metric": selection_metric,
+        "train_seconds": round(wall_s, 3),
+        "reasons": reasons,
+    }
+    return TrainResult(
+        model_dir=model_dir,
+        metrics=best_scores,
+        trained_tokens=int(sum(len(ids) for ids in ids_train)),  # characters, one pass
+        steps=len(grid),
+        epochs_completed=1.0,
+        hyperparameters=hyperparameters,
+        history=history,
+    )
+
+
+def _message(record: dict[str, Any], strength_name: str) -> str:
+    parts = [f"{FAMILY} {strength_name} {record[strength_name]:g}"]
+    for key in ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2"):
+        if key in record and isinstance(record[key], float) and math.isfinite(record[key]):
+            parts.append(f"{key} {record[key]:.4f}")
+    return ", ".join(parts) + f" ({record['fit_seconds']:.1f} s)"
