@@ -80,6 +80,8 @@ class _Base:
                 raise APIConnectionError(f"Could not reach {self.base_url}: {exc}") from exc
             return _retry_delay(None, attempt)
         assert resp is not None
+        if resp.headers.get("x-should-retry", "").lower() == "false":
+            return None  # e.g. a quota, or a request larger than the whole limit: waiting cannot help
         if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
             return _retry_delay(resp, attempt)
         return None

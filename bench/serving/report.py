@@ -93,14 +93,15 @@ def _intro(result: dict) -> list[str]:
 def _tables(result: dict) -> list[str]:
     cfg = result["configs"]
     table = [
-        "| config | what | rps | p50 ms | p99 ms | CPU ms / request | errors |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| config | what | rps | p50 ms | p99 ms | CPU ms / request | errors | processes / threads |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("naive", "litserve", "aiaas"):
         c = cfg[name]
         table.append(
             f"| {name} | {c['what']} | {_fmt(c['rps'])} | {_fmt(c['p50_ms'])} | {_fmt(c['p99_ms'])} | "
-            f"{_fmt(c['cpu_ms_per_request'], '.2f')} | {c['errors']} |"
+            f"{_fmt(c['cpu_ms_per_request'], '.2f')} | {c['errors']} | "
+            f"{c['server_processes']} / {c['server_threads']} |"
         )
     targets = ["| target (issue #4) | value | target | met |", "|---|---:|---|---|"]
     for name, v in result["targets"].items():

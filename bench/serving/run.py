@@ -406,6 +406,7 @@ def main() -> None:
             {int(k): v for k, v in workers["python_threads_by_id"].items()}, rounds["aiaas"][-1]["requests"]
         )
         half = _half_load(args, servers, targets, configs["aiaas"]["rps"])
+        trees = {name: server.describe() for name, server in servers.items()}
     finally:
         for server in servers.values():
             server.stop()
@@ -418,7 +419,14 @@ def main() -> None:
         "aiaas": "`aiaas serve`, deployment predict API with key, ONNX int8",
     }
     for name in ORDER:
-        configs[name] = {"what": descriptions[name], **configs[name], "rounds": rounds[name]}
+        configs[name] = {
+            "what": descriptions[name],
+            **configs[name],
+            "server_processes": len(trees[name]),
+            "server_threads": sum(p["threads"] for p in trees[name]),
+            "server_rss_mib": round(sum(p["rss_mib"] for p in trees[name]), 1),
+            "rounds": rounds[name],
+        }
     per_round = {
         other: [round(a["rps"] / b["rps"], 2) for a, b in zip(rounds["aiaas"], rounds[other], strict=True)]
         for other in ("naive", "litserve")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,8 @@ NO_LIMITS = {
     "auth_failure_audits_per_minute": 0,
 }
 TINY = "tiny-bert"
+# For tests whose subject does not depend on the SQL backend: run them once, on SQLite.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ def app(settings, db):
 
 
 @pytest.fixture
-async def client(app, admin) -> Iterator[httpx.AsyncClient]:
+async def client(app, admin) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=admin.headers) as c:
         yield c
@@ -175,7 +177,21 @@ def live_server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
         me.raise_for_status()
         yield LiveServer(server.base_url, key, me.json()["id"], server.proc.pid, settings, server)
     finally:
-        server.stop()
+        _stop(server)
+
+
+def _stop(server) -> None:
+    """SIGINT, then SIGKILL after 5 s: a request stuck in a worker thread must not hold the suite up."""
+    import signal
+    import subprocess
+
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGINT)
+    try:
+        server.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(timeout=10)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:

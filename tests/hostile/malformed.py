@@ -387,9 +387,9 @@ def f_parquet(rng: random.Random) -> Case:
 
 def _zip_bytes(rng: random.Random) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("xl/workbook.xml", "<workbook/>")
-        z.writestr("train.csv", csv_bytes(rows(rng)))
+    with zipfile.ZipFile(buf, "w") as z:  # fixed timestamps: the same seed gives the same bytes
+        z.writestr(zipfile.ZipInfo("xl/workbook.xml", (2020, 1, 1, 0, 0, 0)), "<workbook/>")
+        z.writestr(zipfile.ZipInfo("train.csv", (2020, 1, 1, 0, 0, 0)), csv_bytes(rows(rng)))
     return buf.getvalue()
 
 

@@ -19,9 +19,7 @@ import pytest
 
 from aiaas.security.csv_safe import FORMULA_TRIGGERS
 from tests.helpers.datasets import NEGATIVE, POSITIVE
-from tests.hostile.conftest import TINY
-
-pytestmark = pytest.mark.slow
+from tests.hostile.conftest import SQLITE_ONLY, TINY
 
 FORMULA_LABELS = ["=cmd|' /C calc'!A0", "+HYPERLINK(\"http://evil.example\")", "-2+3", "@SUM(A1:A9)"]
 HOSTILE_CELLS = FORMULA_LABELS + ["\t=1+1", "\r=1+1", "＝1+1"]
@@ -51,6 +49,8 @@ def unsafe_cells(text: str) -> list[str]:
     return bad
 
 
+@SQLITE_ONLY
+@pytest.mark.slow
 async def test_results_csv_of_a_job_on_formula_labels_is_escaped(client, settings, tiny_base) -> None:
     from aiaas.jobs.worker import Worker
 
@@ -99,6 +99,7 @@ def test_results_writer_escapes_hostile_history_values() -> None:
         assert row[2] == "-0.5"  # a real number keeps its sign
 
 
+@SQLITE_ONLY
 async def test_uploaded_file_content_is_returned_verbatim_as_an_attachment(client) -> None:
     data = _training_csv()
     up = await client.post("/v1/files", files={"file": ("formulas.csv", data)}, data={"purpose": "fine-tune"})

@@ -35,7 +35,7 @@ FILE_FAMILIES = {"truncated", "bitflip", "encoding", "random_bytes", "nul", "quo
 HEAVY_TO_PLANT = ("deep_json", "million_digit_jsonl")
 
 
-def _jsonl(records: list[dict], raw_lines: list[str] = ()) -> bytes:  # type: ignore[assignment]
+def _jsonl(records: list[dict], raw_lines: list[str] | tuple[str, ...] = ()) -> bytes:
     return ("".join(json.dumps(r) + "\n" for r in records) + "".join(line + "\n" for line in raw_lines)).encode()
 
 

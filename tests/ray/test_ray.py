@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import POSTGRES_URL
 from tests.ray.conftest import HAVE_RAY, NO_RAY, alive, events, freeze, job_row, task_pid, wait_for
 
 pytestmark = [
@@ -40,9 +41,12 @@ def dispatcher(ray_session, fast):
     d.shutdown()
 
 
-# The lease hand-over is SQL: the kill/resume test runs on PostgreSQL too; the others on SQLite
-# only, to keep the module inside its time budget.
+# One database per test, to keep the module inside its time budget: SQLite for most; the kill/resume
+# test (the whole hand-over: claim, hand-over, death, take-back, re-claim) on PostgreSQL when the
+# suite has one, and the cheap cancel-before-start test on both.
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+postgres_if_available = pytest.mark.parametrize("database_url", ["postgres" if POSTGRES_URL else "sqlite"],
+                                                indirect=True)
 
 
 def _until_done(d, db, job_id: str, timeout: float = 90):
@@ -149,6 +153,7 @@ def _in_process_predictor(settings, db, uri: str):
         return load_predictor(onnx)
 
 
+@postgres_if_available
 def test_killed_worker_resumes_from_checkpoint(dispatcher, db, make_job):
     """SIGKILL the training process after a checkpoint: the job is claimed again and resumes from it.
     Then a cancel, which the resumed task sees through its lease and obeys at its next step."""
@@ -204,7 +209,6 @@ def test_hung_training_process_is_killed_after_the_grace_period(dispatcher, db, 
     assert not alive(pid)
 
 
-@sqlite_only
 def test_cancel_before_start_never_runs(ray_session, fast, db, make_job):
     """A job claimed while the cluster is full and cancelled before its task starts never trains."""
     from aiaas.jobs.ray_backend import RayDispatcher

@@ -60,3 +60,13 @@ def test_connection_refused_is_a_typed_error():
         port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
     with Client(f"http://127.0.0.1:{port}", "aiaas_sk_x", max_retries=1) as c, pytest.raises(APIConnectionError):
         c.organizations.me()
+
+
+def test_should_retry_false_is_not_retried():
+    calls: list[float] = []
+    body = {"error": {"message": "quota", "type": "rate_limit_error", "code": "quota_exceeded", "param": None}}
+    c = make_client([httpx.Response(429, headers={"x-should-retry": "false", "retry-after": "0"}, json=body)],
+                    calls)
+    with pytest.raises(RateLimitError) as e:
+        c.organizations.me()
+    assert len(calls) == 1 and e.value.code == "quota_exceeded"
