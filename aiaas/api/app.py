@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -31,6 +33,26 @@ from aiaas.store.db import Database
 from aiaas.store.encrypted import encrypted
 
 UPLOAD_PATHS = ("/v1/files",)
+log = logging.getLogger(__name__)
+
+
+async def _warm_pinned(state: AppState) -> None:
+    """Deployments with min_replicas=1 are loaded at start-up and never scaled to zero."""
+    from starlette.concurrency import run_in_threadpool
+
+    from aiaas.store.deployments import pinned_artifacts
+
+    def find() -> list[str]:
+        with state.db.session() as s:
+            return pinned_artifacts(s)
+
+    inference = state.services["inference"]
+    for uri in await run_in_threadpool(find):
+        inference.pin(uri, True)
+        try:
+            await inference.cache.get(uri)
+        except Exception:  # noqa: BLE001 - a broken artifact must not stop the server; requests will say why
+            log.warning("could not preload %s", uri, exc_info=True)
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None, migrate_db: bool = True) -> FastAPI:
@@ -48,9 +70,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warm = asyncio.create_task(_warm_pinned(state))
         try:
             yield
         finally:
+            warm.cancel()
             for service in reversed(list(state.services.values())):
                 close = getattr(service, "aclose", None)
                 if close is not None:

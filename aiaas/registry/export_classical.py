@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
 MAX_VALIDATION_TEXTS = 1000
-# Probabilities of graph and scikit-learn predictor may differ by float32 rounding only.
+# Graph and scikit-learn predictor may differ by float32 rounding only (relative above 1).
 MAX_ABS_DIFF = 1e-4
 # Rows per run: the dense [rows, features] intermediate is the cost; measured on a
 # 2-core host with 300k features (ms per text, batch of 64): 1 -> 0.9, 8 -> 0.6, 32 -> 0.6.
@@ -101,7 +101,9 @@ def export_classical_model(
     served = rt.load_predictor(out_dir)
     reference = model.predict(texts)
     got = served.predict(texts)
-    diff = float(np.abs(got - reference).max()) if len(texts) else 0.0
+    # Relative beyond 1: regression values may be in the thousands, float32 keeps ~7 digits.
+    scaled = np.abs(got - reference) / np.maximum(1.0, np.abs(reference))
+    diff = float(scaled.max()) if len(texts) else 0.0
     if not diff <= MAX_ABS_DIFF:
         raise AiaasError(
             f"The exported tfidf-linear graph disagrees with the trained model (max diff {diff:.2e} > "

@@ -70,3 +70,16 @@ def deployment_public(row: Deployment) -> dict:
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
+
+
+def pinned_artifacts(session: Session) -> list[str]:
+    """Artifact URIs that some deployment keeps loaded (min_replicas=1), across organisations."""
+    from aiaas.store.models import Model
+
+    stmt = (
+        select(Model.artifact_uri)
+        .join(Deployment, (Deployment.model == Model.id) & (Deployment.org_id == Model.org_id))
+        .where(Deployment.min_replicas > 0)
+        .distinct()
+    )
+    return list(session.scalars(stmt))

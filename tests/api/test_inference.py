@@ -86,3 +86,27 @@ async def test_infer_scope_only_for_inference(client, org_a, model_id):
     assert (await client.get("/v1/files", headers=infer)).status_code == 403
     assert (await client.post("/v1/deployments", headers=infer, json={"name": "x", "model": model_id})
             ).status_code == 403
+
+
+async def test_min_replicas_one_is_preloaded_on_start_and_unpinned_on_delete(client, settings, db, org_a, model_id):
+    import asyncio
+
+    from aiaas.api.app import create_app
+    from aiaas.registry import models as registry
+
+    r = await client.post("/v1/deployments", headers=org_a.headers,
+                          json={"name": "warm", "model": model_id, "min_replicas": 1})
+    assert r.status_code == 201
+    with db.session() as s:
+        uri = registry.get_model(s, org_a.id, model_id).artifact_uri
+    restarted = create_app(settings, db=db, migrate_db=False)  # as after a server restart
+    async with restarted.router.lifespan_context(restarted):
+        cache = restarted.state.aiaas.services["inference"].cache
+        for _ in range(200):
+            if uri in cache:
+                break
+            await asyncio.sleep(0.05)
+        assert uri in cache and uri in cache.stats()["pinned"]
+    r = await client.delete("/v1/deployments/warm", headers=org_a.headers)
+    assert r.status_code == 200
+    assert uri not in client._transport.app.state.aiaas.services["inference"].cache.stats()["pinned"]

@@ -152,7 +152,7 @@ def test_export_is_served_by_the_runtime_and_matches_scikit_learn(tmp_path: Path
     reference = classical.ClassicalModel.load(result.model_dir).predict(texts)
     got = predictor.predict(texts)
     assert got.shape == reference.shape
-    np.testing.assert_allclose(got, reference, atol=1e-5)
+    np.testing.assert_allclose(got, reference, atol=1e-5, rtol=1e-5)
     assert report["onnx_vs_sklearn_max_abs_diff"] <= 1e-4
     assert predictor.task == data.task and predictor.labels == list(data.labels)[: got.shape[1]]
     if data.task == "multi_label_classification":

@@ -51,11 +51,17 @@ def retrieve_deployment(name: str, principal: PrincipalDep, session: SessionDep)
 
 
 @router.delete("/deployments/{name}", response_model=Deleted)
-def delete_deployment(name: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep) -> dict:
+def delete_deployment(name: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep,
+                      state: StateDep) -> dict:
     row = dep_store.get_deployment(session, principal.org_id, name)
     session.delete(row)
     audit.record(session, actor, "deployment.deleted", target_type="deployment", target_id=row.id,
                  details={"name": row.name, "model": row.model})
+    if row.min_replicas:
+        session.flush()
+        model = registry.get_model(session, principal.org_id, row.model)
+        if model.artifact_uri not in dep_store.pinned_artifacts(session):
+            state.services["inference"].pin(model.artifact_uri, False)  # may scale to zero again
     return {"id": row.id, "object": "deployment", "deleted": True}
 
 
