@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     if migrate_db:
         migrate.upgrade(db.engine)
     state = AppState(settings=settings, db=db, master_secret=secret)
-    blobs = encrypted(create_blob_store(settings.blobs_url), db, secret)  # per-organisation keys at rest
+    blobs = encrypted(create_blob_store(settings.blobs_url, settings), db, secret)  # per-organisation keys at rest
     state.services["blobs"] = blobs
     state.services["ratelimit"] = create_rate_limiter(settings.rate_limit_url)
     state.services["usage"] = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds)

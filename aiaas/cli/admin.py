@@ -112,7 +112,7 @@ def orgs_delete(
             audit.record(s, audit.OPERATOR, "organization.deleted", target_type="organization",
                          target_id=org_id, details={"name": name})
     # The key is destroyed (committed above); removing the ciphertext only frees space.
-    blobs = create_blob_store(settings.blobs_url)
+    blobs = create_blob_store(settings.blobs_url, settings)
     failed = 0
     for uri in leftovers["blobs"]:
         try:
@@ -208,6 +208,11 @@ def serve(
         os.environ["AIAAS_JOB_WORKERS"] = str(job_workers)
     settings = get_settings()
     settings.master_secret()  # fail here, clearly, rather than in every server process
+    if settings.cluster_address and job_workers is None:
+        # On a cluster, training runs as Ray tasks started by `aiaas ray-dispatcher`, not local workers.
+        os.environ["AIAAS_JOB_WORKERS"] = "0"
+        get_settings.cache_clear()
+        settings = get_settings()
     host = host or settings.host
     port = port if port is not None else settings.port
     pool = _start_job_workers(settings.job_workers)
@@ -253,3 +258,27 @@ def worker(data_dir: Path = DataDirOpt, database_url: str = DbOpt) -> None:
     w = Worker(settings)
     w.install_signal_handlers()
     w.run_forever()
+
+
+@handle_errors
+def ray_dispatcher(
+    num_cpus: float = typer.Option(1, "--num-cpus", help="CPUs per training task (and torch threads)."),
+    num_gpus: float = typer.Option(0, "--num-gpus", help="GPUs per training task."),
+    max_jobs: int = typer.Option(None, "--max-jobs", help="Jobs at once (default: what the cluster fits)."),
+    cancel_grace: float = typer.Option(30.0, "--cancel-grace", help="Seconds before a cancelled task is killed."),
+    gateway_port: int = typer.Option(None, "--gateway-port",
+                                     help="Also serve deployments on Ray Serve to API processes on this port."),
+    gateway_host: str = typer.Option(None, "--gateway-host", help="Gateway address (default AIAAS_RAY_BIND_HOST)."),
+    data_dir: Path = DataDirOpt,
+    database_url: str = DbOpt,
+) -> None:
+    """Run training jobs as Ray tasks on the cluster at AIAAS_CLUSTER_ADDRESS (and, with --gateway-port, serve
+    deployments on Ray Serve). Keeps the Ray driver out of the API process."""
+    from aiaas.cluster.dispatcher import run_dispatcher
+    from aiaas.core.settings import get_settings
+
+    apply_env(data_dir, database_url)
+    settings = get_settings()
+    settings.master_secret()
+    run_dispatcher(settings, num_cpus=num_cpus, num_gpus=num_gpus, max_jobs=max_jobs, cancel_grace_s=cancel_grace,
+                   gateway_port=gateway_port, gateway_host=gateway_host)

@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command("init")(admin.init)
 app.command("serve")(admin.serve)
 app.command("worker")(admin.worker)
+app.command("ray-dispatcher")(admin.ray_dispatcher)
 app.command("quickstart")(quickstart)
 app.add_typer(admin.orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")

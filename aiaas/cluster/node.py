@@ -33,4 +33,4 @@ def blob_store_for(settings: Settings) -> BlobStore:
         from aiaas.store.s3 import S3BlobStore
 
         return S3BlobStore(settings.blobs_url, settings=settings)
-    return create_blob_store(settings.blobs_url)
+    return create_blob_store(settings.blobs_url, settings)

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     cluster_address: str | None = None  # a Ray cluster ("ray://host:10001" or "host:6379"); None = embedded
     ray_bind_host: str = "127.0.0.1"  # every listener Ray opens binds here
     ray_auth_token_path: Path | None = None  # token auth for the cluster; required in production
+    ray_max_replicas: int = Field(default=2, ge=1)  # per deployment on Ray Serve (autoscaling upper bound)
+    ray_gateway_url: str | None = None  # http://host:port of `aiaas ray-dispatcher --gateway-port`: serve on Ray
     rate_limit_url: str | None = None  # None/memory:// = one process; redis://… when API processes share limits
 
     # Rate limits per API key and quotas per organisation. An organisation's settings JSON may

@@ -24,7 +24,7 @@ class Worker:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.db = Database(settings.sqlalchemy_url)
-        self.blobs = create_blob_store(settings.blobs_url)
+        self.blobs = create_blob_store(settings.blobs_url, settings)
         self.stopping = threading.Event()
         self.current: Lease | None = None
 

@@ -64,6 +64,7 @@ class Target:
     task: str
     thresholds: Any = None
     deployment: str | None = None
+    deployment_id: str | None = None
     version: str = "1"
 
 
@@ -78,7 +79,8 @@ def resolve_target(db: Database, settings: Settings, org_id: str, name: str, *, 
             if dep is not None:
                 m = registry.get_model(s, org_id, dep.model, param=param)
                 card = m.card or {}
-                return Target(m.id, m.artifact_uri, m.task, card.get("thresholds"), deployment=dep.name)
+                return Target(m.id, m.artifact_uri, m.task, card.get("thresholds"), deployment=dep.name,
+                              deployment_id=dep.id)
         else:
             m = registry.get_model(s, org_id, name, param=param)
             card = m.card or {}
@@ -97,6 +99,13 @@ class InferenceService:
         self.executor = ThreadPoolExecutor(max_workers=settings.inference_threads, thread_name_prefix="infer")
         self._cache: Any = None
         self._batchers: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # With a Ray gateway configured, deployments are Ray Serve applications (one per deployment id);
+        # models called by id, and base-model embeddings, stay in process.
+        self.remote: Any = None
+        if settings.ray_gateway_url:
+            from aiaas.cluster.gateway import GatewayClient
+
+            self.remote = GatewayClient(settings.ray_gateway_url, settings.master_secret())
 
     @property
     def cache(self) -> Any:
@@ -166,18 +175,33 @@ class InferenceService:
             self._batchers[(artifact, kind)] = current
         return current[1]
 
-    async def run(self, artifact: str, texts: list[str], kind: str = "scores") -> tuple[Any, np.ndarray, int]:
+    async def run(self, artifact: str, texts: list[str], kind: str = "scores", *,
+                  deployment_id: str | None = None) -> tuple[Any, np.ndarray, int]:
         """Returns (predictor, [N, C] scores or [N, H] embeddings, total input tokens).
 
         The model is held in the cache while the request runs, so eviction never hits it mid-flight.
         """
+        if self.remote is not None and deployment_id is not None and kind == "scores":
+            scores, labels, task, tokens = await self.remote.predict(deployment_id, texts)
+            return RemotePredictor(labels=labels, task=task), scores, tokens
         async with self.cache.use(artifact) as predictor:
             pairs = await self._batcher(artifact, kind, predictor).submit(texts)
         rows = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, 0), dtype=np.float32)
         return predictor, rows, int(sum(p[1] for p in pairs))
 
-    async def predict(self, artifact_uri: str, texts: list[str]) -> tuple[Any, np.ndarray, int]:
-        return await self.run(artifact_uri, texts, "scores")
+    async def predict(self, artifact_uri: str, texts: list[str], *,
+                      deployment_id: str | None = None) -> tuple[Any, np.ndarray, int]:
+        return await self.run(artifact_uri, texts, "scores", deployment_id=deployment_id)
+
+    async def deployed(self, deployment_id: str, artifact_uri: str, min_replicas: int) -> None:
+        """A deployment was created: on Ray, start its Serve application (rolling update if it exists)."""
+        if self.remote is not None:
+            await self.remote.deploy(deployment_id, artifact_uri, min_replicas=min_replicas,
+                                     max_replicas=max(1, self.settings.ray_max_replicas))
+
+    async def undeployed(self, deployment_id: str) -> None:
+        if self.remote is not None:
+            await self.remote.delete(deployment_id)
 
     async def ready(self, artifact: str) -> bool:
         return artifact in self.cache
@@ -195,6 +219,8 @@ class InferenceService:
             self._cache.evict(artifact_uri)
 
     async def aclose(self) -> None:
+        if self.remote is not None:
+            await self.remote.aclose()
         if self._cache is not None:
             await self._cache.close()
         for _, batcher in self._batchers.values():
@@ -204,6 +230,15 @@ class InferenceService:
                 if asyncio.iscoroutine(res):
                     await res
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class RemotePredictor:
+    """What shape_predictions needs from a model served elsewhere (Ray Serve)."""
+
+    labels: list[str]
+    task: str
+    thresholds: Any = None
 
 
 def shape_predictions(predictor: Any, scores: np.ndarray, *, top_k: int | None, thresholds: Any = None) -> list[dict]:

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from aiaas.core.errors import PayloadTooLarge
 
@@ -126,13 +126,16 @@ class FileBlobStore(BlobStore):
             path.unlink(missing_ok=True)
 
 
-def create_blob_store(uri_root: str | Path) -> BlobStore:
-    """`file:///path` or a plain path → FileBlobStore; `s3://bucket/prefix` → S3 (extra)."""
+def create_blob_store(uri_root: str | Path, settings: Any = None) -> BlobStore:
+    """`file:///path` or a plain path → FileBlobStore; `s3://bucket/prefix` → S3 (extra).
+
+    `settings` gives S3 its endpoint and cache directory (else the process-wide settings).
+    """
     text = str(uri_root)
     if text.startswith("s3://"):
         from aiaas.store.s3 import S3BlobStore  # guarded import: needs the `s3` extra
 
-        return S3BlobStore(text)
+        return S3BlobStore(text, settings=settings)
     if text.startswith("file://"):
         text = text[len("file://") :]
     return FileBlobStore(Path(text))

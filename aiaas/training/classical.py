@@ -92,6 +92,7 @@ def build_tokenizer(texts: Sequence[str], *, max_chars: int = MAX_CHARS) -> Any:
         [
             normalizers.NFKC(),
             normalizers.Lowercase(),
+            normalizers.Replace(BOUNDARY, " "),  # a literal ▁ in the text is just a space
             normalizers.Replace(Regex(r"\s+"), " "),
             normalizers.Strip(),
         ]
@@ -107,8 +108,11 @@ def build_tokenizer(texts: Sequence[str], *, max_chars: int = MAX_CHARS) -> Any:
         vocab[char] = len(vocab)
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK, fuse_unk=False))
     tokenizer.normalizer = normalizer
+    # Split on whitespace first, then punctuation, then frame each piece: no piece is empty,
+    # so two boundaries never follow each other (the n-gram layout relies on that).
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
+            pre_tokenizers.WhitespaceSplit(),
             pre_tokenizers.Punctuation("isolated"),
             pre_tokenizers.Metaspace(replacement=BOUNDARY, prepend_scheme="always", split=True),
         ]

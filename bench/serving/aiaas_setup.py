@@ -55,12 +55,13 @@ def _init(env: dict[str, str]) -> str:
 
 
 def _register(data_dir: Path, admin_key: str, entry: Path, staging: Path) -> str:
-    """Put model/ + onnx/ in the blob store and register the version, like the job runner does."""
+    """Put model/ + onnx/ in the (encrypted) blob store and register the version, as the job runner does."""
     from aiaas.core.settings import Settings
     from aiaas.registry import models as registry
     from aiaas.store import tenancy
     from aiaas.store.blobs import create_blob_store
     from aiaas.store.db import Database
+    from aiaas.store.encrypted import encrypted
 
     settings = Settings(data_dir=data_dir)
     db = Database(settings.sqlalchemy_url)
@@ -70,7 +71,9 @@ def _register(data_dir: Path, admin_key: str, entry: Path, staging: Path) -> str
         shutil.rmtree(staging, ignore_errors=True)
         for part in ("model", "onnx"):
             shutil.copytree(entry / part, staging / part)
-        uri = create_blob_store(settings.blobs_url).put_dir(f"{org_id}/models/{JOB_ID}", staging)
+        # Encrypted at rest with the organisation's data key, as the job runner stores artifacts.
+        blobs = encrypted(create_blob_store(settings.blobs_url), db, settings.master_secret())
+        uri = blobs.put_dir(f"{org_id}/models/{JOB_ID}", staging)
         model_id = registry.fine_tuned_model_id(
             base=bench_model.BASE_MODEL, org_name="default", suffix="topics", job_id=JOB_ID
         )

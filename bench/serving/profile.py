@@ -1,11 +1,13 @@
 """Profile `aiaas serve` under the benchmark's closed-loop load with py-spy.
 
-    python -m bench.serving.profile [--seconds 20] [--out /tmp/aiaas-serve.txt]
+    python -m bench.serving.profile [--seconds 20] [--rate 40] [--idle] [--out /tmp/aiaas-serve.txt]
 
 Starts only the aiaas config (same model, key, deployment as the benchmark), loads it
-with 32 clients and runs `py-spy record --format raw` (collapsed stacks; GIL-holding and
-idle samples both recorded) on the server for the duration, then prints the functions
-with the most samples, inclusive and self, so the hot path can be read without a browser.
+with 32 closed-loop clients (or `--rate N`: open loop at N requests/s), reads the CPU
+of each server thread at both ends of the window (/proc; threads named by py-spy dump)
+and runs `py-spy record --format raw` (collapsed stacks; `--idle` adds waiting threads)
+on the server meanwhile, then prints the functions with the most samples, inclusive and
+self, so the hot path can be read without a browser.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "aiaas-serve-profile.txt")
     parser.add_argument("--idle", action="store_true", help="include idle (waiting) samples")
     parser.add_argument("--top", type=int, default=45)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="open loop at this rate instead of closed loop"
+    )
     args = parser.parse_args()
     entry = bench_run._build_model()
     texts = json.loads((entry / "data.json").read_text())["texts"]
@@ -96,7 +101,12 @@ def main() -> None:
                 recorder.start()  # py-spy covers the measured window
             return meter()
 
-        window = load.closed_loop(target, clients=args.clients, warmup_s=1.0, window_s=args.seconds, cpu=cpu)
+        if args.rate:
+            window = load.open_loop(target, rate=args.rate, warmup_s=1.0, window_s=args.seconds, cpu=cpu)
+        else:
+            window = load.closed_loop(
+                target, clients=args.clients, warmup_s=1.0, window_s=args.seconds, cpu=cpu
+            )
         summary = window.summary()
         names = bench_run._py_spy_threads_by_id(server.proc.pid)
         recorder.join()

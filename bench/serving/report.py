@@ -165,7 +165,8 @@ def _configs(result: dict) -> str:
     aiaas = (
         "- **aiaas** (`bench/serving/aiaas_setup.py`): `aiaas serve --job-workers 0` as a subprocess, the "
         "`aiaas init` organisation, an `infer`-scoped API key, a deployment (min_replicas=1) of the "
-        'registered model; `POST /v1/deployments/{name}/predict` with `{"inputs": [text]}` and the key. '
+        "registered model (artifact encrypted at rest, as fine-tuning jobs store it); "
+        '`POST /v1/deployments/{name}/predict` with `{"inputs": [text]}` and the key. '
         "Rate limits raised via `AIAAS_RATE_LIMIT_*` (the limiter still runs on every request)."
     )
     return f"{naive}\n{litserve}\n{aiaas}"

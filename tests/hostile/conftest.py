@@ -9,10 +9,10 @@ directory and database with the test, which runs training workers in-process.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import httpx
 import psutil
@@ -126,7 +126,7 @@ class RssSampler:
             return None
         return None
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -143,7 +143,6 @@ class LiveServer:
     pid: int
     settings: object  # aiaas.core.settings.Settings for in-process workers and direct store access
     server: object
-    accepted: list[str] = field(default_factory=list)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -192,12 +191,3 @@ def _stop(server) -> None:
     except subprocess.TimeoutExpired:
         server.proc.kill()
         server.proc.wait(timeout=10)
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

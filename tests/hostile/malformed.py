@@ -564,6 +564,12 @@ def _deep_jsonl() -> bytes:
     return ('{"text": "a", "label": "b", "x": ' + nested_json(100_000) + "}\n").encode()
 
 
+def _corrupt_footer(rng: random.Random) -> bytes:
+    """A valid Parquet file whose Thrift footer (the 52 bytes before length + magic) is random."""
+    good = parquet_bytes({"text": ["a", "b"], "label": ["x", "y"]})
+    return good[: len(good) - 60] + rng.randbytes(52) + good[-8:]
+
+
 LIGHT_LANDMARKS: dict[str, Callable[[random.Random], Case]] = {
     "utf16le_no_bom": _landmark("landmark", "UTF-16-LE without BOM",
                                 csv_bytes(toy_rows(10)).decode().encode("utf-16-le"), "train.csv"),
@@ -580,11 +586,8 @@ LIGHT_LANDMARKS: dict[str, Callable[[random.Random], Case]] = {
                                     b"text,label\na,b,c\nd\ne,f\n", "train.csv"),
     "nul_bytes": _landmark("landmark", "NUL bytes", b"text,label\nhel\x00lo,a\n", "train.csv"),
     "random_bytes": lambda rng: upload(rng, "landmark", "random bytes", rng.randbytes(10_000), "train.csv"),
-    "parquet_corrupt_footer": lambda rng: upload(
-        rng, "landmark", "Parquet with a corrupt footer",
-        (lambda g: g[: len(g) - 60] + rng.randbytes(52) + g[-8:])(
-            parquet_bytes({"text": ["a", "b"], "label": ["x", "y"]})),
-        "train.parquet"),
+    "parquet_corrupt_footer": lambda rng: upload(rng, "landmark", "Parquet with a corrupt footer",
+                                                 _corrupt_footer(rng), "train.parquet"),
     "gzip_upload": lambda rng: upload(rng, "landmark", "gzip-compressed CSV",
                                       gzip.compress(csv_bytes(toy_rows(10)), mtime=0), "train.csv.gz"),
     "surrogate_column": _landmark("landmark", "JSONL column named by a lone surrogate escape",

@@ -21,7 +21,7 @@ import pytest
 from aiaas.core.errors import HTTP_STATUS
 from tests.helpers.datasets import toy_rows
 from tests.hostile import malformed
-from tests.hostile.conftest import TINY
+from tests.hostile.conftest import SQLITE_ONLY, TINY
 from tests.hostile.test_malformed_uploads import N_CASES, SEED
 
 pytestmark = pytest.mark.slow
@@ -113,6 +113,7 @@ async def _run_job(client: httpx.AsyncClient, settings, file_id: str, what: str)
     return None
 
 
+@SQLITE_ONLY  # the upload campaign runs on both backends; here the subject is the worker's parsing
 async def test_malformed_training_files_fail_jobs_cleanly(client, settings, db, admin, tiny_base) -> None:
     rng = random.Random(SEED)
     recipes = [r for r in malformed.recipes(SEED, N_CASES) if r[0] in FILE_FAMILIES]

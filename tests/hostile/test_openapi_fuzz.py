@@ -109,67 +109,78 @@ def _aim(case, objects: Objects, method: str) -> None:
             body["model"] = objects.model_id
 
 
-def run_fuzz(app, admin: Admin, objects: Objects, backend: str, scratch: Path) -> Fuzz:
-    import schemathesis
-    from hypothesis import HealthCheck, Phase, given
-    from hypothesis.configuration import set_hypothesis_home_dir
-    from hypothesis import settings as hyp_settings
-    from hypothesis import strategies as st
-    from hypothesis.errors import Unsatisfiable
-    from schemathesis import GenerationMode
+def _send(fuzz: Fuzz, case, op, label: str, headers: dict[str, str]) -> None:
+    """One case: call the app, then judge the answer twice (server error; schema conformance)."""
     from schemathesis.checks import not_a_server_error
     from schemathesis.core.failures import FailureGroup
     from schemathesis.specs.openapi.checks import (
-        content_type_conformance, response_headers_conformance, response_schema_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
         status_code_conformance,
     )
 
-    set_hypothesis_home_dir(scratch)  # hypothesis caches under ./.hypothesis otherwise: keep the checkout clean
+    fuzz.cases += 1
+    try:
+        response = case.call(headers=headers, timeout=REQUEST_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - an app crash surfaces here; so does an unsendable request
+        fuzz.transport_errors.append(f"{label}: {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    fuzz.statuses[response.status_code] += 1
+    fuzz.by_operation[(op.method.upper(), op.path, response.status_code)] += 1
+    try:
+        case.validate_response(response, checks=[not_a_server_error], headers=headers)
+    except FailureGroup:
+        fuzz.server_errors.append(f"{label} -> {response.status_code}: {case.as_curl_command(headers=headers)[:400]}"
+                                  f"\n    {response.content[:300]!r}")
     conformance = [status_code_conformance, content_type_conformance, response_schema_conformance,
                    response_headers_conformance]
-    headers = admin.headers
+    try:
+        case.validate_response(response, checks=conformance, headers=headers)
+    except FailureGroup as group:
+        for failure in group.exceptions:
+            key = (type(failure).__name__, op.method, op.path, response.status_code)
+            fuzz.nonconforming[key] += 1
+            fuzz.examples.setdefault(key, f"{failure.title}; body {response.content[:160]!r}")
+
+
+def _fuzz_operation(fuzz: Fuzz, op, mode, examples: int, objects: Objects, headers: dict[str, str]) -> None:
+    """`examples` derandomized cases for one operation in one generation mode."""
+    from hypothesis import HealthCheck, Phase, given
+    from hypothesis import settings as hyp_settings
+    from hypothesis import strategies as st
+    from hypothesis.errors import Unsatisfiable
+
+    label = f"{op.method.upper()} {op.path} [{mode.value}]"
+
+    @hyp_settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    @given(case=op.as_strategy(generation_mode=mode), aim=st.booleans())
+    def one(case, aim: bool) -> None:
+        if aim:
+            _aim(case, objects, op.method)
+        fuzz.by_mode[mode.value] += 1
+        _send(fuzz, case, op, label, headers)
+
+    try:
+        one()
+    except Unsatisfiable:
+        fuzz.skipped.append(label)  # nothing to make invalid (e.g. only string path parameters)
+
+
+def run_fuzz(app, admin: Admin, objects: Objects, backend: str, scratch: Path) -> Fuzz:
+    import schemathesis
+    from hypothesis.configuration import set_hypothesis_home_dir
+    from schemathesis import GenerationMode
+
+    set_hypothesis_home_dir(scratch)  # hypothesis caches under ./.hypothesis otherwise: keep the checkout clean
     positive, negative = MAX_EXAMPLES[backend]
     fuzz = Fuzz()
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    operations = [result.ok() for result in schema.get_all_operations()]
-
-    for op in operations:
-        for mode, examples in ((GenerationMode.POSITIVE, positive), (GenerationMode.NEGATIVE, negative)):
-            label = f"{op.method.upper()} {op.path} [{mode.value}]"
-
-            @hyp_settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-                          suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
-            @given(case=op.as_strategy(generation_mode=mode), aim=st.booleans())
-            def one(case, aim: bool) -> None:
-                if aim:
-                    _aim(case, objects, op.method)
-                fuzz.cases += 1
-                fuzz.by_mode[mode.value] += 1
-                try:
-                    response = case.call(headers=headers, timeout=REQUEST_TIMEOUT_S)
-                except Exception as exc:  # noqa: BLE001 - an app crash surfaces here; so does a bad request
-                    fuzz.transport_errors.append(f"{label}: {type(exc).__name__}: {str(exc)[:200]}")
-                    return
-                fuzz.statuses[response.status_code] += 1
-                fuzz.by_operation[(op.method.upper(), op.path, response.status_code)] += 1
-                try:
-                    case.validate_response(response, checks=[not_a_server_error], headers=headers)
-                except FailureGroup:
-                    fuzz.server_errors.append(
-                        f"{label} -> {response.status_code}: {case.as_curl_command(headers=headers)[:400]}\n"
-                        f"    {response.content[:300]!r}")
-                try:
-                    case.validate_response(response, checks=conformance, headers=headers)
-                except FailureGroup as group:
-                    for failure in group.exceptions:
-                        key = (type(failure).__name__, op.method, op.path, response.status_code)
-                        fuzz.nonconforming[key] += 1
-                        fuzz.examples.setdefault(key, f"{failure.title}; body {response.content[:160]!r}")
-
-            try:
-                one()
-            except Unsatisfiable:
-                fuzz.skipped.append(label)  # nothing to make invalid (e.g. only string path parameters)
+    for result in schema.get_all_operations():
+        op = result.ok()
+        _fuzz_operation(fuzz, op, GenerationMode.POSITIVE, positive, objects, admin.headers)
+        _fuzz_operation(fuzz, op, GenerationMode.NEGATIVE, negative, objects, admin.headers)
     return fuzz
 
 

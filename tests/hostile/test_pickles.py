@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.datasets import toy_csv
-from tests.hostile.conftest import SQLITE_ONLY, TINY
+from tests.hostile.conftest import SQLITE_ONLY
 
 COPIED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 

@@ -16,6 +16,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,6 +175,7 @@ def main() -> None:
     finally:
         for proc in reversed(nodes):
             stop_node(proc)
+        shutil.rmtree(root, ignore_errors=True)
     result["load_avg_at_end"] = os.getloadavg()
     print(json.dumps(result, indent=2))
 

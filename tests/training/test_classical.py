@@ -33,6 +33,8 @@ AWKWARD = [
     "refund",
     "Refund!!! REFUND?? refund...",
     "the app crashes\n\twhen i open settings",
+    'he said " no " , then ( maybe ) ... refund',
+    "a \u2581 literal boundary\u2581 and\u00a0no-break space",
     "质量还不错，内容只适合边上厕所便消遣了",
     "emoji 😀 and ñandú and Ωmega",
     "x" * (classical.MAX_CHARS + 500),
@@ -154,7 +156,8 @@ def test_export_is_served_by_the_runtime_and_matches_scikit_learn(tmp_path: Path
     assert got.shape == reference.shape
     np.testing.assert_allclose(got, reference, atol=1e-5, rtol=1e-5)
     assert report["onnx_vs_sklearn_max_abs_diff"] <= 1e-4
-    assert predictor.task == data.task and predictor.labels == list(data.labels)[: got.shape[1]]
+    assert predictor.task == data.task
+    assert predictor.labels == (list(data.labels) if data.task != "regression" else ["value"])
     if data.task == "multi_label_classification":
         assert predictor.thresholds == json.loads((result.model_dir / "aiaas.json").read_text())["thresholds"]
     assert set(report["latency_ms"]) == {"onnx", "sklearn"} and report["served_by"] == "onnx"

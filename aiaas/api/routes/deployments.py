@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from anyio import from_thread
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +31,9 @@ def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: 
                  details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
     if body.min_replicas:
         state.services["inference"].pin(model.artifact_uri, True)
+    if state.services["inference"].remote is not None:
+        session.flush()
+        from_thread.run(state.services["inference"].deployed, row.id, model.artifact_uri, row.min_replicas)
     return dep_store.deployment_public(row)
 
 
@@ -62,6 +66,8 @@ def delete_deployment(name: str, principal: PrincipalDep, session: SessionDep, a
         model = registry.get_model(session, principal.org_id, row.model)
         if model.artifact_uri not in dep_store.pinned_artifacts(session):
             state.services["inference"].pin(model.artifact_uri, False)  # may scale to zero again
+    if state.services["inference"].remote is not None:
+        from_thread.run(state.services["inference"].undeployed, row.id)
     return {"id": row.id, "object": "deployment", "deleted": True}
 
 
@@ -71,14 +77,14 @@ async def predict(name: str, body: PredictRequest, request: Request, principal: 
     texts = check_inputs(body.inputs, state.settings)
     await charge_tokens(request, estimate_tokens(texts))
 
-    def lookup() -> tuple[str, str, dict]:
+    def lookup() -> tuple[str, str, dict, str]:
         with state.db.session() as s:
             dep = dep_store.get_deployment(s, principal.org_id, name)
             model = registry.get_model(s, principal.org_id, dep.model)
-            return model.id, model.artifact_uri, model.card or {}
+            return model.id, model.artifact_uri, model.card or {}, dep.id
 
-    model_id, uri, card = await run_in_threadpool(lookup)
-    predictor, scores, tokens = await state.services["inference"].predict(uri, texts)
+    model_id, uri, card, dep_id = await run_in_threadpool(lookup)
+    predictor, scores, tokens = await state.services["inference"].predict(uri, texts, deployment_id=dep_id)
     results = shape_predictions(predictor, scores, top_k=body.top_k, thresholds=card.get("thresholds"))
     usage = state.services.get("usage")
     if usage is not None:  # counted in memory; written in the background

@@ -89,7 +89,8 @@ async def classifications(body: ClassificationsRequest, request: Request, princi
     if target.task == "embedding":
         raise InvalidRequest(f"'{body.model}' is a base model without a classification head; fine-tune it first.",
                              param="model")
-    predictor, scores, tokens = await inference.run(target.artifact, texts, "scores")
+    predictor, scores, tokens = await inference.run(target.artifact, texts, "scores",
+                                                    deployment_id=target.deployment_id)
     results = shape_predictions(predictor, scores, top_k=body.top_k, thresholds=target.thresholds)
     await meter(request, state, principal, target.model_id, texts, tokens)
     return {

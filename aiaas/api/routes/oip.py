@@ -172,7 +172,8 @@ async def _infer(request: Request, state: Any, principal: Any, name: str, versio
     await precharge(request, texts)
     inference = state.services["inference"]
     kind = "embeddings" if target.task == "embedding" else "scores"
-    predictor, rows, tokens = await inference.run(target.artifact, texts, kind)
+    predictor, rows, tokens = await inference.run(target.artifact, texts, kind,
+                                                  deployment_id=target.deployment_id)
     outputs = _output_tensors(target, predictor, rows)
     if req.outputs:
         known = {t.name: t for t in outputs}

@@ -1,0 +1,97 @@
+"""aiaas's engine with its defaults: `aiaas.training.train(TrainConfig(base_model, n_epochs))`.
+
+Everything else is the engine's choice (batch size, learning rate, warmup, dynamic
+padding with length-grouped batches, precision, threads, evaluation and checkpoints
+each epoch). Run in its own process by bench.training.run:
+
+    python -m bench.training.aiaas_worker SPLIT.json OUT.json --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.training.common import Split, WorkerResult, accuracy_and_f1, cpu_seconds, loadavg, predict_dynamic
+
+
+class _Quiet:
+    def event(self, level: str, message: str, *, type: str = "message", data: dict | None = None) -> None:
+        pass
+
+    def checkpoint(self, step: int, path: Path, metrics: dict) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def main() -> None:
+    started = time.perf_counter()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("split", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--model", default="minilm-l6")
+    args = parser.parse_args()
+
+    from aiaas.data.types import Example, PreparedData
+    from aiaas.training import TrainConfig, train
+
+    split = Split.from_file(args.split)
+    data = PreparedData(
+        task="single_label_classification",
+        train=[Example(t, label) for t, label in split.train],
+        validation=[Example(t, label) for t, label in split.validation],
+        labels=split.labels,
+        report={},
+        cleaning={},
+    )
+    with tempfile.TemporaryDirectory(prefix="aiaas-engine-") as work_dir:
+        load = [loadavg()]
+        t0 = time.perf_counter()
+        result = train(TrainConfig(base_model=args.model, n_epochs=args.epochs), data, Path(work_dir), _Quiet())
+        train_s = time.perf_counter() - t0
+        load.append(loadavg())
+        index = {label: i for i, label in enumerate(split.labels)}
+        test_pred = predict_dynamic(result.model_dir, [t for t, _ in split.test])
+        best_step = json.loads((result.model_dir / "aiaas.json").read_text())["metrics"].get("best_step")
+    test_acc, _ = accuracy_and_f1(test_pred, np.array([index[y] for _, y in split.test]), len(split.labels))
+    hp = result.hyperparameters
+    windows = [r["samples_per_second"] for r in result.history if r.get("split") == "train"]
+    out = WorkerResult(
+        config="aiaas",
+        settings={
+            "padding": "dynamic, length-grouped batches",
+            "precision": hp["precision"],
+            "batch_size": hp["batch_size"],
+            "learning_rate": hp["learning_rate"],
+            "warmup_steps": hp["warmup_steps"],
+            "weight_decay": hp["weight_decay"],
+            "epochs": args.epochs,
+            "epochs_completed": result.epochs_completed,
+            "optimizer_steps": result.steps,
+            "torch_threads": hp["num_threads"],
+            "best_step": best_step,
+            "reasons": hp.get("reasons"),
+        },
+        samples_trained=float(len(data.train) * result.epochs_completed),
+        train_s=train_s,
+        wall_s=time.perf_counter() - started,
+        val_accuracy=float(result.metrics["accuracy"]),
+        test_accuracy=test_acc,
+        val_macro_f1=float(result.metrics["macro_f1"]),
+        step_samples_per_s=windows,
+        cpu_s=cpu_seconds(),
+        loadavg=load,
+    )
+    args.out.write_text(json.dumps(out.__dict__))
+
+
+if __name__ == "__main__":
+    main()
