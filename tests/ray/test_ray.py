@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.conftest import POSTGRES_URL
@@ -101,6 +102,23 @@ def test_dispatcher_process_trains_and_serves_for_the_api(ray_session, settings,
                 job = (await c.get(f"/v1/fine_tuning/jobs/{job['id']}")).json()
             job["events"] = (await c.get(f"/v1/fine_tuning/jobs/{job['id']}/events")).json()["data"]
         assert job["status"] == "succeeded", (job, dispatcher_log())
+        # The API with the gateway configured: a deployment becomes a Ray Serve application and answers
+        # like the in-process runtime does for the same model.
+        on_ray = create_app(settings.model_copy(update={"ray_gateway_url": f"http://127.0.0.1:{port}"}),
+                            db=db, migrate_db=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=on_ray), base_url="http://test",
+                                     headers=headers) as c:
+            r = await c.post("/v1/deployments", json={"name": "on-ray", "model": job["fine_tuned_model"],
+                                                      "min_replicas": 1})
+            assert r.status_code == 201, r.text
+            remote = (await c.post("/v1/deployments/on-ray/predict", json={"inputs": TEXTS})).json()
+            local = (await c.post("/v1/classifications", json={"model": job["fine_tuned_model"],
+                                                               "input": TEXTS})).json()
+            assert [d["label"] for d in remote["data"]] == [d["label"] for d in local["data"]], (remote, local)
+            assert np.allclose([d["score"] for d in remote["data"]], [d["score"] for d in local["data"]],
+                               atol=1e-4)
+            assert (await c.delete("/v1/deployments/on-ray")).status_code == 200
+        await on_ray.state.aiaas.services["inference"].aclose()
         gateway = GatewayClient(f"http://127.0.0.1:{port}", TEST_SECRET)
         intruder = GatewayClient(f"http://127.0.0.1:{port}", "some-other-secret-" + "y" * 30)
         try:
