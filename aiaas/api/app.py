@@ -25,6 +25,7 @@ from aiaas.api.routes import (
 )
 from aiaas.core.settings import Settings, get_settings
 from aiaas.security.ratelimit import create_rate_limiter
+from aiaas.security.ttlcache import TtlCache
 from aiaas.services.inference import InferenceService
 from aiaas.services.usage import UsageRecorder
 from aiaas.store import migrate
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     state.services["ratelimit"] = create_rate_limiter(settings.rate_limit_url)
     state.services["usage"] = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds)
     state.services["inference"] = InferenceService(settings, blobs)
+    state.services["auth_cache"] = TtlCache(settings.lookup_cache_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -21,9 +22,10 @@ from starlette.concurrency import run_in_threadpool
 
 from aiaas.core.errors import AuthenticationFailed, PermissionDenied
 from aiaas.core.settings import Settings
-from aiaas.security.keys import Principal
+from aiaas.security.keys import Principal, hash_key
 from aiaas.security.policy import required_scope
 from aiaas.security.ratelimit import Decision, Limits, RateLimiter
+from aiaas.security.ttlcache import TtlCache
 from aiaas.services import audit
 from aiaas.services.quotas import NO_RETRY, OrgLimits, org_limits
 from aiaas.store import tenancy
@@ -70,9 +72,17 @@ def _client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _authenticate(db: Database, token: str) -> tuple[Principal, dict[str, Any]]:
+def _authenticate(db: Database, token: str) -> tuple[Principal, dict[str, Any], int | None]:
     with db.session() as s:
-        return tenancy.authenticate_with_settings(s, token)
+        principal, org_settings = tenancy.authenticate_with_settings(s, token)
+        return principal, org_settings, tenancy.key_expiry(s, principal.key_id)
+
+
+def forget_key(state: AppState, key_id: str) -> None:
+    """A key was revoked here: stop honouring cached authentications of it at once."""
+    cache: TtlCache | None = state.services.get("auth_cache")
+    if cache is not None:
+        cache.invalidate(lambda _k, v: v[0].key_id == key_id)
 
 
 async def _audit_auth_failure(request: Request, state: AppState, exc: AuthenticationFailed) -> None:
@@ -157,12 +167,20 @@ async def get_principal(request: Request, state: Annotated[AppState, Depends(get
     template = getattr(route, "path_format", request.url.path)
     needed = required_scope(request.method, template)
     token = _bearer(request)
-    try:
-        # Its own short transaction: last_used_at is kept even when the route fails.
-        principal, org_settings = await run_in_threadpool(_authenticate, state.db, token)
-    except AuthenticationFailed as exc:
-        await _audit_auth_failure(request, state, exc)
-        raise
+    cache: TtlCache | None = state.services.get("auth_cache")
+    digest = hash_key(token)
+    hit = cache.get(digest) if cache is not None else None
+    if hit is not None and (hit[2] is None or hit[2] > time.time()):
+        principal, org_settings = hit[0], hit[1]
+    else:
+        try:
+            # Its own short transaction: last_used_at is kept even when the route fails.
+            principal, org_settings, expires_at = await run_in_threadpool(_authenticate, state.db, token)
+        except AuthenticationFailed as exc:
+            await _audit_auth_failure(request, state, exc)
+            raise
+        if cache is not None:
+            cache.put(digest, (principal, org_settings, expires_at))
     limits = org_limits(state.settings, org_settings)
     request.state.principal = principal
     request.state.limits = limits

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     price_per_million_trained_tokens: float = Field(default=0.50, ge=0)
     price_per_cpu_hour: float = Field(default=0.05, ge=0)
 
+    # Hot-path caches: how long an API key or deployment lookup may be reused (0 disables). Changes made
+    # through this process apply at once; other API processes see them within this many seconds.
+    lookup_cache_seconds: float = Field(default=5.0, ge=0)
+
     # Inference.
     max_inputs_per_request: int = Field(default=256, gt=0)
     max_input_chars: int = Field(default=20_000, gt=0)

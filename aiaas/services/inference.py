@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from aiaas.core.errors import AiaasError, InvalidRequest, Unavailable, not_found
 from aiaas.core.settings import Settings
 from aiaas.registry import models as registry
+from aiaas.security.ttlcache import TtlCache
 from aiaas.store import deployments as dep_store
 from aiaas.store.blobs import BlobStore
 from aiaas.store.db import Database
@@ -92,12 +93,23 @@ def resolve_target(db: Database, settings: Settings, org_id: str, name: str, *, 
     raise not_found("model", name, param=param)
 
 
+def _deployment_target(db: Database, org_id: str, name: str) -> Target:
+    with db.session() as s:
+        dep = dep_store.get_deployment(s, org_id, name)
+        m = registry.get_model(s, org_id, dep.model)
+        card = m.card or {}
+        return Target(m.id, m.artifact_uri, m.task, card.get("thresholds"), deployment=dep.name,
+                      deployment_id=dep.id)
+
+
 class InferenceService:
     def __init__(self, settings: Settings, blobs: BlobStore) -> None:
         self.settings = settings
         self.blobs = blobs
         self.executor = ThreadPoolExecutor(max_workers=settings.inference_threads, thread_name_prefix="infer")
         self._cache: Any = None
+        # (kind, org, name) -> what a name resolved to; invalidated here on delete, TTL elsewhere.
+        self.lookups = TtlCache(settings.lookup_cache_seconds)
         self._batchers: dict[tuple[str, str], tuple[Any, Any]] = {}
         # With a Ray gateway configured, deployments are Ray Serve applications (one per deployment id);
         # models called by id, and base-model embeddings, stay in process.
@@ -207,7 +219,31 @@ class InferenceService:
         return artifact in self.cache
 
     async def resolve(self, db: Database, org_id: str, name: str, *, param: str = "model") -> Target:
-        return await run_in_threadpool(resolve_target, db, self.settings, org_id, name, param=param)
+        key = ("target", org_id, name)
+        target = self.lookups.get(key)
+        if target is None:
+            target = await run_in_threadpool(resolve_target, db, self.settings, org_id, name, param=param)
+            self.lookups.put(key, target)
+        return target
+
+    async def deployment(self, db: Database, org_id: str, name: str) -> Target:
+        """A deployment by name (never a model id), for the native predict route."""
+        key = ("deployment", org_id, name)
+        target = self.lookups.get(key)
+        if target is None:
+            target = await run_in_threadpool(_deployment_target, db, org_id, name)
+            self.lookups.put(key, target)
+        return target
+
+    def forget(self, org_id: str, *, deployment: str | None = None, model: str | None = None) -> None:
+        """A deployment or model changed in this process: drop cached lookups that mention it."""
+        def stale(key: Any, target: Any) -> bool:
+            return key[1] == org_id and (
+                (deployment is not None and (key[2] == deployment or target.deployment == deployment))
+                or (model is not None and (key[2] == model or target.model_id == model))
+            )
+
+        self.lookups.invalidate(stale)
 
     def pin(self, artifact_uri: str, pinned: bool) -> None:
         self.cache.pin(artifact_uri, pinned)

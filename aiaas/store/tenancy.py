@@ -150,6 +150,10 @@ def authenticate_with_settings(session: Session, plaintext: str) -> tuple[Princi
     return Principal(org_id=row.org_id, key_id=row.id, scopes=frozenset(row.scopes)), dict(org_settings or {})
 
 
+def key_expiry(session: Session, key_id: str) -> int | None:
+    return session.scalar(select(ApiKey.expires_at).where(ApiKey.id == key_id))
+
+
 def authenticate(session: Session, plaintext: str) -> Principal:
     return authenticate_with_settings(session, plaintext)[0]
 

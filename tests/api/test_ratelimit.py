@@ -81,8 +81,11 @@ async def test_server_defaults_apply_without_overrides(client, settings, org_a):
     assert (await client.get("/v1/organizations/me", headers=org_a.headers)).status_code == 429
 
 
-async def test_tokens_limit_on_predict(client, db, org_a, deployed):
+async def test_tokens_limit_on_predict(app, client, db, org_a, deployed):
     set_limits(db, org_a.id, rate_limit_tokens_per_minute=30)
+    # Limits changed behind the server's back (as `aiaas orgs limits` does from another process) apply once
+    # the cached authentication expires; expire it now rather than wait.
+    app.state.aiaas.services["auth_cache"].clear()
     body = {"inputs": ["great service thank you"]}  # estimated 5 + 1 + 2 = 8 tokens
     for remaining in (22, 14, 6):
         r = await client.post(f"/v1/deployments/{deployed}/predict", headers=org_a.headers, json=body)

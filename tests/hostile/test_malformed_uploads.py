@@ -92,7 +92,10 @@ def accepted_problem(body: dict) -> str | None:
 
 
 class Campaign:
-    def __init__(self) -> None:
+    def __init__(self, rss: RssSampler | None = None) -> None:
+        self.rss = rss
+        self.hwm = rss.high_water_mark() if rss else None
+        self.memory_jumps: list[str] = []  # which requests raised the server's peak RSS, and by how much
         self.problems: dict[str, list[str]] = collections.defaultdict(list)
         self.statuses: collections.Counter[int | str] = collections.Counter()
         self.codes: collections.Counter[str] = collections.Counter()
@@ -100,6 +103,13 @@ class Campaign:
         self.cases = 0
         self.slowest: tuple[float, str] = (0.0, "")
         self.seconds: collections.Counter[str] = collections.Counter()  # per family
+
+    def note_memory(self, what: str) -> None:
+        """Attribute a rise of the server's peak RSS (VmHWM, exact) of 32 MiB or more to the last request."""
+        hwm = self.rss.high_water_mark() if self.rss else None
+        if hwm is not None and self.hwm is not None and hwm - self.hwm >= 32 * MiB:
+            self.memory_jumps.append(f"{what}: peak RSS {self.hwm / MiB:.0f} -> {hwm / MiB:.0f} MiB")
+        self.hwm = hwm if hwm is not None else self.hwm
 
     def add(self, kind: str, what: str) -> None:
         self.problems[kind].append(what)
@@ -129,6 +139,7 @@ def send(client: httpx.Client, case: malformed.Case, campaign: Campaign) -> None
         campaign.add("no answer", f"{case.describe()}: {type(exc).__name__}: {exc}")
         return
     elapsed = time.perf_counter() - started
+    campaign.note_memory(case.describe())
     campaign.slowest = max(campaign.slowest, (elapsed, case.describe()))
     campaign.seconds[case.family] += elapsed
     campaign.statuses[resp.status_code] += 1
@@ -181,10 +192,22 @@ def bomb_checks(client: httpx.Client, campaign: Campaign) -> None:
                 campaign.add("no answer", f"OIP {name} on {path}: {type(exc).__name__}: {exc}")
                 continue
             campaign.statuses[resp.status_code] += 1
+            campaign.note_memory(f"OIP {name} on {path}")
             if resp.status_code != 413:
                 campaign.add("bomb not refused", f"OIP {name} on {path} -> {resp.status_code} {resp.text[:200]}")
             elif problem := error_problem(resp, oip=True):
                 campaign.add("bad rejection", f"OIP {name} on {path}: {problem}")
+    # A 90-byte body whose BYTES element is a number: it must be refused as "not a string", never turned
+    # into that many bytes (bytes(300_000_000) is 300 MB; the RSS limit below catches it).
+    campaign.cases += 1
+    tiny_bomb = b'{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":[300000000]}]}'
+    resp = client.post("/v2/models/no-such-model/infer", content=tiny_bomb,
+                       headers={"Content-Type": "application/json"})
+    campaign.statuses[resp.status_code] += 1
+    campaign.note_memory("OIP BYTES element given as the number 300000000")
+    problem = error_problem(resp, oip=True) if resp.status_code >= 400 else None
+    if resp.status_code >= 500 or problem:
+        campaign.add("bad rejection", f"OIP BYTES element 300000000 -> {resp.status_code}: {problem or resp.text[:200]}")
     # Compressed past the request limit itself: refused from Content-Length before any inflating.
     campaign.cases += 1
     big = malformed.gzip_bomb(4096 * malformed.MB)
@@ -198,9 +221,9 @@ def bomb_checks(client: httpx.Client, campaign: Campaign) -> None:
 @pytest.mark.e2e
 def test_malformed_uploads_never_hurt_the_server(live_server: LiveServer, database_url: str) -> None:
     n = N_CASES if database_url.startswith("sqlite") else N_CASES_POSTGRES
-    campaign = Campaign()
     before = time.perf_counter()
     with RssSampler(live_server.pid) as rss, live_server.client(timeout=REQUEST_TIMEOUT_S) as client:
+        campaign = Campaign(rss)
         for case in malformed.cases(SEED, n):
             send(client, case, campaign)
         bomb_checks(client, campaign)
@@ -212,12 +235,12 @@ def test_malformed_uploads_never_hurt_the_server(live_server: LiveServer, databa
     summary = (f"{campaign.cases} requests in {took:.1f} s; peak RSS {rss.peak / MiB:.0f} MiB sampled "
                f"({rss.samples} samples), VmHWM {hwm / MiB if hwm else float('nan'):.0f} MiB; "
                f"slowest {campaign.slowest[0]:.2f} s: {campaign.slowest[1]}")
-    print(summary, {k: round(v, 1) for k, v in campaign.seconds.most_common(8)})  # shown with -s / -rA; the figures go in the report
+    print(summary, {k: round(v, 1) for k, v in campaign.seconds.most_common(8)}, campaign.memory_jumps)  # shown with -s / -rA; the figures go in the report
 
     if health.status_code != 200 or ready.status_code != 200:
         campaign.add("health", f"/healthz {health.status_code}, /readyz {ready.status_code} after the campaign")
     if rss.peak >= RSS_LIMIT or (hwm is not None and hwm >= RSS_LIMIT):
-        campaign.add("memory", summary)
+        campaign.add("memory", summary + "; rises: " + "; ".join(campaign.memory_jumps))
     # Nothing half-accepted stays behind: the rows and blobs are exactly the accepted uploads.
     listed_ids = {f["id"] for f in listed.json()["data"]} if listed.status_code == 200 else set()
     if listed.status_code != 200:

@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from anyio import from_thread
 from fastapi import APIRouter, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, charge_tokens
 from aiaas.protocol.common import Deleted, list_response
@@ -66,6 +65,7 @@ def delete_deployment(name: str, principal: PrincipalDep, session: SessionDep, a
         model = registry.get_model(session, principal.org_id, row.model)
         if model.artifact_uri not in dep_store.pinned_artifacts(session):
             state.services["inference"].pin(model.artifact_uri, False)  # may scale to zero again
+    state.services["inference"].forget(principal.org_id, deployment=row.name)
     if state.services["inference"].remote is not None:
         from_thread.run(state.services["inference"].undeployed, row.id)
     return {"id": row.id, "object": "deployment", "deleted": True}
@@ -77,15 +77,11 @@ async def predict(name: str, body: PredictRequest, request: Request, principal: 
     texts = check_inputs(body.inputs, state.settings)
     await charge_tokens(request, estimate_tokens(texts))
 
-    def lookup() -> tuple[str, str, dict, str]:
-        with state.db.session() as s:
-            dep = dep_store.get_deployment(s, principal.org_id, name)
-            model = registry.get_model(s, principal.org_id, dep.model)
-            return model.id, model.artifact_uri, model.card or {}, dep.id
-
-    model_id, uri, card, dep_id = await run_in_threadpool(lookup)
-    predictor, scores, tokens = await state.services["inference"].predict(uri, texts, deployment_id=dep_id)
-    results = shape_predictions(predictor, scores, top_k=body.top_k, thresholds=card.get("thresholds"))
+    inference = state.services["inference"]
+    target = await inference.deployment(state.db, principal.org_id, name)
+    model_id = target.model_id
+    predictor, scores, tokens = await inference.predict(target.artifact, texts, deployment_id=target.deployment_id)
+    results = shape_predictions(predictor, scores, top_k=body.top_k, thresholds=target.thresholds)
     usage = state.services.get("usage")
     if usage is not None:  # counted in memory; written in the background
         usage.record_inference(principal.org_id, principal.key_id, model_id, 1, tokens)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
+from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, forget_key
 from aiaas.protocol.common import list_response
 from aiaas.protocol.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, OrganizationPublic
 from aiaas.services import audit
@@ -50,7 +50,9 @@ def list_api_keys(
 
 
 @router.delete("/api_keys/{key_id}", response_model=ApiKeyPublic)
-def revoke_api_key(key_id: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep) -> dict:
+def revoke_api_key(key_id: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep,
+                   state: StateDep) -> dict:
     row = tenancy.revoke_key(session, principal.org_id, key_id)
+    forget_key(state, key_id)
     audit.record(session, actor, "api_key.revoked", target_type="api_key", target_id=row.id)
     return tenancy.key_public(row)

@@ -47,6 +47,7 @@ def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state
     session.flush()
     inference = state.services.get("inference")
     if inference is not None:
+        inference.forget(principal.org_id, model=model)
         inference.evict(uri)
     state.services["blobs"].delete(uri)
     return {"id": model, "object": "model", "deleted": True}
