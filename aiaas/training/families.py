@@ -231,7 +231,7 @@ def _plan_transformer(
 
 
 def _fit_plan(estimate: dict[str, Any], left_s: float) -> dict[str, Any]:
-    planned, per_epoch, fixed = estimate["n_epochs"], estimate["epoch_seconds"], estimate["fixed_seconds"]
+    planned, per_epoch, fixed = estimate["planned_epochs"], estimate["epoch_seconds"], estimate["fixed_seconds"]
     full = fixed + planned * per_epoch
     fits = math.floor((left_s - fixed) / per_epoch) if per_epoch > 0 else planned
     plan: dict[str, Any] = {**estimate, "left_seconds": round(left_s, 1), "full_run_seconds": round(full, 1)}
@@ -244,7 +244,8 @@ def _fit_plan(estimate: dict[str, Any], left_s: float) -> dict[str, Any]:
             f"{left_s:.0f} s left"
         )
     else:
-        return {**plan, "run": False, "reason": f"one epoch needs ~{fixed + per_epoch:.0f} s, {left_s:.0f} s left"}
+        return {**plan, "run": False, "n_epochs": None,
+                "reason": f"one epoch needs ~{fixed + per_epoch:.0f} s, {left_s:.0f} s left"}
     seconds = fixed + (epochs or planned) * per_epoch
     return {**plan, "run": True, "n_epochs": epochs, "reason": reason,
             "hard_limit_s": round(max(seconds * (1 + OVERRUN), seconds + GRACE_S), 1)}
@@ -309,7 +310,7 @@ def estimate_transformer(
     checkpoints_per_epoch = 1 + 10 / max(1, hp.n_epochs)  # ~10 periodic saves per run, plus each epoch end
     return {
         "base_model": base.id,
-        "n_epochs": hp.n_epochs,
+        "planned_epochs": hp.n_epochs,
         "batch_size": hp.batch_size,
         "precision": precision,
         "threads": threads,

@@ -119,7 +119,7 @@ def test_auto_skips_the_transformer_when_the_budget_is_spent(tmp_path: Path, bas
 
 def test_auto_stops_a_transformer_that_overruns(tmp_path: Path, base_models_dir: Path, monkeypatch) -> None:
     # An estimate far too optimistic: the run gets a limit it cannot meet and is stopped.
-    fake = {"base_model": TINY, "n_epochs": 2, "epoch_seconds": 1e-4, "fixed_seconds": 0.0, "estimate_seconds": 0.0}
+    fake = {"base_model": TINY, "planned_epochs": 2, "epoch_seconds": 1e-4, "fixed_seconds": 0.0, "estimate_seconds": 0.0}
     monkeypatch.setattr(families, "estimate_transformer", lambda *a, **k: dict(fake))
     monkeypatch.setattr(families, "GRACE_S", 0.0)
     monkeypatch.setattr(families, "FIXED_S", 0.0)
@@ -156,7 +156,7 @@ def test_a_rerun_reuses_the_first_plan(tmp_path: Path, base_models_dir: Path) ->
     [(1000.0, True, None), (45.0, True, 3), (15.0, False, None)],
 )
 def test_plan_runs_full_shortened_or_not_at_all(left: float, run: bool, epochs: int | None) -> None:
-    estimate = {"n_epochs": 5, "epoch_seconds": 10.0, "fixed_seconds": 12.0, "estimate_seconds": 1.0}
+    estimate = {"planned_epochs": 5, "epoch_seconds": 10.0, "fixed_seconds": 12.0, "estimate_seconds": 1.0}
     plan = families._fit_plan(estimate, left)
     assert plan["run"] is run
     assert plan.get("n_epochs") == epochs
@@ -179,5 +179,5 @@ def test_choose_follows_the_metric_direction() -> None:
 def test_estimate_measures_real_steps(base_models_dir: Path) -> None:
     estimate = families.estimate_transformer(_config(n_epochs="auto"), single_label_data(),
                                              base_models_dir=base_models_dir)
-    assert estimate["base_model"] == TINY and estimate["n_epochs"] >= 3
+    assert estimate["base_model"] == TINY and estimate["planned_epochs"] >= 3
     assert 0 < estimate["epoch_seconds"] < 60 and estimate["fixed_seconds"] >= families.FIXED_S

@@ -1,0 +1,121 @@
+"""Where the training speed-up comes from: one process, the same optimizer step under five
+settings, interleaved round by round (a noisy neighbour slows every setting alike), medians.
+
+    python -m bench.training.profile [--rounds 4] [--samples 64]
+
+    pad128-fp32-b8     what the HF Trainer run does (texts padded to 128 tokens, fp32, batch 8)
+    pad128-bf16-b8     the same with bf16 autocast
+    dynamic-fp32-b8    length-grouped batches padded to their longest text
+    dynamic-fp32-b32   ... with aiaas's batch size for >= 2,000 examples
+    dynamic-bf16-b32   aiaas's defaults on a CPU with AMX/AVX512-BF16
+
+Also the engine's checkpoint save (model + optimizer + RNG), timed once, because the
+engine saves ~10 per run plus one per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SETTINGS = {
+    "pad128-fp32-b8": ("pad", "fp32", 8),
+    "pad128-bf16-b8": ("pad", "bf16", 8),
+    "dynamic-fp32-b8": ("dynamic", "fp32", 8),
+    "dynamic-fp32-b32": ("dynamic", "fp32", 32),
+    "dynamic-bf16-b32": ("dynamic", "bf16", 32),
+}
+
+
+def profile(texts: list[str], *, rounds: int = 4, samples: int = 64, seed: int = 0) -> dict:
+    from aiaas.training import batching, checkpoints, runtime  # first: OMP_WAIT_POLICY=PASSIVE
+    from aiaas.training.base_models import builtin_minilm_dir, inspect_model_dir
+    from aiaas.training.components import load_model, load_tokenizer
+
+    import torch
+
+    base = inspect_model_dir(builtin_minilm_dir(), model_id="minilm-l6")
+    tokenizer = load_tokenizer(base)
+    ids = batching.tokenize(tokenizer, texts, 128)
+    lengths = np.array([len(x) for x in ids])
+    torch.manual_seed(seed)
+    model = load_model(base, "single_label_classification", ["negative", "positive"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    model.train()
+    rng = np.random.default_rng(seed)
+    rates: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    threads = runtime.available_cores()
+
+    def step(index: np.ndarray, padding: str, precision: str) -> None:
+        x, mask, _ = batching.collate(ids, index, tokenizer.pad_token_id)
+        if padding == "pad":  # to 128 like padding="max_length"
+            width = 128 - x.shape[1]
+            x = torch.nn.functional.pad(x, (0, width), value=tokenizer.pad_token_id)
+            mask = torch.nn.functional.pad(mask, (0, width), value=0)
+        with runtime.autocast("cpu", precision):
+            logits = model(input_ids=x, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), torch.zeros(len(index), dtype=torch.long))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    with runtime.torch_threads(threads):
+        for name, (padding, precision, batch) in SETTINGS.items():  # warm-up: allocations, kernels
+            step(rng.choice(len(ids), batch, replace=False), padding, precision)
+        for _ in range(rounds):
+            for name, (padding, precision, batch) in SETTINGS.items():
+                # Batches as each side builds them: random (HF) or length-grouped (aiaas).
+                if padding == "dynamic":
+                    pool = batching.epoch_batches(lengths, batch, seed=int(rng.integers(1 << 30)), epoch=0)
+                    chosen = [pool[int(i)] for i in rng.choice(len(pool), max(1, samples // batch), replace=False)]
+                else:
+                    chosen = [rng.choice(len(ids), batch, replace=False) for _ in range(max(1, samples // batch))]
+                t0 = time.perf_counter()
+                for index in chosen:
+                    step(index, padding, precision)
+                rates[name].append(sum(len(i) for i in chosen) / (time.perf_counter() - t0))
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            checkpoints.save_checkpoint(
+                Path(tmp), 1, model=model, tokenizer=tokenizer, optimizer=optimizer,
+                scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0), state={"step": 1},
+            )
+            checkpoint_s = time.perf_counter() - t0
+    median = {name: round(statistics.median(v), 2) for name, v in rates.items()}
+    ratio = lambda a, b: round(median[a] / median[b], 2)  # noqa: E731
+    return {
+        "samples_per_s_median": median,
+        "samples_per_s_rounds": {k: [round(x, 2) for x in v] for k, v in rates.items()},
+        "factors": {
+            "dynamic_padding (dynamic-fp32-b8 / pad128-fp32-b8)": ratio("dynamic-fp32-b8", "pad128-fp32-b8"),
+            "batch_32 (dynamic-fp32-b32 / dynamic-fp32-b8)": ratio("dynamic-fp32-b32", "dynamic-fp32-b8"),
+            "bf16 (dynamic-bf16-b32 / dynamic-fp32-b32)": ratio("dynamic-bf16-b32", "dynamic-fp32-b32"),
+            "bf16_at_128 (pad128-bf16-b8 / pad128-fp32-b8)": ratio("pad128-bf16-b8", "pad128-fp32-b8"),
+            "all (dynamic-bf16-b32 / pad128-fp32-b8)": ratio("dynamic-bf16-b32", "pad128-fp32-b8"),
+        },
+        "mean_tokens": round(float(lengths.mean()), 1),
+        "threads": threads,
+        "checkpoint_save_s": round(checkpoint_s, 2),
+        "rounds": rounds,
+        "samples_per_round": samples,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=64)
+    args = parser.parse_args()
+    from bench.quality.datasets import mr_sentences
+
+    print(json.dumps(profile(mr_sentences().texts, rounds=args.rounds, samples=args.samples), indent=2))
+
+
+if __name__ == "__main__":
+    main()
