@@ -32,13 +32,18 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not e2e" $(PYTEST_ARGS)
 
 # Benchmarks: one command each; results land in bench/results/*.json and bench/README.md.
-bench-serving: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench-serving: $(BENCH_STAMP)
 	$(PY) -m bench.serving.run
 
-bench-training: $(STAMP)
+bench-training: $(BENCH_STAMP)
 	$(PY) -m bench.training.run
 
-bench-quality: $(STAMP)
+bench-quality: $(BENCH_STAMP)
 	$(PY) -m bench.quality.run
 
 clean:

@@ -24,6 +24,7 @@ from aiaas.api.routes import (
     audit_logs, deployments, files, fine_tuning, health, inference, keys, models, oip, usage,
 )
 from aiaas.core.settings import Settings, get_settings
+from aiaas.protocol.common import ErrorResponse, OipErrorResponse, declared_errors
 from aiaas.security.ratelimit import create_rate_limiter
 from aiaas.security.ttlcache import TtlCache
 from aiaas.services.inference import InferenceService
@@ -93,8 +94,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (keys, files, fine_tuning, models, deployments, inference, oip, usage, audit_logs):
-        app.include_router(module.router)
+    for module in (keys, files, fine_tuning, models, deployments, inference, usage, audit_logs):
+        app.include_router(module.router, responses=declared_errors(ErrorResponse))
+    app.include_router(oip.router, responses=declared_errors(OipErrorResponse))
 
     def limit_for(path: str) -> int:
         return settings.max_upload_bytes if path.startswith(UPLOAD_PATHS) else settings.max_request_bytes

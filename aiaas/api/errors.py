@@ -60,7 +60,7 @@ def validation_to_error(exc: RequestValidationError) -> AiaasError:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AiaasError)
     async def _aiaas(request: Request, exc: AiaasError) -> JSONResponse:
-        if exc.status >= 500:
+        if exc.code == "internal_error":  # 503s (unavailable, not ready) keep their code: clients retry them
             log.error("internal error %s: %r", request_id_var.get(), exc)
             exc = AiaasError(f"Internal server error (request id {request_id_var.get()}).")
         return error_response(request, exc)

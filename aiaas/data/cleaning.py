@@ -237,7 +237,7 @@ def _label_name(value: Any, normalize: bool) -> str | None:
         name = value
         if normalize:
             name = name.strip()
-            if _NUMBER_NAME.fullmatch(name):
+            if len(name) <= 30 and _NUMBER_NAME.fullmatch(name):  # longer "numbers" stay text, as written
                 name = _number_name(float(name)) if "." in name else str(int(name))
     else:
         raise _CellError(f"label must be a single value, found {type(value).__name__} {_short(value)}")

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import pandas
 
 logger = logging.getLogger(__name__)
+# More columns than any training file needs; wide files only cost memory and time (and echo back in listings).
+MAX_COLUMNS = 10_000
 
 
 @dataclass
@@ -155,17 +157,52 @@ def _parse_csv(fh: IO[str], delimiter: str, param: str, keep: set[str] | None) -
 
 def _csv_header(row: list[str], line: int, param: str) -> list[str]:
     """Column names, trimmed; unnamed columns get 'column_N' so every column can be addressed."""
+    _check_width(len(row), f"line {line}", param)
     names: list[str] = []
+    seen: set[str] = set()
     for j, raw in enumerate(row, start=1):
         name = raw.strip().lstrip("\ufeff").strip() or f"column_{j}"
-        if name in names:
+        if name in seen:
             raise InvalidFile(
                 f"line {line}: the header names column {name!r} more than once; "
                 "give each column a unique name.",
                 param=param,
             )
+        seen.add(name)
         names.append(name)
     return names
+
+
+def _check_width(n: int, where: str, param: str) -> None:
+    if n > MAX_COLUMNS:
+        raise InvalidFile(
+            f"{where}: {n} columns; at most {MAX_COLUMNS} are accepted. Keep the text and label columns "
+            "(and few others) in the training file.",
+            param=param,
+        )
+
+
+def _loads(text: str, where: str, param: str) -> Any:
+    """json.loads that turns every way JSON can hurt us into a line-numbered InvalidFile:
+    nesting too deep, integers too long to convert, and lone surrogate escapes (not UTF-8)."""
+    try:
+        obj = json.loads(text)
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")  # lone surrogates ("\ud800") cannot encode
+    except json.JSONDecodeError as exc:
+        raise InvalidFile(
+            f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); a JSONL file needs one complete "
+            "JSON object per line.",
+            param=param,
+        ) from None
+    except RecursionError:
+        raise InvalidFile(f"{where}: JSON nested too deeply; flatten the record.", param=param) from None
+    except UnicodeEncodeError:
+        raise InvalidFile(f"{where}: a string holds an unpaired surrogate escape (like \\ud800), which is not "
+                          "valid Unicode; fix or remove it.", param=param) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise InvalidFile(f"{where}: a value could not be read ({exc}); write very long numbers as strings.",
+                          param=param) from None
+    return obj
 
 
 def _field_count_error(
@@ -213,8 +250,9 @@ def _csv_syntax_error(exc: csv.Error, start: int, current: int, param: str) -> I
 class _Columns:
     """Accumulates JSON objects column-wise; keys missing from an object read as None."""
 
-    def __init__(self, keep: set[str] | None) -> None:
+    def __init__(self, keep: set[str] | None, param: str = "file") -> None:
         self.keep = keep
+        self.param = param
         self.names: list[str] = []
         self.seen: set[str] = set()
         self.data: dict[str, list[Any]] = {}
@@ -223,6 +261,8 @@ class _Columns:
     def add(self, obj: dict[str, Any], position: int) -> None:
         for key in obj:
             if key not in self.seen:
+                if len(self.seen) >= MAX_COLUMNS:
+                    _check_width(len(self.seen) + 1, f"record at {position}", self.param)
                 self.seen.add(key)
                 self.names.append(key)
                 if self.keep is None or key in self.keep:
@@ -236,19 +276,12 @@ class _Columns:
 
 
 def _parse_jsonl(fh: IO[str], param: str, keep: set[str] | None) -> Table:
-    columns = _Columns(keep)
+    columns = _Columns(keep, param)
     for line_no, line in enumerate(fh, start=1):
         line = line.lstrip("\ufeff")
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidFile(
-                f"line {line_no}: not valid JSON ({exc.msg} at column {exc.colno}); a JSONL file needs "
-                "one complete JSON object per line.",
-                param=param,
-            ) from None
+        obj = _loads(line, f"line {line_no}", param)
         if not isinstance(obj, dict):
             raise InvalidFile(
                 f'line {line_no}: expected a JSON object such as {{"text": "...", "label": "..."}}, '
@@ -260,15 +293,22 @@ def _parse_jsonl(fh: IO[str], param: str, keep: set[str] | None) -> Table:
 
 
 def _parse_json_array(fh: IO[str], param: str, keep: set[str] | None) -> Table:
+    text = fh.read()
     try:
-        records = json.load(fh)
+        records = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidFile(
             f"line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}).", param=param
         ) from None
+    except (RecursionError, ValueError):
+        records = _loads(text, "the file", param)  # repeats the parse only to word the error
+    try:
+        json.dumps(records, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        _loads(text, "the file", param)  # raises the worded error
     if not isinstance(records, list):
         raise InvalidFile(f"{subject(param)} must hold a JSON array of objects or JSON lines.", param=param)
-    columns = _Columns(keep)
+    columns = _Columns(keep, param)
     for number, obj in enumerate(records, start=1):
         if not isinstance(obj, dict):
             raise InvalidFile(

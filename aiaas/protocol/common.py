@@ -49,3 +49,14 @@ def list_response(items: list[Any], *, has_more: bool) -> dict[str, Any]:
         "first_id": items[0]["id"] if items else None,
         "last_id": items[-1]["id"] if items else None,
     }
+
+
+class OipErrorResponse(BaseModel):
+    """Open Inference Protocol v2 errors: a plain message."""
+
+    error: str
+
+
+def declared_errors(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """The error statuses every route may answer, for the OpenAPI spec."""
+    return {code: {"model": model} for code in (400, 401, 403, 404, 409, 413, 415, 429, 500, 503)}

@@ -452,7 +452,8 @@ def _export_fp32(
     try:
         loader = AutoModelForSequenceClassification if head else AutoModel
         # Eager attention: SDPA picks kernels from runtime values that a trace would freeze.
-        model = loader.from_pretrained(model_dir, attn_implementation="eager", dtype=torch.float32)
+        model = loader.from_pretrained(model_dir, attn_implementation="eager", dtype=torch.float32,
+                                       use_safetensors=True, local_files_only=True)
         if head:
             _check_head(model, meta)
         wrapper = _build_wrapper(model, head=head).eval()
@@ -572,7 +573,8 @@ def _write_tokenizer(model_dir: Path, dest: Path, *, max_length: int) -> int:
     else:  # a slow-tokenizer checkpoint (vocab.txt only): let transformers convert it once
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True).backend_tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True,
+                                                  local_files_only=True).backend_tokenizer
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.save(str(dest))

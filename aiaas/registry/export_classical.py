@@ -123,7 +123,9 @@ def export_classical_model(
             "served_by": "onnx",
             "served_by_reason": "same runtime path as every other model, no scikit-learn or scipy at "
             "serving time; latency of both measured below",
-            "latency_ms": {name: {k: v for k, v in m.items() if k != "seq_per_s"} for name, m in latency.items()},
+            "latency_ms": {
+                name: {k: v for k, v in m.items() if k != "seq_per_s"} for name, m in latency.items()
+            },
             "throughput_seq_s": {name: m["seq_per_s"] for name, m in latency.items()},
             "validation_texts": len(texts),
             "model_bytes": onnx_path.stat().st_size,
@@ -253,7 +255,9 @@ def _validation_set(texts: list[str] | None, labels: list | None) -> tuple[list[
             raise InvalidRequest("validation_labels needs validation_texts.", param="validation_labels")
         return list(DEFAULT_VALIDATION_TEXTS), None
     if not texts or not all(isinstance(t, str) for t in texts):
-        raise InvalidRequest("validation_texts must be a non-empty list of strings.", param="validation_texts")
+        raise InvalidRequest(
+            "validation_texts must be a non-empty list of strings.", param="validation_texts"
+        )
     if labels is not None and len(labels) != len(texts):
         raise InvalidRequest(
             f"{len(labels)} validation_labels for {len(texts)} validation_texts.", param="validation_labels"

@@ -280,7 +280,7 @@ def _decode_input(
         raise InvalidRequest(f"{where} needs a non-empty string 'name'.", param=f"{where}.name")
     label = f"{kind[:-1]} '{name}'"
     datatype = raw.get("datatype")
-    if datatype != BYTES and datatype not in DTYPES:
+    if not isinstance(datatype, str) or (datatype != BYTES and datatype not in DTYPES):
         raise InvalidRequest(
             f"{label}: unsupported datatype {datatype!r}; use one of {', '.join([*DTYPES, BYTES])}.",
             param=f"{where}.datatype",
@@ -381,11 +381,14 @@ def _from_json_data(
     if len(values) != count:
         raise InvalidRequest(f"{label}: shape {shape} needs {count} values, got {len(values)}.", param=param)
     if datatype == BYTES:
+        # Strings only: bytes(300000000) would allocate 300 MB from a 10-byte number.
+        if not all(isinstance(v, str) for v in values):
+            raise InvalidRequest(f"{label}: BYTES data in JSON must be strings.", param=param)
         out = np.empty(count, dtype=object)
         try:
-            out[:] = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
-        except TypeError:
-            raise InvalidRequest(f"{label}: BYTES data must be strings.", param=param) from None
+            out[:] = [v.encode() for v in values]
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"{label}: BYTES data holds text that is not valid Unicode.", param=param) from None
         return out.reshape(shape)
     if datatype == "BOOL" and not all(isinstance(v, bool) for v in values):
         raise InvalidRequest(f"{label}: BOOL data must be true/false.", param=param)

@@ -114,7 +114,9 @@ def inspect_model_dir(path: Path, *, model_id: str) -> ResolvedBaseModel:
             param="model",
         )
     files = [p for p in path.rglob("*") if p.is_file()]
-    safetensors = [p for p in files if p.name.endswith(".safetensors")]
+    # Only weights at the top level count: transformers loads from there, and a safetensors file hidden
+    # in a sub-directory must not vouch for a pickle beside config.json.
+    safetensors = [p for p in path.glob("*.safetensors") if p.is_file()]
     if not safetensors:
         pickles = [p.name for p in files if p.name.endswith(PICKLE_SUFFIXES)]
         if pickles:

@@ -176,7 +176,9 @@ class NgramFeaturizer:
             else:  # word grams are stored framed by boundaries; the analyzer joins words by " "
                 keys = ["".join(self._table[i] for i in gram[1:-1]) for gram in block.grams]
             vocabulary = {key: col for col, key in enumerate(keys)}
-            self._vectorizers.append(CountVectorizer(vocabulary=vocabulary, dtype=np.float32, **_analyzer(block.name)))
+            self._vectorizers.append(
+                CountVectorizer(vocabulary=vocabulary, dtype=np.float32, **_analyzer(block.name))
+            )
 
     @property
     def n_features(self) -> int:
@@ -193,7 +195,10 @@ class NgramFeaturizer:
         blocks, parts = [], []
         for name in ("char", "word"):
             vectorizer = CountVectorizer(
-                min_df=min(MIN_DF, len(docs)), max_features=MAX_FEATURES[name], dtype=np.float32, **_analyzer(name)
+                min_df=min(MIN_DF, len(docs)),
+                max_features=MAX_FEATURES[name],
+                dtype=np.float32,
+                **_analyzer(name),
             )
             try:
                 counts = vectorizer.fit_transform(docs).tocsc()
@@ -201,7 +206,9 @@ class NgramFeaturizer:
                 continue
             keys = vectorizer.get_feature_names_out()
             grams = [tuple(_gram_ids(key, name, inverse)) for key in keys]
-            keep = np.array([len(g) <= (MAX_WORD_GRAM_IDS if name == "word" else CHAR_NGRAMS[1]) for g in grams])
+            keep = np.array(
+                [len(g) <= (MAX_WORD_GRAM_IDS if name == "word" else CHAR_NGRAMS[1]) for g in grams]
+            )
             counts = counts[:, np.flatnonzero(keep)].tocsr()
             grams = [g for g, k in zip(grams, keep, strict=True) if k]
             df = np.diff(counts.tocsc().indptr)
@@ -273,7 +280,9 @@ class LinearHead:
         return np.asarray(x @ self.weights, dtype=np.float32) + self.bias
 
 
-def fit_head(task: str, x: Any, y: np.ndarray, n_out: int, strength: float, *, balanced: bool, seed: int) -> LinearHead:
+def fit_head(
+    task: str, x: Any, y: np.ndarray, n_out: int, strength: float, *, balanced: bool, seed: int
+) -> LinearHead:
     """One fit: logistic regression (softmax over classes, or one per label) or ridge."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -449,7 +458,9 @@ def train_classical(
     for step, strength in enumerate(grid, start=1):
         check_stop()
         fit_started = time.perf_counter()
-        head = fit_head(task, x_train, y_train, n_out, strength, balanced=config.class_weights, seed=config.seed)
+        head = fit_head(
+            task, x_train, y_train, n_out, strength, balanced=config.class_weights, seed=config.seed
+        )
         fit_s = time.perf_counter() - fit_started
         scores: dict[str, Any] = score(task, head.logits(x_val), y_val, labels) if x_val is not None else {}
         record = {

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from aiaas.core.errors import InvalidRequest
+from aiaas.core.errors import AiaasError, InvalidRequest
 from aiaas.training import batching, classical, components, hyperparams, metrics, runtime
 from aiaas.training.base_models import MINILM_ID
 from aiaas.training.config import TrainConfig
@@ -116,11 +116,15 @@ def _train_auto(
     task = config.task
     metric, _ = metrics.SELECTION[task]
     classic = classical.train_classical(config, data, work_dir / classical.FAMILY, callbacks)
-    candidates: dict[str, dict[str, Any]] = {classical.FAMILY: _candidate(task, classic, time.monotonic() - started)}
+    candidates: dict[str, dict[str, Any]] = {
+        classical.FAMILY: _candidate(task, classic, time.monotonic() - started)
+    }
     results: dict[str, TrainResult] = {classical.FAMILY: classic}
 
     transformer_started = time.monotonic()
-    plan = _plan_transformer(config, data, work_dir, base_models_dir, budget - (transformer_started - started))
+    plan = _plan_transformer(
+        config, data, work_dir, base_models_dir, budget - (transformer_started - started)
+    )
     if plan["run"]:
         t_config = dataclasses.replace(config, n_epochs=plan["n_epochs"]) if plan.get("n_epochs") else config
         callbacks.event("info", f"auto: {plan['reason']}", data={"auto_plan": plan})
@@ -129,7 +133,9 @@ def _train_auto(
             results[TRANSFORMER] = train(
                 t_config, data, work_dir / TRANSFORMER, guard, base_models_dir=base_models_dir
             )
-            candidates[TRANSFORMER] = _candidate(task, results[TRANSFORMER], time.monotonic() - transformer_started)
+            candidates[TRANSFORMER] = _candidate(
+                task, results[TRANSFORMER], time.monotonic() - transformer_started
+            )
         except TrainingStopped:
             if not guard.over_budget:
                 raise  # cancelled or lease lost: not ours to swallow
@@ -138,7 +144,12 @@ def _train_auto(
                 "reason": f"over its time limit ({plan['hard_limit_s']:.0f} s)",
                 "seconds": round(time.monotonic() - transformer_started, 1),
             }
-            callbacks.event("warning", f"auto: transformer stopped after {plan['hard_limit_s']:.0f} s, over budget.")
+            callbacks.event(
+                "warning", f"auto: transformer stopped after {plan['hard_limit_s']:.0f} s, over budget."
+            )
+        except AiaasError as exc:  # e.g. a diverged loss: the job still has its tfidf-linear model
+            candidates[TRANSFORMER] = {"status": "failed", "reason": exc.message}
+            callbacks.event("warning", f"auto: transformer failed, keeping {classical.FAMILY}: {exc.message}")
     else:
         candidates[TRANSFORMER] = {"status": "skipped", "reason": plan["reason"]}
         callbacks.event("info", f"auto: transformer skipped: {plan['reason']}", data={"auto_plan": plan})
@@ -223,20 +234,30 @@ def _plan_transformer(
     elif left_s <= FIXED_S:
         plan = {"run": False, "reason": f"the time budget is spent ({max(0.0, left_s):.0f} s left)"}
     else:
-        estimate = estimate_transformer(config, data, base_models_dir=base_models_dir)
-        plan = _fit_plan(estimate, left_s - estimate["estimate_seconds"])
+        try:
+            estimate = estimate_transformer(config, data, base_models_dir=base_models_dir)
+            plan = _fit_plan(estimate, left_s - estimate["estimate_seconds"])
+        except AiaasError as exc:  # e.g. the base model is not installed here
+            plan = {"run": False, "reason": f"{config.base_model} cannot be trained here: {exc.message}"}
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan, indent=2))
     return plan
 
 
 def _fit_plan(estimate: dict[str, Any], left_s: float) -> dict[str, Any]:
-    planned, per_epoch, fixed = estimate["planned_epochs"], estimate["epoch_seconds"], estimate["fixed_seconds"]
+    planned, per_epoch, fixed = (
+        estimate["planned_epochs"],
+        estimate["epoch_seconds"],
+        estimate["fixed_seconds"],
+    )
     full = fixed + planned * per_epoch
     fits = math.floor((left_s - fixed) / per_epoch) if per_epoch > 0 else planned
     plan: dict[str, Any] = {**estimate, "left_seconds": round(left_s, 1), "full_run_seconds": round(full, 1)}
     if fits >= planned:
-        epochs, reason = None, f"transformer gets its full {planned} epochs (~{full:.0f} s of {left_s:.0f} s left)"
+        epochs, reason = (
+            None,
+            f"transformer gets its full {planned} epochs (~{full:.0f} s of {left_s:.0f} s left)",
+        )
     elif fits >= 1:
         epochs = fits
         reason = (
@@ -244,11 +265,20 @@ def _fit_plan(estimate: dict[str, Any], left_s: float) -> dict[str, Any]:
             f"{left_s:.0f} s left"
         )
     else:
-        return {**plan, "run": False, "n_epochs": None,
-                "reason": f"one epoch needs ~{fixed + per_epoch:.0f} s, {left_s:.0f} s left"}
+        return {
+            **plan,
+            "run": False,
+            "n_epochs": None,
+            "reason": f"one epoch needs ~{fixed + per_epoch:.0f} s, {left_s:.0f} s left",
+        }
     seconds = fixed + (epochs or planned) * per_epoch
-    return {**plan, "run": True, "n_epochs": epochs, "reason": reason,
-            "hard_limit_s": round(max(seconds * (1 + OVERRUN), seconds + GRACE_S), 1)}
+    return {
+        **plan,
+        "run": True,
+        "n_epochs": epochs,
+        "reason": reason,
+        "hard_limit_s": round(max(seconds * (1 + OVERRUN), seconds + GRACE_S), 1),
+    }
 
 
 def estimate_transformer(

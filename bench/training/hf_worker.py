@@ -70,11 +70,11 @@ def main() -> None:
         def __init__(self, batch: int) -> None:
             self.batch, self.t0, self.steps, self.windows = batch, None, 0, []
 
-        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003
+        def on_step_begin(self, args, state, control, **kwargs):
             if self.t0 is None:
                 self.t0 = time.perf_counter()
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003
+        def on_step_end(self, args, state, control, **kwargs):
             self.steps += 1
             if self.steps % 10 == 0:
                 now = time.perf_counter()

@@ -34,11 +34,11 @@ SETTINGS = {
 
 
 def profile(texts: list[str], *, rounds: int = 4, samples: int = 64, seed: int = 0) -> dict:
+    import torch
+
     from aiaas.training import batching, checkpoints, runtime  # first: OMP_WAIT_POLICY=PASSIVE
     from aiaas.training.base_models import builtin_minilm_dir, inspect_model_dir
     from aiaas.training.components import load_model, load_tokenizer
-
-    import torch
 
     base = inspect_model_dir(builtin_minilm_dir(), model_id="minilm-l6")
     tokenizer = load_tokenizer(base)
@@ -73,9 +73,13 @@ def profile(texts: list[str], *, rounds: int = 4, samples: int = 64, seed: int =
                 # Batches as each side builds them: random (HF) or length-grouped (aiaas).
                 if padding == "dynamic":
                     pool = batching.epoch_batches(lengths, batch, seed=int(rng.integers(1 << 30)), epoch=0)
-                    chosen = [pool[int(i)] for i in rng.choice(len(pool), max(1, samples // batch), replace=False)]
+                    chosen = [
+                        pool[int(i)] for i in rng.choice(len(pool), max(1, samples // batch), replace=False)
+                    ]
                 else:
-                    chosen = [rng.choice(len(ids), batch, replace=False) for _ in range(max(1, samples // batch))]
+                    chosen = [
+                        rng.choice(len(ids), batch, replace=False) for _ in range(max(1, samples // batch))
+                    ]
                 t0 = time.perf_counter()
                 for index in chosen:
                     step(index, padding, precision)
@@ -83,12 +87,17 @@ def profile(texts: list[str], *, rounds: int = 4, samples: int = 64, seed: int =
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             checkpoints.save_checkpoint(
-                Path(tmp), 1, model=model, tokenizer=tokenizer, optimizer=optimizer,
-                scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0), state={"step": 1},
+                Path(tmp),
+                1,
+                model=model,
+                tokenizer=tokenizer,
+                optimizer=optimizer,
+                scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+                state={"step": 1},
             )
             checkpoint_s = time.perf_counter() - t0
     median = {name: round(statistics.median(v), 2) for name, v in rates.items()}
-    ratio = lambda a, b: round(median[a] / median[b], 2)  # noqa: E731
+    ratio = lambda a, b: round(median[a] / median[b], 2)
     return {
         "samples_per_s_median": median,
         "samples_per_s_rounds": {k: [round(x, 2) for x in v] for k, v in rates.items()},

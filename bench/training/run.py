@@ -45,17 +45,24 @@ def _split(n_train: int, n_val: int, n_test: int) -> Split:
     total = n_train + n_val + n_test
     fractions = (n_train / total, n_val / total, n_test / total)
     tr, va, te = stratified_split(data.labels, fractions, seed=0, limit=total)
-    rows = lambda idx: [(data.texts[i], data.labels[i]) for i in idx]  # noqa: E731
+    rows = lambda idx: [(data.texts[i], data.labels[i]) for i in idx]
     return Split(sorted(set(data.labels)), rows(tr), rows(va), rows(te))
 
 
 def _run_worker(module: str, split_file: Path, out: Path, epochs: int, model: str, timeout: float) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     env.pop("OMP_WAIT_POLICY", None)  # each side gets its own default (aiaas sets PASSIVE itself)
     cmd = [sys.executable, "-m", module, str(split_file), str(out), "--epochs", str(epochs), "--model", model]
     log.info("running %s", " ".join(cmd))
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     raw = json.loads(out.read_text())
@@ -63,17 +70,23 @@ def _run_worker(module: str, split_file: Path, out: Path, epochs: int, model: st
 
     result = WorkerResult(**raw).to_dict()
     result["process_wall_s"] = round(time.perf_counter() - started, 1)
-    log.info("%s: %s", module, json.dumps({k: result[k] for k in ("samples_per_s", "val_accuracy", "wall_s")}))
+    log.info(
+        "%s: %s", module, json.dumps({k: result[k] for k in ("samples_per_s", "val_accuracy", "wall_s")})
+    )
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--validation", type=int, default=1000)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="300 sentences, 1 epoch; results are not written")
+    parser.add_argument(
+        "--quick", action="store_true", help="300 sentences, 1 epoch; results are not written"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.quick:
@@ -93,7 +106,12 @@ def main() -> None:
             "bench.training.hf_worker", split_file, Path(tmp) / "hf.json", args.epochs, model_path, 1800
         )
         configs["aiaas"] = _run_worker(
-            "bench.training.aiaas_worker", split_file, Path(tmp) / "aiaas.json", args.epochs, "minilm-l6", 1800
+            "bench.training.aiaas_worker",
+            split_file,
+            Path(tmp) / "aiaas.json",
+            args.epochs,
+            "minilm-l6",
+            1800,
         )
     hf, ai = configs["hf_trainer"], configs["aiaas"]
     report = {
@@ -118,8 +136,22 @@ def main() -> None:
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
     report["met"] = report["speedup"] >= TARGET_SPEEDUP and report["accuracy_delta"] >= TARGET_DELTA_PT
-    print(json.dumps({k: report[k] for k in ("speedup", "speedup_step_median", "accuracy_delta",
-                                             "accuracy_delta_test", "met", "bench_seconds")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in (
+                    "speedup",
+                    "speedup_step_median",
+                    "accuracy_delta",
+                    "accuracy_delta_test",
+                    "met",
+                    "bench_seconds",
+                )
+            },
+            indent=2,
+        )
+    )
     if args.quick:
         return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import pytest
 
 from aiaas.core.errors import HTTP_STATUS
 from tests.helpers.datasets import toy_rows
-from tests.hostile import malformed
+from tests.hostile import malformed, payloads
 from tests.hostile.conftest import SQLITE_ONLY, TINY
 from tests.hostile.test_malformed_uploads import N_CASES, SEED
 
@@ -59,7 +59,7 @@ HOSTILE_VALUES: dict[str, bytes] = {
 }
 
 
-async def _upload(client: httpx.AsyncClient, case: malformed.Case) -> httpx.Response:
+async def _upload(client: httpx.AsyncClient, case: payloads.Case) -> httpx.Response:
     return await client.post("/v1/files", content=case.body,
                              headers={"Content-Type": case.content_type, **case.headers})
 
@@ -120,7 +120,7 @@ async def test_malformed_training_files_fail_jobs_cleanly(client, settings, db, 
     rng.shuffle(recipes)
     recipes += [(f"heavy:{name}", rng.randrange(2**32)) for name in HEAVY_TO_PLANT]
     accepted: list[tuple[str, str]] = []
-    rejected: list[tuple[str, malformed.Case]] = []
+    rejected: list[tuple[str, payloads.Case]] = []
     for recipe in recipes:
         heavy = recipe[0].startswith("heavy:")
         if len(accepted) >= ACCEPTED_SAMPLE and len(rejected) >= REJECTED_SAMPLE and not heavy:

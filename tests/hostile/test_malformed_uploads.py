@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from aiaas.core.errors import HTTP_STATUS
-from tests.hostile import malformed
+from tests.hostile import malformed, payloads
 from tests.hostile.conftest import LiveServer, RssSampler
 
 SEED = 20240611
@@ -130,7 +130,7 @@ class Campaign:
         return "\n".join(lines)
 
 
-def send(client: httpx.Client, case: malformed.Case, campaign: Campaign) -> None:
+def send(client: httpx.Client, case: payloads.Case, campaign: Campaign) -> None:
     campaign.cases += 1
     started = time.perf_counter()
     headers = {"Content-Type": case.content_type, **case.headers}
@@ -185,8 +185,8 @@ def stored_blobs(server: LiveServer) -> set[str]:
 def bomb_checks(client: httpx.Client, campaign: Campaign) -> None:
     """OIP v2 inflates gzip/deflate bodies: a bomb must be cut off at the request limit (413)."""
     bombs = {
-        "gzip bomb, 1 GiB inflated": (malformed.gzip_bomb(1024 * malformed.MB), "gzip"),
-        "deflate bomb, 1 GiB inflated": (malformed.deflate_bomb(1024 * malformed.MB), "deflate"),
+        "gzip bomb, 1 GiB inflated": (payloads.gzip_bomb(1024 * payloads.MB), "gzip"),
+        "deflate bomb, 1 GiB inflated": (payloads.deflate_bomb(1024 * payloads.MB), "deflate"),
     }
     for name, (body, encoding) in bombs.items():
         for path in ("/v2/models/no-such-model/infer", "/v2/models/no-such-model/versions/1/infer"):
@@ -216,7 +216,7 @@ def bomb_checks(client: httpx.Client, campaign: Campaign) -> None:
         campaign.add("bad rejection", f"OIP BYTES element 300000000 -> {resp.status_code}: {problem or resp.text[:200]}")
     # Compressed past the request limit itself: refused from Content-Length before any inflating.
     campaign.cases += 1
-    big = malformed.gzip_bomb(4096 * malformed.MB)
+    big = payloads.gzip_bomb(4096 * payloads.MB)
     resp = client.post("/v2/models/x/infer", content=big, headers={"Content-Encoding": "gzip"})
     campaign.statuses[resp.status_code] += 1
     if resp.status_code != 413:
@@ -277,8 +277,8 @@ def test_generator_is_seeded_and_sized() -> None:
         assert any(name.endswith(":" + landmark) for name in names), landmark
     assert len(names) == N_CASES
     assert set(EXPECTED) <= set(names)
-    bomb = malformed.gzip_bomb(64 * malformed.MB)
+    bomb = payloads.gzip_bomb(64 * payloads.MB)
     import zlib
 
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    assert len(d.decompress(bomb)) == 64 * malformed.MB and d.eof and len(bomb) < 128 * 1024
+    assert len(d.decompress(bomb)) == 64 * payloads.MB and d.eof and len(bomb) < 128 * 1024

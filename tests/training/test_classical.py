@@ -73,7 +73,11 @@ def test_single_label_learns_and_writes_a_model_directory(tmp_path: Path) -> Non
     assert result.metrics["accuracy"] >= 0.95
     assert np.array(result.metrics["confusion_matrix"]).sum() == len(data.validation)
     assert result.model_dir == tmp_path / "model"
-    assert sorted(p.name for p in result.model_dir.iterdir()) == ["aiaas.json", "tfidf_linear.npz", "tokenizer.json"]
+    assert sorted(p.name for p in result.model_dir.iterdir()) == [
+        "aiaas.json",
+        "tfidf_linear.npz",
+        "tokenizer.json",
+    ]
     meta = json.loads((result.model_dir / "aiaas.json").read_text())
     assert meta["family"] == "tfidf-linear" and meta["task"] == "single_label_classification"
     assert meta["labels"] == ["bug", "refund"]
@@ -85,7 +89,9 @@ def test_single_label_learns_and_writes_a_model_directory(tmp_path: Path) -> Non
     # One validation record per candidate strength, the chosen one in the hyperparameters.
     evals = rec.metrics_events()
     assert [e["C"] for e in evals] == list(classical.C_GRID)
-    assert result.hyperparameters["C"] in classical.C_GRID and result.hyperparameters["family"] == "tfidf-linear"
+    assert (
+        result.hyperparameters["C"] in classical.C_GRID and result.hyperparameters["family"] == "tfidf-linear"
+    )
     assert result.steps == len(classical.C_GRID) and result.trained_tokens > 0
 
 
@@ -173,9 +179,15 @@ def test_single_label_export_reports_accuracy_and_dispatches_by_family(tmp_path:
     data = single_label_data()
     result = _train(data, tmp_path / "train")
     texts, labels = [ex.text for ex in data.validation], [ex.label for ex in data.validation]
-    report = export_trained_model(result.model_dir, tmp_path / "onnx", validation_texts=texts, validation_labels=labels)
+    report = export_trained_model(
+        result.model_dir, tmp_path / "onnx", validation_texts=texts, validation_labels=labels
+    )
     assert report["family"] == "tfidf-linear"
-    assert report["accuracy"]["fp32"] == report["accuracy"]["sklearn"] == pytest.approx(result.metrics["accuracy"])
+    assert (
+        report["accuracy"]["fp32"]
+        == report["accuracy"]["sklearn"]
+        == pytest.approx(result.metrics["accuracy"])
+    )
     meta = json.loads((tmp_path / "onnx" / "aiaas.json").read_text())
     assert meta["family"] == "tfidf-linear" and meta["runtime"]["file"] == "model.fp32.onnx"
 

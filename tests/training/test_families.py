@@ -36,7 +36,9 @@ def word_order_data(n_train: int = 160, n_val: int = 80, seed: int = 0) -> Prepa
             out.append(Example(f"{f[0]} {a} {f[1]} {b} {f[2]}", label))
         return out
 
-    return PreparedData("single_label_classification", make(n_train), make(n_val), ["crash_first", "refund_first"])
+    return PreparedData(
+        "single_label_classification", make(n_train), make(n_val), ["crash_first", "refund_first"]
+    )
 
 
 def test_family_for_model() -> None:
@@ -62,7 +64,9 @@ def test_single_families_record_their_name(tmp_path: Path, base_models_dir: Path
         assert result.model_dir == tmp_path / family / "model"
 
 
-def test_auto_keeps_tfidf_when_the_transformer_cannot_read_the_text(tmp_path: Path, base_models_dir: Path) -> None:
+def test_auto_keeps_tfidf_when_the_transformer_cannot_read_the_text(
+    tmp_path: Path, base_models_dir: Path
+) -> None:
     # The tiny BERT's vocabulary has no Chinese: every character becomes [UNK].
     data = chinese_data()
     rec = Recorder()
@@ -71,7 +75,9 @@ def test_auto_keeps_tfidf_when_the_transformer_cannot_read_the_text(tmp_path: Pa
     )
     assert result.family == "tfidf-linear"
     selection = result.selection
-    assert selection is not None and selection["chosen"] == "tfidf-linear" and selection["metric"] == "macro_f1"
+    assert (
+        selection is not None and selection["chosen"] == "tfidf-linear" and selection["metric"] == "macro_f1"
+    )
     both = selection["candidates"]
     assert both["tfidf-linear"]["status"] == both["transformer"]["status"] == "trained"  # both really ran
     assert both["tfidf-linear"]["macro_f1"] > both["transformer"]["macro_f1"]
@@ -108,7 +114,13 @@ def test_auto_keeps_the_transformer_when_word_order_decides(tmp_path: Path, base
 def test_auto_skips_the_transformer_when_the_budget_is_spent(tmp_path: Path, base_models_dir: Path) -> None:
     rec = Recorder()
     result = families.train_family(
-        "auto", _config(), single_label_data(), tmp_path, rec, base_models_dir=base_models_dir, time_budget_s=0
+        "auto",
+        _config(),
+        single_label_data(),
+        tmp_path,
+        rec,
+        base_models_dir=base_models_dir,
+        time_budget_s=0,
     )
     assert result.family == "tfidf-linear"
     transformer = result.selection["candidates"]["transformer"]
@@ -119,12 +131,23 @@ def test_auto_skips_the_transformer_when_the_budget_is_spent(tmp_path: Path, bas
 
 def test_auto_stops_a_transformer_that_overruns(tmp_path: Path, base_models_dir: Path, monkeypatch) -> None:
     # An estimate far too optimistic: the run gets a limit it cannot meet and is stopped.
-    fake = {"base_model": TINY, "planned_epochs": 2, "epoch_seconds": 1e-4, "fixed_seconds": 0.0, "estimate_seconds": 0.0}
+    fake = {
+        "base_model": TINY,
+        "planned_epochs": 2,
+        "epoch_seconds": 1e-4,
+        "fixed_seconds": 0.0,
+        "estimate_seconds": 0.0,
+    }
     monkeypatch.setattr(families, "estimate_transformer", lambda *a, **k: dict(fake))
     monkeypatch.setattr(families, "GRACE_S", 0.0)
     monkeypatch.setattr(families, "FIXED_S", 0.0)
     result = families.train_family(
-        "auto", _config(), single_label_data(), tmp_path, Recorder(), base_models_dir=base_models_dir,
+        "auto",
+        _config(),
+        single_label_data(),
+        tmp_path,
+        Recorder(),
+        base_models_dir=base_models_dir,
         time_budget_s=600,
     )
     assert result.family == "tfidf-linear"
@@ -135,20 +158,65 @@ def test_auto_passes_a_cancel_through(tmp_path: Path, base_models_dir: Path) -> 
     # tfidf-linear asks should_stop() 5 times; the 6th ask (inside the transformer) says stop.
     with pytest.raises(TrainingStopped):
         families.train_family(
-            "auto", _config(), single_label_data(), tmp_path, Recorder(stop_after_calls=5),
-            base_models_dir=base_models_dir, time_budget_s=600,
+            "auto",
+            _config(),
+            single_label_data(),
+            tmp_path,
+            Recorder(stop_after_calls=5),
+            base_models_dir=base_models_dir,
+            time_budget_s=600,
         )
 
 
 def test_a_rerun_reuses_the_first_plan(tmp_path: Path, base_models_dir: Path) -> None:
     data = single_label_data()
-    families.train_family("auto", _config(), data, tmp_path, Recorder(), base_models_dir=base_models_dir,
-                          time_budget_s=0)
+    families.train_family(
+        "auto", _config(), data, tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=0
+    )
     # Plenty of budget the second time, but the job keeps the first attempt's plan (resumable checkpoints).
-    again = families.train_family("auto", _config(), data, tmp_path, Recorder(), base_models_dir=base_models_dir,
-                                  time_budget_s=600)
+    again = families.train_family(
+        "auto", _config(), data, tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=600
+    )
     assert again.selection["candidates"]["transformer"]["status"] == "skipped"
     assert "first attempt" in again.selection["transformer_plan"]["reason"]
+
+
+def test_auto_keeps_tfidf_when_the_transformer_cannot_start(tmp_path: Path, base_models_dir: Path) -> None:
+    result = families.train_family(
+        "auto",
+        _config(base_model="no-such-model"),
+        single_label_data(),
+        tmp_path,
+        Recorder(),
+        base_models_dir=base_models_dir,
+        time_budget_s=600,
+    )
+    assert result.family == "tfidf-linear"
+    transformer = result.selection["candidates"]["transformer"]
+    assert transformer["status"] == "skipped" and "no-such-model" in transformer["reason"]
+
+
+def test_auto_keeps_tfidf_when_the_transformer_fails(
+    tmp_path: Path, base_models_dir: Path, monkeypatch
+) -> None:
+    def diverged(*args, **kwargs):
+        raise InvalidRequest("Training diverged: the loss became nan at step 3.")
+
+    monkeypatch.setattr(families, "train", diverged)
+    rec = Recorder()
+    result = families.train_family(
+        "auto",
+        _config(),
+        single_label_data(),
+        tmp_path,
+        rec,
+        base_models_dir=base_models_dir,
+        time_budget_s=600,
+    )
+    assert result.family == "tfidf-linear"
+    transformer = result.selection["candidates"]["transformer"]
+    assert transformer["status"] == "failed" and "diverged" in transformer["reason"]
+    assert any(e["level"] == "warning" and "diverged" in e["message"] for e in rec.events)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +235,10 @@ def test_plan_runs_full_shortened_or_not_at_all(left: float, run: bool, epochs: 
 
 def test_choose_follows_the_metric_direction() -> None:
     def cands(a: float, b: float, metric: str) -> dict:
-        return {"tfidf-linear": {"status": "trained", metric: a}, "transformer": {"status": "trained", metric: b}}
+        return {
+            "tfidf-linear": {"status": "trained", metric: a},
+            "transformer": {"status": "trained", metric: b},
+        }
 
     assert families._choose("regression", cands(2.0, 1.0, "rmse"))[0] == "transformer"  # lower rmse wins
     assert families._choose("regression", cands(1.0, 2.0, "rmse"))[0] == "tfidf-linear"
@@ -177,7 +248,8 @@ def test_choose_follows_the_metric_direction() -> None:
 
 
 def test_estimate_measures_real_steps(base_models_dir: Path) -> None:
-    estimate = families.estimate_transformer(_config(n_epochs="auto"), single_label_data(),
-                                             base_models_dir=base_models_dir)
+    estimate = families.estimate_transformer(
+        _config(n_epochs="auto"), single_label_data(), base_models_dir=base_models_dir
+    )
     assert estimate["base_model"] == TINY and estimate["planned_epochs"] >= 3
     assert 0 < estimate["epoch_seconds"] < 60 and estimate["fixed_seconds"] >= families.FIXED_S

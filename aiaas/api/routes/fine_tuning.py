@@ -70,7 +70,11 @@ def list_checkpoints(
     return list_response([checkpoint_public(r, job.fine_tuned_model) for r in rows], has_more=has_more)
 
 
-@router.get("/jobs/{fine_tuning_job_id}/events", response_model=None)
+@router.get(
+    "/jobs/{fine_tuning_job_id}/events",
+    response_model=None,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Events; with stream=true as SSE."}},
+)
 def list_events(
     fine_tuning_job_id: str,
     principal: PrincipalDep,

@@ -19,7 +19,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "The database is not reachable."}})
 async def readyz(state: StateDep) -> JSONResponse:
     def check() -> str | None:
         try:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from aiaas.api.deps import PrincipalDep, StateDep
 from aiaas.services import usage as usage_service
 from aiaas.store.tenancy import now
+
+MAX_UNIX_S = 253_402_300_799  # 9999-12-31: beyond it, databases overflow
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
@@ -18,8 +20,8 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 async def get_usage(
     principal: PrincipalDep,
     state: StateDep,
-    start: int | None = None,
-    end: int | None = None,
+    start: Annotated[int | None, Query(ge=0, le=MAX_UNIX_S)] = None,
+    end: Annotated[int | None, Query(ge=0, le=MAX_UNIX_S)] = None,
     group_by: Literal["day", "model", "key"] = "day",
 ) -> dict:
     """Usage in [start, end) (unix seconds; default: the last 30 days), priced by the server's price sheet."""
