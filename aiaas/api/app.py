@@ -17,6 +17,7 @@ from aiaas.api.middleware import (
     BodyLimitMiddleware,
     MetricsMiddleware,
     RateLimitHeadersMiddleware,
+    RejectNulMiddleware,
     RequestIdMiddleware,
     UnhandledErrorMiddleware,
 )
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
+    app.add_middleware(RejectNulMiddleware)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

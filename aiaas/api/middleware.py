@@ -131,6 +131,31 @@ class BodyLimitMiddleware:
                 await send(message)
 
 
+class RejectNulMiddleware:
+    """A NUL character in the path or query string is never meaningful (ids, names, filters) and
+    PostgreSQL cannot compare text with one: answer 400 before any route sees it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"")
+            if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+                message = "The URL contains a NUL (%00) character; remove it."
+                if scope["path"].startswith("/v2"):
+                    body = json.dumps({"error": message})
+                else:
+                    body = json.dumps({"error": {"message": message, "type": "invalid_request_error",
+                                                 "code": "invalid_request", "param": None,
+                                                 "request_id": request_id_var.get()}})
+                await send({"type": "http.response.start", "status": 400,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+        await self.app(scope, receive, send)
+
+
 class UnhandledErrorMiddleware:
     """Turn an unexpected exception into a generic 500 that carries the request id.
 

@@ -50,9 +50,11 @@ def profile(texts: list[str], *, rounds: int = 4, samples: int = 64, seed: int =
     model.train()
     rng = np.random.default_rng(seed)
     rates: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    update_share: dict[str, list[float]] = {name: [] for name in SETTINGS}
     threads = runtime.available_cores()
 
-    def step(index: np.ndarray, padding: str, precision: str) -> None:
+    def step(index: np.ndarray, padding: str, precision: str) -> float:
+        """One optimizer step; returns the seconds spent in optimizer.step() alone."""
         x, mask, _ = batching.collate(ids, index, tokenizer.pad_token_id)
         if padding == "pad":  # to 128 like padding="max_length"
             width = 128 - x.shape[1]
@@ -62,8 +64,11 @@ def profile(texts: list[str], *, rounds: int = 4, samples: int = 64, seed: int =
             logits = model(input_ids=x, attention_mask=mask).logits
         loss = torch.nn.functional.cross_entropy(logits.float(), torch.zeros(len(index), dtype=torch.long))
         loss.backward()
+        t0 = time.perf_counter()
         optimizer.step()
+        update_s = time.perf_counter() - t0
         optimizer.zero_grad(set_to_none=True)
+        return update_s
 
     with runtime.torch_threads(threads):
         for name, (padding, precision, batch) in SETTINGS.items():  # warm-up: allocations, kernels
@@ -81,9 +86,10 @@ def profile(texts: list[str], *, rounds: int = 4, samples: int = 64, seed: int =
                         rng.choice(len(ids), batch, replace=False) for _ in range(max(1, samples // batch))
                     ]
                 t0 = time.perf_counter()
-                for index in chosen:
-                    step(index, padding, precision)
-                rates[name].append(sum(len(i) for i in chosen) / (time.perf_counter() - t0))
+                update_s = sum(step(index, padding, precision) for index in chosen)
+                elapsed = time.perf_counter() - t0
+                rates[name].append(sum(len(i) for i in chosen) / elapsed)
+                update_share[name].append(update_s / elapsed)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             checkpoints.save_checkpoint(
@@ -108,6 +114,7 @@ def profile(texts: list[str], *, rounds: int = 4, samples: int = 64, seed: int =
             "bf16_at_128 (pad128-bf16-b8 / pad128-fp32-b8)": ratio("pad128-bf16-b8", "pad128-fp32-b8"),
             "all (dynamic-bf16-b32 / pad128-fp32-b8)": ratio("dynamic-bf16-b32", "pad128-fp32-b8"),
         },
+        "optimizer_update_share": {k: round(statistics.median(v), 3) for k, v in update_share.items()},
         "mean_tokens": round(float(lengths.mean()), 1),
         "threads": threads,
         "checkpoint_save_s": round(checkpoint_s, 2),

