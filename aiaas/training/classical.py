@@ -121,7 +121,6 @@ def build_tokenizer(texts: Sequence[str], *, max_chars: int = MAX_CHARS) -> Any:
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"$A {BOUNDARY}", special_tokens=[(BOUNDARY, BOUNDARY_ID)]
     )
-    tokenizer.add_special_tokens([PAD])
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_chars)
     return tokenizer
@@ -320,13 +319,13 @@ def fit_head(
 
 
 def outputs(task: str, logits: np.ndarray) -> np.ndarray:
-    """What the runtime serves for these logits (mirrors aiaas.serving.runtime.Predictor)."""
+    """What the runtime serves for these logits: the same functions aiaas.serving.runtime applies."""
+    from aiaas.serving.runtime import sigmoid, softmax
+
     if task == "single_label_classification":
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return softmax(logits)
     if task == "multi_label_classification":
-        return np.exp(-np.logaddexp(0.0, -logits))
+        return sigmoid(logits)
     return logits
 
 

@@ -62,6 +62,7 @@ def main() -> None:
         load.append(loadavg())
         index = {label: i for i, label in enumerate(split.labels)}
         test_pred = predict_dynamic(result.model_dir, [t for t, _ in split.test])
+        val_pred = predict_dynamic(result.model_dir, [t for t, _ in split.validation])
         best_step = json.loads((result.model_dir / "aiaas.json").read_text())["metrics"].get("best_step")
     test_acc, _ = accuracy_and_f1(test_pred, np.array([index[y] for _, y in split.test]), len(split.labels))
     hp = result.hyperparameters
@@ -91,6 +92,8 @@ def main() -> None:
         step_samples_per_s=windows,
         cpu_s=cpu_seconds(),
         loadavg=load,
+        val_pred=val_pred.tolist(),
+        test_pred=test_pred.tolist(),
     )
     args.out.write_text(json.dumps(out.__dict__))
 

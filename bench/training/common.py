@@ -45,6 +45,8 @@ class WorkerResult:
     step_samples_per_s: list[float] = field(default_factory=list)  # per window, training steps only
     cpu_s: float = 0.0
     loadavg: list[float] = field(default_factory=list)
+    val_pred: list[int] = field(default_factory=list)  # per example, for the paired confidence interval
+    test_pred: list[int] = field(default_factory=list)
 
     @property
     def samples_per_s(self) -> float:
@@ -65,6 +67,16 @@ class WorkerResult:
             "loadavg_during": self.loadavg,
             "settings": self.settings,
         }
+
+
+def paired_delta_ci(
+    a: list[int], b: list[int], truth: list[int], *, rounds: int = 2000, seed: int = 0
+) -> list[float]:
+    """95% bootstrap interval of accuracy(a) - accuracy(b) in points, resampling examples (paired)."""
+    rng = np.random.default_rng(seed)
+    diff = (np.array(a) == np.array(truth)).astype(float) - (np.array(b) == np.array(truth)).astype(float)
+    means = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(rounds)]
+    return [round(100 * float(np.percentile(means, q)), 2) for q in (2.5, 97.5)]
 
 
 def cpu_seconds() -> float:

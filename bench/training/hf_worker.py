@@ -121,6 +121,8 @@ def main() -> None:
         step_samples_per_s=steps.windows,
         cpu_s=cpu_seconds(),
         loadavg=load,
+        val_pred=val_pred.tolist(),
+        test_pred=test_pred.tolist(),
     )
     args.out.write_text(json.dumps(result.__dict__))
 

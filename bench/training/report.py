@@ -33,7 +33,8 @@ sentences; test: {d["test"]} more that neither run sees.
 
 **speedup {r["speedup"]:.2f}×** (samples/s of the whole training call; {r["speedup_step_median"]:.2f}× on the
 median step window, {r["speedup_wall"]:.2f}× end to end), **accuracy_delta {r["accuracy_delta"]:+.2f} pt** on
-validation ({r["accuracy_delta_test"]:+.2f} pt on test). Target: speedup ≥ {r["targets"]["speedup"]:g} with
+validation (paired bootstrap 95% interval {r["accuracy_delta_ci95"]}), {r["accuracy_delta_test"]:+.2f} pt on
+test ({r["accuracy_delta_test_ci95"]}). Target: speedup ≥ {r["targets"]["speedup"]:g} with
 accuracy_delta ≥ {r["targets"]["accuracy_delta_pt"]:g} pt — {verdict}. Load average during the runs:
 HF {hf["loadavg_during"]}, aiaas {ai["loadavg_during"]} (2 shared cores: absolute numbers move between runs,
 the ratio much less). Raw numbers: `bench/results/training.json`.

