@@ -90,7 +90,12 @@ def test_openai_sdk_and_our_sdk_end_to_end(stack):
                 c.deployments.predict("toy", ["hello"])
 
         # Cancel a long job while it runs: it ends within seconds.
-        long_job = oa.fine_tuning.jobs.create(model="tiny-bert", training_file=f.id,
+        # Enough data that 50 epochs take minutes, so the cancel cannot lose a race with the job's end.
+        big = tmp_path / "big.csv"
+        big.write_bytes(toy_csv(1000, seed=7))
+        with open(big, "rb") as fh:
+            big_file = oa.files.create(file=fh, purpose="fine-tune")
+        long_job = oa.fine_tuning.jobs.create(model="tiny-bert", training_file=big_file.id,
                                               hyperparameters={"n_epochs": 50})
         wait_job(oa, long_job.id, statuses=("running",), timeout=60)
         t0 = time.monotonic()
