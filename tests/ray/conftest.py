@@ -74,9 +74,10 @@ def make_job(settings, db, tiny_base) -> Callable[..., str]:
         org, _, key = tenancy.create_organization(s, "ray-org")
         org_id = org.id
 
-    def make(**fields: Any) -> str:
+    def make(rows_per_class: int = 20, **fields: Any) -> str:
         with db.session() as s:
-            f = file_service.upload(s, blobs, org_id=org_id, src=io.BytesIO(toy_csv()), filename="train.csv",
+            f = file_service.upload(s, blobs, org_id=org_id, src=io.BytesIO(toy_csv(rows_per_class)),
+                                    filename="train.csv",
                                     purpose="fine-tune", max_bytes=10**8)
             body = JobCreate(model="tiny-bert", training_file=f.id, **fields)
             return job_service.create_job(s, settings, org_id=org_id, body=body).id

@@ -177,7 +177,7 @@ def test_killed_worker_resumes_from_checkpoint(dispatcher, db, make_job):
     Then a cancel, which the resumed task sees through its lease and obeys at its next step."""
     from aiaas.store import jobs as job_store
 
-    job_id = make_job(hyperparameters={"n_epochs": 50, "batch_size": 16})
+    job_id = make_job(rows_per_class=300, hyperparameters={"n_epochs": 50, "batch_size": 16})
     step = wait_for(lambda: job_row(db, job_id).status == "running" and _checkpoint_step(db, job_id), 90,
                     every=dispatcher.run_once, what="a first checkpoint")
     pid = task_pid(db, job_id)
