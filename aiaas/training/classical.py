@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -480,6 +479,16 @@ def train_classical(
 
     selection_metric = metrics.SELECTION[task][0]
     summary = {k: v for k, v in best_scores.items() if k not in ("per_label", "thresholds")}
+    settings = {  # in aiaas.json and in the hyperparameters (-> lineage and model card)
+        "model": model_kind,
+        strength_name: strength,
+        "grid": list(grid),
+        "char_ngrams": list(CHAR_NGRAMS),
+        "word_ngrams": list(WORD_NGRAMS),
+        "min_df": MIN_DF,
+        "features": {b.name: len(b) for b in featurizer.blocks},
+        "class_weights": config.class_weights,
+    }
     meta: dict[str, Any] = {
         "family": FAMILY,
         "task": task,
@@ -490,11 +499,7 @@ def train_classical(
         "base_model": FAMILY,
         "selection_metric": selection_metric,
         "classical": {
-            "model": model_kind,
-            strength_name: strength,
-            "char_ngrams": list(CHAR_NGRAMS),
-            "word_ngrams": list(WORD_NGRAMS),
-            "features": {b.name: len(b) for b in featurizer.blocks},
+            **settings,
             "pad_token_id": PAD_ID,
             "boundary_token_id": BOUNDARY_ID,
             "model_file": MODEL_FILE,
@@ -503,50 +508,41 @@ def train_classical(
     if task == "multi_label_classification":
         meta["thresholds"] = best_scores.get("thresholds") or {label: 0.5 for label in labels}
     check_stop()
-    model = ClassicalModel(tokenizer=tokenizer, featurizer=featurizer, head=head, meta=meta)
-    model_dir = model.save(Path(work_dir) / "model")
-    wall_s = time.perf_counter() - started
-    callbacks.event(
-        "info",
-        f"{FAMILY} model written after {wall_s:.1f} s ({strength_name} {strength:g}).",
-        data={"metrics": summary},
+    model_dir = ClassicalModel(tokenizer=tokenizer, featurizer=featurizer, head=head, meta=meta).save(
+        Path(work_dir) / "model"
     )
-    reasons = {
-        strength_name: f"best {selection_metric} on validation among {list(grid)}"
-        if x_val is not None
-        else "default (no validation set)",
-        "features": f"char {CHAR_NGRAMS} + word {WORD_NGRAMS} n-grams, min_df {MIN_DF}, sublinear tf-idf",
-    }
-    hyperparameters = {
-        "family": FAMILY,
-        "model": model_kind,
-        strength_name: strength,
-        "grid": list(grid),
-        "char_ngrams": list(CHAR_NGRAMS),
-        "word_ngrams": list(WORD_NGRAMS),
-        "min_df": MIN_DF,
-        "max_chars": MAX_CHARS,
-        "n_features": featurizer.n_features,
-        "class_weights": config.class_weights,
-        "seed": config.seed,
-        "selection_metric": selection_metric,
-        "train_seconds": round(wall_s, 3),
-        "reasons": reasons,
-    }
+    wall_s = time.perf_counter() - started
+    callbacks.event("info", f"{FAMILY} model written after {wall_s:.1f} s.", data={"metrics": summary})
+    chosen_by = (
+        f"best {selection_metric} on validation" if x_val is not None else "default (no validation set)"
+    )
     return TrainResult(
         model_dir=model_dir,
         metrics=best_scores,
         trained_tokens=int(sum(len(ids) for ids in ids_train)),  # characters, one pass
         steps=len(grid),
         epochs_completed=1.0,
-        hyperparameters=hyperparameters,
+        hyperparameters={
+            "family": FAMILY,
+            **settings,
+            "n_features": featurizer.n_features,
+            "max_chars": MAX_CHARS,
+            "seed": config.seed,
+            "selection_metric": selection_metric,
+            "train_seconds": round(wall_s, 3),
+            "reasons": {strength_name: chosen_by, "features": "char and word n-grams, sublinear tf-idf"},
+        },
         history=history,
     )
 
 
 def _message(record: dict[str, Any], strength_name: str) -> str:
-    parts = [f"{FAMILY} {strength_name} {record[strength_name]:g}"]
-    for key in ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2"):
-        if key in record and isinstance(record[key], float) and math.isfinite(record[key]):
-            parts.append(f"{key} {record[key]:.4f}")
-    return ", ".join(parts) + f" ({record['fit_seconds']:.1f} s)"
+    shown = [
+        f"{k} {record[k]:.4f}"
+        for k in ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2")
+        if k in record
+    ]
+    return (
+        ", ".join([f"{FAMILY} {strength_name} {record[strength_name]:g}", *shown])
+        + f" ({record['fit_seconds']:.1f} s)"
+    )
