@@ -28,7 +28,13 @@ RESUME_KEYS = (
     "max_grad_norm",
     "early_stopping_patience",
     "class_weights",
+    "freeze_embeddings",
 )
+# "auto" freezes the word-embedding matrix on CPU: its gradient is dense, so AdamW rewrites
+# all of its rows (half of MiniLM-L6's parameters) every step. Measured on MiniLM-L6, 1,000
+# sentences, 3 epochs: x1.33 samples/s alone, x1.94 with fused AdamW, validation accuracy
+# unchanged (bench/README.md, "Training"). On CUDA the update is cheap, so nothing is frozen.
+FREEZE_CHOICES = ("auto", True, False)
 
 
 @dataclass
@@ -50,6 +56,7 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     num_threads: int | None = None  # None: the cores this process may use
     class_weights: bool = False
+    freeze_embeddings: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -89,6 +96,11 @@ class TrainConfig:
             _int_in(self.num_threads, "num_threads", 1, 1024)
         if not isinstance(self.class_weights, bool):
             raise InvalidRequest("class_weights must be true or false.", param="class_weights")
+        if not (self.freeze_embeddings == "auto" or isinstance(self.freeze_embeddings, bool)):
+            raise InvalidRequest(
+                f"freeze_embeddings must be true, false or 'auto'; got {self.freeze_embeddings!r}.",
+                param="freeze_embeddings",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

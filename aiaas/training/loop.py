@@ -101,12 +101,10 @@ def train(
         np.random.seed(config.seed % 2**32)
         torch.manual_seed(config.seed)  # the new head's init is reproducible
         model = components.load_model(base, task, labels).to(device)
-        optimizer = torch.optim.AdamW(
-            components.param_groups(model, config.weight_decay),
-            lr=hp.learning_rate,
-            betas=(0.9, 0.999),
-            eps=1e-8,
-        )
+        frozen, frozen_why = components.freeze_embeddings(config, model, device)
+        optimizer, fused = components.optimizer(model, config, hp.learning_rate, device)
+        hparams["freeze_embeddings"], hparams["fused_optimizer"] = frozen, fused
+        hparams.setdefault("reasons", {})["freeze_embeddings"] = frozen_why
         warmup, total = hp.warmup_steps, hp.total_steps
 
         def lr_factor(s: int) -> float:  # linear warmup to the peak, then linear decay to 0

@@ -194,3 +194,61 @@ def test_class_weights_on_imbalanced_data(tmp_path: Path, base_models_dir: Path)
     result = train(config, data, tmp_path, Recorder(), base_models_dir=base_models_dir)
     assert result.hyperparameters["class_weights"] is True
     assert np.isfinite(result.metrics["valid_loss"])
+
+
+def _weights(model_dir: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_embeddings_keeps_the_word_matrix_and_trains_the_rest(
+    tmp_path: Path, base_models_dir: Path, freeze: bool
+) -> None:
+    config = TrainConfig(base_model=TINY, n_epochs=2, freeze_embeddings=freeze, **FAST)
+    result = train(config, single_label_data(), tmp_path, Recorder(), base_models_dir=base_models_dir)
+
+    before, after = _weights(base_models_dir / TINY), _weights(result.model_dir)
+    key = "bert.embeddings.word_embeddings.weight"
+    assert np.array_equal(before[key], after[key]) is freeze
+    layer = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not np.array_equal(before[layer], after[layer])
+    assert result.hyperparameters["freeze_embeddings"] is freeze
+    assert result.hyperparameters["reasons"]["freeze_embeddings"] == "requested"
+    assert isinstance(result.hyperparameters["fused_optimizer"], bool)
+
+
+def test_auto_freeze_follows_the_embedding_share_and_the_device() -> None:
+    import torch
+
+    from aiaas.training import components
+
+    def model(vocab: int) -> torch.nn.Module:
+        m = torch.nn.Module()
+        m.emb = torch.nn.Embedding(vocab, 8)
+        m.body = torch.nn.Linear(8, 100)  # 900 parameters
+        m.get_input_embeddings = lambda: m.emb
+        return m
+
+    auto = TrainConfig(base_model=TINY)
+    big, small = model(300), model(50)  # 2400 of 3300 parameters; 400 of 1300
+    assert components.freeze_embeddings(auto, big, "cpu")[0] is True
+    assert big.emb.weight.requires_grad is False
+    assert components.freeze_embeddings(auto, small, "cpu")[0] is False
+    assert small.emb.weight.requires_grad is True
+    frozen, why = components.freeze_embeddings(auto, model(300), "cuda")
+    assert frozen is False and "cuda" in why
+    with pytest.raises(AiaasError):
+        TrainConfig(base_model=TINY, freeze_embeddings="yes")  # type: ignore[arg-type]
+
+
+def test_fused_adamw_is_used_where_torch_has_it() -> None:
+    import torch
+
+    from aiaas.training import components
+
+    m = torch.nn.Linear(4, 2)
+    opt, fused = components.optimizer(m, TrainConfig(base_model=TINY), 1e-3, "cpu")
+    assert fused is True  # torch 2.13 has a fused CPU AdamW for fp32
+    assert opt.defaults["fused"] is True
