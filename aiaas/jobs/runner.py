@@ -1,5 +1,10 @@
 """Run one fine-tuning job under a lease: validate and prepare the data, train, export, register.
 
+The job's family (transformer, tfidf-linear or auto; see aiaas.training.families) decides
+what trains; export and registration are the same for all of them, and the family (for
+auto: both candidates' validation scores, the choice and why) is carried into the job's
+hyperparameters, the lineage and the model card.
+
 Every state change goes through `Lease.write`, so a worker that lost its lease (killed
 and replaced, paused too long) cannot touch the job any more. A job re-claimed after a
 crash runs this again: data preparation is deterministic for the job's seed, and train()
@@ -138,7 +143,8 @@ def run_job(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
 
 
 def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
-    from aiaas.training import TrainConfig, TrainingStopped, train
+    from aiaas.training import TrainConfig, TrainingStopped
+    from aiaas.training.families import train_family
 
     blobs = encrypted(blobs, lease.db, settings.master_secret())
     snapshot = lease.write(lambda s, job: _snapshot(s, job))
@@ -149,11 +155,12 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
         return _cancelled(lease)
     meter = CpuMeter()
     try:
-        base, data = _prepare(lease, settings, blobs, job, train_file, val_file)
+        family, base_name = _family(job)
+        base, data = _prepare(lease, settings, blobs, job, train_file, val_file, family, base_name)
         hp = job.hyperparameters or {}
         lr_mult = hp.get("learning_rate_multiplier", "auto")
         config = TrainConfig(
-            base_model=job.model,
+            base_model=base_name,
             task=job.options.get("task", "single_label_classification"),
             n_epochs=hp.get("n_epochs", "auto"),
             batch_size=hp.get("batch_size", "auto"),
@@ -162,7 +169,9 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
             num_threads=settings.training_threads,
         )
         work_dir = settings.jobs_dir / job.id
-        result = train(config, data, work_dir, JobCallbacks(lease), base_models_dir=settings.base_models_dir)
+        result = train_family(family, config, data, work_dir, JobCallbacks(lease),
+                              base_models_dir=settings.base_models_dir,
+                              time_budget_s=(job.options or {}).get("time_budget_s"))
     except TrainingStopped:
         if lease.cancelled.is_set():
             return _cancelled(lease, usage=meter.usage(job))
@@ -181,6 +190,19 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
         log.exception("job %s failed while registering its model", job.id)
         fail(lease, exc, usage=meter.usage(job))
         return "failed"
+
+
+def _family(job: FineTuningJob) -> tuple[str, str]:
+    """(family, transformer base model) of a job; jobs queued before families existed are transformers."""
+    from aiaas.training.families import TRANSFORMER, family_for_model
+
+    opts = job.options or {}
+    family = opts.get("family")
+    if family is None:
+        return TRANSFORMER, job.model
+    if family == TRANSFORMER:
+        return family, opts.get("base_model") or job.model
+    return family, opts.get("base_model") or family_for_model(job.model)[1]
 
 
 def _snapshot(s: Any, job: FineTuningJob) -> tuple[FineTuningJob, File, File | None, Organization]:
@@ -213,16 +235,28 @@ def _cancelled(lease: Lease, *, usage: UsageEvent | None = None) -> str:
 
 
 def _prepare(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJob, train_file: File,
-             val_file: File | None) -> tuple[Any, Any]:
+             val_file: File | None, family: str, base_name: str) -> tuple[Any, Any]:
+    """Returns (the transformer base model, or None for tfidf-linear, prepared data)."""
     from aiaas.data import CleaningConfig, add_token_stats, prepare_dataset
     from aiaas.data.pii import apply_pii_policy
+    from aiaas.training import classical
     from aiaas.training.base_models import resolve_base_model
+    from aiaas.training.families import TRANSFORMER
 
-    base = resolve_base_model(job.model, base_models_dir=settings.base_models_dir)
+    base = None
+    if family == TRANSFORMER:
+        base = resolve_base_model(base_name, base_models_dir=settings.base_models_dir)
+    elif family != classical.FAMILY:  # auto: a base model gone since the job was created only skips its half
+        try:
+            base = resolve_base_model(base_name, base_models_dir=settings.base_models_dir)
+        except AiaasError as exc:
+            log.warning("job %s: auto's transformer %s is unavailable: %s", job.id, base_name, exc.message)
     opts = job.options or {}
     pre = dict(opts.get("preprocessing") or {})
     if pre.get("lowercase") is None:
-        pre["lowercase"] = base.do_lower_case  # follow the base model's casing
+        # Follow the model's casing (auto: its transformer's, so both candidates see the same rows);
+        # tfidf-linear's tokenizer lowercases.
+        pre["lowercase"] = base.do_lower_case if base is not None else True
     # The uploads are decrypted into private temporary copies only while they are read.
     with contextlib.ExitStack() as stack:
         train_path = stack.enter_context(blobs.open_local(train_file.storage_uri))
@@ -247,7 +281,13 @@ def _prepare(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuning
     for e, t in zip(data.validation, vtexts, strict=True):
         e.text = t
     data.report["pii"] = pii | {"policy": policy}
-    add_token_stats(data.report, _token_lengths(base.path, [e.text for e in data.train]))
+    texts = [e.text for e in data.train]
+    if base is not None:
+        add_token_stats(data.report, _token_lengths(base.path, texts))
+    else:  # tfidf-linear reads characters (word boundaries included)
+        tokenizer = classical.build_tokenizer(texts)
+        add_token_stats(data.report, [len(ids) for ids in classical.encode(tokenizer, texts)],
+                        max_length=classical.MAX_CHARS)
 
     def write(s: Any, j: FineTuningJob) -> None:
         j.data_report = data.report
@@ -279,27 +319,37 @@ def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJ
             meter: CpuMeter) -> str:
     """Export, store the artifact, register the model version, write the results file."""
     from aiaas.registry.card import build_card
+    from aiaas.training.families import TRANSFORMER
 
     artifact_dir = result.model_dir
     export_report = _export(artifact_dir, settings.jobs_dir / job.id / "onnx", data)
-    model_id = registry.fine_tuned_model_id(base=base.id, org_name=org.name, suffix=job.suffix, job_id=job.id)
+    family = getattr(result, "family", TRANSFORMER)
+    selection = getattr(result, "selection", None)
+    # What the model is built on: its transformer base, or the family's name for tfidf-linear.
+    base_id = base.id if family == TRANSFORMER else family
+    hyperparameters = {**result.hyperparameters, "family": family}
+    model_id = registry.fine_tuned_model_id(base=base_id, org_name=org.name, suffix=job.suffix, job_id=job.id)
     key = f"{job.org_id}/models/{job.id}"
     uri = blobs.put_dir(key + "/model", artifact_dir)
     if export_report is not None:
         blobs.put_dir(key + "/onnx", settings.jobs_dir / job.id / "onnx")
     artifact_uri = uri.rsplit("/model", 1)[0]
     lineage = {
-        "base_model": base.id,
+        "base_model": base_id,
+        "family": family,
+        "requested_model": job.model,
         "training_file": {"id": train_file.id, "sha256": train_file.sha256, "filename": train_file.filename},
         "validation_file": {"id": val_file.id, "sha256": val_file.sha256} if val_file else None,
         "cleaning": data.cleaning,
-        "hyperparameters": result.hyperparameters,
+        "hyperparameters": hyperparameters,
         "seed": job.seed,
         "labels": data.labels,
         "metrics": result.metrics,
         "job_id": job.id,
         "aiaas_version": __version__,
     }
+    if selection is not None:
+        lineage["model_selection"] = selection  # auto: both candidates' scores, the choice and why
     card = build_card(model_id=model_id, task=data.task, labels=data.labels, lineage=lineage,
                       data_report=data.report, metrics=result.metrics, export=export_report,
                       thresholds=result.metrics.get("thresholds"))
@@ -312,15 +362,17 @@ def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJ
         file_store.add_file(s, file_id=results_id, org_id=j.org_id, filename=f"{j.id}-results.csv",
                             purpose="fine-tune-results", size=stored.size, sha256=stored.sha256,
                             storage_uri=stored.uri, summary={"format": "csv", "rows": len(result.history)})
-        registry.register_model(s, model_id=model_id, org_id=j.org_id, job_id=j.id, base_model=base.id,
+        registry.register_model(s, model_id=model_id, org_id=j.org_id, job_id=j.id, base_model=base_id,
                                 task=data.task, artifact_uri=artifact_uri, lineage=lineage, card=card)
         j.fine_tuned_model = model_id
         j.status = "succeeded"
         j.finished_at = now()
         j.trained_tokens = result.trained_tokens
         j.metrics = _jsonable(result.metrics)
-        j.hyperparameters = {k: v for k, v in result.hyperparameters.items() if k != "reasons"} | {
-            "learning_rate_multiplier": (j.hyperparameters or {}).get("learning_rate_multiplier", "auto")}
+        hp = {k: v for k, v in hyperparameters.items() if k != "reasons"}
+        if family == TRANSFORMER:
+            hp["learning_rate_multiplier"] = (j.hyperparameters or {}).get("learning_rate_multiplier", "auto")
+        j.hyperparameters = hp
         j.result_files = [results_id]
         j.estimated_finish = None
         job_store.add_event(s, j, "info", f"New fine-tuned model created: {model_id}",
@@ -333,12 +385,12 @@ def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJ
 
 def _export(model_dir: Path, out_dir: Path, data: Any) -> dict | None:
     try:
-        from aiaas.registry.export import export_model
+        from aiaas.registry.export_classical import export_trained_model
     except ImportError:
         return None
     texts = [e.text for e in data.validation]
     labels = [e.label for e in data.validation] if data.task == "single_label_classification" else None
-    return export_model(model_dir, out_dir, validation_texts=texts or None, validation_labels=labels)
+    return export_trained_model(model_dir, out_dir, validation_texts=texts or None, validation_labels=labels)
 
 
 def _results_csv(history: list[dict]) -> bytes:

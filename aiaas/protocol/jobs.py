@@ -61,6 +61,8 @@ class Method(StrictModel):
 
 
 class JobCreate(StrictModel):
+    # A transformer base model ("minilm-l6"), or a model family: "tfidf-linear", "auto" or
+    # "auto:<base model>" (auto trains tfidf-linear and that transformer, and keeps the better).
     model: str = Field(min_length=1, max_length=300)
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(default=None, max_length=64)
@@ -77,6 +79,8 @@ class JobCreate(StrictModel):
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     validation_fraction: float | None = Field(default=None, gt=0, lt=0.5)
     pii_policy: Literal["allow", "redact", "reject"] = "allow"
+    # model "auto" only: seconds both candidates may take together (default 900).
+    time_budget_s: float | None = Field(default=None, gt=0, le=86_400)
 
     def resolved_hyperparameters(self) -> Hyperparameters:
         if self.method is not None and self.method.supervised is not None:
@@ -122,6 +126,9 @@ def job_public(row: Any) -> dict[str, Any]:
         "text_column": opts.get("text_column"),
         "label_column": opts.get("label_column"),
         "preprocessing": opts.get("preprocessing"),
+        # The family the job asked for ("auto" stays "auto"; hyperparameters.family says what it kept).
+        "family": opts.get("family", "transformer"),
+        "time_budget_s": opts.get("time_budget_s"),
         "data_report": row.data_report,
         "metrics": row.metrics,
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiaas.training.classical import FAMILY as CLASSICAL_FAMILY
+
 
 def build_card(
     *,
@@ -18,11 +20,23 @@ def build_card(
 ) -> dict[str, Any]:
     n_train = data_report.get("n_train")
     n_val = data_report.get("n_validation")
+    family = lineage.get("family") or "transformer"
+    selection = lineage.get("model_selection")
     headline = {k: metrics[k] for k in ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2") if k in metrics}
     summary = ", ".join(f"{k} {v:.3f}" for k, v in headline.items() if isinstance(v, int | float))
-    return {
+    if family == CLASSICAL_FAMILY:
+        what = (f"A {task.replace('_', ' ')} {CLASSICAL_FAMILY} model (word and character n-gram TF-IDF "
+                f"with a linear model) trained on {n_train} examples")
+    else:
+        what = (f"A {task.replace('_', ' ')} model fine-tuned from {lineage.get('base_model')} "
+                f"on {n_train} examples")
+    description = f"{what} (validated on {n_val}){': ' + summary if summary else ''}."
+    if selection:
+        description += f" Chosen by auto: {selection.get('reason')}."
+    card = {
         "model_id": model_id,
         "task": task,
+        "family": family,
         "labels": labels,
         "thresholds": thresholds,
         "base_model": lineage.get("base_model"),
@@ -38,12 +52,14 @@ def build_card(
         "hyperparameters": lineage.get("hyperparameters"),
         "metrics": metrics,
         "runtime": export,
-        "description": (
-            f"A {task.replace('_', ' ')} model fine-tuned from {lineage.get('base_model')} on {n_train} examples "
-            f"(validated on {n_val}){': ' + summary if summary else ''}."
-        ),
+        "description": description,
         "limitations": (
             "Trained on the uploaded data only; it inherits that data's biases and coverage. Inputs longer than the "
             "model's maximum length are truncated. Check the validation metrics before relying on predictions."
+            + (" It has no text embeddings: /v1/embeddings needs a transformer model."
+               if family == CLASSICAL_FAMILY else "")
         ),
     }
+    if selection:
+        card["model_selection"] = selection
+    return card

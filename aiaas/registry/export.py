@@ -220,7 +220,9 @@ class _Trial:
             candidate=_served_outputs(predictor, self.texts),
             labels=self.labels,
             label_names=self.meta.get("labels"),
-            thresholds=self.meta.get("thresholds"),
+            thresholds=rt.thresholds_in_label_order(
+                self.meta.get("thresholds"), [str(label) for label in self.meta.get("labels") or []]
+            ),
         )
         self.predictors[precision] = predictor
         self.decisions[precision] = decision

@@ -64,6 +64,7 @@ def model_public(row: Model) -> dict[str, Any]:
         "owned_by": row.org_id,
         "task": row.task,
         "base_model": row.base_model,
+        "family": (row.lineage or {}).get("family") or "transformer",
         "fine_tuning_job": row.job_id,
         "labels": (row.card or {}).get("labels"),
         "card": row.card,
@@ -72,4 +73,10 @@ def model_public(row: Model) -> dict[str, Any]:
 
 def base_model_public(model_id: str, info: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "aiaas", "task": "feature-extraction",
-            **({"details": info} if info else {})}
+            "family": "transformer", **({"details": info} if info else {})}
+
+
+def family_public(info: dict[str, Any]) -> dict[str, Any]:
+    """A model family a fine-tuning job may name as its `model` (it cannot be called itself: no task)."""
+    return {"id": info["id"], "object": "model", "created": 0, "owned_by": "aiaas", "task": None,
+            "family": info["family"], "details": {"description": info["description"]}}

@@ -80,12 +80,12 @@ def resolve_target(db: Database, settings: Settings, org_id: str, name: str, *, 
             if dep is not None:
                 m = registry.get_model(s, org_id, dep.model, param=param)
                 card = m.card or {}
-                return Target(m.id, m.artifact_uri, m.task, card.get("thresholds"), deployment=dep.name,
+                return Target(m.id, m.artifact_uri, m.task, _thresholds(card), deployment=dep.name,
                               deployment_id=dep.id)
         else:
             m = registry.get_model(s, org_id, name, param=param)
             card = m.card or {}
-            return Target(m.id, m.artifact_uri, m.task, card.get("thresholds"))
+            return Target(m.id, m.artifact_uri, m.task, _thresholds(card))
     from aiaas.services import catalog
 
     if any(b["id"] == name for b in catalog.base_models(settings.base_models_dir)):
@@ -93,12 +93,23 @@ def resolve_target(db: Database, settings: Settings, org_id: str, name: str, *, 
     raise not_found("model", name, param=param)
 
 
+def _thresholds(card: dict) -> list[float] | None:
+    """Multi-label thresholds in label order (training records them as {label: threshold})."""
+    return _in_label_order(card.get("thresholds"), list(card.get("labels") or []))
+
+
+def _in_label_order(thresholds: Any, labels: list[str]) -> Any:
+    from aiaas.serving.runtime import thresholds_in_label_order
+
+    return thresholds_in_label_order(thresholds, labels)
+
+
 def _deployment_target(db: Database, org_id: str, name: str) -> Target:
     with db.session() as s:
         dep = dep_store.get_deployment(s, org_id, name)
         m = registry.get_model(s, org_id, dep.model)
         card = m.card or {}
-        return Target(m.id, m.artifact_uri, m.task, card.get("thresholds"), deployment=dep.name,
+        return Target(m.id, m.artifact_uri, m.task, _thresholds(card), deployment=dep.name,
                       deployment_id=dep.id)
 
 
@@ -197,6 +208,8 @@ class InferenceService:
             scores, labels, task, tokens = await self.remote.predict(deployment_id, texts)
             return RemotePredictor(labels=labels, task=task), scores, tokens
         async with self.cache.use(artifact) as predictor:
+            if kind == "embeddings":
+                _check_embeddings(predictor)
             pairs = await self._batcher(artifact, kind, predictor).submit(texts)
         rows = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, 0), dtype=np.float32)
         return predictor, rows, int(sum(p[1] for p in pairs))
@@ -268,6 +281,21 @@ class InferenceService:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _check_embeddings(predictor: Any) -> None:
+    """A model without an embeddings output (tfidf-linear) answers a clear 400, before any batching."""
+    outputs = getattr(predictor, "outputs", None)
+    if outputs is None or "embeddings" in outputs:
+        return
+    meta = getattr(predictor, "meta", None) or {}
+    family = meta.get("family") or (meta.get("runtime") or {}).get("family")
+    what = f"this is a {family} model, which has none" if family else "this model has none"
+    raise InvalidRequest(
+        f"Embeddings need a transformer model; {what}. Use a base model "
+        "(see GET /v1/models) or a model fine-tuned from one.",
+        param="model",
+    )
+
+
 @dataclass(frozen=True)
 class RemotePredictor:
     """What shape_predictions needs from a model served elsewhere (Ray Serve)."""
@@ -281,7 +309,7 @@ def shape_predictions(predictor: Any, scores: np.ndarray, *, top_k: int | None, 
     """One result per input: label + score + top-k for classifiers, label set for multi-label, value for regression."""
     task = getattr(predictor, "task", "single_label_classification")
     labels: list[str] = list(getattr(predictor, "labels", []))
-    thresholds = thresholds or getattr(predictor, "thresholds", None)
+    thresholds = _in_label_order(thresholds or getattr(predictor, "thresholds", None), labels)
     out: list[dict] = []
     for row in scores:
         if task == "regression":

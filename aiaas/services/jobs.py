@@ -27,7 +27,8 @@ def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCr
         if body.validation_fraction is not None:
             raise InvalidRequest("Give either validation_file or validation_fraction, not both.",
                                  param="validation_fraction")
-    base = catalog.resolve(body.model, settings.base_models_dir)
+    chosen = catalog.resolve_job_model(body.model, settings.base_models_dir)
+    _check_family_options(body, chosen.family)
     columns = (train_file.summary or {}).get("columns") or []
     for field, col in (("text_column", body.text_column), ("label_column", body.label_column)):
         if columns and col not in columns:
@@ -40,7 +41,7 @@ def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCr
     job = FineTuningJob(
         id=new_id("ftjob"),
         org_id=org_id,
-        model=base.id,
+        model=chosen.name,
         training_file=train_file.id,
         validation_file=body.validation_file,
         status="validating_files",
@@ -52,6 +53,9 @@ def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCr
             "preprocessing": body.preprocessing.model_dump(),
             "validation_fraction": body.validation_fraction,
             "pii_policy": body.pii_policy,
+            "family": chosen.family,
+            "base_model": chosen.base.id if chosen.base is not None else None,
+            "time_budget_s": body.time_budget_s,
         },
         suffix=body.suffix or None,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
@@ -63,3 +67,27 @@ def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCr
     session.flush()
     job_store.add_event(session, job, "info", f"Created fine-tuning job: {job.id}")
     return job
+
+
+def _check_family_options(body: JobCreate, family: str) -> None:
+    """Refuse settings the chosen family would silently ignore."""
+    from aiaas.training import classical, families
+
+    if body.time_budget_s is not None and family != families.AUTO:
+        raise InvalidRequest(
+            f"time_budget_s only applies to model 'auto' (or 'auto:<base model>'), not to {family} "
+            f"model '{body.model}'; remove it.",
+            param="time_budget_s",
+        )
+    if family == classical.FAMILY:
+        hp = body.resolved_hyperparameters()
+        prefix = "hyperparameters" if body.hyperparameters is not None else \
+            "method.supervised.hyperparameters"
+        for name, value in hp.model_dump().items():
+            if value != "auto":
+                raise InvalidRequest(
+                    f"{name} does not apply to {family}: it trains in one pass and picks its "
+                    "regularisation on the validation set. Leave it 'auto', or name a transformer base "
+                    "model (or 'auto') to set it.",
+                    param=f"{prefix}.{name}",
+                )

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -91,6 +92,13 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -logits))
 
 
+def thresholds_in_label_order(thresholds: Any, labels: Sequence[str]) -> list[float] | None:
+    """Multi-label thresholds as a list in label order; training records them as {label: threshold}."""
+    if isinstance(thresholds, dict):
+        return [float(thresholds.get(label, 0.5)) for label in labels]
+    return None if thresholds is None else [float(t) for t in thresholds]
+
+
 def read_meta(artifact_dir: Path) -> dict:
     path = Path(artifact_dir) / META_FILE
     try:
@@ -136,7 +144,7 @@ class Predictor:
         self.meta = meta
         self.task: str = meta["task"]
         self.labels: list[str] = [str(label) for label in meta.get("labels") or []]
-        self.thresholds: list[float] | None = meta.get("thresholds")
+        self.thresholds: list[float] | None = thresholds_in_label_order(meta.get("thresholds"), self.labels)
         self.max_length: int = int(meta["max_length"])
         self.precision = precision
         self.model_file = model_file

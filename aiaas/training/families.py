@@ -40,7 +40,18 @@ from aiaas.training.types import PreparedDataLike, TrainCallbacks, TrainingStopp
 logger = logging.getLogger(__name__)
 
 TRANSFORMER = "transformer"
-FAMILIES = (TRANSFORMER, classical.FAMILY, "auto")
+AUTO = "auto"
+FAMILIES = (TRANSFORMER, classical.FAMILY, AUTO)
+# auto's transformer candidate when the job names none ("auto" rather than "auto:<base model>").
+DEFAULT_AUTO_BASE = MINILM_ID
+# What each family is, for catalogs and error messages.
+DESCRIPTIONS = {
+    TRANSFORMER: "fine-tune a BERT-family encoder: name the base model itself (e.g. 'minilm-l6')",
+    classical.FAMILY: "word and character n-gram TF-IDF with a linear model; trains in seconds on a CPU, "
+    "any language",
+    AUTO: f"trains {classical.FAMILY} first, then the transformer within time_budget_s, and keeps the "
+    "better on the validation set; 'auto:<base model>' picks the transformer",
+}
 META_FILE = "aiaas.json"
 PLAN_FILE = "auto_plan.json"
 # What auto may spend on both families together when the caller sets no budget.
@@ -68,13 +79,31 @@ class FamilyResult(TrainResult):
 def family_for_model(model: str) -> tuple[str, str]:
     """A job's `model` -> (family, base model for the transformer side).
 
-    "tfidf-linear" and "auto" are families; any other name is a transformer base model.
+    "tfidf-linear" and "auto" are families; "auto:<base model>" is auto with that base
+    model as its transformer candidate ("auto" alone uses DEFAULT_AUTO_BASE); any other
+    name is a transformer base model. Family names are matched case-insensitively.
     """
     name = (model or "").strip()
-    if name == classical.FAMILY:
+    lowered = name.lower()
+    if lowered == classical.FAMILY:
         return classical.FAMILY, classical.FAMILY
-    if name == "auto":
-        return "auto", MINILM_ID
+    if lowered == AUTO:
+        return AUTO, DEFAULT_AUTO_BASE
+    if lowered.startswith(AUTO + ":"):
+        base = name[len(AUTO) + 1 :].strip()
+        if not base:
+            raise InvalidRequest(
+                "'auto:' needs a base model after the colon, e.g. 'auto:minilm-l6'; or send 'auto' "
+                f"to use {DEFAULT_AUTO_BASE}.",
+                param="model",
+            )
+        if base.lower() in (classical.FAMILY, AUTO) or base.lower().startswith(AUTO + ":"):
+            raise InvalidRequest(
+                f"'{name}': after 'auto:' comes the transformer base model auto compares "
+                f"{classical.FAMILY} with, e.g. 'auto:minilm-l6'.",
+                param="model",
+            )
+        return AUTO, base
     return TRANSFORMER, name
 
 
@@ -97,7 +126,7 @@ def train_family(
         return _as_family(result, TRANSFORMER)
     if family == classical.FAMILY:
         return _as_family(classical.train_classical(config, data, work_dir, callbacks), classical.FAMILY)
-    if family == "auto":
+    if family == AUTO:
         budget = DEFAULT_TIME_BUDGET_S if time_budget_s is None else float(time_budget_s)
         return _train_auto(config, data, work_dir, callbacks, base_models_dir, budget)
     raise InvalidRequest(f"Unknown model family {family!r}; use one of {', '.join(FAMILIES)}.", param="model")
@@ -170,6 +199,9 @@ def _train_auto(
     _annotate(winner.model_dir, {"family": chosen, "model_selection": selection})
     out = _as_family(winner, chosen, selection)
     out.hyperparameters = {**winner.hyperparameters, "family": chosen, "model_selection": selection}
+    # Both candidates were trained: the job's trained tokens are the sum (each in its own
+    # tokenizer's units: characters for tfidf-linear, subword tokens x epochs for the transformer).
+    out.trained_tokens = sum(int(r.trained_tokens or 0) for r in results.values())
     return out
 
 
@@ -190,7 +222,11 @@ def _choose(task: str, candidates: dict[str, dict[str, Any]]) -> tuple[str, str]
 
 def _candidate(task: str, result: TrainResult, seconds: float) -> dict[str, Any]:
     keys = ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2", "valid_loss")
-    out: dict[str, Any] = {"status": "trained", "seconds": round(seconds, 1)}
+    out: dict[str, Any] = {
+        "status": "trained",
+        "seconds": round(seconds, 1),
+        "trained_tokens": int(result.trained_tokens or 0),
+    }
     out.update({k: float(result.metrics[k]) for k in keys if k in result.metrics})
     return out
 
@@ -368,7 +404,10 @@ def _annotate(model_dir: Path, extra: dict[str, Any]) -> None:
 
 
 __all__ = [
+    "AUTO",
+    "DEFAULT_AUTO_BASE",
     "DEFAULT_TIME_BUDGET_S",
+    "DESCRIPTIONS",
     "FAMILIES",
     "FamilyResult",
     "estimate_transformer",

@@ -165,7 +165,9 @@ def test_export_is_served_by_the_runtime_and_matches_scikit_learn(tmp_path: Path
     assert predictor.task == data.task
     assert predictor.labels == (list(data.labels) if data.task != "regression" else ["value"])
     if data.task == "multi_label_classification":
-        assert predictor.thresholds == json.loads((result.model_dir / "aiaas.json").read_text())["thresholds"]
+        saved = json.loads((result.model_dir / "aiaas.json").read_text())["thresholds"]
+        # Training records {label: threshold}; the runtime holds them as a list in label order.
+        assert predictor.thresholds == (None if saved is None else [saved[label] for label in predictor.labels])
     assert set(report["latency_ms"]) == {"onnx", "sklearn"} and report["served_by"] == "onnx"
     # Characters are the tokens here: the closing boundary is one more, truncation caps it.
     counts = predictor.count_tokens(["abc", "x" * (classical.MAX_CHARS * 2)])

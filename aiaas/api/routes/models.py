@@ -1,4 +1,7 @@
-"""/v1/models — base models and the organisation's fine-tuned models (OpenAI shapes)."""
+"""/v1/models — base models, model families and the organisation's fine-tuned models (OpenAI shapes).
+
+Base models and families are what a fine-tuning job's `model` may name; only base models
+(embeddings) and fine-tuned models can be called."""
 
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 
 def _base_models(state) -> list[dict]:  # type: ignore[no-untyped-def]
-    return [registry.base_model_public(m["id"], m) for m in catalog.base_models(state.settings.base_models_dir)]
+    """Base models, then the model families (both are starting points for jobs, owned by aiaas)."""
+    bases = [registry.base_model_public(m["id"], m) for m in catalog.base_models(state.settings.base_models_dir)]
+    return bases + [registry.family_public(f) for f in catalog.model_families()]
 
 
 @router.get("/models")
@@ -38,7 +43,9 @@ def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state
                  actor: ActorDep) -> dict:
     if not model.startswith("ft:"):
         if any(b["id"] == model for b in _base_models(state)):
-            raise InvalidRequest("Base models cannot be deleted; only your fine-tuned models.", param="model")
+            raise InvalidRequest(
+                "Base models and model families cannot be deleted; only your fine-tuned models.", param="model"
+            )
         raise not_found("model", model, param="model")
     row = registry.get_model(session, principal.org_id, model)
     uri = row.artifact_uri
