@@ -5,26 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import enum
+
 import typer
 from rich.table import Table
 
 from aiaas.cli.common import ApiKeyOpt, BaseUrlOpt, console, handle_errors, print_json, sdk_client
+from aiaas.protocol.files import PII_POLICIES
 
 files_app = typer.Typer(help="Training files.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Fine-tuning jobs.", no_args_is_help=True)
 models_app = typer.Typer(help="Base and fine-tuned models.", no_args_is_help=True)
+PiiPolicyChoice = enum.Enum("PiiPolicyChoice", {p: p for p in PII_POLICIES}, type=str)  # --pii-policy values
 
 
 @files_app.command("upload")
 @handle_errors
 def files_upload(path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV, JSONL or Parquet."),
+                 pii_policy: PiiPolicyChoice = typer.Option(
+                     PiiPolicyChoice.allow, "--pii-policy", case_sensitive=False,
+                     help="Personal data found in the file: allow (store as is), redact (store it with "
+                          "placeholders such as [EMAIL]) or reject (refuse the upload)."),
                  base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
-    """Upload a labelled file for fine-tuning; prints its id."""
+    """Upload a labelled file for fine-tuning; prints its id and what the PII scan found."""
     with sdk_client(base_url, api_key) as c:
-        f = c.files.create(path)
+        f = c.files.create(path, pii_policy=pii_policy.value)
     s = f.get("summary") or {}
     console.print(f"uploaded {f['filename']} as [bold]{f['id']}[/bold]: {f['bytes']} bytes, {s.get('rows')} rows, "
                   f"columns {s.get('columns')}")
+    pii = s.get("pii") or {}
+    found = {kind: n for kind, n in (pii.get("counts") or {}).items() if n}
+    if found:
+        what = ", ".join(f"{kind} {n}" for kind, n in found.items())
+        done = f"redacted {pii.get('redacted', 0)} values" if pii.get("redacted") else "stored as uploaded"
+        console.print(f"PII ({pii.get('policy')}): {what} in {pii.get('rows_with_pii')} rows; {done}")
 
 
 @files_app.command("list")
@@ -42,7 +56,10 @@ def files_list(base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
 @handle_errors
 def jobs_create(
     training_file: str = typer.Argument(..., help="File id from `aiaas files upload`."),
-    model: str = typer.Option("minilm-l6", "--model", help="Base model id (see `aiaas models list`)."),
+    model: str = typer.Option(
+        "minilm-l6", "--model",
+        help="Base model id, or a model family: tfidf-linear, auto, auto:<base model> (see `aiaas models list`).",
+    ),
     validation_file: str = typer.Option(None, "--validation-file"),
     suffix: str = typer.Option(None, "--suffix"),
     epochs: str = typer.Option("auto", "--epochs"),
@@ -52,6 +69,8 @@ def jobs_create(
     label_column: str = typer.Option("label", "--label-column"),
     task: str = typer.Option("single_label_classification", "--task"),
     seed: int = typer.Option(None, "--seed"),
+    time_budget: float = typer.Option(None, "--time-budget",
+                                      help="Seconds for both of auto's candidates together (model auto only)."),
     base_url: str = BaseUrlOpt,
     api_key: str = ApiKeyOpt,
 ) -> None:
@@ -65,6 +84,7 @@ def jobs_create(
         job = c.fine_tuning.jobs.create(
             model=model, training_file=training_file, validation_file=validation_file, suffix=suffix,
             hyperparameters=hp, text_column=text_column, label_column=label_column, task=task, seed=seed,
+            time_budget_s=time_budget,
         )
     console.print(f"job [bold]{job['id']}[/bold] {job['status']}; follow it with `aiaas jobs events {job['id']} --follow`")
 
@@ -143,9 +163,9 @@ def models_list(base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
     """List base models and your fine-tuned models."""
     with sdk_client(base_url, api_key) as c:
         models = c.models.list()["data"]
-    table = Table("id", "owned_by", "task")
+    table = Table("id", "owned_by", "family", "task")
     for m in models:
-        table.add_row(m["id"], m["owned_by"], m.get("task") or "")
+        table.add_row(m["id"], m["owned_by"], m.get("family") or "", m.get("task") or "")
     console.print(table)
 
 

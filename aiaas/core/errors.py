@@ -14,6 +14,7 @@ HTTP_STATUS: dict[str, int] = {
     "invalid_json": 400,
     "validation_error": 400,
     "invalid_file": 400,
+    "pii_detected": 400,
     "unsupported_file": 415,
     "invalid_api_key": 401,
     "missing_api_key": 401,
@@ -101,6 +102,12 @@ class ValidationFailed(AiaasError):
 
 class InvalidFile(AiaasError):
     code = "invalid_file"
+
+
+class PiiDetected(AiaasError):
+    """An upload under PII policy 'reject' holds personal data; the message says where, never what."""
+
+    code = "pii_detected"
 
 
 class AuthenticationFailed(AiaasError):

@@ -8,6 +8,12 @@ from pydantic import BaseModel
 
 PURPOSES = ("fine-tune", "fine-tune-results")
 
+# What an upload does with personal data found in it (our extension, a form field next to `purpose`):
+# "allow" stores it as sent, "redact" stores it with each value replaced by a placeholder such as
+# [EMAIL], "reject" refuses the upload (400 `pii_detected`) naming the kinds, lines and columns.
+PiiPolicy = Literal["allow", "redact", "reject"]
+PII_POLICIES: tuple[str, ...] = ("allow", "redact", "reject")
+
 
 class FilePublic(BaseModel):
     id: str
@@ -18,7 +24,8 @@ class FilePublic(BaseModel):
     purpose: str
     status: str = "processed"
     status_details: str | None = None
-    # Our extension: what the upload check saw (format, encoding, rows, columns, PII scan).
+    # Our extension: what the upload check saw (format, encoding, rows, columns) and, under "pii",
+    # the PII scan: policy, counts per kind, affected rows, first lines and columns (never values).
     summary: dict[str, Any] | None = None
 
 

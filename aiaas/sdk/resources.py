@@ -61,8 +61,15 @@ def attach_resources(caller: Caller) -> None:
 
 
 class Files(Resource):
-    def create(self, file: Any, *, purpose: str = "fine-tune", filename: str | None = None) -> Any:
-        """Upload a path or a binary file object."""
+    def create(self, file: Any, *, purpose: str = "fine-tune", filename: str | None = None,
+               pii_policy: str | None = None) -> Any:
+        """Upload a path or a binary file object.
+
+        `pii_policy`: "allow" (the server's default) stores personal data found in the file as sent,
+        "redact" stores the file with each value replaced by a placeholder such as [EMAIL], "reject"
+        refuses it (BadRequestError, code "pii_detected", naming kinds, lines and columns). The scan's
+        report is in the returned file's `summary["pii"]`.
+        """
         from pathlib import Path
 
         if isinstance(file, str | Path):
@@ -72,8 +79,9 @@ class Files(Resource):
         else:
             content = file.read()
             filename = filename or getattr(file, "name", "upload")
+        form = clean({"purpose": purpose, "pii_policy": pii_policy})
         return self._c.call(Request("POST", "/v1/files", files={"file": (str(filename), content)},
-                                    data={"purpose": purpose}, idempotent=False))
+                                    data=form, idempotent=False))
 
     def list(self, *, limit: int = 100, purpose: str | None = None) -> Any:
         return self._c.iterate("/v1/files", limit=limit, **clean({"purpose": purpose}))
@@ -90,6 +98,8 @@ class Files(Resource):
 
 class FineTuningJobs(Resource):
     def create(self, *, model: str, training_file: str, **fields: Any) -> Any:
+        """`model`: a base model id, or a family: "tfidf-linear", "auto", "auto:<base model>"
+        (auto also takes `time_budget_s`). Other fields: the wire's extensions (task, text_column, ...)."""
         body = clean({"model": model, "training_file": training_file, **fields})
         return self._c.call(Request("POST", "/v1/fine_tuning/jobs", json=body, idempotent=False))
 

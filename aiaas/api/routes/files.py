@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.protocol.common import Deleted, list_response
-from aiaas.protocol.files import FilePublic, file_public
+from aiaas.protocol.files import FilePublic, PiiPolicy, file_public
 from aiaas.services import audit
 from aiaas.services import files as file_service
 from aiaas.store import files as file_store
@@ -26,14 +26,21 @@ def upload_file(
     session: SessionDep,
     state: StateDep,
     actor: ActorDep,
+    pii_policy: Annotated[PiiPolicy, Form(description="allow (default), redact or reject personal data "
+                                           "found in the file; see the file's summary.pii")] = "allow",
 ) -> dict:
-    # A sync route: FastAPI runs it in the thread pool, so copying and parsing stay off the loop.
+    # A sync route: FastAPI runs it in the thread pool, so copying, parsing and the PII scan
+    # stay off the event loop.
     row = file_service.upload(
         session, state.services["blobs"], org_id=principal.org_id, src=file.file, filename=file.filename,
         purpose=purpose, max_bytes=state.settings.max_upload_bytes, settings=state.settings,
+        pii_policy=pii_policy,
     )
+    pii = (row.summary or {}).get("pii") or {}
     audit.record(session, actor, "file.uploaded", target_type="file", target_id=row.id,
-                 details={"filename": row.filename, "bytes": row.bytes, "purpose": row.purpose})
+                 details={"filename": row.filename, "bytes": row.bytes, "purpose": row.purpose,
+                          "pii_policy": pii_policy, "pii_redacted": pii.get("redacted", 0),
+                          "pii_counts": {k: n for k, n in (pii.get("counts") or {}).items() if n}})
     return file_public(row)
 
 
