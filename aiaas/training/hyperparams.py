@@ -106,7 +106,9 @@ def resolve(
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
     if config.checkpoint_every_steps is None:
         every = max(1, math.ceil(total_steps / 10))
-        reasons["checkpoint_every_steps"] = "auto: about every 10% of the steps, and at each epoch end"
+        reasons["checkpoint_every_steps"] = (
+            "auto: about every 10% of the steps but at most once a minute, and at each epoch end"
+        )
     else:
         every = config.checkpoint_every_steps
         reasons["checkpoint_every_steps"] = "requested (and at each epoch end)"

@@ -122,6 +122,23 @@ def test_precision_paths_run(tmp_path: Path, base_models_dir: Path, precision: s
     assert np.isfinite(result.history[-1]["valid_loss"])
 
 
+def test_bf16_learns_as_well_as_fp32(tmp_path: Path, base_models_dir: Path) -> None:
+    """bf16 autocast keeps quality: same data, seed and settings, accuracy within 0.1 of fp32's."""
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no amx_bf16/avx512_bf16: bf16 would be emulated")
+    data = single_label_data()
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        config = TrainConfig(
+            base_model=TINY, n_epochs=12, learning_rate=3e-3, early_stopping_patience=None, precision=precision
+        )
+        result = train(config, data, tmp_path / precision, Recorder(), base_models_dir=base_models_dir)
+        assert result.hyperparameters["precision"] == precision
+        scores[precision] = result.metrics["accuracy"]
+    assert scores["bf16"] >= 0.9
+    assert abs(scores["bf16"] - scores["fp32"]) <= 0.1
+
+
 def test_auto_precision_follows_the_cpu(tmp_path: Path, base_models_dir: Path) -> None:
     config = TrainConfig(base_model=TINY, n_epochs=1)
     result = train(config, single_label_data(16, 8), tmp_path, Recorder(), base_models_dir=base_models_dir)
@@ -252,3 +269,22 @@ def test_fused_adamw_is_used_where_torch_has_it() -> None:
     opt, fused = components.optimizer(m, TrainConfig(base_model=TINY), 1e-3, "cpu")
     assert fused is True  # torch 2.13 has a fused CPU AdamW for fp32
     assert opt.defaults["fused"] is True
+
+
+def test_auto_checkpoint_cadence_is_throttled_in_time(
+    tmp_path: Path, base_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiaas.training import loop
+
+    data = single_label_data()  # 64 examples, batch 16: 4 steps per epoch
+    config = TrainConfig(base_model=TINY, n_epochs=3, **FAST)
+    quick = Recorder()
+    train(config, data, tmp_path / "a", quick, base_models_dir=base_models_dir)
+    # A run shorter than PERIODIC_MIN_SECONDS saves at epoch ends only.
+    assert [step for step, _, _ in quick.checkpoints] == [4, 8, 12]
+
+    monkeypatch.setattr(loop, "PERIODIC_MIN_SECONDS", 0.0)
+    every = Recorder()
+    train(config, data, tmp_path / "b", every, base_models_dir=base_models_dir)
+    steps = [step for step, _, _ in every.checkpoints]
+    assert set(steps) > {4, 8, 12} and all(1 <= s <= 12 for s in steps)
