@@ -104,10 +104,27 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, *, seed: int, epoch: int
     return [batches[k] for k in rng.permutation(len(batches))]
 
 
-def sequential_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Evaluation batches: sorted by length (least padding), no shuffling needed."""
+def sequential_batches(
+    lengths: np.ndarray, batch_size: int, *, max_tokens: int | None = None
+) -> list[np.ndarray]:
+    """Evaluation batches: sorted by length (least padding), no shuffling needed.
+
+    With `max_tokens`, a batch grows past `batch_size` while rows x its longest row stays within
+    the budget: short texts go in big batches (forward-only passes get cheaper per row as batches
+    grow; measured on MiniLM-L6, 1,000 sentences of ~27 tokens in bf16: 2.0 s at 32 rows, 1.4 s at
+    128), long ones in small batches, so memory stays bounded.
+    """
     order = np.argsort(-lengths, kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = max(1, int(lengths[order[start]]))  # sorted descending: the first row is the longest
+        rows = max(batch_size, max_tokens // longest)
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
 
 
 def collate(input_ids: list[list[int]], index: np.ndarray, pad_id: int) -> tuple[Any, Any, int]:

@@ -25,6 +25,8 @@ LOGS_PER_RUN = 50  # train-metrics events over a whole run (at most one per step
 # save (weights, optimizer, RNG, fsync) costs ~0.5 s for MiniLM-L6, ~13 of them were 10% of a
 # 1,000-sentence run, and a lost worker then redoes at most a minute plus 10% of the steps.
 PERIODIC_MIN_SECONDS = 60.0
+# Evaluation batches hold up to this many (padded) tokens, and at least 2 x the training batch.
+EVAL_TOKENS = 4096
 
 
 def train(
@@ -368,7 +370,7 @@ def _evaluate(
     model.eval()
     logits = torch.empty((len(val), model.config.num_labels), dtype=torch.float32)
     with torch.inference_mode():
-        for index in batching.sequential_batches(val.lengths, batch_size):
+        for index in batching.sequential_batches(val.lengths, batch_size, max_tokens=EVAL_TOKENS):
             check_stop()
             ids, mask, _ = batching.collate(val.input_ids, index, pad_id)
             with runtime.autocast(device, precision):

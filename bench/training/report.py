@@ -64,24 +64,23 @@ is the share of a step spent clipping gradients and in `optimizer.step()`):
 |---|---|---|
 {rows}
 
-Step for step, aiaas's setting (batch {b}, bf16) is ×{f[own]:.1f} HF's: dynamic padding ×{f["dynamic_padding"]:.2f}
+Step for step, batch {b} with bf16 is ×{f[own]:.1f} HF's setting: dynamic padding ×{f["dynamic_padding"]:.2f}
 (padding to 128 makes a step process {128 / p["mean_tokens"]:.1f}× the real tokens), batch 16 instead of 8
 ×{f["batch_16"]:.2f}, {bf16}, and batch 32 (the engine's choice from 2,000 examples) another ×{f["batch_32"]:.2f}.
-End to end the ratio is lower, for three reasons. (1) The update: with short, dynamically padded batches,
-clipping and AdamW over all 22.7M parameters take {100 * share["dynamic-bf16-b16"]:.0f}% of aiaas's step; the
-word-embedding matrix is 11.7M of them and its gradient is dense, so every step rewrites all 30,522 rows.
-(2) Outside the steps: an evaluation every epoch and ~{10 + r["epochs"]} checkpoint saves ({p["checkpoint_save_s"]:.1f} s
-each, model + optimizer + RNG state): aiaas's whole-run rate is {ai["samples_per_s"]:.1f}/s against
-{ai["step_samples_per_s_median"]:.1f}/s in its step windows. (3) On a quiet machine the Trainer's fp32 steps at
-128 tokens are not as slow as the padding suggests ({hf["step_samples_per_s_median"]:.1f}/s in its own windows,
-{hf["samples_per_s"]:.1f}/s whole run; on shared, busy cores its OpenMP threads, without OMP_WAIT_POLICY=PASSIVE,
-spin-wait and it falls much further behind: runs here on busy cores measured 4.7× with 1,500 sentences and 9.8×
-with 2,000, where the engine also switches to batch 32).
+With short, dynamically padded batches the optimizer update becomes a large part of a step
+({100 * share["dynamic-bf16-b16"]:.0f}% at batch 16 in bf16): the word-embedding matrix is 11.7M of MiniLM-L6's
+22.7M parameters and its gradient is dense, so AdamW rewrites all 30,522 rows every step. The engine
+therefore uses `torch.optim.AdamW(fused=True)` (×{f["fused_adamw"]:.2f} here) and, with `freeze_embeddings`
+"auto", freezes the word embeddings on CPU when they hold over a third of the parameters
+(×{f["frozen_embeddings"]:.2f}; both ×{f["fused_and_frozen"]:.2f}, step for step ×{f["aiaas_b16_fused_frozen_vs_hf"]:.1f} HF's).
 
-Two engine changes remove most of (1), measured in the same interleaved rounds: `torch.optim.AdamW(fused=True)`
-×{f["fused_adamw"]:.2f}, freezing the word-embedding matrix ×{f["frozen_embeddings"]:.2f}, both ×{f["fused_and_frozen"]:.2f}
-(step for step ×{f["aiaas_b16_fused_frozen_vs_hf"]:.1f} HF's; with both, bf16 over fp32 is
-×{f["bf16_with_fused_frozen"]:.2f}).{_variants(r.get("engine_variants"), r["speedup"])}"""
+What remains between aiaas's step windows ({ai["step_samples_per_s_median"]:.1f}/s) and its whole training call
+({ai["samples_per_s"]:.1f}/s) is work HF's timed `trainer.train()` does not do: loading the weights, tokenizing,
+evaluating the validation set every epoch (early stopping and best-checkpoint selection need it; HF's
+default evaluates never) and checkpointing each epoch. Both workers import torch and transformers before
+their clocks start. The HF run has no OMP_WAIT_POLICY=PASSIVE: on shared, busy cores its OpenMP threads
+spin-wait and it falls further behind (runs here on busy cores measured 4.7× with 1,500 sentences and 9.8×
+with 2,000, where the engine also switches to batch 32).{_variants(r.get("engine_variants"), r["speedup"])}"""
 
 
 def _variants(v: dict | None, speedup: float) -> str:
@@ -97,18 +96,12 @@ def _variants(v: dict | None, speedup: float) -> str:
     )
     return f"""
 
-The same changes patched into the real engine from outside (`python -m bench.training.engine_variants`,
+The two changes patched into the real engine from outside (`python -m bench.training.engine_variants`,
 {v["train"]} training sentences, {v["epochs"]} epochs, the same split, run {v["time"]}):
 
 | engine | samples/s | median samples/s (step windows) | val acc % | test acc % |
 |---|---|---|---|---|
 {rows}
 
-Projected on this run's {speedup:.2f}× (each variant's gain over the baseline measured in the same sitting, so the
-machine's mood between sittings cancels): fused AdamW {speedup * gain["fused"]:.1f}×, frozen word embeddings
-{speedup * gain["frozen-emb"]:.1f}×, both {speedup * gain["fused+frozen-emb"]:.1f}×, with validation accuracy unchanged
-and test accuracy within the ±2 pt that 1,000 sentences resolve. The change that reaches the target is both, in
-`aiaas/training/loop.py`: `torch.optim.AdamW(..., fused=True)`, and in `components.load_model` (or a
-`freeze_embeddings` option, default on for CPU) `model.get_input_embeddings().weight.requires_grad_(False)`, which
-`components.param_groups` already respects (it keeps only parameters that require grad). Making the periodic checkpoints time-based (e.g. every 60 s)
-instead of every 10% of the steps would save most of the ~{10 + 3} × 0.6 s of saves on runs this short."""
+These were measured before fused AdamW and frozen word embeddings became the engine's defaults (the
+baseline row is the engine without them); the run above has both."""

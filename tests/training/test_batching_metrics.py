@@ -80,3 +80,18 @@ def test_selection_prefers_metric_then_lower_loss() -> None:
     assert metrics.selection_score("regression", {"rmse": 1.0}) > metrics.selection_score(
         "regression", {"rmse": 2.0}
     )
+
+
+def test_evaluation_batches_fill_a_token_budget_and_cover_every_row_once() -> None:
+    lengths = np.array([5] * 100 + [100] * 10 + [30] * 40)
+    plain = batching.sequential_batches(lengths, 8)
+    assert all(len(b) <= 8 for b in plain)
+
+    budget = batching.sequential_batches(lengths, 8, max_tokens=400)
+    assert sorted(np.concatenate(budget).tolist()) == list(range(len(lengths)))
+    assert all(len(b) >= 8 for b in budget[:-1])  # never below the plain batch size, except the tail
+    assert all(len(b) <= 8 or len(b) * lengths[b].max() <= 400 for b in budget)
+    # Long rows keep the plain size; short rows come in batches as big as the budget allows.
+    assert len(budget[0]) == 8 and lengths[budget[0]].max() == 100
+    assert max(len(b) for b in budget) == 80  # 400 tokens / 5
+    assert len(budget) < len(plain)
