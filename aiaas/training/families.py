@@ -34,7 +34,7 @@ from aiaas.core.errors import AiaasError, InvalidRequest
 from aiaas.training import batching, classical, components, hyperparams, metrics, runtime
 from aiaas.training.base_models import MINILM_ID
 from aiaas.training.config import TrainConfig
-from aiaas.training.loop import train
+from aiaas.training.loop import PERIODIC_MIN_SECONDS, train
 from aiaas.training.types import PreparedDataLike, TrainCallbacks, TrainingStopped, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -351,7 +351,10 @@ def estimate_transformer(
         load_started = time.perf_counter()
         model = components.load_model(base, config.task, labels).to(device)
         load_s = time.perf_counter() - load_started
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)  # the step's cost, not its effect
+        # The engine's own update (fused AdamW, embeddings frozen where it freezes them): the update
+        # is a third or more of a short step, so a generic optimizer here overestimated runs ~2x.
+        components.freeze_embeddings(config, model, device)
+        optimizer, _ = components.optimizer(model, config, 1e-6, device)  # the step's cost, not its effect
         loss_fn = components.loss_fn(config.task, targets, len(labels), False, device)
         model.train()
         # Spread the timed batches over the length range: evenly spaced in the shuffled order.
@@ -364,6 +367,7 @@ def estimate_transformer(
                 logits = model(input_ids=ids_t.to(device), attention_mask=mask.to(device)).logits
             loss = loss_fn(logits.float(), torch.as_tensor(targets[index]).to(device))
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if k > 0:  # the first step allocates and warms caches
@@ -373,7 +377,9 @@ def estimate_transformer(
     per_token = timed_s / max(1.0, timed_tokens)
     train_epoch = per_token * epoch_tokens
     eval_epoch = EVAL_COST * train_epoch * len(data.validation) / max(1, len(data.train))
-    checkpoints_per_epoch = 1 + 10 / max(1, hp.n_epochs)  # ~10 periodic saves per run, plus each epoch end
+    # Each epoch end, plus periodic saves: ~10 per run, but at most one a minute (loop.PERIODIC_MIN_SECONDS).
+    periodic = min(10 / max(1, hp.n_epochs), train_epoch / PERIODIC_MIN_SECONDS)
+    checkpoints_per_epoch = 1 + periodic
     return {
         "base_model": base.id,
         "planned_epochs": hp.n_epochs,
