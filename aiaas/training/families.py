@@ -59,8 +59,8 @@ DEFAULT_TIME_BUDGET_S = 900.0
 # A transformer run may overshoot its estimate by this fraction (plus GRACE_S) before it is stopped.
 OVERRUN = 0.25
 GRACE_S = 30.0
-# Timed optimizer steps for the estimate (after one untimed warm-up step).
-ESTIMATE_STEPS = 3
+# Timed optimizer steps for the estimate (each after an untimed step on the same batch).
+ESTIMATE_STEPS = 4
 # Per epoch end: evaluation is a forward pass (~1/3 of a training step per example) and a
 # checkpoint save; per run: loading the model and writing the final directory.
 EVAL_COST = 0.35
@@ -322,9 +322,10 @@ def estimate_transformer(
 ) -> dict[str, Any]:
     """Seconds a transformer run would take here, from ESTIMATE_STEPS real optimizer steps.
 
-    Cost is measured per padded token on batches built like the engine builds them
-    (length-grouped, dynamic padding, same batch size, precision and threads), then
-    scaled to an epoch's padded tokens; evaluation and checkpoints are added per epoch.
+    Steps are timed on batches built like the engine builds them (length-grouped, dynamic
+    padding, same batch size, precision, threads and optimizer), picked across the range of
+    the epoch's batch sizes, and scaled to an epoch's steps; evaluation and checkpoints are
+    added per epoch.
     """
     import torch
 
@@ -346,7 +347,6 @@ def estimate_transformer(
             config, n_train=len(ids), num_parameters=base.num_parameters, hidden_size=base.hidden_size
         )
         batches = batching.epoch_batches(lengths, hp.batch_size, seed=config.seed, epoch=0)
-        epoch_tokens = float(sum(len(b) * lengths[b].max() for b in batches))
         torch.manual_seed(config.seed)
         load_started = time.perf_counter()
         model = components.load_model(base, config.task, labels).to(device)
@@ -357,25 +357,33 @@ def estimate_transformer(
         optimizer, _ = components.optimizer(model, config, 1e-6, device)  # the step's cost, not its effect
         loss_fn = components.loss_fn(config.task, targets, len(labels), False, device)
         model.train()
-        # Spread the timed batches over the length range: evenly spaced in the shuffled order.
-        picks = [batches[i] for i in np.linspace(0, len(batches) - 1, ESTIMATE_STEPS + 1).astype(int)]
+        # Timed batches at evenly spaced quantiles of the epoch's padded batch sizes, so their mean
+        # step time is the epoch's mean step time. (Scaling a few steps' cost per token instead
+        # overestimated a tweets run 2x: part of a step, the optimizer update, costs the same
+        # whatever the batch's length.) Each runs twice and only the second is timed: the first
+        # pass at a new sequence length builds kernels for that shape (measured ~10% more).
+        padded = np.array([len(b) * lengths[b].max() for b in batches], dtype=np.float64)
+        order = np.argsort(padded, kind="stable")
+        quantiles = (np.arange(ESTIMATE_STEPS) + 0.5) / ESTIMATE_STEPS
+        picks = [batches[order[int(q * len(batches))]] for q in quantiles]
         timed_s, timed_tokens = 0.0, 0.0
-        for k, index in enumerate(picks):
-            step_started = time.perf_counter()
-            ids_t, mask, _ = batching.collate(ids, index, tokenizer.pad_token_id)
-            with runtime.autocast(device, precision):
-                logits = model(input_ids=ids_t.to(device), attention_mask=mask.to(device)).logits
-            loss = loss_fn(logits.float(), torch.as_tensor(targets[index]).to(device))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if k > 0:  # the first step allocates and warms caches
-                timed_s += time.perf_counter() - step_started
-                timed_tokens += len(index) * lengths[index].max()
+        for index in picks:
+            for timed in (False, True):
+                step_started = time.perf_counter()
+                ids_t, mask, _ = batching.collate(ids, index, tokenizer.pad_token_id)
+                with runtime.autocast(device, precision):
+                    logits = model(input_ids=ids_t.to(device), attention_mask=mask.to(device)).logits
+                loss = loss_fn(logits.float(), torch.as_tensor(targets[index]).to(device))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if timed:
+                    timed_s += time.perf_counter() - step_started
+                    timed_tokens += len(index) * lengths[index].max()
         del model, optimizer
     per_token = timed_s / max(1.0, timed_tokens)
-    train_epoch = per_token * epoch_tokens
+    train_epoch = timed_s / len(picks) * len(batches)
     eval_epoch = EVAL_COST * train_epoch * len(data.validation) / max(1, len(data.train))
     # Each epoch end, plus periodic saves: ~10 per run, but at most one a minute (loop.PERIODIC_MIN_SECONDS).
     periodic = min(10 / max(1, hp.n_epochs), train_epoch / PERIODIC_MIN_SECONDS)

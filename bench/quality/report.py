@@ -73,7 +73,7 @@ and keeps the better on validation; the test split is scored only afterwards. La
 
 {mr_line}
 
-The transformer's time plan (estimated from 3 measured optimizer steps before it starts): {"; ".join(plans)}.
+The transformer's time plan (estimated from 4 measured optimizer steps, each after a warm-up step on the same batch, before it starts): {"; ".join(plans)}.
 Per-candidate validation scores, the transformer's time plan and every number above:
 `bench/results/quality.json`.
 """.strip()
