@@ -95,13 +95,9 @@ def resolve_target(db: Database, settings: Settings, org_id: str, name: str, *, 
 
 def _thresholds(card: dict) -> list[float] | None:
     """Multi-label thresholds in label order (training records them as {label: threshold})."""
-    return _in_label_order(card.get("thresholds"), list(card.get("labels") or []))
-
-
-def _in_label_order(thresholds: Any, labels: list[str]) -> Any:
     from aiaas.serving.runtime import thresholds_in_label_order
 
-    return thresholds_in_label_order(thresholds, labels)
+    return thresholds_in_label_order(card.get("thresholds"), list(card.get("labels") or []))
 
 
 def _deployment_target(db: Database, org_id: str, name: str) -> Target:
@@ -309,7 +305,9 @@ def shape_predictions(predictor: Any, scores: np.ndarray, *, top_k: int | None, 
     """One result per input: label + score + top-k for classifiers, label set for multi-label, value for regression."""
     task = getattr(predictor, "task", "single_label_classification")
     labels: list[str] = list(getattr(predictor, "labels", []))
-    thresholds = _in_label_order(thresholds or getattr(predictor, "thresholds", None), labels)
+    from aiaas.serving.runtime import thresholds_in_label_order
+
+    thresholds = thresholds_in_label_order(thresholds or getattr(predictor, "thresholds", None), labels)
     out: list[dict] = []
     for row in scores:
         if task == "regression":

@@ -128,15 +128,20 @@ def freeze_embeddings(config: TrainConfig, model: Any, device: str) -> tuple[boo
     return freeze, why
 
 
-def optimizer(model: Any, config: TrainConfig, lr: float, device: str) -> tuple[Any, bool]:
-    """AdamW over the trainable parameters; the fused kernel where this torch has it for the device."""
+def optimizer(
+    model: Any, config: TrainConfig, lr: float, device: str, *, fused: bool = True
+) -> tuple[Any, bool]:
+    """AdamW over the trainable parameters; the fused kernel where this torch has it for the device
+    (and `fused` is not switched off). Returns (optimizer, whether it is fused)."""
     import torch
 
     groups = param_groups(model, config.weight_decay)
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True), True
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8), False
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True), True
+        except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
+            pass
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8), False
 
 
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:

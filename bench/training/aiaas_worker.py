@@ -40,7 +40,6 @@ def main() -> None:
     parser.add_argument("--model", default="minilm-l6")
     args = parser.parse_args()
 
-    from aiaas.data.types import Example, PreparedData
     from aiaas.training import TrainConfig, train
 
     # Import the libraries before the clock starts, as hf_worker does (it imports torch and
@@ -52,14 +51,7 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
 
     split = Split.from_file(args.split)
-    data = PreparedData(
-        task="single_label_classification",
-        train=[Example(t, label) for t, label in split.train],
-        validation=[Example(t, label) for t, label in split.validation],
-        labels=split.labels,
-        report={},
-        cleaning={},
-    )
+    data = split.prepared()
     with tempfile.TemporaryDirectory(prefix="aiaas-engine-") as work_dir:
         load = [loadavg()]
         t0 = time.perf_counter()

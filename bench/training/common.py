@@ -26,6 +26,19 @@ class Split:
     def to_file(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__))
 
+    def prepared(self) -> Any:
+        """Train and validation rows as the engine's PreparedData (single-label)."""
+        from aiaas.data.types import Example, PreparedData
+
+        return PreparedData(
+            task="single_label_classification",
+            train=[Example(t, y) for t, y in self.train],
+            validation=[Example(t, y) for t, y in self.validation],
+            labels=self.labels,
+            report={},
+            cleaning={},
+        )
+
     @classmethod
     def from_file(cls, path: Path) -> Split:
         raw = json.loads(Path(path).read_text())

@@ -14,6 +14,7 @@ then refreshes the "## Training" section of bench/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -31,27 +32,12 @@ VARIANTS = ("baseline", "fused", "frozen-emb", "fused+frozen-emb")
 
 
 def run_variant(variant: str, split, epochs: int) -> dict:
-    import torch
-
-    from aiaas.data.types import Example, PreparedData
     from aiaas.training import TrainConfig, components, train
 
     optimizer = components.optimizer
     if "fused" not in variant:
-
-        def unfused(model, config, lr, device):
-            groups = components.param_groups(model, config.weight_decay)
-            return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=False), False
-
-        components.optimizer = unfused
-    data = PreparedData(
-        task="single_label_classification",
-        train=[Example(t, y) for t, y in split.train],
-        validation=[Example(t, y) for t, y in split.validation],
-        labels=split.labels,
-        report={},
-        cleaning={},
-    )
+        components.optimizer = functools.partial(optimizer, fused=False)
+    data = split.prepared()
     try:
         with tempfile.TemporaryDirectory() as work_dir:
             t0 = time.perf_counter()

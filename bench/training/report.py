@@ -49,7 +49,7 @@ def _profile(r: dict) -> str:
         return ""
     med, f, share = p["samples_per_s_median"], p["factors"], p["optimizer_update_share"]
     rows = "\n".join(f"| {name} | {rate:.1f} | {100 * share[name]:.0f}% |" for name, rate in med.items())
-    hf, ai = r["configs"]["hf_trainer"], r["configs"]["aiaas"]
+    ai = r["configs"]["aiaas"]
     b = ai["settings"]["batch_size"]
     own = f"aiaas_b{b}_vs_hf" if f"aiaas_b{b}_vs_hf" in f else "aiaas_b16_vs_hf"
     bf16 = f"bf16 autocast ×{f['bf16']:.2f}" + (
@@ -80,15 +80,13 @@ evaluating the validation set every epoch (early stopping and best-checkpoint se
 default evaluates never) and checkpointing each epoch. Both workers import torch and transformers before
 their clocks start. The HF run has no OMP_WAIT_POLICY=PASSIVE: on shared, busy cores its OpenMP threads
 spin-wait and it falls further behind (runs here on busy cores measured 4.7× with 1,500 sentences and 9.8×
-with 2,000, where the engine also switches to batch 32).{_variants(r.get("engine_variants"), r["speedup"])}"""
+with 2,000, where the engine also switches to batch 32).{_variants(r.get("engine_variants"))}"""
 
 
-def _variants(v: dict | None, speedup: float) -> str:
+def _variants(v: dict | None) -> str:
     """The same two changes run through the real engine (bench.training.engine_variants), if measured."""
     if not v:
         return ""
-    base = v["variants"]["baseline"]["samples_per_s"]
-    gain = {name: x["samples_per_s"] / base for name, x in v["variants"].items()}
     rows = "\n".join(
         f"| {name} | {x['samples_per_s']:.1f} | {x['step_samples_per_s_median']:.1f} | {100 * x['val_accuracy']:.1f} "
         f"| {100 * x['test_accuracy']:.1f} |"

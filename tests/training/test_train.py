@@ -269,6 +269,8 @@ def test_fused_adamw_is_used_where_torch_has_it() -> None:
     opt, fused = components.optimizer(m, TrainConfig(base_model=TINY), 1e-3, "cpu")
     assert fused is True  # torch 2.13 has a fused CPU AdamW for fp32
     assert opt.defaults["fused"] is True
+    plain, fused = components.optimizer(m, TrainConfig(base_model=TINY), 1e-3, "cpu", fused=False)
+    assert fused is False and not plain.defaults["fused"]
 
 
 def test_auto_checkpoint_cadence_is_throttled_in_time(
