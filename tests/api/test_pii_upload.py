@@ -283,13 +283,17 @@ async def test_redacted_gbk_csv_is_stored_as_utf8(client, org_a):
 # --- reject -------------------------------------------------------------------------------------
 
 
+# A fixed usage window: the default one ends at "now", so two reads a second apart would differ.
+USAGE_WINDOW = {"group_by": "model", "start": int(time.time()) - 86_400, "end": int(time.time()) + 86_400}
+
+
 async def state_of(client, db, settings, org) -> dict:
     with db.session() as s:
         stored = quotas.stored_bytes(s, org.id)
     return {
         "files": (await client.get("/v1/files", headers=org.headers)).json()["data"],
         "stored_bytes": stored,
-        "usage": (await client.get("/v1/usage", headers=org.headers, params={"group_by": "model"})).json(),
+        "usage": (await client.get("/v1/usage", headers=org.headers, params=USAGE_WINDOW)).json(),
         "blobs": sorted(str(p) for p in (settings.data_dir / "blobs").rglob("*") if p.is_file())
         if (settings.data_dir / "blobs").exists() else [],
         "audit": (await client.get("/v1/audit_logs", headers=org.headers,
