@@ -4,7 +4,8 @@ Tokenising and running the model happen in a thread pool (never on the event loo
 cache loads each model once however many requests wait for it (they are held, not
 failed), evicts under a memory budget and unloads idle models (scale to zero). One
 micro-batcher per (model, output kind) merges concurrent requests; under light load a
-request runs alone at once.
+request runs alone at once, and under load workers pull length-matched batches of one
+runtime bucket each (aiaas/serving/batcher.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from aiaas.store.db import Database
 
 log = logging.getLogger(__name__)
 EXPORT_TIMEOUT_S = 600
+DEFAULT_BATCH = 32  # models without length buckets (the classical tf-idf runtime)
 
 
 def check_inputs(texts: Any, settings: Settings, *, field: str = "inputs") -> list[str]:
@@ -180,7 +182,7 @@ class InferenceService:
 
     # -- running ----------------------------------------------------------------------------
     def _batcher(self, artifact: str, kind: str, predictor: Any) -> Any:
-        from aiaas.serving.batcher import MicroBatcher
+        from aiaas.serving.batcher import MicroBatcher, text_length
 
         current = self._batchers.get((artifact, kind))
         if current is None or current[0] is not predictor:
@@ -189,7 +191,15 @@ class InferenceService:
                 rows = res.probabilities if kind == "scores" else res.embeddings
                 return list(zip(rows, res.token_counts, strict=True))
 
-            batcher = MicroBatcher(run, executor=self.executor, max_concurrency=self.settings.inference_threads)
+            # One batch = one of the runtime's length buckets: workers pull the next one as soon
+            # as they finish, and a request is answered when its own bucket is done.
+            batcher = MicroBatcher(
+                run,
+                executor=self.executor,
+                max_concurrency=self.settings.inference_threads,
+                max_batch_size=getattr(predictor, "bucket_size", DEFAULT_BATCH),
+                length=text_length,
+            )
             current = (predictor, batcher)
             self._batchers[(artifact, kind)] = current
         return current[1]

@@ -50,11 +50,17 @@ class ModelReplica:
         from aiaas.cluster.loopback import bind_serve_replica_grpc
 
         bind_serve_replica_grpc()
-        from aiaas.serving.batcher import MicroBatcher
+        from aiaas.serving.batcher import MicroBatcher, text_length
 
         self.predictor = _load(artifact_uri, settings_from_payload(payload))
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="aiaas-replica")
-        self.batcher = MicroBatcher(self._run, executor=self.executor, max_concurrency=threads)
+        self.batcher = MicroBatcher(
+            self._run,
+            executor=self.executor,
+            max_concurrency=threads,
+            max_batch_size=getattr(self.predictor, "bucket_size", 32),
+            length=text_length,
+        )
         log.info("replica ready: %s (%s)", artifact_uri, self.predictor)
 
     def _run(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:

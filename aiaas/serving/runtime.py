@@ -44,12 +44,22 @@ DEFAULT_BUCKET_SIZE = 4  # measured on MiniLM int8: 8-14% less CPU per sentence 
 MEMORY_OVERHEAD = 1.5
 MEMORY_BASE_BYTES = 24 << 20
 
+# ORT graph rewrites the runtime turns off. SkipLayerNormFusion merges a residual Add with
+# the LayerNormalization after it; on the dynamic-int8 graphs export_model writes, ONNX
+# Runtime 1.32's fused kernel took 240 us where Add + LayerNormalization take 40 us for the
+# same [4, 12, 384] tensor, 18% of MiniLM-L6's forward time; without it MiniLM-L6 int8 ran
+# 1.33x the sentences per second (510 -> 680 on one thread, buckets of 4) and fp32 was
+# unchanged (bench/README.md, "Serving: the model's own cost").
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
 # What a machine must have for a precision's kernels to behave as they did when the
 # export measured them (see machine.has_int8_dot_product).
 _REQUIREMENT_CHECKS = {"int8_dot_product": has_int8_dot_product}
 
 
-def make_session(model_path: Path, *, intra_op_threads: int = 1) -> ort.InferenceSession:
+def make_session(
+    model_path: Path, *, intra_op_threads: int = 1, optimized_model_path: Path | None = None
+) -> ort.InferenceSession:
     """An InferenceSession configured for a shared CPU host.
 
     - intra_op threads: how many cores one request may use (1 = scale by processes/threads
@@ -58,7 +68,11 @@ def make_session(model_path: Path, *, intra_op_threads: int = 1) -> ort.Inferenc
     - allow_spinning 0: idle pool threads sleep instead of burning a core that another
       model or tenant needs;
     - ORT_ENABLE_ALL: attention/LayerNorm/GELU fusions, measured as fast as an offline
-      onnxruntime.transformers optimisation, so the artifact stays a plain graph.
+      onnxruntime.transformers optimisation, so the artifact stays a plain graph;
+      minus DISABLED_OPTIMIZERS, which are slower than what they replace.
+
+    `optimized_model_path`, when given, receives the graph as ONNX Runtime rewrote it
+    (for inspecting which fusions ran).
     """
     if not isinstance(intra_op_threads, int) or isinstance(intra_op_threads, bool) or intra_op_threads < 1:
         raise ValueError(f"intra_op_threads must be an integer >= 1, got {intra_op_threads!r}")
@@ -70,7 +84,14 @@ def make_session(model_path: Path, *, intra_op_threads: int = 1) -> ort.Inferenc
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
-    return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    return ort.InferenceSession(
+        str(model_path),
+        sess_options=options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(DISABLED_OPTIMIZERS),
+    )
 
 
 def load_tokenizer(path: Path, *, max_length: int) -> Tokenizer:

@@ -1,8 +1,10 @@
-"""MicroBatcher without HTTP: ordering, counts, failures, light-load immediacy, merging under load."""
+"""MicroBatcher without HTTP: ordering, counts, failures, light-load immediacy, length-matched
+batches pulled by workers under load, fairness on a shared executor, close and cancel."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from aiaas.core.errors import AiaasError, Unavailable
-from aiaas.serving.batcher import MicroBatcher
+from aiaas.serving.batcher import MicroBatcher, text_length
 
 
 class Recorder:
@@ -44,21 +46,20 @@ def test_constructor_validates_arguments():
         MicroBatcher(list, max_batch_size=0)
     with pytest.raises(ValueError, match="max_batch_size"):
         MicroBatcher(list, max_batch_size=True)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_wait_ms"):
-        MicroBatcher(list, max_wait_ms=-1)
-    with pytest.raises(ValueError, match="max_wait_ms"):
-        MicroBatcher(list, max_wait_ms=float("nan"))
     with pytest.raises(TypeError, match="executor"):
         MicroBatcher(list, executor=object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_concurrency"):
         MicroBatcher(list, max_concurrency=0)
+    with pytest.raises(ValueError, match="batches_per_turn"):
+        MicroBatcher(list, batches_per_turn=0)
+    with pytest.raises(TypeError, match="length"):
+        MicroBatcher(list, length=3)  # type: ignore[arg-type]
 
 
 def test_light_load_runs_at_once_off_the_loop():
     async def main():
         rec = Recorder()
-        # A long max_wait proves an idle batcher does not wait for company.
-        batcher = MicroBatcher(rec, max_batch_size=32, max_wait_ms=10_000)
+        batcher = MicroBatcher(rec, max_batch_size=32)
         t0 = time.perf_counter()
         assert await batcher.submit([1, 2, 3]) == [10, 20, 30]
         assert time.perf_counter() - t0 < 1.0
@@ -74,10 +75,10 @@ def test_light_load_runs_at_once_off_the_loop():
 def test_requests_queued_under_load_merge_and_keep_their_order():
     async def main():
         rec = Recorder()
-        batcher = MicroBatcher(rec, max_batch_size=8, max_wait_ms=1)
+        batcher = MicroBatcher(rec, max_batch_size=8)
         rec.gate.clear()
         first = asyncio.ensure_future(batcher.submit(["a"]))
-        await _wait_started(rec)  # "a" occupies the only slot
+        await _wait_started(rec)  # "a" occupies the only worker
         others = [asyncio.ensure_future(batcher.submit([f"{i}x", f"{i}y"])) for i in range(5)]
         await asyncio.sleep(0.01)
         assert batcher.stats()["queued_items"] == 10
@@ -91,12 +92,13 @@ def test_requests_queued_under_load_merge_and_keep_their_order():
     assert results[0] == ["a" * 10]
     for i, got in enumerate(results[1:]):
         assert got == [f"{i}x" * 10, f"{i}y" * 10]
-    # 10 queued items, max 8 per batch, requests kept whole: 4 requests (8 items) then 1.
+    # 10 waiting items, at most 8 per batch, in arrival order without a length function.
     assert rec.batches == [["a"], ["0x", "0y", "1x", "1y", "2x", "2y", "3x", "3y"], ["4x", "4y"]]
     assert stats["batches"] == 3 and stats["items"] == 11 and stats["largest_batch"] == 8
+    assert stats["workers"] == 0 and stats["running_batches"] == 0
 
 
-def test_oversized_request_runs_as_its_own_batch():
+def test_large_request_is_split_into_batches_and_reassembled_in_order():
     async def main():
         rec = Recorder()
         batcher = MicroBatcher(rec, max_batch_size=2)
@@ -106,7 +108,103 @@ def test_oversized_request_runs_as_its_own_batch():
 
     rec, out = asyncio.run(main())
     assert out == [0, 10, 20, 30, 40]
-    assert rec.batches == [[0, 1, 2, 3, 4]]
+    assert sorted(len(b) for b in rec.batches) == [1, 2, 2]
+    assert sorted(x for b in rec.batches for x in b) == [0, 1, 2, 3, 4]
+
+
+def test_batches_group_similar_lengths_oldest_first():
+    async def main():
+        rec = Recorder(transform=str.upper)
+        batcher = MicroBatcher(rec, max_batch_size=2, length=len)
+        rec.gate.clear()
+        held = asyncio.ensure_future(batcher.submit(["x"]))
+        await _wait_started(rec)
+        waiting = [asyncio.ensure_future(batcher.submit([t])) for t in ("a" * 8, "b", "cc", "d" * 7)]
+        await asyncio.sleep(0.01)
+        rec.gate.set()
+        results = await asyncio.gather(held, *waiting)
+        await batcher.close()
+        return rec, results
+
+    rec, results = asyncio.run(main())
+    assert results == [["X"], ["A" * 8], ["B"], ["CC"], ["D" * 7]]
+    # The oldest waiting text (8 chars) goes with its nearest in length (7), then the short pair.
+    assert rec.batches == [["x"], ["a" * 8, "d" * 7], ["b", "cc"]]
+
+
+def test_a_request_is_answered_when_its_own_batch_is_done():
+    """No waiting for the rest of the queue: r1's batch answers while r2's is still running."""
+
+    async def main():
+        release = threading.Event()
+
+        def fn(items):
+            if "r" in items:
+                assert release.wait(5)
+            return [x.upper() for x in items]
+
+        batcher = MicroBatcher(fn, max_batch_size=2)
+        r1 = asyncio.ensure_future(batcher.submit(["p", "q"]))
+        r2 = asyncio.ensure_future(batcher.submit(["r", "s"]))
+        assert await asyncio.wait_for(r1, 5) == ["P", "Q"]
+        assert not r2.done()
+        release.set()
+        assert await r2 == ["R", "S"]
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_workers_run_batches_in_parallel():
+    async def main():
+        both_running = threading.Barrier(2, timeout=5)
+
+        def fn(items):
+            both_running.wait()  # passes only if two batches run at the same time
+            return [x * 2 for x in items]
+
+        pool = ThreadPoolExecutor(max_workers=2)
+        batcher = MicroBatcher(fn, max_batch_size=2, executor=pool, max_concurrency=2)
+        out = await batcher.submit([1, 2, 3, 4])
+        await batcher.close()
+        pool.shutdown()
+        return out
+
+    assert asyncio.run(main()) == [2, 4, 6, 8]
+
+
+def test_shared_executor_takes_turns_between_batchers():
+    """One thread, two models: after each turn a busy batcher hands the thread back."""
+    order: list[str] = []
+    gate = threading.Event()
+
+    def model(name):
+        def fn(items):
+            if items == ["a0"]:
+                assert gate.wait(5)
+            order.extend(items)
+            return items
+
+        return fn
+
+    async def main():
+        pool = ThreadPoolExecutor(max_workers=1)
+        a = MicroBatcher(model("a"), max_batch_size=1, executor=pool, batches_per_turn=1)
+        b = MicroBatcher(model("b"), max_batch_size=1, executor=pool, batches_per_turn=1)
+        first = asyncio.ensure_future(a.submit(["a0"]))
+        await asyncio.sleep(0.02)
+        rest = asyncio.ensure_future(a.submit(["a1", "a2", "a3"]))
+        other = asyncio.ensure_future(b.submit(["b0"]))
+        await asyncio.sleep(0.01)
+        gate.set()
+        assert await first == ["a0"] and await rest == ["a1", "a2", "a3"] and await other == ["b0"]
+        await a.close()
+        await b.close()
+        pool.shutdown()
+
+    asyncio.run(main())
+    assert order[:2] == ["a0", "b0"], order  # b did not wait for all of a's queue
+    assert order[2:] == ["a1", "a2", "a3"]
 
 
 def test_exception_reaches_every_caller_in_the_batch_and_batcher_recovers():
@@ -144,6 +242,26 @@ def test_exception_reaches_every_caller_in_the_batch_and_batcher_recovers():
     assert after == ["LATER"]
 
 
+def test_failed_batch_fails_its_whole_request_and_drops_the_rest_of_it():
+    calls = []
+
+    def fn(items):
+        calls.append(list(items))
+        if "boom" in items:
+            raise RuntimeError("model exploded")
+        return items
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch_size=2)
+        with pytest.raises(RuntimeError, match="exploded"):
+            await batcher.submit(["boom", "a", "b", "c"])
+        assert await batcher.submit(["next"]) == ["next"]
+        await batcher.close()
+
+    asyncio.run(main())
+    assert calls == [["boom", "a"], ["next"]]  # b and c never ran for a request already failed
+
+
 def test_output_count_mismatch_fails_every_caller():
     async def main():
         batcher = MicroBatcher(lambda items: items[:-1], max_batch_size=4)
@@ -159,38 +277,6 @@ def test_output_count_mismatch_fails_every_caller():
     asyncio.run(main())
 
 
-def test_spare_slot_waits_up_to_max_wait_to_fill_a_batch():
-    """With 2 slots and one busy, a lone newcomer waits max_wait_ms for company, then runs."""
-
-    async def main():
-        rec = Recorder()
-        blocker = threading.Event()
-
-        def gate_first(items):
-            if items == ["slow"]:
-                blocker.wait(5)
-            return rec(items)
-
-        pool = ThreadPoolExecutor(max_workers=2)
-        batcher = MicroBatcher(gate_first, max_batch_size=4, max_wait_ms=50, executor=pool, max_concurrency=2)
-        slow = asyncio.ensure_future(batcher.submit(["slow"]))
-        await asyncio.sleep(0.02)
-        t0 = time.perf_counter()
-        a = asyncio.ensure_future(batcher.submit(["a"]))
-        b = asyncio.ensure_future(batcher.submit(["b"]))
-        assert await a == ["a" * 10] and await b == ["b" * 10]
-        waited = time.perf_counter() - t0
-        blocker.set()
-        await slow
-        await batcher.close()
-        pool.shutdown()
-        return rec, waited
-
-    rec, waited = asyncio.run(main())
-    assert ["a", "b"] in rec.batches  # merged, not one slot each
-    assert 0.03 <= waited < 2.0
-
-
 def test_close_fails_queued_requests_and_refuses_new_ones():
     async def main():
         rec = Recorder()
@@ -202,6 +288,7 @@ def test_close_fails_queued_requests_and_refuses_new_ones():
         await asyncio.sleep(0)
         closing = asyncio.ensure_future(batcher.close())
         await asyncio.sleep(0.01)
+        assert not closing.done()  # it waits for the running batch
         rec.gate.set()  # the running batch still finishes and answers
         await closing
         assert await running == ["running" * 10]
@@ -209,6 +296,19 @@ def test_close_fails_queued_requests_and_refuses_new_ones():
             await queued
         with pytest.raises(Unavailable):
             await batcher.submit(["late"])
+        return rec
+
+    assert asyncio.run(main()).batches == [["running"]]
+
+
+def test_shut_down_executor_fails_requests_clearly():
+    async def main():
+        pool = ThreadPoolExecutor(max_workers=1)
+        pool.shutdown()
+        batcher = MicroBatcher(lambda items: items, executor=pool)
+        with pytest.raises(Unavailable, match="shutting down"):
+            await asyncio.wait_for(batcher.submit(["x"]), 5)
+        assert batcher.stats()["workers"] == 0
 
     asyncio.run(main())
 
@@ -224,6 +324,8 @@ def test_cancelled_caller_is_skipped():
         kept = asyncio.ensure_future(batcher.submit([3]))
         await asyncio.sleep(0)
         gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
         rec.gate.set()
         assert await first == [10] and await kept == [30]
         await batcher.close()
@@ -231,3 +333,21 @@ def test_cancelled_caller_is_skipped():
 
     rec = asyncio.run(main())
     assert rec.batches == [[1], [3]]
+
+
+def test_text_length_leaves_bad_items_to_the_batch_function():
+    def fn(items):
+        bad = [i for i, x in enumerate(items) if not isinstance(x, str)]
+        if bad:
+            raise TypeError(f"item {bad[0]} is not a string")
+        return items
+
+    async def main():
+        batcher = MicroBatcher(fn, length=text_length)
+        with pytest.raises(TypeError, match="item 1 is not a string"):
+            await batcher.submit(["fine", 3])
+        assert await batcher.submit(["abc", "de"]) == ["abc", "de"]
+        await batcher.close()
+
+    assert text_length("four") == 4 and text_length(None) == 0
+    asyncio.run(main())
