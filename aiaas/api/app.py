@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -37,6 +38,16 @@ from aiaas.store.encrypted import encrypted
 
 UPLOAD_PATHS = ("/v1/files",)
 log = logging.getLogger(__name__)
+
+
+def _freeze_startup_objects() -> None:
+    """Collect once, then freeze what survives (imports, the app, the serving runtime, imported
+    here so a first model load does not add its modules later), so full collections during
+    serving skip them. Undone by gc.unfreeze() at shutdown."""
+    import aiaas.serving.runtime  # noqa: F401 - onnxruntime + tokenizers, part of every server
+
+    gc.collect()
+    gc.freeze()
 
 
 async def _warm_pinned(state: AppState) -> None:
@@ -74,10 +85,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.gc_freeze:
+            _freeze_startup_objects()
         warm = asyncio.create_task(_warm_pinned(state))
         try:
             yield
         finally:
+            if settings.gc_freeze:
+                gc.unfreeze()  # an app stopped inside a longer-lived process must not pin its garbage
             warm.cancel()
             for service in reversed(list(state.services.values())):
                 close = getattr(service, "aclose", None)

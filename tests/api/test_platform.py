@@ -101,3 +101,22 @@ async def test_nul_characters_are_a_400_not_a_database_error(client, org_a):
     assert r.status_code == 400 and r.json()["error"]["param"] == "name"
     r = await client.post("/v1/deployments", headers=org_a.headers, json={"name": "x", "model": "ft:\u0000"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+
+
+async def test_server_freezes_startup_objects_while_it_runs(settings, db):
+    """Full collections during serving skip the start-up objects (45-60 ms pauses -> 4-8 ms);
+    stopping the app hands them back to the collector."""
+    import gc
+    import sys
+
+    from aiaas.api.app import create_app
+
+    app = create_app(settings, db=db, migrate_db=False)
+    async with app.router.lifespan_context(app):
+        assert gc.get_freeze_count() > 10_000
+        assert "aiaas.serving.runtime" in sys.modules  # imported before freezing, not on first load
+    assert gc.get_freeze_count() == 0
+
+    off = create_app(settings.model_copy(update={"gc_freeze": False}), db=db, migrate_db=False)
+    async with off.router.lifespan_context(off):
+        assert gc.get_freeze_count() == 0
