@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     inference_threads: int = Field(default_factory=lambda: max(1, len(os.sched_getaffinity(0))), gt=0)
     # Move the server's start-up objects (imported modules, the app) out of the garbage collector's
     # reach once started: a full collection then walks ~16k objects instead of ~160k, pausing
-    # requests 4-8 ms instead of 45-60 ms (bench/README.md, "p99 at half load").
+    # requests 4-8 ms instead of 45-60 ms (bench/README.md, "Serving: what changed").
     gc_freeze: bool = True
 
     # Training workers started by `aiaas serve` (0 disables them; `aiaas worker` runs one alone).

@@ -48,8 +48,8 @@ MEMORY_BASE_BYTES = 24 << 20
 # the LayerNormalization after it; on the dynamic-int8 graphs export_model writes, ONNX
 # Runtime 1.32's fused kernel took 240 us where Add + LayerNormalization take 40 us for the
 # same [4, 12, 384] tensor, 18% of MiniLM-L6's forward time; without it MiniLM-L6 int8 ran
-# 1.33x the sentences per second (510 -> 680 on one thread, buckets of 4) and fp32 was
-# unchanged (bench/README.md, "Serving: the model's own cost").
+# 510-516 -> 599-643 sentences/s on one thread (buckets of 4) and fp32 was unchanged
+# (bench/README.md, "Serving: what changed").
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 # What a machine must have for a precision's kernels to behave as they did when the
