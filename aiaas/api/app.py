@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -87,10 +88,13 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.gc_freeze:
             _freeze_startup_objects()
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         warm = asyncio.create_task(_warm_pinned(state))
         try:
             yield
         finally:
+            sys.setswitchinterval(switch_interval)
             if settings.gc_freeze:
                 gc.unfreeze()  # an app stopped inside a longer-lived process must not pin its garbage
             warm.cancel()

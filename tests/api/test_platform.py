@@ -103,7 +103,7 @@ async def test_nul_characters_are_a_400_not_a_database_error(client, org_a):
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"
 
 
-async def test_server_freezes_startup_objects_while_it_runs(settings, db):
+async def test_server_freezes_startup_objects_and_shortens_gil_switches_while_it_runs(settings, db):
     """Full collections during serving skip the start-up objects (45-60 ms pauses -> 4-8 ms);
     stopping the app hands them back to the collector."""
     import gc
@@ -112,10 +112,15 @@ async def test_server_freezes_startup_objects_while_it_runs(settings, db):
     from aiaas.api.app import create_app
 
     app = create_app(settings, db=db, migrate_db=False)
+    before = sys.getswitchinterval()
     async with app.router.lifespan_context(app):
         assert gc.get_freeze_count() > 10_000
         assert "aiaas.serving.runtime" in sys.modules  # imported before freezing, not on first load
+        # The inference threads get the GIL back within 0.1 ms, not Python's default 5 ms.
+        assert sys.getswitchinterval() == pytest.approx(settings.gil_switch_interval_ms / 1000)
+        assert settings.gil_switch_interval_ms == 0.1
     assert gc.get_freeze_count() == 0
+    assert sys.getswitchinterval() == before
 
     off = create_app(settings.model_copy(update={"gc_freeze": False}), db=db, migrate_db=False)
     async with off.router.lifespan_context(off):
