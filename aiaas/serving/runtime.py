@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,11 +96,25 @@ def make_session(
 
 
 def load_tokenizer(path: Path, *, max_length: int) -> Tokenizer:
-    """The fast tokenizer with truncation on and padding off (we pad per length bucket)."""
+    """The fast tokenizer with truncation on and padding off (we pad per length bucket).
+
+    Also turns the tokenizers library's own thread pool off for this process unless the
+    operator chose otherwise (TOKENIZERS_PARALLELISM): the runtime parallelises across its
+    inference threads, and for its 4-text batches that pool only added work: 270 -> 190 us
+    of CPU per batch on the benchmark sentences, the same ids.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_length)
     return tokenizer
+
+
+def _encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list:
+    """encode_batch without character offsets where tokenizers has it (>= 0.20): the runtime
+    only needs ids, and skipping offsets cut 190 -> 163 us of CPU per 4 benchmark sentences."""
+    fast = getattr(tokenizer, "encode_batch_fast", None)
+    return fast(list(texts)) if fast is not None else tokenizer.encode_batch(list(texts))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -196,7 +211,7 @@ class Predictor:
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens the model sees per text (after truncation, special tokens included, no padding)."""
         self._check_texts(texts)
-        return [len(e.ids) for e in self._tokenizer.encode_batch(texts)]
+        return [len(e.ids) for e in _encode(self._tokenizer, texts)]
 
     def infer(
         self, texts: list[str], *, probabilities: bool = True, embeddings: bool = False
@@ -214,7 +229,7 @@ class Predictor:
             if OUTPUT_EMBEDDINGS not in self.outputs:
                 raise InvalidRequest("This model does not produce embeddings.", param="model")
             wanted.append(OUTPUT_EMBEDDINGS)
-        encodings = self._tokenizer.encode_batch(texts)
+        encodings = _encode(self._tokenizer, texts)
         token_ids = [e.ids for e in encodings]
         raw = self._run_bucketed(token_ids, wanted)
         probs = self._postprocess(raw[OUTPUT_LOGITS]) if probabilities else None

@@ -239,3 +239,21 @@ def test_runtime_never_imports_torch_or_transformers(single_label):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+def test_loading_turns_the_tokenizer_pool_off_unless_the_operator_chose(single_label, monkeypatch):
+    import os
+
+    from aiaas.serving.runtime import load_tokenizer
+
+    path = single_label[1] / "tokenizer.json"
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    tokenizer = load_tokenizer(path, max_length=MAX_LENGTH)
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    load_tokenizer(path, max_length=MAX_LENGTH)
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    # The offset-free encoding the runtime uses gives the same ids as the ordinary one.
+    from aiaas.serving.runtime import _encode
+
+    assert [e.ids for e in _encode(tokenizer, TEXTS)] == [e.ids for e in tokenizer.encode_batch(TEXTS)]
