@@ -34,7 +34,7 @@ from aiaas.store.db import Database
 
 log = logging.getLogger(__name__)
 EXPORT_TIMEOUT_S = 600
-DEFAULT_BATCH = 32  # models without length buckets (the classical tf-idf runtime)
+DEFAULT_BATCH = 32  # a predictor that declares no length bucket
 
 
 def check_inputs(texts: Any, settings: Settings, *, field: str = "inputs") -> list[str]:

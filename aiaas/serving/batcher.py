@@ -51,7 +51,6 @@ class _Item(Generic[T, R]):
     request: _Request[T, R]
     index: int
     length: int
-    seq: int  # arrival order across the pool
 
 
 WINDOW = 64  # waiting items a batch is chosen from
@@ -100,8 +99,7 @@ class MicroBatcher(Generic[T, R]):
             max_workers=max_concurrency, thread_name_prefix="aiaas-batch"
         )
         self._lock = threading.Lock()  # guards everything below that workers touch
-        self._pool: list[_Item[T, R]] = []
-        self._seq = 0
+        self._pool: list[_Item[T, R]] = []  # in arrival order
         self._workers = 0
         self._running = 0
         self._batches = 0
@@ -126,9 +124,7 @@ class MicroBatcher(Generic[T, R]):
         request: _Request[T, R] = _Request(items, loop.create_future(), [None] * len(items), len(items))
         lengths = [self._length(item) for item in items] if self._length else [0] * len(items)
         with self._lock:
-            for index, size in enumerate(lengths):
-                self._pool.append(_Item(request, index, size, self._seq))
-                self._seq += 1
+            self._pool.extend(_Item(request, index, size) for index, size in enumerate(lengths))
             start = max(0, min(self._max_concurrency - self._workers, -(-len(self._pool) // self._max_batch_size)))
             self._workers += start
         for _ in range(start):
