@@ -191,7 +191,9 @@ def orgs_audit_logs(
 def serve(
     host: str = typer.Option(None, "--host", envvar="AIAAS_HOST", help="Bind address (default 127.0.0.1)."),
     port: int = typer.Option(None, "--port", envvar="AIAAS_PORT", help="Port (default 8000)."),
-    workers: int = typer.Option(1, "--workers", help="API server processes."),
+    workers: int = typer.Option(
+        1, "--workers", help="API server processes (with more than one, share rate limits: AIAAS_RATE_LIMIT_URL)."
+    ),
     job_workers: int = typer.Option(
         None, "--job-workers", envvar="AIAAS_JOB_WORKERS", help="Training worker processes (0 disables)."
     ),
@@ -215,6 +217,9 @@ def serve(
         settings = get_settings()
     host = host or settings.host
     port = port if port is not None else settings.port
+    warning = shared_limits_warning(workers, settings)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     pool = _start_job_workers(settings.job_workers)
     try:
         uvicorn.run(
@@ -229,6 +234,17 @@ def serve(
     finally:
         if pool is not None:
             pool.stop()
+
+
+def shared_limits_warning(workers: int, settings) -> str | None:  # type: ignore[no-untyped-def]
+    """Several API processes with in-memory rate limits each count their own requests."""
+    if workers > 1 and settings.rate_limit_url in (None, "", "memory://"):
+        return (
+            f"--workers {workers} with in-memory rate limits: each API process counts its own, so a key "
+            f"may make up to {workers}x its requests and tokens per minute. Set "
+            "AIAAS_RATE_LIMIT_URL=redis://... to share the limits between processes."
+        )
+    return None
 
 
 def _start_job_workers(n: int):  # type: ignore[no-untyped-def]

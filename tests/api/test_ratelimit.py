@@ -157,3 +157,13 @@ def test_openai_sdk_retries_after_retry_after_and_succeeds(tmp_path):
         assert any(m.id == "minilm-l6" for m in models.data)
     finally:
         server.stop()
+
+
+def test_serve_warns_when_several_processes_would_each_count_their_own_limits(settings):
+    from aiaas.cli.admin import shared_limits_warning
+
+    assert shared_limits_warning(1, settings) is None
+    warning = shared_limits_warning(3, settings)
+    assert warning is not None and "3x" in warning and "AIAAS_RATE_LIMIT_URL=redis://" in warning
+    shared = settings.model_copy(update={"rate_limit_url": "redis://127.0.0.1:6379/0"})
+    assert shared_limits_warning(3, shared) is None
