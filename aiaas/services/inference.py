@@ -34,7 +34,6 @@ from aiaas.store.db import Database
 
 log = logging.getLogger(__name__)
 EXPORT_TIMEOUT_S = 600
-DEFAULT_BATCH = 32  # a predictor that declares no length bucket
 
 
 def check_inputs(texts: Any, settings: Settings, *, field: str = "inputs") -> list[str]:
@@ -197,7 +196,7 @@ class InferenceService:
                 run,
                 executor=self.executor,
                 max_concurrency=self.settings.inference_threads,
-                max_batch_size=getattr(predictor, "bucket_size", DEFAULT_BATCH),
+                max_batch_size=predictor.bucket_size,
                 length=text_length,
             )
             current = (predictor, batcher)

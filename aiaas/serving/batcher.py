@@ -41,9 +41,13 @@ R = TypeVar("R")
 class _Request(Generic[T, R]):
     items: list[T]
     future: asyncio.Future[list[R]]
-    results: list = field(default_factory=list)
-    remaining: int = 0
+    results: list = field(init=False)  # filled in item order as batches finish
+    remaining: int = field(init=False)  # items not done yet
     dead: bool = False  # failed or abandoned by its caller: its other items are skipped
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.items)
+        self.remaining = len(self.items)
 
 
 @dataclass(eq=False, slots=True)
@@ -121,7 +125,7 @@ class MicroBatcher(Generic[T, R]):
             self._loop = loop
         elif self._loop is not loop:
             raise RuntimeError("a MicroBatcher is bound to the event loop that first used it")
-        request: _Request[T, R] = _Request(items, loop.create_future(), [None] * len(items), len(items))
+        request: _Request[T, R] = _Request(items, loop.create_future())
         lengths = [self._length(item) for item in items] if self._length else [0] * len(items)
         with self._lock:
             self._pool.extend(_Item(request, index, size) for index, size in enumerate(lengths))
@@ -152,14 +156,11 @@ class MicroBatcher(Generic[T, R]):
         """Fail waiting requests with a clear error; let running batches finish and answer."""
         self._closed = True
         with self._lock:
-            waiting = {id(item.request): item.request for item in self._pool if not item.request.dead}
-            self._pool.clear()
-            for request in waiting.values():
-                request.dead = True
+            waiting = self._drain_waiting()
             busy = self._workers > 0
             if busy:
                 self._idle = asyncio.Event()
-        for request in waiting.values():
+        for request in waiting:
             if not request.future.done():
                 request.future.set_exception(Unavailable("The model is shutting down; retry the request."))
         if busy and self._idle is not None:
@@ -190,8 +191,6 @@ class MicroBatcher(Generic[T, R]):
     def _take(self) -> list[_Item[T, R]]:
         """Under the lock: the oldest live item plus its nearest-length companions among the
         next WINDOW waiting (bounded work per batch however long the queue is)."""
-        while self._pool and self._pool[0].request.dead:
-            self._pool.pop(0)
         window = [item for item in self._pool[:WINDOW] if not item.request.dead]
         rest = self._pool[WINDOW:]
         if len(window) <= self._max_batch_size:
@@ -260,6 +259,14 @@ class MicroBatcher(Generic[T, R]):
             except RuntimeError:
                 pass
 
+    def _drain_waiting(self) -> list[_Request[T, R]]:
+        """Under the lock: empty the pool and mark its live requests dead (each once)."""
+        waiting = list({id(item.request): item.request for item in self._pool if not item.request.dead}.values())
+        self._pool.clear()
+        for request in waiting:
+            request.dead = True
+        return waiting
+
     def _abandon(self, error: BaseException) -> None:
         """A worker could not be started (the executor is shut down): once no worker is
         left, fail everything waiting."""
@@ -267,10 +274,7 @@ class MicroBatcher(Generic[T, R]):
             self._workers -= 1
             if self._workers > 0:
                 return
-            waiting = list({id(i.request): i.request for i in self._pool if not i.request.dead}.values())
-            self._pool.clear()
-            for request in waiting:
-                request.dead = True
+            waiting = self._drain_waiting()
             self._notify_idle()
         if not waiting or self._loop is None:
             return

@@ -58,7 +58,7 @@ class ModelReplica:
             self._run,
             executor=self.executor,
             max_concurrency=threads,
-            max_batch_size=getattr(self.predictor, "bucket_size", 32),
+            max_batch_size=self.predictor.bucket_size,
             length=text_length,
         )
         log.info("replica ready: %s (%s)", artifact_uri, self.predictor)

@@ -34,6 +34,18 @@ class Recorder:
         return [self.transform(x) for x in items]
 
 
+def exploding(calls: list, answer=lambda items: items):
+    """fn for the batcher: records each batch and raises for one holding "boom"."""
+
+    def fn(items):
+        calls.append(list(items))
+        if "boom" in items:
+            raise RuntimeError("model exploded")
+        return answer(items)
+
+    return fn
+
+
 async def _wait_started(recorder: Recorder) -> None:
     while not recorder.started.is_set():
         await asyncio.sleep(0.001)
@@ -208,13 +220,8 @@ def test_shared_executor_takes_turns_between_batchers():
 
 
 def test_exception_reaches_every_caller_in_the_batch_and_batcher_recovers():
-    calls = []
-
-    def fn(items):
-        calls.append(list(items))
-        if "boom" in items:
-            raise RuntimeError("model exploded")
-        return [x.upper() for x in items]
+    calls: list = []
+    fn = exploding(calls, lambda items: [x.upper() for x in items])
 
     async def main():
         gate = threading.Event()
@@ -243,13 +250,8 @@ def test_exception_reaches_every_caller_in_the_batch_and_batcher_recovers():
 
 
 def test_failed_batch_fails_its_whole_request_and_drops_the_rest_of_it():
-    calls = []
-
-    def fn(items):
-        calls.append(list(items))
-        if "boom" in items:
-            raise RuntimeError("model exploded")
-        return items
+    calls: list = []
+    fn = exploding(calls)
 
     async def main():
         batcher = MicroBatcher(fn, max_batch_size=2)
