@@ -11,7 +11,9 @@ serving runtime never does). Writes an artifact directory that
     aiaas.json              the model's aiaas.json + {"runtime": {...this export's report...}}
 
 One graph answers both "logits" [N, C] and "embeddings" [N, H] (mean-pooled over the
-attention mask, L2-normalised), with dynamic batch and sequence axes.
+attention mask, L2-normalised), with dynamic batch and sequence axes. For classifiers the
+export also judges the first-token graph the runtime derives from it for logits-only
+requests (serving/first_token.py), and records the verdict under runtime.first_token.
 """
 
 from __future__ import annotations
@@ -160,9 +162,11 @@ def _export(
             "throughput_seq_s": {name: m["seq_per_s"] for name, m in latency.items()},
             "candidates": candidates,
             "validation_texts": len(texts),
-            "export_seconds": round(time.perf_counter() - started, 2),
         }
     )
+    if head:
+        runtime["first_token"] = {chosen: _judge_first_token(trial, chosen, texts[:LATENCY_SAMPLE])}
+    runtime["export_seconds"] = round(time.perf_counter() - started, 2)
     (out_dir / rt.META_FILE).write_text(json.dumps(meta, indent=2))
     logger.info("exported %s -> %s: %s (%s)", model_dir, out_dir, chosen, why)
     return runtime
@@ -227,6 +231,42 @@ class _Trial:
         self.predictors[precision] = predictor
         self.decisions[precision] = decision
         return decision
+
+
+def _judge_first_token(trial: _Trial, precision: str, latency_texts: list[str]) -> dict:
+    """The chosen graph with its last layer narrowed to the first token (serving/first_token.py),
+    judged against fp32 by the same guard; the runtime serves logits from it only if accepted."""
+    path = trial.out_dir / trial.meta["runtime"]["files"][precision]
+    session = rt.open_first_token_session(path, intra_op_threads=1)
+    if session is None:
+        return {"accepted": False, "reason": "the graph has no first-token head to narrow"}
+    full = trial.predictors[precision]
+    narrowed = rt.Predictor(
+        session=lambda: rt.make_session(path, intra_op_threads=1),
+        logits_session=session,
+        tokenizer=rt.load_tokenizer(path.parent / rt.TOKENIZER_FILE, max_length=trial.meta["max_length"]),
+        meta=trial.meta,
+        precision=precision,
+        model_file=path.name,
+        artifact_dir=path.parent,
+        memory_bytes=path.stat().st_size,
+    )
+    decision = guard_decision(
+        task=trial.meta["task"],
+        reference=trial.served,
+        candidate=_served_outputs(narrowed, trial.texts),
+        labels=trial.labels,
+        label_names=trial.meta.get("labels"),
+        thresholds=rt.thresholds_in_label_order(
+            trial.meta.get("thresholds"), [str(label) for label in trial.meta.get("labels") or []]
+        ),
+    )
+    speed = _measure_latency({"full": full, "first_token": narrowed}, latency_texts)
+    logger.info("first-token %s graph: %s", precision, decision.reason)
+    return {
+        **decision.to_dict(),
+        "throughput_seq_s": {name: m["seq_per_s"] for name, m in speed.items()},
+    }
 
 
 def _try_int8(trial: _Trial, fp32_path: Path, features: dict) -> None:

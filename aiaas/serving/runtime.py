@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,10 @@ _REQUIREMENT_CHECKS = {"int8_dot_product": has_int8_dot_product}
 
 
 def make_session(
-    model_path: Path, *, intra_op_threads: int = 1, optimized_model_path: Path | None = None
+    model: Path | bytes, *, intra_op_threads: int = 1, optimized_model_path: Path | None = None
 ) -> ort.InferenceSession:
-    """An InferenceSession configured for a shared CPU host.
+    """An InferenceSession (of a graph file, or of serialized graph bytes) configured for a
+    shared CPU host.
 
     - intra_op threads: how many cores one request may use (1 = scale by processes/threads
       outside, the best throughput per core for small BERTs);
@@ -88,7 +90,7 @@ def make_session(
     if optimized_model_path is not None:
         options.optimized_model_filepath = str(optimized_model_path)
     return ort.InferenceSession(
-        str(model_path),
+        model if isinstance(model, bytes) else str(model),
         sess_options=options,
         providers=["CPUExecutionProvider"],
         disabled_optimizers=list(DISABLED_OPTIMIZERS),
@@ -159,12 +161,15 @@ class InferenceResult:
 
 class Predictor:
     """A loaded model artifact. Thread-safe: ONNX Runtime sessions and tokenizers may be
-    called from several threads at once, so one Predictor serves a whole thread pool."""
+    called from several threads at once, so one Predictor serves a whole thread pool.
+
+    `session` is the full graph, or a function that opens it on first use. `logits_session`,
+    when given, answers requests for logits alone: the first-token graph (first_token.py)."""
 
     def __init__(
         self,
         *,
-        session: ort.InferenceSession,
+        session: ort.InferenceSession | Callable[[], ort.InferenceSession],
         tokenizer: Tokenizer,
         meta: dict,
         precision: str,
@@ -172,10 +177,17 @@ class Predictor:
         artifact_dir: Path,
         memory_bytes: int,
         bucket_size: int = DEFAULT_BUCKET_SIZE,
+        logits_session: ort.InferenceSession | None = None,
     ) -> None:
         if bucket_size < 1:
             raise ValueError(f"bucket_size must be >= 1, got {bucket_size}")
-        self._session: ort.InferenceSession | None = session
+        if callable(session) and logits_session is None:
+            raise ValueError("a lazily opened session needs a logits_session to describe the graph")
+        self._session: ort.InferenceSession | None = None if callable(session) else session
+        self._open_session = session if callable(session) else None
+        self._open_lock = threading.Lock()
+        self._logits_session = logits_session
+        self._closed = False
         self._tokenizer = tokenizer
         self.meta = meta
         self.task: str = meta["task"]
@@ -187,8 +199,15 @@ class Predictor:
         self.artifact_dir = artifact_dir
         self.memory_bytes = memory_bytes
         self.bucket_size = bucket_size
-        self.outputs: frozenset[str] = frozenset(o.name for o in session.get_outputs())
-        self._input_names = [i.name for i in session.get_inputs()]
+        if self._session is not None:
+            described = self._session
+            self.outputs: frozenset[str] = frozenset(o.name for o in described.get_outputs())
+        else:  # the full graph opens later: its outputs are the ones the export recorded
+            assert logits_session is not None
+            described = logits_session
+            recorded = (meta.get("runtime") or {}).get("outputs") or []
+            self.outputs = frozenset([*recorded, *(o.name for o in described.get_outputs())])
+        self._input_names = [i.name for i in described.get_inputs()]
         runtime = meta.get("runtime") or {}
         self._pad_id = int(runtime.get("pad_token_id", 0))
         missing = {"input_ids", "attention_mask"} - set(self._input_names)
@@ -240,12 +259,20 @@ class Predictor:
         )
 
     def close(self) -> None:
-        """Drop the session so its memory can be freed once in-flight calls return."""
-        self._session = None
+        """Drop the sessions so their memory can be freed once in-flight calls return."""
+        with self._open_lock:
+            self._closed = True
+            self._session = self._logits_session = None
+            self._open_session = None
 
     @property
     def closed(self) -> bool:
-        return self._session is None
+        return self._closed
+
+    @property
+    def first_token_logits(self) -> bool:
+        """Whether logits come from the first-token graph."""
+        return self._logits_session is not None
 
     def __repr__(self) -> str:
         return f"Predictor(task={self.task!r}, precision={self.precision!r}, file={self.model_file!r})"
@@ -264,9 +291,7 @@ class Predictor:
     def _run_bucketed(self, token_ids: list[list[int]], wanted: list[str]) -> dict[str, np.ndarray]:
         """Run length-sorted buckets so each one pads only to its own longest member,
         then scatter the rows back to the caller's order."""
-        session = self._session
-        if session is None:
-            raise Unavailable("This model was unloaded; retry the request.")
+        session = self._session_for(wanted)
         n = len(token_ids)
         lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=n)
         order = np.argsort(lengths, kind="stable")
@@ -292,9 +317,24 @@ class Predictor:
                 results[name] = np.zeros((0, self._output_width(name)), dtype=np.float32)
         return results
 
+    def _session_for(self, wanted: list[str]) -> ort.InferenceSession:
+        logits_only = self._logits_session
+        if logits_only is not None and wanted == [OUTPUT_LOGITS]:
+            return logits_only
+        session = self._session
+        if session is None:
+            with self._open_lock:
+                if self._session is None and self._open_session is not None:
+                    self._session = self._open_session()
+                    self._open_session = None
+                session = self._session
+        if session is None:
+            raise Unavailable("This model was unloaded; retry the request.")
+        return session
+
     def _output_width(self, name: str) -> int:
-        assert self._session is not None
-        for output in self._session.get_outputs():
+        session = self._logits_session if name == OUTPUT_LOGITS and self._logits_session else self._session
+        for output in session.get_outputs() if session is not None else []:
             if output.name == name and isinstance(output.shape[-1], int):
                 return int(output.shape[-1])
         return len(self.labels) if name == OUTPUT_LOGITS else int(self.meta["runtime"]["embedding_dim"])
@@ -348,10 +388,20 @@ def load_predictor(
     for path in (model_path, tokenizer_path):
         if not path.is_file():
             raise InvalidFile(f"Artifact file missing: {path}")
-    session = make_session(model_path, intra_op_threads=intra_op_threads)
     tokenizer = load_tokenizer(tokenizer_path, max_length=meta["max_length"])
     memory = int(model_path.stat().st_size * MEMORY_OVERHEAD) + MEMORY_BASE_BYTES
+    logits_session = None
+    if first_token_accepted(runtime, chosen):
+        logits_session = open_first_token_session(model_path, intra_op_threads=intra_op_threads)
+    session: ort.InferenceSession | Callable[[], ort.InferenceSession]
+    if logits_session is not None:
+        # The full graph (embeddings) opens on first use; budget for both graphs from the start.
+        session = lambda: make_session(model_path, intra_op_threads=intra_op_threads)
+        memory *= 2
+    else:
+        session = make_session(model_path, intra_op_threads=intra_op_threads)
     predictor = Predictor(
+        logits_session=logits_session,
         session=session,
         tokenizer=tokenizer,
         meta=meta,
@@ -361,5 +411,35 @@ def load_predictor(
         memory_bytes=memory,
         bucket_size=int(runtime.get("bucket_size", DEFAULT_BUCKET_SIZE)),
     )
-    logger.info("loaded %s (%s, %s, ~%d MiB)", artifact_dir, meta["task"], chosen, memory >> 20)
+    logger.info(
+        "loaded %s (%s, %s%s, ~%d MiB)",
+        artifact_dir,
+        meta["task"],
+        chosen,
+        ", first-token logits" if logits_session is not None else "",
+        memory >> 20,
+    )
     return predictor
+
+
+def first_token_accepted(runtime: dict, precision: str) -> bool:
+    """Whether the export's accuracy guard passed the first-token graph of this precision."""
+    decision = (runtime.get("first_token") or {}).get(precision)
+    return isinstance(decision, dict) and decision.get("accepted") is True
+
+
+def open_first_token_session(model: Path, *, intra_op_threads: int = 1) -> ort.InferenceSession | None:
+    """A session of `model`'s first-token logits graph (first_token.py), or None where the graph
+    has no first-token head or the rewrite does not load (the full graph then answers)."""
+    import onnx
+
+    from aiaas.serving.first_token import first_token_graph
+
+    try:
+        rewritten = first_token_graph(onnx.load(str(model)))
+        if rewritten is None:
+            return None
+        return make_session(rewritten[0].SerializeToString(), intra_op_threads=intra_op_threads)
+    except Exception as exc:  # noqa: BLE001 - an optimisation: never worth failing the load over
+        logger.warning("%s: first-token graph unavailable (%s); serving the full graph", model, exc)
+        return None
