@@ -15,14 +15,7 @@ from prometheus_client import CollectorRegistry
 from aiaas import __version__
 from aiaas.api.deps import AppState
 from aiaas.api.errors import install_error_handlers
-from aiaas.api.middleware import (
-    BodyLimitMiddleware,
-    MetricsMiddleware,
-    RateLimitHeadersMiddleware,
-    RejectNulMiddleware,
-    RequestIdMiddleware,
-    UnhandledErrorMiddleware,
-)
+from aiaas.api.middleware import EdgeMiddleware
 from aiaas.api.routes import (
     audit_logs, deployments, files, fine_tuning, health, inference, keys, models, oip, usage,
 )
@@ -121,11 +114,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     def limit_for(path: str) -> int:
         return settings.max_upload_bytes if path.startswith(UPLOAD_PATHS) else settings.max_request_bytes
 
-    # At runtime, outermost first: request id, catch-all 500, metrics, body limit, rate-limit headers.
-    app.add_middleware(RateLimitHeadersMiddleware)
-    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
-    app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
-    app.add_middleware(RejectNulMiddleware)
-    app.add_middleware(UnhandledErrorMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    # Request id, NUL check, catch-all 500, metrics, body limit, rate-limit headers: one layer.
+    app.add_middleware(EdgeMiddleware, registry=app.state.metrics_registry, limit_for=limit_for)
     return app

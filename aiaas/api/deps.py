@@ -4,7 +4,7 @@ The principal dependency looks the matched route up in the policy table, so no r
 can forget its scope check. It also charges the request to the key's requests/min
 limit; inference routes charge their tokens with `charge_tokens` before running the
 model. Both leave their `x-ratelimit-*` headers in the request state, where
-RateLimitHeadersMiddleware puts them on the response, errors included.
+EdgeMiddleware puts them on the response, errors included.
 """
 
 from __future__ import annotations

@@ -27,32 +27,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class RequestIdMiddleware:
-    """Every response carries X-Request-ID; a well-formed client-sent id is echoed."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        sent = _header(scope, b"x-request-id")
-        rid = sent if sent and _REQUEST_ID_RE.match(sent) else "req_" + secrets.token_hex(12)
-        token = request_id_var.set(rid)
-        scope.setdefault("state", {})["request_id"] = rid
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", rid.encode()))
-                message["headers"] = headers
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(token)
+def _json_error(path: str, message: str, *, kind: str, code: str, request_id: str) -> bytes:
+    """An error body in the caller's protocol: OIP v2 (`/v2`) or OpenAI-style."""
+    if path.startswith("/v2"):
+        return json.dumps({"error": message}).encode()
+    return json.dumps(
+        {"error": {"message": message, "type": kind, "code": code, "param": None, "request_id": request_id}}
+    ).encode()
 
 
 def error_body(path: str, exc: PayloadTooLarge, request_id: str) -> bytes:
@@ -62,38 +43,97 @@ def error_body(path: str, exc: PayloadTooLarge, request_id: str) -> bytes:
     return json.dumps({"error": detail}).encode()
 
 
-class BodyLimitMiddleware:
-    """Enforce the request-body limit while reading: 413 before the whole body is read."""
+class EdgeMiddleware:
+    """Everything every HTTP request passes through, in one pure ASGI layer (each separate
+    layer cost a coroutine per request and a wrapper per message). In order:
 
-    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str], int]) -> None:
+    1. request id: a well-formed client-sent X-Request-ID is echoed, else one is made; it
+       is on every response and in `request_id_var` for logs and error bodies;
+    2. a NUL character in the path or query string gets a 400 (never meaningful in ids,
+       names or filters, and PostgreSQL cannot compare text with one);
+    3. an unexpected exception becomes a generic 500 that carries the request id
+       (Starlette's own catch-all sits outside every middleware, where the id is gone);
+    4. Prometheus request count and latency, labelled by route template;
+    5. the request-body limit, enforced while reading: a declared Content-Length over it
+       gets 413 at once, a body that grows past it gets 413 instead of whatever the app
+       would have answered;
+    6. the `x-ratelimit-*` headers the request earned (left in `scope["state"]` by the auth
+       dependency and `charge_tokens`) on its response, success or 429 alike; headers the
+       response already has win.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        registry: CollectorRegistry,
+        limit_for: Callable[[str], int],
+        ratelimit_state_key: str = "ratelimit_headers",
+    ) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.ratelimit_state_key = ratelimit_state_key
+        self.requests = Counter(
+            "aiaas_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "aiaas_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=registry,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
-        exc = PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes for {scope['path']}.")
+        sent_id = _header(scope, b"x-request-id")
+        rid = sent_id if sent_id and _REQUEST_ID_RE.match(sent_id) else "req_" + secrets.token_hex(12)
+        token = request_id_var.set(rid)
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        rid_header = (b"x-request-id", rid.encode())
+        path: str = scope["path"]
+        try:
+            query = scope.get("query_string", b"")
+            if "\x00" in path or b"%00" in query or b"\x00" in query:
+                body = _json_error(
+                    path,
+                    "The URL contains a NUL (%00) character; remove it.",
+                    kind="invalid_request_error",
+                    code="invalid_request",
+                    request_id=rid,
+                )
+                await _respond(send, 400, body, [rid_header])
+                return
+            await self._handle(scope, receive, send, state, path, rid, rid_header)
+        finally:
+            request_id_var.reset(token)
 
-        def rejection() -> tuple[Message, Message]:
-            rid = scope.get("state", {}).get("request_id", "-")
-            start: Message = {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-            }
-            return start, {"type": "http.response.body", "body": error_body(scope["path"], exc, rid)}
-
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            for message in rejection():
-                await send(message)
-            return
-
-        received = 0
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        state: dict,
+        path: str,
+        rid: str,
+        rid_header: tuple[bytes, bytes],
+    ) -> None:
+        started_at = time.perf_counter()
+        status = 500
+        started = False  # the response start reached the client
         overflow = False
-        started = False
+        received = 0
+        limit = self.limit_for(path)
+        too_large = PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes for {path}.")
+
+        async def reject_too_large() -> None:
+            nonlocal status, started
+            status, started = 413, True
+            await _respond(
+                send, 413, error_body(path, too_large, rid), [rid_header, (b"connection", b"close")]
+            )
 
         async def limited_receive() -> Message:
             nonlocal received, overflow
@@ -101,169 +141,66 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    # Body parsers may wrap this error in their own (a 400); the flag below makes
-                    # sure the client still gets the 413 it deserves.
+                    # Body parsers may wrap this error in their own (a 400); the flag makes sure
+                    # the client still gets the 413 it deserves.
                     overflow = True
-                    raise exc
+                    raise too_large
             return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if overflow and not started:
-                if message["type"] == "http.response.start":
-                    started = True
-                    start, body = rejection()
-                    await send(start)
-                    await send(body)
-                return
-            if message["type"] == "http.response.start":
-                started = True
+        async def edge_send(message: Message) -> None:
+            nonlocal status, started
             if overflow:
-                return  # the 413 has already been sent; drop the app's own answer
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except PayloadTooLarge:
-            if started:
-                return
-            for message in rejection():
-                await send(message)
-
-
-class RejectNulMiddleware:
-    """A NUL character in the path or query string is never meaningful (ids, names, filters) and
-    PostgreSQL cannot compare text with one: answer 400 before any route sees it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            query = scope.get("query_string", b"")
-            if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
-                message = "The URL contains a NUL (%00) character; remove it."
-                if scope["path"].startswith("/v2"):
-                    body = json.dumps({"error": message})
-                else:
-                    body = json.dumps({"error": {"message": message, "type": "invalid_request_error",
-                                                 "code": "invalid_request", "param": None,
-                                                 "request_id": request_id_var.get()}})
-                await send({"type": "http.response.start", "status": 400,
-                            "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": body.encode()})
-                return
-        await self.app(scope, receive, send)
-
-
-class UnhandledErrorMiddleware:
-    """Turn an unexpected exception into a generic 500 that carries the request id.
-
-    Sits inside RequestIdMiddleware (Starlette's own catch-all sits outside every
-    middleware, where the request id is already gone).
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
+                if not started and message["type"] == "http.response.start":
+                    await reject_too_large()
+                return  # the 413 has been sent; drop the app's own answer
             if message["type"] == "http.response.start":
-                started = True
+                status, started = message["status"], True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                earned = state.get(self.ratelimit_state_key)
+                if earned:
+                    present = {k.lower() for k, _ in headers}
+                    headers += [
+                        (k.lower().encode(), v.encode())
+                        for k, v in earned.items()
+                        if k.lower().encode() not in present
+                    ]
+                headers.append(rid_header)
+                message["headers"] = headers
             await send(message)
 
         try:
-            await self.app(scope, receive, tracking_send)
+            declared = _header(scope, b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await reject_too_large()
+                return
+            await self.app(scope, limited_receive, edge_send)
+        except PayloadTooLarge:
+            if not started:
+                await reject_too_large()
         except Exception:
-            rid = request_id_var.get()
             log.exception("unhandled error, request id %s", rid)
             if started:
                 raise
+            status = 500
             message = f"Internal server error (request id {rid})."
-            if scope["path"].startswith("/v2"):
-                body = json.dumps({"error": message})
-            else:
-                body = json.dumps(
-                    {"error": {"message": message, "type": "server_error", "code": "internal_error",
-                               "param": None, "request_id": rid}}
-                )
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": body.encode()})
-
-
-class RateLimitHeadersMiddleware:
-    """Put the `x-ratelimit-*` headers a request earned on its response, success or 429 alike.
-
-    The auth dependency and `charge_tokens` leave them in the request state
-    (`scope["state"]["ratelimit_headers"]`); headers the response already has win.
-    """
-
-    def __init__(self, app: ASGIApp, *, state_key: str = "ratelimit_headers") -> None:
-        self.app = app
-        self.state_key = state_key
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        state = scope.setdefault("state", {})
-
-        async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                earned = state.get(self.state_key)
-                if earned:
-                    headers = list(message.get("headers", []))
-                    present = {k.lower() for k, _ in headers}
-                    headers += [(k.lower().encode(), v.encode()) for k, v in earned.items()
-                                if k.lower().encode() not in present]
-                    message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_limits)
-
-
-class MetricsMiddleware:
-    """Prometheus request count and latency, labelled by route template (bounded cardinality)."""
-
-    def __init__(self, app: ASGIApp, *, registry: CollectorRegistry) -> None:
-        self.app = app
-        self.requests = Counter(
-            "aiaas_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=registry
-        )
-        self.latency = Histogram(
-            "aiaas_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=registry
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
+            body = _json_error(path, message, kind="server_error", code="internal_error", request_id=rid)
+            await _respond(send, 500, body, [rid_header])
         finally:
             route = scope.get("route")
             template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
             self.requests.labels(scope["method"], template, str(status)).inc()
-            self.latency.labels(scope["method"], template).observe(time.perf_counter() - start)
+            self.latency.labels(scope["method"], template).observe(time.perf_counter() - started_at)
 
 
-__all__ = [
-    "BodyLimitMiddleware", "MetricsMiddleware", "RateLimitHeadersMiddleware", "RequestIdMiddleware",
-    "UnhandledErrorMiddleware", "request_id_var", "type_for",
-]
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+__all__ = ["EdgeMiddleware", "request_id_var", "type_for"]
