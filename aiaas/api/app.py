@@ -106,10 +106,15 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.state.metrics_registry = CollectorRegistry()
 
     install_error_handlers(app)
-    app.include_router(health.router)
-    for module in (keys, files, fine_tuning, models, deployments, inference, usage, audit_logs):
-        app.include_router(module.router, responses=declared_errors(ErrorResponse))
+    # Serving routes first: FastAPI finds a route by trying each in order (an included router's
+    # twice), and inference requests are most of the traffic. Measured on the benchmark's
+    # predict route: 31 route comparisons per request with the serving routers after the others.
+    app.include_router(deployments.router, responses=declared_errors(ErrorResponse))
+    app.include_router(inference.router, responses=declared_errors(ErrorResponse))
     app.include_router(oip.router, responses=declared_errors(OipErrorResponse))
+    app.include_router(health.router)
+    for module in (keys, files, fine_tuning, models, usage, audit_logs):
+        app.include_router(module.router, responses=declared_errors(ErrorResponse))
 
     def limit_for(path: str) -> int:
         return settings.max_upload_bytes if path.startswith(UPLOAD_PATHS) else settings.max_request_bytes

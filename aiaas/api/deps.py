@@ -141,7 +141,7 @@ async def _charge_request(request: Request, state: AppState, principal: Principa
         checks.append(limiter.check(f"r:{principal.key_id}", Limits(requests_per_minute=rpm)))
     if tpm:
         checks.append(limiter.check(f"t:{principal.key_id}", Limits(tokens_per_minute=tpm), tokens=0))
-    decisions = await asyncio.gather(*checks)
+    decisions = [await check for check in checks] if limiter.local else await asyncio.gather(*checks)
     for decision in decisions:
         _remember_headers(request, decision)
     for decision in decisions:
@@ -168,7 +168,8 @@ async def charge_tokens(request: Request, tokens: int) -> None:
         raise _refusal(decision)
 
 
-async def get_principal(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Principal:
+async def get_principal(request: Request) -> Principal:
+    state = app_state(request)  # not a sub-dependency: FastAPI's resolver costs more than the lookup
     route = request.scope.get("route")
     template = getattr(route, "path_format", request.url.path)
     needed = required_scope(request.method, template)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
+import random
 import re
 import secrets
 import time
@@ -18,6 +20,21 @@ from aiaas.core.errors import PayloadTooLarge, type_for
 log = logging.getLogger(__name__)
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+# Request ids only need to be unique, not secret: a generator seeded from the OS once per
+# process (re-seeded after a fork) instead of an os.urandom() system call per request (~14 us
+# each on a virtual machine).
+_ids: tuple[int, random.Random] = (os.getpid(), random.Random(secrets.randbits(128)))
+
+
+def _new_request_id() -> str:
+    global _ids
+    pid, generator = _ids
+    if pid != os.getpid():
+        generator = random.Random(secrets.randbits(128))
+        _ids = (os.getpid(), generator)
+    return f"req_{generator.getrandbits(96):024x}"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -88,7 +105,7 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         sent_id = _header(scope, b"x-request-id")
-        rid = sent_id if sent_id and _REQUEST_ID_RE.match(sent_id) else "req_" + secrets.token_hex(12)
+        rid = sent_id if sent_id and _REQUEST_ID_RE.match(sent_id) else _new_request_id()
         token = request_id_var.set(rid)
         state = scope.setdefault("state", {})
         state["request_id"] = rid

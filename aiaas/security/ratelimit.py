@@ -135,6 +135,10 @@ def _decide(limits: Limits, tokens: int, req_level: float | None, tok_level: flo
 class RateLimiter(ABC):
     """Checks and charges one request against a key's limits."""
 
+    # True when check() finishes without I/O: callers then await several checks in turn
+    # instead of paying for a task each (asyncio.gather) to overlap nothing.
+    local = False
+
     @abstractmethod
     async def check(self, key: str, limits: Limits, *, tokens: int = 0) -> Decision:
         """Charge 1 request and `tokens` tokens to `key` if both fit, and say so.
@@ -149,6 +153,7 @@ class RateLimiter(ABC):
 class MemoryRateLimiter(RateLimiter):
     """Token buckets in a dict: exact for one process, not shared between processes."""
 
+    local = True
     _SWEEP_EVERY = 4096
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:

@@ -25,6 +25,27 @@ async def test_request_id_generated_and_echoed(client):
     assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
 
 
+async def test_generated_request_ids_are_distinct_and_fresh_after_a_fork():
+    import os
+    import re
+
+    from aiaas.api import middleware
+
+    ids = {middleware._new_request_id() for _ in range(5000)}
+    assert len(ids) == 5000
+    assert all(re.fullmatch(r"req_[0-9a-f]{24}", i) for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child must not replay the parent's sequence
+        os.write(write, middleware._new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child.startswith("req_") and child != middleware._new_request_id()
+
+
 async def test_body_limit_by_content_length(client, settings, org_a):
     big = b"x" * (settings.max_request_bytes + 1)
     r = await client.post(

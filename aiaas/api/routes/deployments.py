@@ -19,6 +19,30 @@ from aiaas.store import deployments as dep_store
 router = APIRouter(prefix="/v1", tags=["deployments"])
 
 
+# The predict route is registered first: routes are matched in order, and it takes most requests.
+@router.post("/deployments/{name}/predict")
+async def predict(name: str, body: PredictRequest, request: Request, principal: PrincipalDep,
+                  state: StateDep) -> dict:
+    texts = check_inputs(body.inputs, state.settings)
+    await charge_tokens(request, estimate_tokens(texts))
+
+    inference = state.services["inference"]
+    target = await inference.deployment(state.db, principal.org_id, name)
+    model_id = target.model_id
+    predictor, scores, tokens = await inference.predict(target.artifact, texts, deployment_id=target.deployment_id)
+    results = shape_predictions(predictor, scores, top_k=body.top_k, thresholds=target.thresholds)
+    usage = state.services.get("usage")
+    if usage is not None:  # counted in memory; written in the background
+        usage.record_inference(principal.org_id, principal.key_id, model_id, 1, tokens)
+    return {
+        "object": "list",
+        "model": model_id,
+        "deployment": name,
+        "data": [{"index": i, **r} for i, r in enumerate(results)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
 @router.post("/deployments", status_code=201)
 def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: SessionDep, state: StateDep,
                       actor: ActorDep) -> dict:
@@ -69,26 +93,3 @@ def delete_deployment(name: str, principal: PrincipalDep, session: SessionDep, a
     if state.services["inference"].remote is not None:
         from_thread.run(state.services["inference"].undeployed, row.id)
     return {"id": row.id, "object": "deployment", "deleted": True}
-
-
-@router.post("/deployments/{name}/predict")
-async def predict(name: str, body: PredictRequest, request: Request, principal: PrincipalDep,
-                  state: StateDep) -> dict:
-    texts = check_inputs(body.inputs, state.settings)
-    await charge_tokens(request, estimate_tokens(texts))
-
-    inference = state.services["inference"]
-    target = await inference.deployment(state.db, principal.org_id, name)
-    model_id = target.model_id
-    predictor, scores, tokens = await inference.predict(target.artifact, texts, deployment_id=target.deployment_id)
-    results = shape_predictions(predictor, scores, top_k=body.top_k, thresholds=target.thresholds)
-    usage = state.services.get("usage")
-    if usage is not None:  # counted in memory; written in the background
-        usage.record_inference(principal.org_id, principal.key_id, model_id, 1, tokens)
-    return {
-        "object": "list",
-        "model": model_id,
-        "deployment": name,
-        "data": [{"index": i, **r} for i, r in enumerate(results)],
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
