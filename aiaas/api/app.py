@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from aiaas import __version__
 from aiaas.api.deps import AppState
 from aiaas.api.errors import install_error_handlers
+from aiaas.api.fastpath import FastPredictMiddleware
 from aiaas.api.middleware import EdgeMiddleware
 from aiaas.api.routes import (
     audit_logs, deployments, files, fine_tuning, health, inference, keys, models, oip, usage,
@@ -119,6 +120,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     def limit_for(path: str) -> int:
         return settings.max_upload_bytes if path.startswith(UPLOAD_PATHS) else settings.max_request_bytes
 
+    if settings.fast_predict_route:  # inside the edge layer: ids, limits, metrics and the 500 still apply
+        app.add_middleware(FastPredictMiddleware, handlers=lambda: app.exception_handlers)
     # Request id, NUL check, catch-all 500, metrics, body limit, rate-limit headers: one layer.
     app.add_middleware(EdgeMiddleware, registry=app.state.metrics_registry, limit_for=limit_for)
     return app
