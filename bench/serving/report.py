@@ -141,12 +141,25 @@ def _facts(result: dict) -> str:
     )
     same = (
         f"- The three servers' labels agree on {cross['agree_all']}/{cross['texts']} sentences, litserve's and "
-        f"aiaas's (the same int8 graph) on {cross['litserve_vs_aiaas']}/{cross['texts']}: all three serve the "
-        "same model. Labels can still differ on borderline sentences: fp32 vs int8 (the agreement figure "
+        f"aiaas's (the same int8 graph file) on {cross['litserve_vs_aiaas']}/{cross['texts']}: all three serve "
+        "the same model. Labels can still differ on borderline sentences: fp32 vs int8 (the agreement figure "
         "above), and between the int8 servers because dynamic int8 quantises each batch's activations with "
-        "one scale (batch-mates and padding differ) and aiaas turns one of ONNX Runtime's fusions off."
+        "one scale (batch-mates and padding differ), aiaas turns one of ONNX Runtime's fusions off, and "
+        "aiaas quantises the first-token rows of the last layer on their own (below)."
     )
-    return f"{model}\n{half_load}\n{cold_start}\n{same}"
+    lines = [model, half_load, cold_start, same]
+    first = result["model"].get("first_token")
+    if first:
+        speed = first.get("throughput_seq_s", {})
+        lines.append(
+            "- First-token logits graph (`aiaas/serving/first_token.py`): at load, aiaas's runtime derives from "
+            "the artifact's int8 graph a logits-only graph whose last layer computes the [CLS] row alone "
+            "(keys and values still use every token); the export judged it with the accuracy guard: "
+            f"{first['reason']}, accepted={first['accepted']}; one thread in the export, "
+            f"{_fmt(speed.get('full'))} → {_fmt(speed.get('first_token'))} sentences/s. LitServe loads the "
+            "artifact's graph file as it is."
+        )
+    return "\n".join(lines)
 
 
 def _configs(result: dict) -> str:

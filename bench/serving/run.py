@@ -135,7 +135,8 @@ before = count()
 predictor = load_predictor(Path(sys.argv[1]))
 loaded = count()
 predictor.predict(["a short one", "and a somewhat longer sentence to pad the bucket"] * 8)
-print(json.dumps({"after_imports": before, "after_load_predictor": loaded, "after_predict": count()}))
+print(json.dumps({"after_imports": before, "after_load_predictor": loaded, "after_predict": count(),
+                  "first_token_logits": predictor.first_token_logits}))
 """
 
 
@@ -179,7 +180,7 @@ def _workers_evidence(server: procs.Server, onnx_dir: Path) -> dict:
         "serving workers are **threads, not processes**: one `aiaas serve` process "
         f"({len(tree)} process in its tree; uvicorn `--workers` defaults to 1). `InferenceService` "
         "(aiaas/services/inference.py) owns a `ThreadPoolExecutor(max_workers=settings.inference_threads)`, "
-        f"default = usable cores ({settings.inference_threads} here), shared by one batcher per model "
+        f"default = usable cores + 1 ({settings.inference_threads} here), shared by one batcher per model "
         "(aiaas/serving/batcher.py: up to that many workers pull batches of one runtime length bucket "
         "(4 texts: the oldest waiting plus its nearest in length) from a shared pool and answer each "
         "request when its own items are done), and `load_predictor` builds one "
@@ -418,7 +419,8 @@ def main() -> None:
         "naive": "sync FastAPI + transformers torch fp32, one forward per request",
         "litserve": f"LitServe, ONNX int8, batch ≤{litserve_server.MAX_BATCH_SIZE} / "
         f"{litserve_server.BATCH_TIMEOUT_S * 1000:g} ms",
-        "aiaas": "`aiaas serve`, deployment predict API with key, ONNX int8",
+        "aiaas": "`aiaas serve`, deployment predict API with key, ONNX int8"
+        + (" (first-token logits graph)" if workers["fresh_process_threads"].get("first_token_logits") else ""),
     }
     for name in ORDER:
         configs[name] = {
@@ -468,6 +470,7 @@ def main() -> None:
             "accuracy": export["accuracy"],
             "export_latency_ms": export["latency_ms"],
             "export_throughput_seq_s": export["throughput_seq_s"],
+            "first_token": export.get("first_token", {}).get(export["precision"]),
             "int8_recipe": export["candidates"].get("int8", {}).get("recipe"),
         },
         "machine": {**machine, "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
