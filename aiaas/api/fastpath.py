@@ -13,13 +13,13 @@ which answers exactly as before. `AIAAS_FAST_PREDICT_ROUTE=false` turns it off.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -62,7 +62,7 @@ class FastPredictMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = None
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = _PREDICT.match(get_route_path(scope))
+            match = _PREDICT.match(_route_path(scope))
         if match is None or not _is_json(_content_type(scope)):
             await self.app(scope, receive, send)
             return
@@ -87,7 +87,9 @@ class FastPredictMiddleware:
             handler = self._handler_for(exc)
             if handler is None:
                 raise  # the edge middleware's catch-all answers 500
-            response = await handler(request, exc)
+            response = handler(request, exc)
+            if inspect.isawaitable(response):
+                response = await response
         await response(scope, receive, send)
 
     def _predict_route(self) -> Any:
@@ -105,6 +107,12 @@ class FastPredictMiddleware:
             if cls in handlers:
                 return handlers[cls]
         return None
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app's routes see: without the root path it is mounted under."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _content_type(scope: Scope) -> bytes | None:

@@ -209,6 +209,8 @@ def _narrowable_region(graph: Any, target: str, ranks: dict[str, int]) -> dict[i
         rows = {axis for name in names for axis in wanted.get(name, set()) if axis != _AS_IS}
         if len(rows) > 1:
             continue
+        if any(_AS_IS in wanted.get(name, ()) and len(wanted[name]) > 1 for name in names):
+            continue  # one reader wants this tensor narrowed, another whole: keep it whole, gather a copy
         axis = rows.pop() if rows else _AS_IS
         axes = _input_axes(node, axis, ranks)
         if axes is None:
