@@ -218,7 +218,14 @@ class _Trial:
 
     def judge(self, precision: str, path: Path) -> GuardDecision:
         predictor = _predictor(path, self.meta, precision)
-        decision = guard_decision(
+        decision = self.verdict(predictor)
+        self.predictors[precision] = predictor
+        self.decisions[precision] = decision
+        return decision
+
+    def verdict(self, predictor: rt.Predictor) -> GuardDecision:
+        """The accuracy guard's decision on what `predictor` serves for the validation texts."""
+        return guard_decision(
             task=self.meta["task"],
             reference=self.served,
             candidate=_served_outputs(predictor, self.texts),
@@ -228,9 +235,6 @@ class _Trial:
                 self.meta.get("thresholds"), [str(label) for label in self.meta.get("labels") or []]
             ),
         )
-        self.predictors[precision] = predictor
-        self.decisions[precision] = decision
-        return decision
 
 
 def _judge_first_token(trial: _Trial, precision: str, latency_texts: list[str]) -> dict:
@@ -251,16 +255,7 @@ def _judge_first_token(trial: _Trial, precision: str, latency_texts: list[str]) 
         artifact_dir=path.parent,
         memory_bytes=path.stat().st_size,
     )
-    decision = guard_decision(
-        task=trial.meta["task"],
-        reference=trial.served,
-        candidate=_served_outputs(narrowed, trial.texts),
-        labels=trial.labels,
-        label_names=trial.meta.get("labels"),
-        thresholds=rt.thresholds_in_label_order(
-            trial.meta.get("thresholds"), [str(label) for label in trial.meta.get("labels") or []]
-        ),
-    )
+    decision = trial.verdict(narrowed)
     speed = _measure_latency({"full": full, "first_token": narrowed}, latency_texts)
     logger.info("first-token %s graph: %s", precision, decision.reason)
     return {
