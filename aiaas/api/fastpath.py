@@ -24,17 +24,15 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiaas.api.deps import app_state, get_principal
+from aiaas.api.middleware import scope_header
 from aiaas.api.routes import deployments
 from aiaas.protocol.inference import PredictRequest
 
 _PREDICT = re.compile(r"^/v1/deployments/(?P<name>[^/]+)/predict$")
 
 
-def _is_json(content_type: bytes | None) -> bool:
-    if content_type is None:
-        return False
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json"
+def _is_json(content_type: str | None) -> bool:
+    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -57,13 +55,16 @@ class FastPredictMiddleware:
         """`handlers` returns the app's exception handlers ({exception class: handler})."""
         self.app = app
         self.handlers = handlers
-        self._route: Any = None
+        # The route object FastAPI would put in the scope: metrics label it, the key's scope check reads it.
+        self.route = next(
+            r for r in deployments.router.routes if getattr(r, "endpoint", None) is deployments.predict
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = None
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _PREDICT.match(_route_path(scope))
-        if match is None or not _is_json(_content_type(scope)):
+        if match is None or not _is_json(scope_header(scope, b"content-type")):
             await self.app(scope, receive, send)
             return
         body = await _read_body(receive)
@@ -76,7 +77,7 @@ class FastPredictMiddleware:
             await self.app(scope, _replay(body, receive), send)
             return
         name = match["name"]
-        scope["route"] = self._predict_route()  # metrics label, and the key's scope check
+        scope["route"] = self.route
         scope["path_params"] = {"name": name}
         request = Request(scope, _replay(body, receive))
         try:
@@ -92,15 +93,6 @@ class FastPredictMiddleware:
                 response = await response
         await response(scope, receive, send)
 
-    def _predict_route(self) -> Any:
-        if self._route is None:
-            self._route = next(
-                route
-                for route in deployments.router.routes
-                if getattr(route, "endpoint", None) is deployments.predict
-            )
-        return self._route
-
     def _handler_for(self, exc: Exception) -> Any:
         handlers = self.handlers()
         for cls in type(exc).__mro__:
@@ -113,13 +105,6 @@ def _route_path(scope: Scope) -> str:
     """The path the app's routes see: without the root path it is mounted under."""
     path, root = scope["path"], scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
-
-
-def _content_type(scope: Scope) -> bytes | None:
-    for key, value in scope.get("headers", []):
-        if key == b"content-type":
-            return value
-    return None
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -37,7 +37,8 @@ def _new_request_id() -> str:
     return f"req_{generator.getrandbits(96):024x}"
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of request header `name` (lower-case bytes), decoded as latin-1."""
     for k, v in scope.get("headers", []):
         if k == name:
             return v.decode("latin-1")
@@ -104,7 +105,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sent_id = _header(scope, b"x-request-id")
+        sent_id = scope_header(scope, b"x-request-id")
         rid = sent_id if sent_id and _REQUEST_ID_RE.match(sent_id) else _new_request_id()
         token = request_id_var.set(rid)
         state = scope.setdefault("state", {})
@@ -186,7 +187,7 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            declared = _header(scope, b"content-length")
+            declared = scope_header(scope, b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 await reject_too_large()
                 return
@@ -220,4 +221,4 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["EdgeMiddleware", "request_id_var", "type_for"]
+__all__ = ["EdgeMiddleware", "request_id_var", "scope_header", "type_for"]

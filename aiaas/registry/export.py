@@ -25,6 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from aiaas.core.errors import AiaasError, InvalidFile, InvalidRequest
 from aiaas.serving import runtime as rt
 from aiaas.serving.agreement import DEFAULT_VALIDATION_TEXTS, GuardDecision, guard_decision
 from aiaas.serving.machine import cpu_features, has_bf16, has_int8_dot_product, ort_bf16_matmul_error
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 logger = logging.getLogger(__name__)
 
@@ -245,16 +249,7 @@ def _judge_first_token(trial: _Trial, precision: str, latency_texts: list[str]) 
     if session is None:
         return {"accepted": False, "reason": "the graph has no first-token head to narrow"}
     full = trial.predictors[precision]
-    narrowed = rt.Predictor(
-        session=lambda: rt.make_session(path, intra_op_threads=1),
-        logits_session=session,
-        tokenizer=rt.load_tokenizer(path.parent / rt.TOKENIZER_FILE, max_length=trial.meta["max_length"]),
-        meta=trial.meta,
-        precision=precision,
-        model_file=path.name,
-        artifact_dir=path.parent,
-        memory_bytes=path.stat().st_size,
-    )
+    narrowed = _predictor(path, trial.meta, precision, logits_session=session)
     decision = trial.verdict(narrowed)
     speed = _measure_latency({"full": full, "first_token": narrowed}, latency_texts)
     logger.info("first-token %s graph: %s", precision, decision.reason)
@@ -438,9 +433,16 @@ def _measure_latency(predictors: dict[str, rt.Predictor], texts: list[str]) -> d
     return report
 
 
-def _predictor(path: Path, meta: dict, precision: str) -> rt.Predictor:
+def _predictor(
+    path: Path, meta: dict, precision: str, *, logits_session: ort.InferenceSession | None = None
+) -> rt.Predictor:
+    """One-thread predictor of `path`; with `logits_session`, logits come from it and the full
+    graph opens on first use (as the runtime serves a first-token graph)."""
     return rt.Predictor(
-        session=rt.make_session(path, intra_op_threads=1),
+        session=(lambda: rt.make_session(path, intra_op_threads=1))
+        if logits_session is not None
+        else rt.make_session(path, intra_op_threads=1),
+        logits_session=logits_session,
         tokenizer=rt.load_tokenizer(path.parent / rt.TOKENIZER_FILE, max_length=meta["max_length"]),
         meta=meta,
         precision=precision,
