@@ -98,7 +98,7 @@ def orgs_delete(
     """
     from aiaas.services import audit
     from aiaas.store import tenancy
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
 
     apply_env(data_dir, database_url)
     with _database() as (settings, db):
@@ -290,7 +290,7 @@ def ray_dispatcher(
 ) -> None:
     """Run training jobs as Ray tasks on the cluster at AIAAS_CLUSTER_ADDRESS (and, with --gateway-port, serve
     deployments on Ray Serve). Keeps the Ray driver out of the API process."""
-    from aiaas.cluster.dispatcher import run_dispatcher
+    from aiaas.cli.dispatcher import run_dispatcher
     from aiaas.core.settings import get_settings
 
     apply_env(data_dir, database_url)
