@@ -8,12 +8,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from aiaas.cli.common import DataDirOpt, DbOpt, apply_env, console, handle_errors, print_json
+
+if TYPE_CHECKING:
+    from aiaas.core.settings import Settings
+    from aiaas.jobs.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +240,7 @@ def serve(
             pool.stop()
 
 
-def shared_limits_warning(workers: int, settings) -> str | None:  # type: ignore[no-untyped-def]
+def shared_limits_warning(workers: int, settings: Settings) -> str | None:
     """Several API processes with in-memory rate limits each count their own requests."""
     if workers > 1 and settings.rate_limit_url in (None, "", "memory://"):
         return (
@@ -247,7 +251,7 @@ def shared_limits_warning(workers: int, settings) -> str | None:  # type: ignore
     return None
 
 
-def _start_job_workers(n: int):  # type: ignore[no-untyped-def]
+def _start_job_workers(n: int) -> WorkerPool | None:
     if n <= 0:
         return None
     try:

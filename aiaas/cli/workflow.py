@@ -23,7 +23,7 @@ PiiPolicyChoice = enum.Enum("PiiPolicyChoice", {p: p for p in PII_POLICIES}, typ
 @handle_errors
 def files_upload(path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV, JSONL or Parquet."),
                  pii_policy: PiiPolicyChoice = typer.Option(
-                     PiiPolicyChoice.allow, "--pii-policy", case_sensitive=False,
+                     PiiPolicyChoice("allow"), "--pii-policy", case_sensitive=False,
                      help="Personal data found in the file: allow (store as is), redact (store it with "
                           "placeholders such as [EMAIL]) or reject (refuse the upload)."),
                  base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:

@@ -59,7 +59,7 @@ def type_for(status: int) -> str:
 class AiaasError(Exception):
     """Base error. `code` is stable; `message` says what to fix; `param` names the field."""
 
-    code: ClassVar[str] = "internal_error"
+    code: str = "internal_error"  # each subclass sets its own; an instance may override it
 
     def __init__(
         self,
@@ -73,7 +73,7 @@ class AiaasError(Exception):
         self.message = message
         self.param = param
         if code is not None:
-            self.code = code  # type: ignore[misc]
+            self.code = code
         self.headers = headers or {}
 
     @property
