@@ -6,7 +6,7 @@ from the response body. Nothing here knows about FastAPI.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 # The one code -> HTTP status table. Every code the server can answer lives here.
 HTTP_STATUS: dict[str, int] = {
@@ -94,10 +94,6 @@ class AiaasError(Exception):
 
 class InvalidRequest(AiaasError):
     code = "invalid_request"
-
-
-class ValidationFailed(AiaasError):
-    code = "validation_error"
 
 
 class InvalidFile(AiaasError):
