@@ -22,6 +22,7 @@ HTTP_STATUS: dict[str, int] = {
     "revoked_api_key": 401,
     "insufficient_scope": 403,
     "not_found": 404,
+    "method_not_allowed": 405,  # answered by the router (aiaas/api/errors.py), never raised
     "conflict": 409,
     "payload_too_large": 413,
     "rate_limit_exceeded": 429,
@@ -38,6 +39,7 @@ ERROR_TYPE: dict[int, str] = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
