@@ -51,7 +51,7 @@ def _retry_delay(response: httpx.Response | None, attempt: int) -> float:
                 return min(float(ra), 60.0)
             except ValueError:
                 pass
-    return min(0.5 * 2**attempt, 8.0) * (0.75 + random.random() / 2)
+    return min(0.5 * 2.0**attempt, 8.0) * (0.75 + random.random() / 2)
 
 
 def _prepare(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
