@@ -27,7 +27,7 @@ from aiaas.security.ttlcache import TtlCache
 from aiaas.services.inference import InferenceService
 from aiaas.services.usage import UsageRecorder
 from aiaas.store import migrate
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.db import Database
 from aiaas.store.encrypted import encrypted
 

@@ -8,12 +8,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from aiaas.cli.common import DataDirOpt, DbOpt, apply_env, console, handle_errors, print_json
+
+if TYPE_CHECKING:
+    from aiaas.core.settings import Settings
+    from aiaas.jobs.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def orgs_delete(
     """
     from aiaas.services import audit
     from aiaas.store import tenancy
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
 
     apply_env(data_dir, database_url)
     with _database() as (settings, db):
@@ -236,7 +240,7 @@ def serve(
             pool.stop()
 
 
-def shared_limits_warning(workers: int, settings) -> str | None:  # type: ignore[no-untyped-def]
+def shared_limits_warning(workers: int, settings: Settings) -> str | None:
     """Several API processes with in-memory rate limits each count their own requests."""
     if workers > 1 and settings.rate_limit_url in (None, "", "memory://"):
         return (
@@ -247,7 +251,7 @@ def shared_limits_warning(workers: int, settings) -> str | None:  # type: ignore
     return None
 
 
-def _start_job_workers(n: int):  # type: ignore[no-untyped-def]
+def _start_job_workers(n: int) -> WorkerPool | None:
     if n <= 0:
         return None
     try:
@@ -290,7 +294,7 @@ def ray_dispatcher(
 ) -> None:
     """Run training jobs as Ray tasks on the cluster at AIAAS_CLUSTER_ADDRESS (and, with --gateway-port, serve
     deployments on Ray Serve). Keeps the Ray driver out of the API process."""
-    from aiaas.cluster.dispatcher import run_dispatcher
+    from aiaas.cli.dispatcher import run_dispatcher
     from aiaas.core.settings import get_settings
 
     apply_env(data_dir, database_url)

@@ -31,7 +31,6 @@ class Settings(BaseSettings):
     # Limits.
     max_request_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
-    max_page_size: int = Field(default=100, gt=0)
 
     # Shared state for several nodes (issue #7): blobs in S3, jobs and serving on Ray.
     blob_store_url: str | None = None  # default: file://<data_dir>/blobs ; s3://bucket/prefix with the s3 extra
@@ -116,14 +115,6 @@ class Settings(BaseSettings):
     @property
     def secret_file(self) -> Path:
         return self.data_dir / SECRET_FILE
-
-    @property
-    def files_dir(self) -> Path:
-        return self.data_dir / "files"
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.data_dir / "artifacts"
 
     @property
     def jobs_dir(self) -> Path:

@@ -29,6 +29,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,13 +53,13 @@ LATENCY_SAMPLE = 64
 LATENCY_ROUNDS = 3
 
 
-def export_trained_model(model_dir: Path, out_dir: Path, **kwargs: object) -> dict:
+def export_trained_model(model_dir: Path, out_dir: Path, **kwargs: Any) -> dict:
     """Export whatever family trained `model_dir`: the one call a job runner needs."""
     if classical.is_classical(model_dir):
-        return export_classical_model(model_dir, out_dir, **kwargs)  # type: ignore[arg-type]
+        return export_classical_model(model_dir, out_dir, **kwargs)
     from aiaas.registry.export import export_model
 
-    return export_model(model_dir, out_dir, **kwargs)  # type: ignore[arg-type]
+    return export_model(model_dir, out_dir, **kwargs)
 
 
 def export_classical_model(

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,7 +19,18 @@ import httpx
 
 from aiaas import __version__
 from aiaas.sdk.errors import APIConnectionError, APIError, error_from_response
-from aiaas.sdk.resources import Request, attach_all
+from aiaas.sdk.resources import (
+    ApiKeys,
+    AuditLogs,
+    Deployments,
+    Embeddings,
+    Files,
+    FineTuning,
+    Models,
+    Organizations,
+    Request,
+    Usage,
+)
 
 RETRY_STATUSES = frozenset({429, 503})
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -39,7 +51,7 @@ def _retry_delay(response: httpx.Response | None, attempt: int) -> float:
                 return min(float(ra), 60.0)
             except ValueError:
                 pass
-    return min(0.5 * 2**attempt, 8.0) * (0.75 + random.random() / 2)
+    return min(0.5 * 2.0**attempt, 8.0) * (0.75 + random.random() / 2)
 
 
 def _prepare(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
@@ -51,10 +63,15 @@ def _prepare(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, 
     return base, headers
 
 
-class _Base:
-    """What both clients share: configuration, the httpx client, and when to retry."""
+class _Base(ABC):
+    """What both clients share: configuration, the httpx client, the resources, and when to retry.
+
+    The resources call back `call`, `iterate` and `stream_events`, which each client defines: the sync
+    one returns results, the async one awaitables, so one resource class serves both.
+    """
 
     _http_class: type[httpx.Client] | type[httpx.AsyncClient]
+    _http: Any  # each client narrows it to its own httpx client class
 
     def __init__(
         self,
@@ -70,7 +87,27 @@ class _Base:
         self._http = http_client or self._http_class(base_url=self.base_url, headers=headers, timeout=timeout)
         if http_client is not None:
             self._http.headers.update(headers)
-        attach_all(self)
+        self.organizations = Organizations(self)
+        self.api_keys = ApiKeys(self)
+        self.files = Files(self)
+        self.fine_tuning = FineTuning(self)
+        self.models = Models(self)
+        self.deployments = Deployments(self)
+        self.embeddings = Embeddings(self)
+        self.usage = Usage(self)
+        self.audit_logs = AuditLogs(self)
+
+    @abstractmethod
+    def call(self, req: Request) -> Any:
+        """Send one request with retries; the decoded body."""
+
+    @abstractmethod
+    def iterate(self, path: str, *, limit: int = 20, **params: Any) -> Any:
+        """Every item of a list endpoint, fetching pages as needed."""
+
+    @abstractmethod
+    def stream_events(self, req: Request) -> Any:
+        """Server-sent events as dicts, until the server says [DONE]."""
 
     def _retry_after(self, req: Request, attempt: int, resp: httpx.Response | None,
                      exc: httpx.TransportError | None) -> float | None:
@@ -94,6 +131,7 @@ class Client(_Base):
     """Synchronous client. `Client(base_url, api_key)`; env AIAAS_BASE_URL / AIAAS_API_KEY as defaults."""
 
     _http_class = httpx.Client
+    _http: httpx.Client
 
     def iterate(self, path: str, *, limit: int = 20, **params: Any) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, fetching pages as needed."""
@@ -148,6 +186,7 @@ class AsyncClient(_Base):
     """Asynchronous client with the same resources as `Client`, each method awaitable."""
 
     _http_class = httpx.AsyncClient
+    _http: httpx.AsyncClient
 
     async def iterate(self, path: str, *, limit: int = 20, **params: Any) -> AsyncIterator[dict[str, Any]]:
         """Every item of a list endpoint, fetching pages as needed."""

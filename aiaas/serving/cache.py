@@ -309,7 +309,8 @@ class ModelCache:
 
     async def _sweep(self) -> None:
         # Check a few times per idle period so a model goes within ~25% of its deadline.
-        interval = min(max(self._idle_s / 4, 0.01), 30.0)  # type: ignore[operator]
+        assert self._idle_s is not None  # _ensure_sweeper starts this only when idle unloading is on
+        interval = min(max(self._idle_s / 4, 0.01), 30.0)
         while True:
             await asyncio.sleep(interval)
             try:

@@ -56,10 +56,6 @@ def list_deployments(
     return page(session, stmt, Deployment.id, after=after, limit=limit, order=order)
 
 
-def deployments_of_model(session: Session, org_id: str, model: str) -> list[Deployment]:
-    return list(session.scalars(select(Deployment).where(Deployment.org_id == org_id, Deployment.model == model)))
-
-
 def deployment_public(row: Deployment) -> dict:
     return {
         "id": row.id,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from aiaas.registry import models as registry
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
 from tests.helpers.tiny_bert import build_tiny_bert
 
 

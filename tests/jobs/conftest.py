@@ -8,7 +8,7 @@ from aiaas.protocol.jobs import JobCreate
 from aiaas.services import files as file_service
 from aiaas.services import jobs as job_service
 from aiaas.store import tenancy
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
 from tests.helpers.datasets import toy_csv
 from tests.helpers.tiny_bert import build_tiny_bert
 

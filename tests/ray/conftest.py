@@ -66,7 +66,7 @@ def make_job(settings, db, tiny_base) -> Callable[..., str]:
     from aiaas.services import files as file_service
     from aiaas.services import jobs as job_service
     from aiaas.store import tenancy
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
     from tests.helpers.datasets import toy_csv
 
     blobs = create_blob_store(settings.blobs_url)

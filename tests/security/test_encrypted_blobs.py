@@ -13,7 +13,7 @@ from sqlalchemy import select
 from aiaas.core.errors import PayloadTooLarge
 from aiaas.security import crypto
 from aiaas.store import tenancy
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.encrypted import EncryptedBlobError, EncryptedBlobStore, Keyring, encrypted
 from aiaas.store.models import Organization
 from tests.conftest import TEST_SECRET
