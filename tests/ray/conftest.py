@@ -69,7 +69,10 @@ def make_job(settings, db, tiny_base) -> Callable[..., str]:
     from aiaas.store.blobs import create_blob_store
     from tests.helpers.datasets import toy_csv
 
-    blobs = create_blob_store(settings.blobs_url)
+    from aiaas.store.encrypted import encrypted
+
+    # Through the encrypting store, as the API writes them: the runner refuses plaintext blobs.
+    blobs = encrypted(create_blob_store(settings.blobs_url), db, settings.master_secret())
     with db.session() as s:
         org, _, key = tenancy.create_organization(s, "ray-org")
         org_id = org.id
