@@ -304,12 +304,20 @@ class EncryptedBlobStore(BlobStore):
             yield path
 
     def read_stream(self, uri: str) -> Iterator[bytes]:
-        """Stream the plaintext frame by frame, with no temporary copy."""
+        """Stream the plaintext frame by frame, with no temporary copy.
+
+        A plaintext blob or an unusable data key raises here, at the call, before a response that
+        streams the result has started; a frame that fails authentication raises while iterating."""
         path = self.inner.local_path(uri)
         self._refuse_plaintext(uri, [path])
         key = self.inner.key_of(uri)
+        data_key = self.keyring.data_key(org_of(key))
+        return self._frames(uri, path, data_key, key)
+
+    @staticmethod
+    def _frames(uri: str, path: Path, data_key: bytes, key: str) -> Iterator[bytes]:
         try:
-            yield from crypto.open_decrypted(path, self.keyring.data_key(org_of(key)), aad=blob_aad(key))
+            yield from crypto.open_decrypted(path, data_key, aad=blob_aad(key))
         except crypto.DecryptionError:
             log.error("blob %s failed to decrypt", uri)
             raise
