@@ -114,6 +114,13 @@ def test_pinned_models_count_against_the_budget():
         cache.pin("a", False)
         await cache.pin_within_budget("c")
         assert cache.stats()["pinned"] == ["c"] and cache.memory_bytes <= 100 * MiB
+        # A model already loaded (busy, so the cache kept it) cannot be pinned past the budget either.
+        cache.pin("c", False)
+        async with cache.use("b"):
+            await cache.pin_within_budget("a")
+            with pytest.raises(InsufficientMemory, match="already use 60 MiB"):
+                await cache.pin_within_budget("b")
+        assert cache.stats()["pinned"] == ["a"]
         await cache.close()
 
     asyncio.run(main())
