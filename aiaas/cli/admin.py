@@ -242,10 +242,10 @@ def sweep_at_start(settings) -> None:  # type: ignore[no-untyped-def]
     work directories of jobs that have ended (in any state) or no longer exist."""
     from sqlalchemy import select
 
+    from aiaas.core.settings import make_private_dir
     from aiaas.store import jobs as job_store
     from aiaas.store.db import Database
     from aiaas.store.encrypted import sweep_stale_plaintext
-    from aiaas.core.settings import make_private_dir
     from aiaas.store.models import FineTuningJob
 
     make_private_dir(settings.data_dir)

@@ -67,9 +67,8 @@ def make_job(settings, db, tiny_base) -> Callable[..., str]:
     from aiaas.services import jobs as job_service
     from aiaas.store import tenancy
     from aiaas.store.blobs import create_blob_store
-    from tests.helpers.datasets import toy_csv
-
     from aiaas.store.encrypted import encrypted
+    from tests.helpers.datasets import toy_csv
 
     # Through the encrypting store, as the API writes them: the runner refuses plaintext blobs.
     blobs = encrypted(create_blob_store(settings.blobs_url), db, settings.master_secret())
