@@ -256,6 +256,28 @@ def test_plaintext_of_a_killed_process_is_swept_and_a_live_ones_kept(tmp_path):
         assert mine.exists() and mine not in removed  # this (live) process's directory stays
 
 
+@pytest.mark.e2e
+def test_serve_sweeps_at_start(tmp_path):
+    """`aiaas serve` runs the sweep when it starts: a killed reader's plaintext and an ended job's
+    work directory are gone once the server is up."""
+    from tests.e2e.server import base_env, init, start_server
+
+    env = base_env(tmp_path / "data")
+    init(env)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_READER], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        dead_dir = Path(proc.stdout.readline().strip())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    leftover = tmp_path / "data" / "jobs" / "ftjob-gone"
+    leftover.mkdir(parents=True)
+    assert dead_dir.exists()
+    server = start_server(env, tmp_path)
+    server.stop()
+    assert not dead_dir.exists() and not leftover.exists()
+
+
 # ---- master secret rotation ---------------------------------------------------------------------
 
 
