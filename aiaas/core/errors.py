@@ -31,6 +31,9 @@ HTTP_STATUS: dict[str, int] = {
     "unavailable": 503,
     "base_model_unavailable": 400,
     "internal_error": 500,
+    # Encryption lifecycle and memory bounds (issue 13).
+    "unencrypted_blob": 500,
+    "insufficient_memory": 409,
 }
 
 # OpenAI-style "type" per status class.
@@ -138,6 +141,18 @@ class QuotaExceeded(AiaasError):
 
 class Unavailable(AiaasError):
     code = "unavailable"
+
+
+class UnencryptedBlob(AiaasError):
+    """A stored blob has no encryption header: refused, never read as plaintext (the operator migrates it)."""
+
+    code = "unencrypted_blob"
+
+
+class InsufficientMemory(AiaasError):
+    """A pinned deployment would not fit the model memory budget next to the models already pinned."""
+
+    code = "insufficient_memory"
 
 
 class ConfigurationError(AiaasError):

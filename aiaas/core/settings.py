@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +14,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aiaas.core.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 SECRET_FILE = "secret.key"
 INSECURE_SECRETS = frozenset({"", "changeme", "change-me", "secret", "development", "dev"})
@@ -136,6 +140,7 @@ class Settings(BaseSettings):
         """
         secret = self.secret_key
         if secret is None and self.secret_file.exists():
+            check_secret_file_mode(self.secret_file, production=self.env == "production")
             secret = self.secret_file.read_text().strip()
         if secret is None or secret.lower() in INSECURE_SECRETS or len(secret) < MIN_SECRET_CHARS:
             if self.env == "development":
@@ -148,9 +153,29 @@ class Settings(BaseSettings):
         return secret
 
 
+def check_secret_file_mode(path: Path, *, production: bool) -> None:
+    """A master secret that group or others can read is refused in production, warned about elsewhere."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & 0o077:
+        return
+    message = (f"The master secret file {path} is readable by group or others (mode {mode:04o}); "
+               f"run `chmod 600 {path}`.")
+    if production:
+        raise ConfigurationError(message + " (AIAAS_ENV=production refuses it.)", param="secret_key")
+    log.warning("%s", message)
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents) as 0700, and tighten it to 0700 if it already exists."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o700)
+    return path
+
+
 def write_secret(settings: Settings) -> bool:
     """Create `secret.key` (mode 0600) unless it exists. Returns True when created."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     path = settings.secret_file
     if path.exists():
         return False
