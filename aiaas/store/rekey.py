@@ -22,10 +22,11 @@ import os
 import secrets
 import tempfile
 import time
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 
 from aiaas.core.errors import ConfigurationError
 from aiaas.core.settings import Settings
@@ -70,7 +71,7 @@ def rewrap_all(db: Database, old_secret: str, new_secret: str) -> tuple[int, int
                         "secret; nothing was changed."
                     ) from None
                 rewrapped += 1
-            result = s.execute(
+            result: CursorResult[Any] = s.execute(  # type: ignore[assignment]  # an UPDATE returns a CursorResult
                 update(Organization)
                 .where(Organization.id == org_id, _same(Organization.wrapped_data_key, wrapped))
                 .values(wrapped_data_key=crypto.wrap_key(new_kek, data_key, org_id=org_id))
@@ -82,7 +83,7 @@ def rewrap_all(db: Database, old_secret: str, new_secret: str) -> tuple[int, int
     return rewrapped, created
 
 
-def _same(column, value):  # type: ignore[no-untyped-def]
+def _same(column: Any, value: bytes | None) -> Any:
     return column.is_(None) if value is None else column == value
 
 
@@ -93,7 +94,8 @@ def _opens_all(db: Database, secret: str) -> bool:
                          .where(Organization.wrapped_data_key.is_not(None))).all()
     try:
         for org_id, wrapped in rows:
-            crypto.unwrap_key(kek, wrapped, org_id=org_id)
+            if wrapped is not None:
+                crypto.unwrap_key(kek, wrapped, org_id=org_id)
     except crypto.DecryptionError:
         return False
     return True
