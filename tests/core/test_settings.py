@@ -73,6 +73,7 @@ def test_blobs_default_to_the_data_dir_unless_a_store_url_is_given(tmp_path: Pat
 
 def test_the_master_secret_comes_from_the_environment_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "secret.key").write_text("f" * 40 + "\n")
+    (tmp_path / "secret.key").chmod(0o600)  # production refuses a file group or others can read
     assert Settings(data_dir=tmp_path).master_secret() == "f" * 40  # the file, stripped
     monkeypatch.setenv("AIAAS_SECRET_KEY", GOOD_SECRET)
     assert Settings(data_dir=tmp_path).master_secret() == GOOD_SECRET
