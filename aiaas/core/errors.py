@@ -30,6 +30,10 @@ HTTP_STATUS: dict[str, int] = {
     "unavailable": 503,
     "base_model_unavailable": 400,
     "internal_error": 500,
+    # Idempotency keys and upload capacity (issue #13).
+    "idempotency_key_reused": 422,
+    "idempotency_key_in_progress": 409,
+    "upload_capacity": 503,
 }
 
 # OpenAI-style "type" per status class.
