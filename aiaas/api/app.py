@@ -127,7 +127,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     if settings.fast_predict_route:  # inside the edge layer: ids, limits, metrics and the 500 still apply
         app.add_middleware(FastPredictMiddleware, handlers=lambda: app.exception_handlers)
     # Idempotency-Key on every POST, the shortcut's included; inside the edge layer, which has checked the key.
-    app.add_middleware(IdempotencyMiddleware, db=db, settings=settings, routes=lambda: app.router.routes)
+    app.add_middleware(IdempotencyMiddleware, db=db, settings=settings,
+                       data_key=lambda org_id: blobs.keyring.data_key(org_id, create=True))
 
     async def authenticate(scope: Scope) -> None:
         await verify_key(Request(scope))

@@ -13,7 +13,8 @@ its organisation (two organisations may use the same key):
 - while the first request runs, the same key gets 409 `idempotency_key_in_progress` with
   Retry-After (as Stripe answers); the SDK retries it.
 
-The body is hashed as it streams past, never buffered. A multipart body is hashed by its parts
+A kept body is encrypted with the organisation's data key (it may hold a secret: POST /v1/api_keys
+answers the new key). The body is hashed as it streams past, never buffered. A multipart body is hashed by its parts
 (headers and data), not its bytes: clients draw a new boundary for every attempt, so a retried upload
 has different bytes but the same parts. A replay needs the caller's key to hold the route's scope, as
 the route itself would. The edge middleware has already checked the key (a request with an
@@ -24,14 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import os
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiaas.api.deps import VERIFIED_KEY
@@ -39,7 +44,7 @@ from aiaas.api.middleware import error_body, scope_header
 from aiaas.core.errors import AiaasError, InvalidRequest
 from aiaas.core.settings import Settings
 from aiaas.security.keys import Principal
-from aiaas.security.policy import required_scope
+from aiaas.security.policy import POLICY
 from aiaas.store import idempotency as store
 from aiaas.store.db import Database
 
@@ -48,6 +53,9 @@ HEADER = b"idempotency-key"
 REPLAYED = b"idempotent-replayed"
 KEPT_HEADERS = (b"content-type", b"location")
 PURGE_EVERY_S = 300.0
+# Every POST route of the policy table as a pattern, with the scope it needs.
+POST_ROUTES = [(re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$"), scope)
+               for (method, path), scope in POLICY.items() if method == "POST"]
 
 
 class BodyHasher:
@@ -123,6 +131,10 @@ class BodyHasher:
         return self.h.hexdigest()
 
 
+def _aad(org_id: str, key: str) -> bytes:
+    return b"aiaas-idempotency\x00" + org_id.encode() + b"\x00" + key.encode()
+
+
 def _boundary(params: str) -> bytes | None:
     for param in params.split(";"):
         name, _, value = param.strip().partition("=")
@@ -144,11 +156,12 @@ async def _drain(receive: Receive, hasher: BodyHasher, done: bool) -> bool:
 
 class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp, *, db: Database, settings: Settings,
-                 routes: Callable[[], Iterable[BaseRoute]]) -> None:
+                 data_key: Callable[[str], bytes]) -> None:
+        """`data_key(org_id)`: the organisation's data key, which encrypts the kept responses."""
         self.app = app
         self.db = db
         self.settings = settings
-        self.routes = routes
+        self.data_key = data_key
         self._next_purge = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -166,19 +179,13 @@ class IdempotencyMiddleware:
                 param="Idempotency-Key"))
             return
         principal: Principal = verified[0]
-        template = self._template(scope)
-        needed = required_scope("POST", template) if template is not None else None
-        if template is None or (needed is not None and not principal.allows(needed)):
+        path, root = scope["path"], scope.get("root_path", "")
+        path = path[len(root):] if root and path.startswith(root) else path
+        route = next((needed for pattern, needed in POST_ROUTES if pattern.match(path)), False)
+        if route is False or (route is not None and not principal.allows(route)):
             await self.app(scope, receive, send)  # no such route, or the route's own 403: nothing to keep
             return
         await self._keyed(scope, receive, send, principal.org_id, key)
-
-    def _template(self, scope: Scope) -> str | None:
-        for route in self.routes():
-            match, _child = route.matches(scope)
-            if match == Match.FULL:
-                return getattr(route, "path_format", None)
-        return None
 
     async def _keyed(self, scope: Scope, receive: Receive, send: Send, org_id: str, key: str) -> None:
         settings = self.settings
@@ -272,8 +279,13 @@ class IdempotencyMiddleware:
             if time.monotonic() >= self._next_purge:
                 self._next_purge = time.monotonic() + PURGE_EVERY_S
                 store.purge_expired(session, ttl_seconds=s.idempotency_ttl_seconds)
-            return store.claim(session, org_id=org_id, key=key, method="POST", path=path,
-                               ttl_seconds=s.idempotency_ttl_seconds, lock_seconds=s.idempotency_lock_seconds)
+            claim = store.claim(session, org_id=org_id, key=key, method="POST", path=path,
+                                ttl_seconds=s.idempotency_ttl_seconds, lock_seconds=s.idempotency_lock_seconds)
+        if claim.body is not None:
+            sealed = claim.body
+            plain = AESGCM(self.data_key(org_id)).decrypt(sealed[:12], sealed[12:], _aad(org_id, key))
+            claim = dataclasses.replace(claim, body=plain)
+        return claim
 
     def _refresh(self, org_id: str, key: str, owner: str) -> None:
         with self.db.session() as session:
@@ -282,9 +294,11 @@ class IdempotencyMiddleware:
 
     def _complete(self, org_id: str, key: str, owner: str, request_hash: str, status: int,
                   headers: list[tuple[str, str]], body: bytes) -> bool:
+        nonce = os.urandom(12)
+        sealed = nonce + AESGCM(self.data_key(org_id)).encrypt(nonce, body, _aad(org_id, key))
         with self.db.session() as session:
             return store.complete(session, org_id=org_id, key=key, owner=owner, request_hash=request_hash,
-                                  status=status, headers=[list(h) for h in headers], body=body)
+                                  status=status, headers=[list(h) for h in headers], body=sealed)
 
     def _release(self, org_id: str, key: str, owner: str) -> None:
         with self.db.session() as session:
