@@ -17,7 +17,7 @@ A kept body is encrypted with the organisation's data key (it may hold a secret:
 answers the new key). The body is hashed as it streams past, never buffered. A multipart body is hashed by its parts
 (headers and data), not its bytes: clients draw a new boundary for every attempt, so a retried upload
 has different bytes but the same parts. A replay needs the caller's key to hold the route's scope, as
-the route itself would. The edge middleware has already checked the key (a request with an
+the route itself would (it is not counted against the key's requests per minute: it runs nothing). The edge middleware has already checked the key (a request with an
 Idempotency-Key is authenticated before its body); without a principal the request passes through.
 """
 
@@ -181,8 +181,8 @@ class IdempotencyMiddleware:
         principal: Principal = verified[0]
         path, root = scope["path"], scope.get("root_path", "")
         path = path[len(root):] if root and path.startswith(root) else path
-        route = next((needed for pattern, needed in POST_ROUTES if pattern.match(path)), False)
-        if route is False or (route is not None and not principal.allows(route)):
+        scopes = [needed for pattern, needed in POST_ROUTES if pattern.match(path)]
+        if not scopes or (scopes[0] is not None and not principal.allows(scopes[0])):
             await self.app(scope, receive, send)  # no such route, or the route's own 403: nothing to keep
             return
         await self._keyed(scope, receive, send, principal.org_id, key)
@@ -248,9 +248,8 @@ class IdempotencyMiddleware:
         saved = False
         try:
             await self.app(scope, hashing_receive, capturing_send)
-            keep = (complete and status is not None and status < 400
-                    and size <= settings.idempotency_max_response_bytes)
-            if keep and await _drain(receive, hasher, body_done):
+            keep = complete and size <= settings.idempotency_max_response_bytes
+            if keep and status is not None and status < 400 and await _drain(receive, hasher, body_done):
                 saved = await run_in_threadpool(self._complete, org_id, key, owner, hasher.hexdigest(),
                                                 status, kept, b"".join(chunks))
                 if not saved:

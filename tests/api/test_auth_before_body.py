@@ -36,7 +36,7 @@ def _routes(tmp_path: Path) -> list[tuple[str, str]]:
     """(method, path template) of every route the app serves, included routers flattened."""
     app = create_app(Settings(env="test", data_dir=tmp_path / "enum", secret_key=TEST_SECRET, job_workers=0))
 
-    def walk(routes) -> list:  # noqa: ANN001
+    def walk(routes) -> list:
         out = []
         for r in routes:
             inner = getattr(r, "original_router", None)

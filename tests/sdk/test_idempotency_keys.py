@@ -17,7 +17,7 @@ from tests.e2e.server import base_env, init, start_server
 from tests.helpers.datasets import toy_csv
 
 
-def _mock(handler) -> Client:  # noqa: ANN001
+def _mock(handler) -> Client:
     http = httpx.Client(transport=httpx.MockTransport(handler), base_url="http://x")
     return Client("http://x", "aiaas_sk_test", http_client=http, max_retries=3)
 
