@@ -34,6 +34,10 @@ HTTP_STATUS: dict[str, int] = {
     # Encryption lifecycle and memory bounds (issue 13).
     "unencrypted_blob": 500,
     "insufficient_memory": 409,
+    # Idempotency keys and upload capacity (issue #13).
+    "idempotency_key_reused": 422,
+    "idempotency_key_in_progress": 409,
+    "upload_capacity": 503,
 }
 
 # OpenAI-style "type" per status class.

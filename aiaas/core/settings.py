@@ -98,6 +98,16 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=0.5, gt=0)
     training_threads: int | None = Field(default=None, gt=0)
 
+    # Uploads and idempotency keys (issue #13). Uploads are held in memory while they are checked, so
+    # the declared bytes of the uploads being received at once are capped (None: 4 x max_upload_bytes);
+    # an upload that does not fit gets 503 `upload_capacity` with Retry-After. A POST's Idempotency-Key
+    # replays its first response for idempotency_ttl_seconds; a claim whose process stops refreshing
+    # its lock for idempotency_lock_seconds can be taken over; larger responses are not kept.
+    upload_bytes_in_flight: int | None = Field(default=None, gt=0)
+    idempotency_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
+    idempotency_lock_seconds: float = Field(default=30.0, gt=0)
+    idempotency_max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, v: Path) -> Path:

@@ -2,6 +2,10 @@
 
 Resources are thin: each method builds one request; `_Transport` sends it. Both clients
 share the resource classes through a `call` function, so sync and async never drift.
+
+Every POST carries an `Idempotency-Key`, new for each call and the same on each of its retries, so
+the server runs a retried POST once (it replays the first answer). That makes POSTs safe to retry
+after a connection error too, and on 409 `idempotency_key_in_progress` (the first try still runs).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import os
 import random
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -33,6 +38,7 @@ from aiaas.sdk.resources import (
 )
 
 RETRY_STATUSES = frozenset({429, 503})
+IN_PROGRESS = "idempotency_key_in_progress"  # 409: the first try of this POST still runs; its answer will come
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
@@ -113,18 +119,24 @@ class _Base(ABC):
                      exc: httpx.TransportError | None) -> float | None:
         """Seconds to wait before the next attempt, or None to stop (raising for transport errors)."""
         if exc is not None:
-            if attempt >= self.max_retries or not req.idempotent:
+            # A POST is safe to send again: its Idempotency-Key makes the server run it once.
+            if attempt >= self.max_retries or not (req.idempotent or req.method == "POST"):
                 raise APIConnectionError(f"Could not reach {self.base_url}: {exc}") from exc
             return _retry_delay(None, attempt)
         assert resp is not None
         if resp.headers.get("x-should-retry", "").lower() == "false":
             return None  # e.g. a quota, or a request larger than the whole limit: waiting cannot help
-        if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
+        retry = resp.status_code in RETRY_STATUSES or (resp.status_code == 409 and _code(resp) == IN_PROGRESS)
+        if retry and attempt < self.max_retries:
             return _retry_delay(resp, attempt)
         return None
 
     def _send_args(self, req: Request) -> dict[str, Any]:
-        return {"json": req.json, "params": req.params, "files": req.files, "data": req.data}
+        """The arguments for every attempt of one call: a POST's Idempotency-Key is drawn once here."""
+        args = {"json": req.json, "params": req.params, "files": req.files, "data": req.data}
+        if req.method == "POST":
+            args["headers"] = {"Idempotency-Key": req.idempotency_key or f"aiaas-sdk-{uuid.uuid4()}"}
+        return args
 
 
 class Client(_Base):
@@ -146,10 +158,11 @@ class Client(_Base):
             after = page["data"][-1]["id"]
 
     def call(self, req: Request) -> Any:
+        args = self._send_args(req)
         for attempt in range(self.max_retries + 1):
             resp, exc = None, None
             try:
-                resp = self._http.request(req.method, req.path, **self._send_args(req))
+                resp = self._http.request(req.method, req.path, **args)
             except httpx.TransportError as e:
                 exc = e
             delay = self._retry_after(req, attempt, resp, exc)
@@ -202,10 +215,11 @@ class AsyncClient(_Base):
             after = page["data"][-1]["id"]
 
     async def call(self, req: Request) -> Any:
+        args = self._send_args(req)
         for attempt in range(self.max_retries + 1):
             resp, exc = None, None
             try:
-                resp = await self._http.request(req.method, req.path, **self._send_args(req))
+                resp = await self._http.request(req.method, req.path, **args)
             except httpx.TransportError as e:
                 exc = e
             delay = self._retry_after(req, attempt, resp, exc)
@@ -248,6 +262,14 @@ def _sse_data(line: str) -> Any:
     if payload == "[DONE]":
         return _DONE
     return json.loads(payload)
+
+
+def _code(resp: httpx.Response) -> str | None:
+    try:
+        code = resp.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _decode(resp: httpx.Response, req: Request) -> Any:

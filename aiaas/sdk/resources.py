@@ -22,6 +22,7 @@ class Request:
     data: Any = None
     raw: bool = False
     idempotent: bool = True
+    idempotency_key: str | None = None  # a POST's key; None: the client draws one per call
 
 
 class Caller(Protocol):
