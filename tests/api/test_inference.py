@@ -101,7 +101,7 @@ async def test_min_replicas_one_is_preloaded_on_start_and_unpinned_on_delete(cli
         uri = registry.get_model(s, org_a.id, model_id).artifact_uri
     restarted = create_app(settings, db=db, migrate_db=False)  # as after a server restart
     async with restarted.router.lifespan_context(restarted):
-        cache = restarted.state.aiaas.services["inference"].cache
+        cache = restarted.state.aiaas.services.inference.local.cache
         for _ in range(200):
             if uri in cache:
                 break
@@ -109,4 +109,4 @@ async def test_min_replicas_one_is_preloaded_on_start_and_unpinned_on_delete(cli
         assert uri in cache and uri in cache.stats()["pinned"]
     r = await client.delete("/v1/deployments/warm", headers=org_a.headers)
     assert r.status_code == 200
-    assert uri not in client._transport.app.state.aiaas.services["inference"].cache.stats()["pinned"]
+    assert uri not in client._transport.app.state.aiaas.services.inference.local.cache.stats()["pinned"]

@@ -85,7 +85,7 @@ async def test_tokens_limit_on_predict(app, client, db, org_a, deployed):
     set_limits(db, org_a.id, rate_limit_tokens_per_minute=30)
     # Limits changed behind the server's back (as `aiaas orgs limits` does from another process) apply once
     # the cached authentication expires; expire it now rather than wait.
-    app.state.aiaas.services["auth_cache"].clear()
+    app.state.aiaas.services.auth_cache.clear()
     body = {"inputs": ["great service thank you"]}  # estimated 5 + 1 + 2 = 8 tokens
     for remaining in (22, 14, 6):
         r = await client.post(f"/v1/deployments/{deployed}/predict", headers=org_a.headers, json=body)
@@ -118,7 +118,7 @@ async def test_redis_limits_are_shared_between_app_instances(settings, db, org_a
     finally:
         for c, a in zip(clients, apps, strict=True):
             await c.aclose()
-            await a.state.aiaas.services["ratelimit"].aclose()
+            await a.state.aiaas.services.ratelimit.aclose()
 
 
 async def test_concurrent_requests_never_exceed_the_limit(client, db, org_a):

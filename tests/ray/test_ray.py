@@ -118,7 +118,7 @@ def test_dispatcher_process_trains_and_serves_for_the_api(ray_session, settings,
             assert np.allclose([d["score"] for d in remote["data"]], [d["score"] for d in local["data"]],
                                atol=1e-4)
             assert (await c.delete("/v1/deployments/on-ray")).status_code == 200
-        await on_ray.state.aiaas.services["inference"].aclose()
+        await on_ray.state.aiaas.services.inference.aclose()
         gateway = GatewayClient(f"http://127.0.0.1:{port}", TEST_SECRET)
         intruder = GatewayClient(f"http://127.0.0.1:{port}", "some-other-secret-" + "y" * 30)
         try:
