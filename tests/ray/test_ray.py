@@ -111,6 +111,8 @@ def test_dispatcher_process_trains_and_serves_for_the_api(ray_session, settings,
             r = await c.post("/v1/deployments", json={"name": "on-ray", "model": job["fine_tuned_model"],
                                                       "min_replicas": 1})
             assert r.status_code == 201, r.text
+            # Its readiness comes from Ray Serve: a replica runs (min_replicas=1).
+            assert (await c.get("/v2/models/on-ray/ready")).json() == {"name": "on-ray", "ready": True}
             remote = (await c.post("/v1/deployments/on-ray/predict", json={"inputs": TEXTS})).json()
             local = (await c.post("/v1/classifications", json={"model": job["fine_tuned_model"],
                                                                "input": TEXTS})).json()

@@ -38,9 +38,10 @@ async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready")
-async def ready() -> dict:
-    return {"ready": True}
+@router.get("/health/ready", responses={503: {"description": "The serving runtime cannot serve."}})
+async def ready(state: StateDep) -> JSONResponse:
+    healthy = await state.services.inference.healthy()
+    return JSONResponse({"ready": healthy}, status_code=200 if healthy else 503)
 
 
 @router.get("/models")

@@ -139,6 +139,10 @@ class InferenceService:
         target = await self.oip_target(org_id, name, version)
         return await self._runtime(target).ready(target.ref)
 
+    async def healthy(self) -> bool:
+        """Whether every runtime can serve (in process: not shut down; Ray: the gateway answers)."""
+        return await self.local.healthy() and (self.remote is None or await self.remote.healthy())
+
     async def oip_target(self, org_id: str, name: str, version: str | None) -> Target:
         if version is not None and version != OIP_VERSION:
             raise NotFound(f"Model '{name}' has no version '{version}'; available: {OIP_VERSION}.")
