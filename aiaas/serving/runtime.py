@@ -205,13 +205,7 @@ class Predictor:
         missing = {"input_ids", "attention_mask"} - set(self._input_names)
         if missing:
             raise InvalidFile(f"{model_file}: graph lacks inputs {sorted(missing)}.")
-        self.info = ModelInfo(
-            task=self.task,
-            labels=tuple(self.labels),
-            thresholds=None if self.thresholds is None else tuple(self.thresholds),
-            embeddings=OUTPUT_EMBEDDINGS in self.outputs,
-            family=meta.get("family") or runtime.get("family"),
-        )
+        self.info = _info(meta, self.labels, self.thresholds, self.outputs)
 
     # -- public API ---------------------------------------------------------------------
     def predict(self, texts: list[str]) -> np.ndarray:
@@ -344,6 +338,17 @@ class Predictor:
         if self.task == "multi_label_classification":
             return sigmoid(logits)
         return logits  # regression: raw values
+
+
+def _info(meta: dict, labels: list[str], thresholds: list[float] | None, outputs: frozenset[str]) -> ModelInfo:
+    """What the serving interface says about a loaded model (serving/interface.py)."""
+    return ModelInfo(
+        task=meta["task"],
+        labels=tuple(labels),
+        thresholds=None if thresholds is None else tuple(thresholds),
+        embeddings=OUTPUT_EMBEDDINGS in outputs,
+        family=meta.get("family") or (meta.get("runtime") or {}).get("family"),
+    )
 
 
 def _choose_file(artifact_dir: Path, runtime: dict, precision: str | None) -> tuple[str, str]:
