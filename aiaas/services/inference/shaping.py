@@ -8,6 +8,7 @@ model card's, else the artifact's, else 0.5.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ def chosen(rows: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 def classification_results(info: ModelInfo, scores: np.ndarray, *, top_k: int | None,
-                           thresholds: Sequence[float] | None = None) -> list[dict]:
+                           thresholds: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """One result per input: label + score + top-k for classifiers, label set for multi-label, value for regression."""
     if info.task == REGRESSION:
         return [{"value": float(row[0])} for row in scores]
@@ -42,7 +43,7 @@ def classification_results(info: ModelInfo, scores: np.ndarray, *, top_k: int | 
     k = min(top_k or len(labels), len(labels))
     multi = info.task == MULTI_LABEL
     tagged = chosen(scores, thresholds_for(len(labels), thresholds, info.thresholds)) if multi else None
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     for n, row in enumerate(scores):
         order = np.argsort(-row)
         ranked = [{"label": labels[i], "score": float(row[i])} for i in order[:k]]
@@ -60,7 +61,8 @@ def trim_embeddings(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
     if dimensions > vectors.shape[1]:
         raise InvalidRequest(f"dimensions must be at most {vectors.shape[1]} for this model.", param="dimensions")
     vectors = vectors[:, :dimensions]
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    normalised: np.ndarray = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return normalised
 
 
 def output_tensors(task: str, info: ModelInfo, rows: np.ndarray,

@@ -78,7 +78,7 @@ class Targets:
 
     async def any(self, org_id: str, name: str, *, param: str = "model") -> Target:
         key = ("target", org_id, name)
-        target = self.lookups.get(key)
+        target: Target | None = self.lookups.get(key)
         if target is None:
             target = await run_in_threadpool(resolve_target, self.db, self.settings, org_id, name, param=param)
             self.lookups.put(key, target)
@@ -86,7 +86,7 @@ class Targets:
 
     async def deployment(self, org_id: str, name: str) -> Target:
         key = ("deployment", org_id, name)
-        target = self.lookups.get(key)
+        target: Target | None = self.lookups.get(key)
         if target is None:
             target = await run_in_threadpool(deployment_target, self.db, org_id, name)
             self.lookups.put(key, target)
