@@ -99,3 +99,14 @@ async def test_deleting_a_model_unloads_it(world):
     assert world.service.local.resident_bytes() > 0
     world.service.model_deleted(world.org_id, MODEL, world.uri)
     assert world.service.local.resident_bytes() == 0
+
+
+async def test_a_model_that_unloads_takes_its_batchers_with_it(world):
+    """The batcher kept per (model, kind) holds the predictor: unloading the model must drop it, or every model
+    ever served stays in memory."""
+    local = world.service.local
+    await world.service.classify(caller_of(world), "svc", ["a"], deployment_only=True)
+    await world.service.embed(caller_of(world), MODEL, ["a"])
+    assert {k[0] for k in local._batchers} == {world.uri} and local.resident_bytes() > 0
+    local.cache.evict(world.uri)  # the way out an idle unload, a budget eviction or a delete all take
+    assert local._batchers == {} and local.resident_bytes() == 0
