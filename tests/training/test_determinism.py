@@ -156,7 +156,9 @@ class StateRecorder(Recorder):
                     repr(_clean(_tensor_free(loaded["optimizer"]))).encode()
                     + b"".join(t.numpy().tobytes() for t in _tensors(loaded["optimizer"]))
                 ).hexdigest(),
-                "sha256_rng": hashlib.sha256(repr(rng["python"]).encode() + rng["torch"].numpy().tobytes()).hexdigest(),
+                "sha256_rng": hashlib.sha256(
+                    repr(rng["python"]).encode() + rng["torch"].numpy().tobytes()
+                ).hexdigest(),
             }
         )
         super().checkpoint(step, path, metrics)
@@ -225,7 +227,9 @@ def assert_close(got: Any, want: Any, where: str = "") -> None:
     """Same structure; strings and ints exactly (numbers inside messages to 4 decimals, as
     printed); floats to 1e-4 relative."""
     if isinstance(want, dict):
-        assert isinstance(got, dict) and sorted(got) == sorted(want), f"{where}: keys {sorted(got)} != {sorted(want)}"
+        assert isinstance(got, dict) and sorted(got) == sorted(want), (
+            f"{where}: keys {sorted(got)} != {sorted(want)}"
+        )
         for key in want:
             assert_close(got[key], want[key], f"{where}.{key}")
     elif isinstance(want, list):
