@@ -385,7 +385,7 @@ def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJ
 
 def _export(model_dir: Path, out_dir: Path, data: Any) -> dict | None:
     try:
-        from aiaas.registry.export_classical import export_trained_model
+        from aiaas.registry.export import export_trained_model
     except ImportError:
         return None
     texts = [e.text for e in data.validation]

@@ -18,7 +18,7 @@ token "▁"), and both n-gram blocks are counted over its ids:
     word n-grams (1..2): "▁not▁", "▁not▁good▁", ... (a word is the ids between two ▁).
 
 Training and serving therefore run the very same tokenizer with the same truncation
-(`MAX_CHARS`), and the ONNX graph (`aiaas.registry.export_classical`) counts the
+(`MAX_CHARS`), and the ONNX graph (`aiaas.registry.export.classical`) counts the
 same n-grams with ONNX's TfIdfVectorizer op. Each block is `(1 + log tf) * idf`,
 L2-normalised on its own; the linear model sees both blocks side by side.
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from aiaas.core.errors import InvalidRequest
-from aiaas.registry.export_classical import export_classical_model, export_trained_model
+from aiaas.registry.export import export_classical_model, export_trained_model
 from aiaas.serving.runtime import load_predictor
 from aiaas.training import TrainConfig, TrainingStopped, classical
 from tests.training.conftest import (

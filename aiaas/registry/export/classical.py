@@ -32,16 +32,19 @@ from pathlib import Path
 
 import numpy as np
 
-from aiaas.core.errors import AiaasError, InvalidRequest
+from aiaas.core.errors import AiaasError
+from aiaas.registry.export.shared import (
+    OPSET,
+    check_precision,
+    latency_fields,
+    measure_latency,
+    validation_set,
+)
 from aiaas.serving import runtime as rt
-from aiaas.serving.agreement import DEFAULT_VALIDATION_TEXTS
 from aiaas.training import classical
 
 logger = logging.getLogger(__name__)
 
-OPSET = 17
-PRECISIONS = ("auto", "fp32", "int8", "bf16")
-MAX_VALIDATION_TEXTS = 1000
 # Graph and scikit-learn predictor may differ by float32 rounding only (relative above 1).
 MAX_ABS_DIFF = 1e-4
 # Rows per run: the dense [rows, features] intermediates are the cost, so small buckets.
@@ -49,16 +52,6 @@ MAX_ABS_DIFF = 1e-4
 # 1 -> 1214 / 498, 4 -> 1464 / 573, 8 -> 1403 / 517, 16 -> 1312 / 460, 32 -> 1274 / 367.
 BUCKET_SIZE = 4
 LATENCY_SAMPLE = 64
-LATENCY_ROUNDS = 3
-
-
-def export_trained_model(model_dir: Path, out_dir: Path, **kwargs: object) -> dict:
-    """Export whatever family trained `model_dir`: the one call a job runner needs."""
-    if classical.is_classical(model_dir):
-        return export_classical_model(model_dir, out_dir, **kwargs)  # type: ignore[arg-type]
-    from aiaas.registry.export import export_model
-
-    return export_model(model_dir, out_dir, **kwargs)  # type: ignore[arg-type]
 
 
 def export_classical_model(
@@ -70,14 +63,11 @@ def export_classical_model(
     precision: str = "auto",
 ) -> dict:
     """Write the ONNX artifact for a tfidf-linear model directory; returns the runtime report."""
-    if precision not in PRECISIONS:
-        raise InvalidRequest(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.", param="precision"
-        )
+    check_precision(precision)
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     model = classical.ClassicalModel.load(model_dir)
-    texts, labels = _validation_set(validation_texts, validation_labels)
+    texts, labels = validation_set(validation_texts, validation_labels)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     onnx_path = out_dir / "model.fp32.onnx"
@@ -123,10 +113,7 @@ def export_classical_model(
             "served_by": "onnx",
             "served_by_reason": "same runtime path as every other model, no scikit-learn or scipy at "
             "serving time; latency of both measured below",
-            "latency_ms": {
-                name: {k: v for k, v in m.items() if k != "seq_per_s"} for name, m in latency.items()
-            },
-            "throughput_seq_s": {name: m["seq_per_s"] for name, m in latency.items()},
+            **latency_fields(latency),
             "validation_texts": len(texts),
             "model_bytes": onnx_path.stat().st_size,
             "export_seconds": round(time.perf_counter() - started, 2),
@@ -247,53 +234,3 @@ def _pool(grams: list[tuple[int, ...]]) -> tuple[list[int], list[int], list[int]
             pool.extend(grams[order[position]])
             position += 1
     return pool, counts, order, min_n, max_n
-
-
-# -- validation and timing ------------------------------------------------------------------
-def _validation_set(texts: list[str] | None, labels: list | None) -> tuple[list[str], list | None]:
-    if texts is None:
-        if labels is not None:
-            raise InvalidRequest("validation_labels needs validation_texts.", param="validation_labels")
-        return list(DEFAULT_VALIDATION_TEXTS), None
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise InvalidRequest(
-            "validation_texts must be a non-empty list of strings.", param="validation_texts"
-        )
-    if labels is not None and len(labels) != len(texts):
-        raise InvalidRequest(
-            f"{len(labels)} validation_labels for {len(texts)} validation_texts.", param="validation_labels"
-        )
-    if len(texts) > MAX_VALIDATION_TEXTS:  # evenly spaced, so a sorted file still gets every class
-        keep = np.linspace(0, len(texts) - 1, MAX_VALIDATION_TEXTS).astype(int)
-        texts = [texts[i] for i in keep]
-        labels = [labels[i] for i in keep] if labels is not None else None
-    return list(texts), list(labels) if labels is not None else None
-
-
-def measure_latency(predictors: dict, texts: list[str]) -> dict[str, dict]:
-    """Single-text latency (p50/p95 of the best of LATENCY_ROUNDS per text) and batch throughput,
-    predictors interleaved round by round so a noisy neighbour hurts every one alike."""
-    single: dict[str, list[list[float]]] = {name: [] for name in predictors}
-    batch: dict[str, list[float]] = {name: [] for name in predictors}
-    for predict in predictors.values():  # warm-up: first runs allocate
-        predict(texts[:2])
-    for _ in range(LATENCY_ROUNDS):
-        for name, predict in predictors.items():
-            timings = []
-            for text in texts:
-                t0 = time.perf_counter()
-                predict([text])
-                timings.append(time.perf_counter() - t0)
-            single[name].append(timings)
-            t0 = time.perf_counter()
-            predict(texts)
-            batch[name].append(time.perf_counter() - t0)
-    report = {}
-    for name in predictors:
-        best = np.min(np.array(single[name]), axis=0) * 1000.0
-        report[name] = {
-            "p50": round(float(np.percentile(best, 50)), 3),
-            "p95": round(float(np.percentile(best, 95)), 3),
-            "seq_per_s": round(len(texts) / min(batch[name]), 1),
-        }
-    return report
