@@ -25,13 +25,13 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from aiaas.core.errors import InvalidFile, InvalidRequest, Unavailable
+from aiaas.protocol.tasks import ARTIFACT_TASKS
 from aiaas.serving.machine import cpu_features, has_int8_dot_product
 
 logger = logging.getLogger(__name__)
 
 META_FILE = "aiaas.json"
 TOKENIZER_FILE = "tokenizer.json"
-TASKS = ("single_label_classification", "multi_label_classification", "regression", "embedding")
 OUTPUT_LOGITS = "logits"
 OUTPUT_EMBEDDINGS = "embeddings"
 
@@ -145,8 +145,8 @@ def read_meta(artifact_dir: Path) -> dict:
         raise InvalidFile(f"'{artifact_dir}' has no {META_FILE}; it is not a model artifact.") from None
     except (OSError, ValueError) as exc:
         raise InvalidFile(f"Could not read {path}: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("task") not in TASKS:
-        raise InvalidFile(f"{path}: 'task' must be one of {', '.join(TASKS)}.")
+    if not isinstance(meta, dict) or meta.get("task") not in ARTIFACT_TASKS:
+        raise InvalidFile(f"{path}: 'task' must be one of {', '.join(ARTIFACT_TASKS)}.")
     return meta
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aiaas.protocol.tasks import EMBEDDING
 from aiaas.registry.export.shared import measure_latency
 from aiaas.serving import runtime as rt
 from aiaas.serving.agreement import GuardDecision, guard_decision
@@ -119,7 +120,7 @@ def judge_first_token(trial: Trial, precision: str, latency_texts: list[str]) ->
 
 def served_outputs(predictor: rt.Predictor, texts: list[str]) -> np.ndarray:
     """What clients would receive: probabilities/values, or embeddings for a headless model."""
-    if predictor.task == "embedding":
+    if predictor.task == EMBEDDING:
         return predictor.embed(texts)
     return predictor.predict(texts)
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from aiaas.core.errors import InvalidFile
+from aiaas.protocol.tasks import EMBEDDING, TASKS
 from aiaas.registry.export import guard, precisions, trace
 from aiaas.registry.export.shared import check_precision, latency_fields, validation_set
 from aiaas.serving import runtime as rt
@@ -19,7 +20,7 @@ from aiaas.serving.machine import cpu_features
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIER_TASKS = ("single_label_classification", "multi_label_classification", "regression")
+CLASSIFIER_TASKS = TASKS  # models with a head; headless encoders go through export_base_model
 LATENCY_SAMPLE = 32
 
 
@@ -56,7 +57,7 @@ def export_base_model(
     """Export a headless encoder (e.g. MiniLM for /v1/embeddings): only the "embeddings" output."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     meta = {
-        "task": "embedding",
+        "task": EMBEDDING,
         "labels": [],
         "max_length": max_length or _default_max_length(model_dir),
         "do_lower_case": _tokenizer_config(model_dir).get("do_lower_case", False),
