@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aiaas.core.clock import now
 from aiaas.core.errors import not_found
 from aiaas.store.models import Model
-from aiaas.store.tenancy import now
 
 _SLUG = re.compile(r"[^a-z0-9-]+")
 

@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aiaas.core.clock import now
 from aiaas.core.ids import new_id
 from aiaas.store.db import Database
 from aiaas.store.models import AuditLog
 from aiaas.store.pagination import page
-from aiaas.store.tenancy import now
 
 ACTIONS = frozenset({
     "api_key.created", "api_key.revoked",

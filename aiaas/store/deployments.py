@@ -8,11 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from aiaas.core.clock import now
 from aiaas.core.errors import Conflict, InvalidRequest, not_found
 from aiaas.core.ids import new_id
 from aiaas.store.models import Deployment
 from aiaas.store.pagination import Order, page
-from aiaas.store.tenancy import now
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
 
