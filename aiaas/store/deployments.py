@@ -60,18 +60,6 @@ def deployments_of_model(session: Session, org_id: str, model: str) -> list[Depl
     return list(session.scalars(select(Deployment).where(Deployment.org_id == org_id, Deployment.model == model)))
 
 
-def deployment_public(row: Deployment) -> dict:
-    return {
-        "id": row.id,
-        "object": "deployment",
-        "name": row.name,
-        "model": row.model,
-        "min_replicas": row.min_replicas,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
-
-
 def pinned_artifacts(session: Session) -> list[str]:
     """Artifact URIs that some deployment keeps loaded (min_replicas=1), across organisations."""
     from aiaas.store.models import Model

@@ -155,17 +155,3 @@ def delete_organization(session: Session, org_id: str) -> dict[str, list[str]]:
     session.delete(org)
     session.flush()
     return leftovers
-
-
-def key_public(row: ApiKey) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "object": "api_key",
-        "name": row.name,
-        "prefix": row.prefix,
-        "scopes": list(row.scopes),
-        "created_at": row.created_at,
-        "expires_at": row.expires_at,
-        "revoked_at": row.revoked_at,
-        "last_used_at": row.last_used_at,
-    }
