@@ -1,7 +1,7 @@
 """Model families, and `auto`: train the cheap one first, the transformer if time allows, keep the better.
 
     transformer    aiaas.training.train: fine-tune a BERT-family encoder (the default)
-    tfidf-linear   aiaas.training.classical: n-gram TF-IDF + a linear model, seconds on a CPU
+    tfidf-linear   aiaas.training.classical(_train): n-gram TF-IDF + a linear model, seconds on a CPU
     auto           both, judged on the validation set by the engine's selection metric
 
 Why auto trains tfidf-linear first: it takes seconds, so a job always has a model, and
@@ -33,6 +33,7 @@ import numpy as np
 from aiaas.core.errors import AiaasError, InvalidRequest
 from aiaas.training import batching, classical, components, hyperparams, metrics, runtime
 from aiaas.training.base_models import MINILM_ID
+from aiaas.training.classical_train import train_classical
 from aiaas.training.config import TrainConfig
 from aiaas.training.loop import PERIODIC_MIN_SECONDS, train
 from aiaas.training.types import PreparedDataLike, TrainCallbacks, TrainingStopped, TrainResult
@@ -125,7 +126,7 @@ def train_family(
         _annotate(result.model_dir, {"family": TRANSFORMER})
         return _as_family(result, TRANSFORMER)
     if family == classical.FAMILY:
-        return _as_family(classical.train_classical(config, data, work_dir, callbacks), classical.FAMILY)
+        return _as_family(train_classical(config, data, work_dir, callbacks), classical.FAMILY)
     if family == AUTO:
         budget = DEFAULT_TIME_BUDGET_S if time_budget_s is None else float(time_budget_s)
         return _train_auto(config, data, work_dir, callbacks, base_models_dir, budget)
@@ -144,7 +145,7 @@ def _train_auto(
     started = time.monotonic()
     task = config.task
     metric, _ = metrics.SELECTION[task]
-    classic = classical.train_classical(config, data, work_dir / classical.FAMILY, callbacks)
+    classic = train_classical(config, data, work_dir / classical.FAMILY, callbacks)
     candidates: dict[str, dict[str, Any]] = {
         classical.FAMILY: _candidate(task, classic, time.monotonic() - started)
     }

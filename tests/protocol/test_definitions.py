@@ -63,4 +63,5 @@ def test_every_package_uses_the_one_task_list() -> None:
     assert data_types.TASKS is tasks.TASKS and data_types.Task is tasks.Task
     assert config.TASKS is tasks.TASKS and pipeline.CLASSIFIER_TASKS is tasks.TASKS
     assert runtime.ARTIFACT_TASKS == (*tasks.TASKS, "embedding")
-    assert jobs.JobCreate.model_fields["task"].default == tasks.DEFAULT_TASK == TrainConfig(base_model="x").task
+    default = jobs.JobCreate.model_fields["task"].default
+    assert default == tasks.DEFAULT_TASK == TrainConfig(base_model="x").task

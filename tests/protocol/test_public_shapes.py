@@ -99,7 +99,8 @@ def test_audit_record() -> None:
     )
     assert _dump(audit.log_public(row)) == (
         '{"id":"log-1","object":"audit_log","created_at":9,"action":"api_key.created",'
-        '"actor":{"type":"api_key","id":"key-1"},"target":null,"request_id":"req","client_ip":"::1","details":{}}'
+        '"actor":{"type":"api_key","id":"key-1"},"target":null,"request_id":"req","client_ip":"::1",'
+        '"details":{}}'
     )
 
 
