@@ -28,7 +28,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,24 +91,7 @@ def export_classical_model(
     (out_dir / rt.META_FILE).write_text(json.dumps(meta, indent=2))
 
     served = rt.load_predictor(out_dir)
-    reference = model.predict(texts)
-    got = served.predict(texts)
-    # Relative beyond 1: regression values may be in the thousands, float32 keeps ~7 digits.
-    scaled = np.abs(got - reference) / np.maximum(1.0, np.abs(reference))
-    diff = float(scaled.max()) if len(texts) else 0.0
-    if not diff <= MAX_ABS_DIFF:
-        raise AiaasError(
-            f"The exported tfidf-linear graph disagrees with the trained model (max diff {diff:.2e} > "
-            f"{MAX_ABS_DIFF:g}); the n-gram counting in ONNX and scikit-learn differ."
-        )
-    runtime["onnx_vs_sklearn_max_abs_diff"] = diff
-    if labels is not None and model.task == "single_label_classification" and model.labels:
-        index = {label: i for i, label in enumerate(model.labels)}
-        truth = np.array([index.get(label, -1) for label in labels])
-        runtime["accuracy"] = {
-            "fp32": float((got.argmax(axis=1) == truth).mean()),
-            "sklearn": float((reference.argmax(axis=1) == truth).mean()),
-        }
+    runtime.update(_check_agreement(model, served, texts, labels))
     latency = measure_latency({"onnx": served.predict, "sklearn": model.predict}, texts[:LATENCY_SAMPLE])
     runtime.update(
         {
@@ -123,6 +108,32 @@ def export_classical_model(
     (out_dir / rt.META_FILE).write_text(json.dumps(meta, indent=2))
     logger.info("exported %s -> %s (%s features)", model_dir, out_dir, model.featurizer.n_features)
     return runtime
+
+
+def _check_agreement(
+    model: classical.ClassicalModel, served: rt.Predictor, texts: list[str], labels: list | None
+) -> dict:
+    """The served graph against the scikit-learn/scipy predictor on the validation texts: their
+    largest difference (an error past MAX_ABS_DIFF), and both accuracies when labels are known."""
+    reference = model.predict(texts)
+    got = served.predict(texts)
+    # Relative beyond 1: regression values may be in the thousands, float32 keeps ~7 digits.
+    scaled = np.abs(got - reference) / np.maximum(1.0, np.abs(reference))
+    diff = float(scaled.max()) if len(texts) else 0.0
+    if not diff <= MAX_ABS_DIFF:
+        raise AiaasError(
+            f"The exported tfidf-linear graph disagrees with the trained model (max diff {diff:.2e} > "
+            f"{MAX_ABS_DIFF:g}); the n-gram counting in ONNX and scikit-learn differ."
+        )
+    report: dict = {"onnx_vs_sklearn_max_abs_diff": diff}
+    if labels is not None and model.task == "single_label_classification" and model.labels:
+        index = {label: i for i, label in enumerate(model.labels)}
+        truth = np.array([index.get(label, -1) for label in labels])
+        report["accuracy"] = {
+            "fp32": float((got.argmax(axis=1) == truth).mean()),
+            "sklearn": float((reference.argmax(axis=1) == truth).mean()),
+        }
+    return report
 
 
 # -- the graph ------------------------------------------------------------------------------
@@ -146,45 +157,13 @@ def build_graph(model: classical.ClassicalModel):  # -> onnx.ModelProto
     column = 0
     n_out = model.head.weights.shape[1]
     for block in model.featurizer.blocks:
-        b = block.name
         width = len(block)
         if width == 0:
             continue
-        pool, counts, indexes, min_n, max_n = _pool(block.grams)
-        nodes.append(
-            helper.make_node(
-                "TfIdfVectorizer",
-                ["ids"],
-                [f"{b}_tf"],
-                name=f"{b}_ngrams",
-                mode="TF",
-                min_gram_length=min_n,
-                max_gram_length=max_n,
-                max_skip_count=0,
-                ngram_counts=counts,
-                ngram_indexes=indexes,
-                pool_int64s=pool,
-            )
-        )
-        idf = block.idf.astype(np.float32)
         weights = model.head.weights[column : column + width].astype(np.float32)
         column += width
-        const(f"{b}_idf", idf.reshape(1, -1))
-        const(f"{b}_w", weights)
-        nodes += [
-            helper.make_node("Greater", [f"{b}_tf", "zero_f"], [f"{b}_present"]),
-            helper.make_node("Log", [f"{b}_tf"], [f"{b}_log"]),  # -inf where absent; Where drops it
-            helper.make_node("Add", [f"{b}_log", "one_f"], [f"{b}_sub"]),
-            helper.make_node("Where", [f"{b}_present", f"{b}_sub", "zero_f"], [f"{b}_s"]),
-            helper.make_node("Mul", [f"{b}_s", f"{b}_idf"], [f"{b}_v"]),
-            # A reduction, not a [F, 1] MatMul: measured 2.5 -> 1.9 ms per text with 97k features.
-            helper.make_node("ReduceSumSquare", [f"{b}_v"], [f"{b}_norm2"], axes=[1], keepdims=1),
-            helper.make_node("Sqrt", [f"{b}_norm2"], [f"{b}_norm_raw"]),
-            helper.make_node("Max", [f"{b}_norm_raw", "eps_f"], [f"{b}_norm"]),
-            helper.make_node("MatMul", [f"{b}_v", f"{b}_w"], [f"{b}_raw"]),
-            helper.make_node("Div", [f"{b}_raw", f"{b}_norm"], [f"{b}_part"]),
-        ]
-        parts.append(f"{b}_part")
+        nodes += _block_nodes(block, weights, const)
+        parts.append(f"{block.name}_part")
     const("bias", model.head.bias.astype(np.float32).reshape(1, n_out))
     nodes.append(helper.make_node("Sum", [*parts, "bias"], ["logits_sum"]))
     # A [N, 1] bias alone would not follow a batch of N; Expand to the batch size.
@@ -210,6 +189,43 @@ def build_graph(model: classical.ClassicalModel):  # -> onnx.ModelProto
     onnx_model.ir_version = min(onnx_model.ir_version, 9)
     onnx.checker.check_model(onnx_model)
     return onnx_model
+
+
+def _block_nodes(block: Any, weights: np.ndarray, const: Callable[[str, np.ndarray], str]) -> list:
+    """One n-gram block's part of the logits: `(v @ W) / max(||v||, 1e-12)` with `v` its sublinear
+    tf-idf (the module docstring), as nodes reading "ids" and writing "<block>_part"."""
+    from onnx import helper
+
+    b = block.name
+    pool, counts, indexes, min_n, max_n = _pool(block.grams)
+    const(f"{b}_idf", block.idf.astype(np.float32).reshape(1, -1))
+    const(f"{b}_w", weights)
+    return [
+        helper.make_node(
+            "TfIdfVectorizer",
+            ["ids"],
+            [f"{b}_tf"],
+            name=f"{b}_ngrams",
+            mode="TF",
+            min_gram_length=min_n,
+            max_gram_length=max_n,
+            max_skip_count=0,
+            ngram_counts=counts,
+            ngram_indexes=indexes,
+            pool_int64s=pool,
+        ),
+        helper.make_node("Greater", [f"{b}_tf", "zero_f"], [f"{b}_present"]),
+        helper.make_node("Log", [f"{b}_tf"], [f"{b}_log"]),  # -inf where absent; Where drops it
+        helper.make_node("Add", [f"{b}_log", "one_f"], [f"{b}_sub"]),
+        helper.make_node("Where", [f"{b}_present", f"{b}_sub", "zero_f"], [f"{b}_s"]),
+        helper.make_node("Mul", [f"{b}_s", f"{b}_idf"], [f"{b}_v"]),
+        # A reduction, not a [F, 1] MatMul: measured 2.5 -> 1.9 ms per text with 97k features.
+        helper.make_node("ReduceSumSquare", [f"{b}_v"], [f"{b}_norm2"], axes=[1], keepdims=1),
+        helper.make_node("Sqrt", [f"{b}_norm2"], [f"{b}_norm_raw"]),
+        helper.make_node("Max", [f"{b}_norm_raw", "eps_f"], [f"{b}_norm"]),
+        helper.make_node("MatMul", [f"{b}_v", f"{b}_w"], [f"{b}_raw"]),
+        helper.make_node("Div", [f"{b}_raw", f"{b}_norm"], [f"{b}_part"]),
+    ]
 
 
 def save_graph(model: classical.ClassicalModel, path: Path) -> Path:
