@@ -1,14 +1,14 @@
 """train(): the one fine-tuning loop.
 
 `train()` reads top to bottom: data, hyperparameters, model and optimizer, resume, the epochs,
-the final model. The pieces it names live below it in the same order: `_tokenize`,
-`_hyperparameters`, `_Trainer` (one epoch of steps, the end-of-epoch evaluation, checkpoints,
-the final model) and `RunState`, everything a checkpoint must carry to continue a run.
+the final model. The pieces it names live below it in the same order: `_hyperparameters` and
+`_Trainer` (resume, one epoch of steps, the end-of-epoch evaluation, checkpoints, the final
+model), moving a `checkpoints.RunState`, everything a checkpoint must carry to continue a run.
+Building blocks (tokenizing the splits, the schedule, losses) are in `components`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import random
@@ -23,6 +23,7 @@ import numpy as np
 from aiaas.core.errors import InvalidRequest
 from aiaas.training import artifact, batching, checkpoints, components, hyperparams, metrics, runtime
 from aiaas.training.base_models import ResolvedBaseModel
+from aiaas.training.checkpoints import RunState
 from aiaas.training.config import TrainConfig
 from aiaas.training.hyperparams import ResolvedHyperparameters
 from aiaas.training.types import PreparedDataLike, TrainCallbacks, TrainingStopped, TrainResult
@@ -67,7 +68,7 @@ def train(
 
     with runtime.torch_threads(threads):
         # ---- data: tokenize once, no padding (batches pad to their own longest text) ----
-        sets = _tokenize(config, data, base, labels, check_stop)
+        sets = components.tokenize_splits(config, data, base, labels, check_stop)
 
         # ---- hyperparameters: resolve every "auto", with reasons ----
         hp, hparams = _hyperparameters(config, base, sets, device, precision, precision_why, threads)
@@ -81,7 +82,8 @@ def train(
         optimizer, fused = components.optimizer(model, config, hp.learning_rate, device)
         hparams["freeze_embeddings"], hparams["fused_optimizer"] = frozen, fused
         hparams.setdefault("reasons", {})["freeze_embeddings"] = frozen_why
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_then_linear_decay(hp))
+        lr_factor = components.warmup_then_linear_decay(hp.warmup_steps, hp.total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
         trainer = _Trainer(
             config, callbacks, check_stop, work_dir, base, labels, sets, hp, device, precision,
             model, optimizer, scheduler,
@@ -104,81 +106,10 @@ def train(
         return trainer.finish(state)
 
 
-@dataclass(kw_only=True)
-class RunState:
-    """Where a run is: everything a checkpoint saves besides weights, optimizer, scheduler and RNG.
-
-    Saved as a plain dict (`to_dict`, `trainer_state.pt`), so it loads under weights_only.
-    """
-
-    step: int = 0
-    epoch: int = 0  # epochs completed
-    batch_in_epoch: int = 0  # batches of the current epoch already trained
-    trained_tokens: int = 0
-    epoch_loss_sum: float = 0.0
-    epoch_loss_count: int = 0
-    best_score: list[float] | None = None  # metrics.selection_score of the best evaluation
-    best_step: int | None = None
-    best_metrics: dict[str, Any] | None = None
-    bad_epochs: int = 0  # evaluations since the best one
-    stopped_early: bool = False
-    metrics: dict[str, Any] = field(default_factory=dict)  # the latest record, for checkpoint callbacks
-    history: list[dict[str, Any]] = field(default_factory=list)
-    config: dict[str, Any]
-    hyperparameters: dict[str, Any]  # resolved values, with "reasons"
-    fingerprint: str  # of the task, labels and data: a resume must see the same
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> RunState:
-        return cls(**saved)
-
-
-@dataclass
-class _Sets:
-    """The tokenized splits, and how regression targets were standardized."""
-
-    tokenizer: Any
-    max_length: int
-    train: batching.Encoded
-    validation: batching.Encoded
-    scaling: dict[str, float] | None  # regression only: {"mean", "std"} of the training targets
-
-
-def _tokenize(
-    config: TrainConfig,
-    data: PreparedDataLike,
-    base: ResolvedBaseModel,
-    labels: list[str],
-    check_stop: Callable[[], None],
-) -> _Sets:
-    task = config.task
-    tokenizer = components.load_tokenizer(base)
-    max_length = components.max_length(config.max_length, base, tokenizer)
-    y_train = batching.encode_targets(task, [ex.label for ex in data.train], labels, split="train")
-    y_val = batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
-    scaling: dict[str, float] | None = None
-    if task == "regression":
-        # Standardized targets keep the MSE gradients sane whatever the user's units.
-        mean, std = float(y_train.mean()), float(y_train.std()) or 1.0
-        scaling = {"mean": mean, "std": std}
-        y_train, y_val = (y_train - mean) / std, (y_val - mean) / std
-
-    def encode(examples: Any, targets: np.ndarray) -> batching.Encoded:
-        texts = [ex.text for ex in examples]
-        return batching.Encoded(
-            batching.tokenize(tokenizer, texts, max_length, check_stop=check_stop), targets
-        )
-
-    return _Sets(tokenizer, max_length, encode(data.train, y_train), encode(data.validation, y_val), scaling)
-
-
 def _hyperparameters(
     config: TrainConfig,
     base: ResolvedBaseModel,
-    sets: _Sets,
+    sets: components.TokenizedSplits,
     device: str,
     precision: str,
     precision_why: str,
@@ -203,17 +134,6 @@ def _hyperparameters(
         "selection_metric": metrics.SELECTION[config.task][0],
         "omp_wait_policy_passive": runtime.omp_passive_in_effect(),
     }
-
-
-def _warmup_then_linear_decay(hp: ResolvedHyperparameters) -> Callable[[int], float]:
-    warmup, total = hp.warmup_steps, hp.total_steps
-
-    def lr_factor(s: int) -> float:  # linear warmup to the peak, then linear decay to 0
-        if s < warmup:
-            return (s + 1) / warmup
-        return max(0.0, (total - s) / max(1, total - warmup))
-
-    return lr_factor
 
 
 @dataclass
@@ -242,7 +162,7 @@ class _Trainer:
         work_dir: Path,
         base: ResolvedBaseModel,
         labels: list[str],
-        sets: _Sets,
+        sets: components.TokenizedSplits,
         hp: ResolvedHyperparameters,
         device: str,
         precision: str,
