@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast bench-serving bench-training bench-quality clean
+.PHONY: venv demo check test test-fast bench-serving bench-training bench-quality clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,13 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/aiaas quickstart
 
-test: $(STAMP)
+# The layers (pyproject.toml [tool.importlinter], docs/design.md) and the types ([tool.mypy]); each failure
+# names the import or the line. Both cache their work (.import_linter_cache, .mypy_cache): a few seconds warm.
+check: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
+
+test: $(STAMP) check
 	# Supply chain: bandit (every finding reviewed) and pip-audit. Where PyPI's vulnerability API is not
 	# reachable (this kind of machine), pip-audit's gap is reported loudly instead of failing the run.
 	AUDIT_ALLOW_OFFLINE=$${AUDIT_ALLOW_OFFLINE:-1} PYTHON=$(PY) bash tests/hostile/audit.sh
@@ -50,4 +56,4 @@ bench-quality: $(BENCH_STAMP)
 	$(PY) -m bench.quality.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .import_linter_cache build *.egg-info

@@ -11,23 +11,27 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.requests import Request
+from starlette.types import Scope
 
 from aiaas import __version__
-from aiaas.api.deps import AppState
+from aiaas.api.deps import AppState, verify_key
 from aiaas.api.errors import install_error_handlers
 from aiaas.api.fastpath import FastPredictMiddleware
-from aiaas.api.middleware import EdgeMiddleware
+from aiaas.api.idempotency import IdempotencyMiddleware
+from aiaas.api.middleware import ByteBudget, EdgeMiddleware
 from aiaas.api.routes import (
     audit_logs, deployments, files, fine_tuning, health, inference, keys, models, oip, usage,
 )
 from aiaas.core.settings import Settings, get_settings
 from aiaas.protocol.common import ErrorResponse, OipErrorResponse, declared_errors
+from aiaas.security.policy import POLICY, PUBLIC
 from aiaas.security.ratelimit import create_rate_limiter
 from aiaas.security.ttlcache import TtlCache
 from aiaas.services.inference import InferenceService
 from aiaas.services.usage import UsageRecorder
 from aiaas.store import migrate
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.db import Database
 from aiaas.store.encrypted import encrypted
 
@@ -122,6 +126,20 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     if settings.fast_predict_route:  # inside the edge layer: ids, limits, metrics and the 500 still apply
         app.add_middleware(FastPredictMiddleware, handlers=lambda: app.exception_handlers)
-    # Request id, NUL check, catch-all 500, metrics, body limit, rate-limit headers: one layer.
-    app.add_middleware(EdgeMiddleware, registry=app.state.metrics_registry, limit_for=limit_for)
+    # Idempotency-Key on every POST, the shortcut's included; inside the edge layer, which has checked the key.
+    app.add_middleware(IdempotencyMiddleware, db=db, settings=settings,
+                       data_key=lambda org_id: blobs.keyring.data_key(org_id, create=True))
+
+    async def authenticate(scope: Scope) -> None:
+        await verify_key(Request(scope))
+
+    public = {path for (_method, path), scope in POLICY.items() if scope is PUBLIC}
+    public |= {p for p in (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p}
+    uploads = ByteBudget(settings.upload_bytes_in_flight or 4 * settings.max_upload_bytes)
+    # Request id, NUL check, catch-all 500, metrics, key before body, body limit, upload bytes in flight,
+    # rate-limit headers: one layer.
+    app.add_middleware(
+        EdgeMiddleware, registry=app.state.metrics_registry, limit_for=limit_for, authenticate=authenticate,
+        public_paths=frozenset(public), budget_for=lambda path: uploads if path.startswith(UPLOAD_PATHS) else None,
+    )
     return app

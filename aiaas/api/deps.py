@@ -169,11 +169,17 @@ async def charge_tokens(request: Request, tokens: int) -> None:
         raise _refusal(decision)
 
 
-async def get_principal(request: Request) -> Principal:
-    state = app_state(request)  # not a sub-dependency: FastAPI's resolver costs more than the lookup
-    route = request.scope.get("route")
-    template = getattr(route, "path_format", request.url.path)
-    needed = required_scope(request.method, template)
+VERIFIED_KEY = "verified_key"  # key in the request state: (principal, organisation settings)
+
+
+async def verify_key(request: Request) -> tuple[Principal, dict[str, Any]]:
+    """The caller's key checked (format and checksum first, then the cached lookup), or
+    AuthenticationFailed. Kept in the request state: the edge middleware checks it before reading
+    a body (aiaas/api/middleware.py), and the route's get_principal does not check it again."""
+    done = request.scope.get("state", {}).get(VERIFIED_KEY)
+    if done is not None:
+        return done
+    state = app_state(request)
     token = _bearer(request)
     cache: TtlCache | None = state.services.get("auth_cache")
     digest = hash_key(token)
@@ -189,6 +195,16 @@ async def get_principal(request: Request) -> Principal:
             raise
         if cache is not None:
             cache.put(digest, (principal, org_settings, expires_at))
+    request.scope.setdefault("state", {})[VERIFIED_KEY] = (principal, org_settings)
+    return principal, org_settings
+
+
+async def get_principal(request: Request) -> Principal:
+    state = app_state(request)  # not a sub-dependency: FastAPI's resolver costs more than the lookup
+    route = request.scope.get("route")
+    template = getattr(route, "path_format", request.url.path)
+    needed = required_scope(request.method, template)
+    principal, org_settings = await verify_key(request)
     limits = org_limits(state.settings, org_settings)
     request.state.principal = principal
     request.state.limits = limits

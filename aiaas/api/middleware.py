@@ -10,12 +10,12 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aiaas.core.errors import PayloadTooLarge, type_for
+from aiaas.core.errors import AiaasError, AuthenticationFailed, PayloadTooLarge, Unavailable, type_for
 
 log = logging.getLogger(__name__)
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -54,11 +54,39 @@ def _json_error(path: str, message: str, *, kind: str, code: str, request_id: st
     ).encode()
 
 
-def error_body(path: str, exc: PayloadTooLarge, request_id: str) -> bytes:
+def error_body(path: str, exc: AiaasError, request_id: str) -> bytes:
     if path.startswith("/v2"):
         return json.dumps({"error": exc.message}).encode()
     detail = exc.to_dict() | {"request_id": request_id}
     return json.dumps({"error": detail}).encode()
+
+
+class ByteBudget:
+    """Request-body bytes that may be in flight at once (uploads are held in memory while they are
+    checked). Used from the event loop only, so it needs no lock. A request larger than the whole
+    budget takes all of it: it runs alone rather than never."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+
+    def take(self, wanted: int) -> int | None:
+        """Reserve `wanted` bytes; the amount reserved, or None when they do not fit now."""
+        wanted = min(wanted, self.capacity)
+        if self.used + wanted > self.capacity:
+            return None
+        self.used += wanted
+        return wanted
+
+    def give(self, taken: int) -> None:
+        self.used -= taken
+
+
+def _carries_body(scope: Scope, declared: str | None) -> bool:
+    """The request announces a body (or an Idempotency-Key, whose organisation must be known first)."""
+    if declared is not None and declared.strip() not in ("", "0"):
+        return True
+    return any(k in (b"transfer-encoding", b"idempotency-key") for k, _ in scope.get("headers", []))
 
 
 class EdgeMiddleware:
@@ -77,7 +105,14 @@ class EdgeMiddleware:
        would have answered;
     6. the `x-ratelimit-*` headers the request earned (left in `scope["state"]` by the auth
        dependency and `charge_tokens`) on its response, success or 429 alike; headers the
-       response already has win.
+       response already has win;
+    7. authentication before bodies: a request that announces a body (or an Idempotency-Key) on
+       any path but the public ones has its key checked by `authenticate` (which leaves the
+       principal in the request state for the route) before a byte of the body is read; a
+       missing or bad key gets its 401 at once, with `Connection: close`;
+    8. bytes in flight: a request whose path has a `budget_for` budget (uploads) reserves its
+       declared length (the path's limit when it declares none) for as long as it runs; when
+       that does not fit it gets 503 `upload_capacity` with Retry-After, its body unread.
     """
 
     def __init__(
@@ -87,9 +122,15 @@ class EdgeMiddleware:
         registry: CollectorRegistry,
         limit_for: Callable[[str], int],
         ratelimit_state_key: str = "ratelimit_headers",
+        authenticate: Callable[[Scope], Awaitable[object]] | None = None,
+        public_paths: frozenset[str] = frozenset(),
+        budget_for: Callable[[str], ByteBudget | None] = lambda _path: None,
     ) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.authenticate = authenticate
+        self.public_paths = public_paths
+        self.budget_for = budget_for
         self.ratelimit_state_key = ratelimit_state_key
         self.requests = Counter(
             "aiaas_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=registry
@@ -186,11 +227,40 @@ class EdgeMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        async def refuse(exc: AiaasError) -> None:
+            """An answer given instead of reading the body: the connection closes after it."""
+            nonlocal status, started
+            status, started = exc.status, True
+            headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+            await _respond(send, exc.status, error_body(path, exc, rid),
+                           [rid_header, (b"connection", b"close"), *headers])
+
+        reserved, budget = 0, None
         try:
             declared = scope_header(scope, b"content-length")
+            has_body = _carries_body(scope, declared)
+            if has_body and self.authenticate is not None and path not in self.public_paths:
+                try:
+                    await self.authenticate(scope)
+                except AuthenticationFailed as exc:
+                    await refuse(exc)
+                    return
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 await reject_too_large()
                 return
+            budget = self.budget_for(path) if has_body else None
+            if budget is not None:
+                wanted = int(declared) if declared is not None and declared.isdigit() else limit
+                taken = budget.take(wanted)
+                if taken is None:
+                    await refuse(Unavailable(
+                        f"The server is receiving {budget.used} bytes of uploads already and this one "
+                        f"({wanted} bytes) does not fit in AIAAS_UPLOAD_BYTES_IN_FLIGHT ({budget.capacity}); "
+                        "retry after the Retry-After seconds.",
+                        code="upload_capacity", headers={"Retry-After": "1"},
+                    ))
+                    return
+                reserved = taken
             await self.app(scope, limited_receive, edge_send)
         except PayloadTooLarge:
             if not started:
@@ -204,6 +274,8 @@ class EdgeMiddleware:
             body = _json_error(path, message, kind="server_error", code="internal_error", request_id=rid)
             await _respond(send, 500, body, [rid_header])
         finally:
+            if budget is not None and reserved:
+                budget.give(reserved)
             route = scope.get("route")
             template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
             self.requests.labels(scope["method"], template, str(status)).inc()
@@ -221,4 +293,4 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["EdgeMiddleware", "request_id_var", "scope_header", "type_for"]
+__all__ = ["ByteBudget", "EdgeMiddleware", "request_id_var", "scope_header", "type_for"]

@@ -8,12 +8,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from aiaas.cli.common import DataDirOpt, DbOpt, apply_env, console, handle_errors, print_json
+
+if TYPE_CHECKING:
+    from aiaas.core.settings import Settings
+    from aiaas.jobs.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +25,7 @@ orgs_app = typer.Typer(help="Organisations (run on the server host by the operat
 
 
 @contextlib.contextmanager
-def _database() -> Iterator[tuple[Any, Any]]:
+def operator_database() -> Iterator[tuple[Any, Any]]:
     """Settings and a migrated database, disposed of afterwards."""
     from aiaas.core.settings import get_settings
     from aiaas.store import migrate
@@ -53,7 +57,7 @@ def init(
     apply_env(data_dir, database_url)
     settings = get_settings()
     created_secret = write_secret(settings)
-    with _database() as (settings, db), db.session() as s:
+    with operator_database() as (settings, db), db.session() as s:
         console.print(f"data directory: {settings.data_dir}")
         kept = "created, mode 0600" if created_secret else "kept"
         console.print(f"master secret:  {settings.secret_file} ({kept})")
@@ -77,7 +81,7 @@ def orgs_create(
     from aiaas.store import tenancy
 
     apply_env(data_dir, database_url)
-    with _database() as (_settings, db), db.session() as s:
+    with operator_database() as (_settings, db), db.session() as s:
         org, _row, key = tenancy.create_organization(s, name)
     console.print(f"organisation {org.name} ({org.id}); admin API key (shown once):")
     print(key)
@@ -98,10 +102,10 @@ def orgs_delete(
     """
     from aiaas.services import audit
     from aiaas.store import tenancy
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
 
     apply_env(data_dir, database_url)
-    with _database() as (settings, db):
+    with operator_database() as (settings, db):
         with db.session() as s:
             org_id = tenancy.get_organization_by_name(s, name).id
         if not yes:
@@ -143,7 +147,7 @@ def orgs_limits(
     from aiaas.store import tenancy
 
     apply_env(data_dir, database_url)
-    with _database() as (settings, db), db.session() as s:
+    with operator_database() as (settings, db), db.session() as s:
         org = tenancy.get_organization_by_name(s, name)
         if set_:
             tenancy.update_organization_settings(s, org.id, quotas.parse_overrides(set_))
@@ -173,7 +177,7 @@ def orgs_audit_logs(
     from aiaas.store import tenancy
 
     apply_env(data_dir, database_url)
-    with _database() as (_settings, db), db.session() as s:
+    with operator_database() as (_settings, db), db.session() as s:
         org_id = tenancy.get_organization_by_name(s, name).id if name else None
         rows, _ = audit.list_logs(s, org_id, after=None, limit=limit)
         records = [log_public(r) for r in rows]
@@ -211,6 +215,7 @@ def serve(
         os.environ["AIAAS_JOB_WORKERS"] = str(job_workers)
     settings = get_settings()
     settings.master_secret()  # fail here, clearly, rather than in every server process
+    sweep_at_start(settings)
     if settings.cluster_address and job_workers is None:
         # On a cluster, training runs as Ray tasks started by `aiaas ray-dispatcher`, not local workers.
         os.environ["AIAAS_JOB_WORKERS"] = "0"
@@ -237,7 +242,38 @@ def serve(
             pool.stop()
 
 
-def shared_limits_warning(workers: int, settings) -> str | None:  # type: ignore[no-untyped-def]
+def sweep_at_start(settings: Settings) -> None:
+    """Remove plaintext that killed processes left behind: private /dev/shm copies of dead processes, and
+    work directories of jobs that have ended (in any state) or no longer exist."""
+    from sqlalchemy import select
+
+    from aiaas.core.settings import make_private_dir
+    from aiaas.store import jobs as job_store
+    from aiaas.store.db import Database
+    from aiaas.store.encrypted import sweep_stale_plaintext
+    from aiaas.store.models import FineTuningJob
+
+    make_private_dir(settings.data_dir)
+    sweep_stale_plaintext()
+    jobs_dir = settings.jobs_dir
+    if not jobs_dir.is_dir():
+        return
+    db = Database(settings.sqlalchemy_url)
+    try:
+        with db.session() as s:
+            live = set(s.scalars(select(FineTuningJob.id).where(FineTuningJob.status.not_in(job_store.TERMINAL))))
+    except Exception:  # noqa: BLE001 - not migrated yet (first start): the server migrates; sweep next time
+        log.debug("job directory sweep skipped", exc_info=True)
+        return
+    finally:
+        db.dispose()
+    for path in jobs_dir.iterdir():
+        if path.is_dir() and path.name not in live:
+            shutil.rmtree(path, ignore_errors=True)
+            log.warning("removed the work directory of ended job %s", path.name)
+
+
+def shared_limits_warning(workers: int, settings: Settings) -> str | None:
     """Several API processes with in-memory rate limits each count their own requests."""
     if workers > 1 and settings.rate_limit_url in (None, "", "memory://"):
         return (
@@ -248,7 +284,7 @@ def shared_limits_warning(workers: int, settings) -> str | None:  # type: ignore
     return None
 
 
-def _start_job_workers(n: int):  # type: ignore[no-untyped-def]
+def _start_job_workers(n: int) -> WorkerPool | None:
     if n <= 0:
         return None
     try:
@@ -272,6 +308,7 @@ def worker(data_dir: Path = DataDirOpt, database_url: str = DbOpt) -> None:
     apply_env(data_dir, database_url)
     settings = get_settings()
     settings.master_secret()
+    sweep_at_start(settings)
     w = Worker(settings)
     w.install_signal_handlers()
     w.run_forever()
@@ -291,7 +328,7 @@ def ray_dispatcher(
 ) -> None:
     """Run training jobs as Ray tasks on the cluster at AIAAS_CLUSTER_ADDRESS (and, with --gateway-port, serve
     deployments on Ray Serve). Keeps the Ray driver out of the API process."""
-    from aiaas.cluster.dispatcher import run_dispatcher
+    from aiaas.cli.dispatcher import run_dispatcher
     from aiaas.core.settings import get_settings
 
     apply_env(data_dir, database_url)

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,7 +17,11 @@ from aiaas.core.errors import AiaasError
 
 console = Console()
 err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+
+if TYPE_CHECKING:
+    from aiaas.sdk import Client
 
 
 def apply_env(data_dir: Path | None = None, database_url: str | None = None) -> None:
@@ -31,11 +35,11 @@ def apply_env(data_dir: Path | None = None, database_url: str | None = None) -> 
     get_settings.cache_clear()
 
 
-def handle_errors(fn: F) -> F:
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Print our errors as one readable line and exit 1, never a traceback."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except AiaasError as exc:
@@ -43,10 +47,10 @@ def handle_errors(fn: F) -> F:
             err_console.print(f"[red]error[/red] {exc.code}: {exc.message}{where}")
             raise typer.Exit(1) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def sdk_client(base_url: str | None, api_key: str | None):  # type: ignore[no-untyped-def]
+def sdk_client(base_url: str | None, api_key: str | None) -> Client:
     from aiaas.sdk import Client
 
     if not (api_key or os.environ.get("AIAAS_API_KEY")):

@@ -7,6 +7,7 @@ import typer
 from aiaas.cli import admin
 from aiaas.cli.keys import keys_app
 from aiaas.cli.quickstart import quickstart
+from aiaas.cli.secrets import secrets_app
 from aiaas.cli.usage import usage
 from aiaas.cli.workflow import deploy, files_app, jobs_app, models_app, predict
 from aiaas.core.logging import configure_logging
@@ -22,6 +23,7 @@ app.command("worker")(admin.worker)
 app.command("ray-dispatcher")(admin.ray_dispatcher)
 app.command("quickstart")(quickstart)
 app.add_typer(admin.orgs_app, name="orgs")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(keys_app, name="keys")
 app.add_typer(files_app, name="files")
 app.add_typer(jobs_app, name="jobs")

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import typer
 
-from aiaas.cli.common import console, handle_errors
+from aiaas.cli.common import console, err_console, handle_errors
 
 
 def _free_port() -> int:
@@ -35,7 +35,8 @@ def start_server(data_dir: Path, port: int, job_workers: int) -> subprocess.Pope
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise typer.Exit(f"server exited; see {data_dir / 'server.log'}")  # type: ignore[arg-type]
+            err_console.print(f"server exited; see {data_dir / 'server.log'}")
+            raise typer.Exit(1)
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return proc
@@ -179,5 +180,5 @@ def _sample_texts(c: Any, file_id: str) -> list[str]:
         rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig", errors="replace"))))
     except csv.Error:
         return ["hello"]
-    texts = [r.get("text") for r in rows if r.get("text")]
+    texts = [text for r in rows if (text := r.get("text"))]
     return texts[:: max(1, len(texts) // 5)][:5] or ["hello"]

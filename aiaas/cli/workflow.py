@@ -18,13 +18,14 @@ files_app = typer.Typer(help="Training files.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Fine-tuning jobs.", no_args_is_help=True)
 models_app = typer.Typer(help="Base and fine-tuned models.", no_args_is_help=True)
 PiiPolicyChoice = enum.Enum("PiiPolicyChoice", {p: p for p in PII_POLICIES}, type=str)  # --pii-policy values
+PII_ALLOW = PiiPolicyChoice("allow")  # the server's default
 
 
 @files_app.command("upload")
 @handle_errors
 def files_upload(path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV, JSONL or Parquet."),
                  pii_policy: PiiPolicyChoice = typer.Option(
-                     PiiPolicyChoice.allow, "--pii-policy", case_sensitive=False,
+                     PII_ALLOW, "--pii-policy", case_sensitive=False,
                      help="Personal data found in the file: allow (store as is), redact (store it with "
                           "placeholders such as [EMAIL]) or reject (refuse the upload)."),
                  base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:

@@ -5,10 +5,12 @@
 - `loopback`: the environment Ray needs before import, and why (measured notes).
 - `listeners`: which ports a process tree listens on (/proc), to prove loopback-only.
 - `node`: what a task or replica rebuilds on its node (settings without secrets, blobs).
-- `dispatcher`: the process that holds the Ray driver: training jobs as Ray tasks, and
-  optionally the serving gateway.
 - `gateway`: Ray Serve deployments behind a small authenticated HTTP API, and its client,
   so the API process never holds a Ray driver.
+
+These are node helpers that `jobs`, `serving` and `services` import; they import only `core`
+and `store`. The dispatcher process that wires jobs and serving onto a cluster is an
+entrypoint and lives in `aiaas/cli/dispatcher.py`.
 
 Nothing here imports ray at import time: importing ray first would freeze its settings.
 """

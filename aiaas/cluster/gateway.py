@@ -46,7 +46,7 @@ def create_gateway_app(backend: Any, token: str) -> Starlette:
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise AuthenticationFailed("Bad gateway token.")
 
-    async def body(request: Request) -> dict:
+    async def body(request: Request) -> dict[str, Any]:
         try:
             data = await request.json()
         except ValueError:
@@ -107,7 +107,7 @@ class GatewayClient:
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport,
                                          headers={"Authorization": f"Bearer {gateway_token(master_secret)}"})
 
-    async def _call(self, method: str, path: str, json: dict | None = None) -> dict:
+    async def _call(self, method: str, path: str, json: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
             resp = await self._client.request(method, path, json=json)
         except httpx.HTTPError as exc:

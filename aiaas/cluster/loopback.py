@@ -24,6 +24,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SINGLE_HOST_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# The wrappers installed by bind_serve_replica_grpc, so a second call in the same process is a no-op.
+_BOUND: set[Callable[[Any, str], int]] = set()
+
 RAY_VERSION = "2.60.0"  # the one version the notes above (and the patch below) were checked against
 
 
@@ -75,7 +78,7 @@ def bind_serve_replica_grpc(bind_host: str | None = None) -> bool:
                     ray.__version__, RAY_VERSION)
         return False
     original: Callable[[Any, str], int] = replica_module.add_port_to_grpc_server
-    if getattr(original, "_aiaas_bound", False):
+    if original in _BOUND:
         return True
     host = bind_host or ray.util.get_node_ip_address()
     from ray._common.network_utils import build_address
@@ -85,6 +88,6 @@ def bind_serve_replica_grpc(bind_host: str | None = None) -> bool:
             address = build_address(host, int(address.rsplit(":", 1)[1]))
         return original(server, address)
 
-    bound._aiaas_bound = True  # type: ignore[attr-defined]
+    _BOUND.add(bound)
     replica_module.add_port_to_grpc_server = bound
     return True

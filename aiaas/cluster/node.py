@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from aiaas.core.settings import Settings
-from aiaas.store.blobs import BlobStore, create_blob_store
+from aiaas.store.blob_factory import create_blob_store
+from aiaas.store.blobs import BlobStore
 
 SECRET_FIELDS = frozenset({"secret_key"})
 
@@ -29,8 +30,4 @@ def settings_from_payload(payload: dict[str, Any]) -> Settings:
 
 def blob_store_for(settings: Settings) -> BlobStore:
     """The blob store these settings name, configured from them (not from the process-wide settings)."""
-    if settings.blobs_url.startswith("s3://"):
-        from aiaas.store.s3 import S3BlobStore
-
-        return S3BlobStore(settings.blobs_url, settings=settings)
     return create_blob_store(settings.blobs_url, settings)

@@ -6,7 +6,7 @@ from the response body. Nothing here knows about FastAPI.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 # The one code -> HTTP status table. Every code the server can answer lives here.
 HTTP_STATUS: dict[str, int] = {
@@ -22,6 +22,7 @@ HTTP_STATUS: dict[str, int] = {
     "revoked_api_key": 401,
     "insufficient_scope": 403,
     "not_found": 404,
+    "method_not_allowed": 405,  # answered by the router (aiaas/api/errors.py), never raised
     "conflict": 409,
     "payload_too_large": 413,
     "rate_limit_exceeded": 429,
@@ -30,6 +31,13 @@ HTTP_STATUS: dict[str, int] = {
     "unavailable": 503,
     "base_model_unavailable": 400,
     "internal_error": 500,
+    # Encryption lifecycle and memory bounds (issue 13).
+    "unencrypted_blob": 500,
+    "insufficient_memory": 409,
+    # Idempotency keys and upload capacity (issue #13).
+    "idempotency_key_reused": 422,
+    "idempotency_key_in_progress": 409,
+    "upload_capacity": 503,
 }
 
 # OpenAI-style "type" per status class.
@@ -38,6 +46,7 @@ ERROR_TYPE: dict[int, str] = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
@@ -59,7 +68,7 @@ def type_for(status: int) -> str:
 class AiaasError(Exception):
     """Base error. `code` is stable; `message` says what to fix; `param` names the field."""
 
-    code: ClassVar[str] = "internal_error"
+    code: str = "internal_error"  # each subclass sets its own; an instance may override it
 
     def __init__(
         self,
@@ -73,7 +82,7 @@ class AiaasError(Exception):
         self.message = message
         self.param = param
         if code is not None:
-            self.code = code  # type: ignore[misc]
+            self.code = code
         self.headers = headers or {}
 
     @property
@@ -94,10 +103,6 @@ class AiaasError(Exception):
 
 class InvalidRequest(AiaasError):
     code = "invalid_request"
-
-
-class ValidationFailed(AiaasError):
-    code = "validation_error"
 
 
 class InvalidFile(AiaasError):
@@ -140,6 +145,18 @@ class QuotaExceeded(AiaasError):
 
 class Unavailable(AiaasError):
     code = "unavailable"
+
+
+class UnencryptedBlob(AiaasError):
+    """A stored blob has no encryption header: refused, never read as plaintext (the operator migrates it)."""
+
+    code = "unencrypted_blob"
+
+
+class InsufficientMemory(AiaasError):
+    """A pinned deployment would not fit the model memory budget next to the models already pinned."""
+
+    code = "insufficient_memory"
 
 
 class ConfigurationError(AiaasError):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +14,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aiaas.core.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 SECRET_FILE = "secret.key"
 INSECURE_SECRETS = frozenset({"", "changeme", "change-me", "secret", "development", "dev"})
@@ -31,7 +35,6 @@ class Settings(BaseSettings):
     # Limits.
     max_request_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
-    max_page_size: int = Field(default=100, gt=0)
 
     # Shared state for several nodes (issue #7): blobs in S3, jobs and serving on Ray.
     blob_store_url: str | None = None  # default: file://<data_dir>/blobs ; s3://bucket/prefix with the s3 extra
@@ -95,6 +98,16 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=0.5, gt=0)
     training_threads: int | None = Field(default=None, gt=0)
 
+    # Uploads and idempotency keys (issue #13). Uploads are held in memory while they are checked, so
+    # the declared bytes of the uploads being received at once are capped (None: 4 x max_upload_bytes);
+    # an upload that does not fit gets 503 `upload_capacity` with Retry-After. A POST's Idempotency-Key
+    # replays its first response for idempotency_ttl_seconds; a claim whose process stops refreshing
+    # its lock for idempotency_lock_seconds can be taken over; larger responses are not kept.
+    upload_bytes_in_flight: int | None = Field(default=None, gt=0)
+    idempotency_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
+    idempotency_lock_seconds: float = Field(default=30.0, gt=0)
+    idempotency_max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, v: Path) -> Path:
@@ -118,14 +131,6 @@ class Settings(BaseSettings):
         return self.data_dir / SECRET_FILE
 
     @property
-    def files_dir(self) -> Path:
-        return self.data_dir / "files"
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.data_dir / "artifacts"
-
-    @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
 
@@ -145,6 +150,7 @@ class Settings(BaseSettings):
         """
         secret = self.secret_key
         if secret is None and self.secret_file.exists():
+            check_secret_file_mode(self.secret_file, production=self.env == "production")
             secret = self.secret_file.read_text().strip()
         if secret is None or secret.lower() in INSECURE_SECRETS or len(secret) < MIN_SECRET_CHARS:
             if self.env == "development":
@@ -157,9 +163,29 @@ class Settings(BaseSettings):
         return secret
 
 
+def check_secret_file_mode(path: Path, *, production: bool) -> None:
+    """A master secret that group or others can read is refused in production, warned about elsewhere."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & 0o077:
+        return
+    message = (f"The master secret file {path} is readable by group or others (mode {mode:04o}); "
+               f"run `chmod 600 {path}`.")
+    if production:
+        raise ConfigurationError(message + " (AIAAS_ENV=production refuses it.)", param="secret_key")
+    log.warning("%s", message)
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents) as 0700, and tighten it to 0700 if it already exists."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o700)
+    return path
+
+
 def write_secret(settings: Settings) -> bool:
     """Create `secret.key` (mode 0600) unless it exists. Returns True when created."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     path = settings.secret_file
     if path.exists():
         return False

@@ -132,6 +132,7 @@ def prepare_dataset(
     }
     if not classification:
         report["label_stats"] = {
+            # Regression: every label is a float here, but Example.label is typed as any task's label.
             "train": percentiles([float(e.label) for e in train_examples]),  # type: ignore[arg-type]
             "validation": percentiles([float(e.label) for e in validation_examples]),  # type: ignore[arg-type]
         }
@@ -271,6 +272,7 @@ def _split(train: Cleaned, task: Task, fraction: float, seed: int) -> tuple[list
     if task == "regression":
         return random_split(len(train), fraction, seed)
     if task == "multi_label_classification":
+        # Cleaned.labels holds lists of names for multi-label tasks, names otherwise; typed as either.
         return multilabel_split(train.labels, fraction, seed)  # type: ignore[arg-type]
     return stratified_split(train.labels, fraction, seed)  # type: ignore[arg-type]
 

@@ -30,7 +30,7 @@ from aiaas import __version__
 from aiaas.core.clock import now
 from aiaas.core.errors import AiaasError
 from aiaas.core.ids import new_id
-from aiaas.core.settings import Settings
+from aiaas.core.settings import Settings, make_private_dir
 from aiaas.jobs.lease import Lease
 from aiaas.registry import models as registry
 from aiaas.services.usage import training_event
@@ -169,6 +169,8 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
             num_threads=settings.training_threads,
         )
         work_dir = settings.jobs_dir / job.id
+        make_private_dir(settings.jobs_dir)  # plaintext checkpoints: owner only (0700)
+        make_private_dir(work_dir)
         result = train_family(family, config, data, work_dir, JobCallbacks(lease),
                               base_models_dir=settings.base_models_dir,
                               time_budget_s=(job.options or {}).get("time_budget_s"))

@@ -13,7 +13,7 @@ from aiaas.core.settings import Settings
 from aiaas.jobs.lease import Lease
 from aiaas.jobs.runner import run_job
 from aiaas.store import jobs as job_store
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.db import Database
 
 log = logging.getLogger(__name__)

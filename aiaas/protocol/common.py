@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
-
-T = TypeVar("T")
 
 
 class StrictModel(BaseModel):
@@ -31,14 +29,6 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_nul(v) for v in value)
     return False
-
-
-class ListResponse(BaseModel, Generic[T]):
-    object: Literal["list"] = "list"
-    data: list[T]
-    has_more: bool = False
-    first_id: str | None = None
-    last_id: str | None = None
 
 
 class Deleted(BaseModel):

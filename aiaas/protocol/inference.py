@@ -30,9 +30,3 @@ def deployment_public(row: Any) -> dict[str, Any]:
 class PredictRequest(StrictModel):
     inputs: list[str] = Field(min_length=1)
     top_k: int | None = Field(default=None, ge=1, le=1000)
-
-
-class ClassificationRequest(StrictModel):
-    model: str = Field(min_length=1, max_length=300)
-    input: str | list[str]
-    top_k: int | None = Field(default=None, ge=1, le=1000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from aiaas.protocol.common import StrictModel
 from aiaas.protocol.tasks import DEFAULT_TASK, Task
@@ -97,16 +97,6 @@ class JobCreate(StrictModel):
         if self.method is not None and self.method.supervised is not None:
             return self.method.supervised.hyperparameters
         return self.hyperparameters or Hyperparameters()
-
-
-class JobEventPublic(BaseModel):
-    id: str
-    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
-    created_at: int
-    level: Literal["info", "warn", "error"]
-    message: str
-    type: Literal["message", "metrics"] = "message"
-    data: dict[str, Any] | None = None
 
 
 def job_public(row: Any) -> dict[str, Any]:

@@ -11,14 +11,18 @@ from aiaas.protocol.common import StrictModel
 Scope = Literal["admin", "write", "infer", "read"]
 
 
+def _default_scopes() -> list[Scope]:
+    return ["read", "write"]
+
+
 class ApiKeyCreate(StrictModel):
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[Scope] = Field(default_factory=lambda: ["read", "write"], min_length=1)
+    scopes: list[Scope] = Field(default_factory=_default_scopes, min_length=1)
     expires_in_seconds: int | None = Field(default=None, gt=0, le=10 * 365 * 86400)
 
     @field_validator("scopes")
     @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
+    def _unique(cls, v: list[Scope]) -> list[Scope]:
         return sorted(set(v))
 
 
@@ -45,7 +49,7 @@ class OrganizationPublic(BaseModel):
     object: Literal["organization"] = "organization"
     name: str
     created_at: int
-    settings: dict = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
 
 
 def key_public(row: Any) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 Resources are thin: each method builds one request; `_Transport` sends it. Both clients
 share the resource classes through a `call` function, so sync and async never drift.
+
+Every POST carries an `Idempotency-Key`, new for each call and the same on each of its retries, so
+the server runs a retried POST once (it replays the first answer). That makes POSTs safe to retry
+after a connection error too, and on 409 `idempotency_key_in_progress` (the first try still runs).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import json
 import os
 import random
 import time
+import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,9 +24,21 @@ import httpx
 
 from aiaas import __version__
 from aiaas.sdk.errors import APIConnectionError, APIError, error_from_response
-from aiaas.sdk.resources import Request, attach_all
+from aiaas.sdk.resources import (
+    ApiKeys,
+    AuditLogs,
+    Deployments,
+    Embeddings,
+    Files,
+    FineTuning,
+    Models,
+    Organizations,
+    Request,
+    Usage,
+)
 
 RETRY_STATUSES = frozenset({429, 503})
+IN_PROGRESS = "idempotency_key_in_progress"  # 409: the first try of this POST still runs; its answer will come
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
@@ -39,7 +57,7 @@ def _retry_delay(response: httpx.Response | None, attempt: int) -> float:
                 return min(float(ra), 60.0)
             except ValueError:
                 pass
-    return min(0.5 * 2**attempt, 8.0) * (0.75 + random.random() / 2)
+    return min(0.5 * 2.0**attempt, 8.0) * (0.75 + random.random() / 2)
 
 
 def _prepare(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
@@ -51,10 +69,15 @@ def _prepare(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, 
     return base, headers
 
 
-class _Base:
-    """What both clients share: configuration, the httpx client, and when to retry."""
+class _Base(ABC):
+    """What both clients share: configuration, the httpx client, the resources, and when to retry.
+
+    The resources call back `call`, `iterate` and `stream_events`, which each client defines: the sync
+    one returns results, the async one awaitables, so one resource class serves both.
+    """
 
     _http_class: type[httpx.Client] | type[httpx.AsyncClient]
+    _http: Any  # each client narrows it to its own httpx client class
 
     def __init__(
         self,
@@ -70,30 +93,57 @@ class _Base:
         self._http = http_client or self._http_class(base_url=self.base_url, headers=headers, timeout=timeout)
         if http_client is not None:
             self._http.headers.update(headers)
-        attach_all(self)
+        self.organizations = Organizations(self)
+        self.api_keys = ApiKeys(self)
+        self.files = Files(self)
+        self.fine_tuning = FineTuning(self)
+        self.models = Models(self)
+        self.deployments = Deployments(self)
+        self.embeddings = Embeddings(self)
+        self.usage = Usage(self)
+        self.audit_logs = AuditLogs(self)
+
+    @abstractmethod
+    def call(self, req: Request) -> Any:
+        """Send one request with retries; the decoded body."""
+
+    @abstractmethod
+    def iterate(self, path: str, *, limit: int = 20, **params: Any) -> Any:
+        """Every item of a list endpoint, fetching pages as needed."""
+
+    @abstractmethod
+    def stream_events(self, req: Request) -> Any:
+        """Server-sent events as dicts, until the server says [DONE]."""
 
     def _retry_after(self, req: Request, attempt: int, resp: httpx.Response | None,
                      exc: httpx.TransportError | None) -> float | None:
         """Seconds to wait before the next attempt, or None to stop (raising for transport errors)."""
         if exc is not None:
-            if attempt >= self.max_retries or not req.idempotent:
+            # A POST is safe to send again: its Idempotency-Key makes the server run it once.
+            if attempt >= self.max_retries or not (req.idempotent or req.method == "POST"):
                 raise APIConnectionError(f"Could not reach {self.base_url}: {exc}") from exc
             return _retry_delay(None, attempt)
         assert resp is not None
         if resp.headers.get("x-should-retry", "").lower() == "false":
             return None  # e.g. a quota, or a request larger than the whole limit: waiting cannot help
-        if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
+        retry = resp.status_code in RETRY_STATUSES or (resp.status_code == 409 and _code(resp) == IN_PROGRESS)
+        if retry and attempt < self.max_retries:
             return _retry_delay(resp, attempt)
         return None
 
     def _send_args(self, req: Request) -> dict[str, Any]:
-        return {"json": req.json, "params": req.params, "files": req.files, "data": req.data}
+        """The arguments for every attempt of one call: a POST's Idempotency-Key is drawn once here."""
+        args = {"json": req.json, "params": req.params, "files": req.files, "data": req.data}
+        if req.method == "POST":
+            args["headers"] = {"Idempotency-Key": req.idempotency_key or f"aiaas-sdk-{uuid.uuid4()}"}
+        return args
 
 
 class Client(_Base):
     """Synchronous client. `Client(base_url, api_key)`; env AIAAS_BASE_URL / AIAAS_API_KEY as defaults."""
 
     _http_class = httpx.Client
+    _http: httpx.Client
 
     def iterate(self, path: str, *, limit: int = 20, **params: Any) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, fetching pages as needed."""
@@ -108,10 +158,11 @@ class Client(_Base):
             after = page["data"][-1]["id"]
 
     def call(self, req: Request) -> Any:
+        args = self._send_args(req)
         for attempt in range(self.max_retries + 1):
             resp, exc = None, None
             try:
-                resp = self._http.request(req.method, req.path, **self._send_args(req))
+                resp = self._http.request(req.method, req.path, **args)
             except httpx.TransportError as e:
                 exc = e
             delay = self._retry_after(req, attempt, resp, exc)
@@ -148,6 +199,7 @@ class AsyncClient(_Base):
     """Asynchronous client with the same resources as `Client`, each method awaitable."""
 
     _http_class = httpx.AsyncClient
+    _http: httpx.AsyncClient
 
     async def iterate(self, path: str, *, limit: int = 20, **params: Any) -> AsyncIterator[dict[str, Any]]:
         """Every item of a list endpoint, fetching pages as needed."""
@@ -163,10 +215,11 @@ class AsyncClient(_Base):
             after = page["data"][-1]["id"]
 
     async def call(self, req: Request) -> Any:
+        args = self._send_args(req)
         for attempt in range(self.max_retries + 1):
             resp, exc = None, None
             try:
-                resp = await self._http.request(req.method, req.path, **self._send_args(req))
+                resp = await self._http.request(req.method, req.path, **args)
             except httpx.TransportError as e:
                 exc = e
             delay = self._retry_after(req, attempt, resp, exc)
@@ -209,6 +262,14 @@ def _sse_data(line: str) -> Any:
     if payload == "[DONE]":
         return _DONE
     return json.loads(payload)
+
+
+def _code(resp: httpx.Response) -> str | None:
+    try:
+        code = resp.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _decode(resp: httpx.Response, req: Request) -> Any:

@@ -7,6 +7,7 @@ share one implementation. List methods return the client's page iterator (sync o
 
 from __future__ import annotations
 
+import builtins  # `list` below is also a method name of the resource classes
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,11 +22,15 @@ class Request:
     data: Any = None
     raw: bool = False
     idempotent: bool = True
+    idempotency_key: str | None = None  # a POST's key; None: the client draws one per call
 
 
 class Caller(Protocol):
+    """What a resource needs of its client: sync results, or awaitables for the async client."""
+
     def call(self, req: Request) -> Any: ...
-    def iterate(self, path: str, *, limit: int, **params: Any) -> Any: ...
+    def iterate(self, path: str, *, limit: int = 20, **params: Any) -> Any: ...
+    def stream_events(self, req: Request) -> Any: ...
 
 
 def clean(params: dict[str, Any]) -> dict[str, Any]:
@@ -52,12 +57,6 @@ class ApiKeys(Resource):
 
     def revoke(self, key_id: str) -> Any:
         return self._c.call(Request("DELETE", f"/v1/api_keys/{key_id}"))
-
-
-def attach_resources(caller: Caller) -> None:
-    """Give a client its resource namespaces."""
-    caller.organizations = Organizations(caller)  # type: ignore[attr-defined]
-    caller.api_keys = ApiKeys(caller)  # type: ignore[attr-defined]
 
 
 class Files(Resource):
@@ -155,7 +154,7 @@ class Deployments(Resource):
     def delete(self, name: str) -> Any:
         return self._c.call(Request("DELETE", f"/v1/deployments/{name}"))
 
-    def predict(self, name: str, inputs: list[str] | str, *, top_k: int | None = None) -> Any:
+    def predict(self, name: str, inputs: builtins.list[str] | str, *, top_k: int | None = None) -> Any:
         body = clean({"inputs": [inputs] if isinstance(inputs, str) else inputs, "top_k": top_k})
         return self._c.call(Request("POST", f"/v1/deployments/{name}/predict", json=body))
 
@@ -177,13 +176,3 @@ class AuditLogs(Resource):
         """The organisation's audit log, newest first (needs an admin key)."""
         return self._c.iterate("/v1/audit_logs", limit=limit, **clean({"action": action}))
 
-
-def attach_all(caller: Caller) -> None:
-    attach_resources(caller)
-    caller.files = Files(caller)  # type: ignore[attr-defined]
-    caller.fine_tuning = FineTuning(caller)  # type: ignore[attr-defined]
-    caller.models = Models(caller)  # type: ignore[attr-defined]
-    caller.deployments = Deployments(caller)  # type: ignore[attr-defined]
-    caller.embeddings = Embeddings(caller)  # type: ignore[attr-defined]
-    caller.usage = Usage(caller)  # type: ignore[attr-defined]
-    caller.audit_logs = AuditLogs(caller)  # type: ignore[attr-defined]

@@ -10,6 +10,12 @@
   If nothing can go yet, the cache runs over budget and evicts as requests finish.
 - With `idle_unload_s`, a model unused that long is unloaded, unless pinned
   (deployments with min_replicas >= 1).
+- Pinned models count against the budget: `pin_within_budget()` loads a model and pins it
+  only if every pinned model still fits (else `insufficient_memory`, 409), and a model
+  that cannot fit next to the pinned ones is not loaded at all.
+- Whatever callers keep per model (a micro-batcher holds its predictor) must go with it:
+  `on_unload(callback)` calls `callback(key)` whenever a model leaves the cache (evicted,
+  unloaded idle, over budget, closed), so the model's memory is really given back.
 
 Use `async with cache.use(key) as predictor:` around a request so the cache knows the
 model is busy; `get()` is the same without that protection: a model fetched with get()
@@ -31,7 +37,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from aiaas.core.errors import Unavailable
+from aiaas.core.errors import InsufficientMemory, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,10 @@ class _Counters:
     evictions: int = 0
     idle_unloads: int = 0
     load_seconds: list[float] = field(default_factory=list)
+
+
+class _DoesNotFit(Unavailable):
+    """The model is larger than the room pinned models leave in the budget."""
 
 
 def _size_of(predictor: Any) -> int:
@@ -105,6 +115,7 @@ class ModelCache:
         self._counters = _Counters()
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
+        self._unload_callbacks: list[Callable[[str], None]] = []
 
     # -- public API -------------------------------------------------------------------------
     async def get(self, key: str) -> Any:
@@ -133,6 +144,43 @@ class ModelCache:
             self._pinned.discard(key)
             self._enforce_budget()
 
+    def on_unload(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(key)` whenever `key`'s model leaves the cache, to drop what refers to it."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        self._unload_callbacks.append(callback)
+
+    @property
+    def pinned_bytes(self) -> int:
+        """Memory held by loaded pinned models."""
+        return sum(e.size for k, e in self._entries.items() if k in self._pinned)
+
+    async def pin_within_budget(self, key: str) -> None:
+        """Load `key` and pin it, if all pinned models then fit the budget; else InsufficientMemory (409).
+
+        Pinned models are never evicted, so together they must leave the budget's room for them."""
+        try:
+            entry = await self._acquire(key)
+        except _DoesNotFit as exc:
+            raise InsufficientMemory(exc.message, param="min_replicas") from None
+        try:
+            if key in self._pinned:
+                return
+            others = self.pinned_bytes
+            if others + entry.size > self._budget:
+                mib = 1 << 20
+                raise InsufficientMemory(
+                    f"This model needs {entry.size / mib:.0f} MiB, and the {len(self._pinned)} pinned model(s) "
+                    f"already use {others / mib:.0f} MiB of the {self._budget / mib:.0f} MiB model memory budget "
+                    "(AIAAS_MODEL_MEMORY_BUDGET_MB): deploy with min_replicas=0, delete a pinned deployment, "
+                    "or raise the budget.",
+                    param="min_replicas",
+                )
+            self._pinned.add(key)
+        finally:
+            entry.in_flight -= 1
+            self._enforce_budget()
+
     def evict(self, key: str) -> None:
         """Drop `key` now (new version deployed, deployment deleted). Requests already
         holding it finish with their reference; the next get() loads afresh."""
@@ -142,6 +190,7 @@ class ModelCache:
             self._counters.evictions += 1
             if entry.in_flight == 0:
                 _close(entry.predictor)
+            self._unloaded(key)
             logger.info("evicted model %s", key)
 
     def unload_idle(self) -> list[str]:
@@ -157,6 +206,7 @@ class ModelCache:
         for key in idle:
             entry = self._entries.pop(key)
             _close(entry.predictor)
+            self._unloaded(key)
             self._counters.idle_unloads += 1
             logger.info("unloaded idle model %s after %.0f s", key, now - entry.last_used)
         return idle
@@ -205,8 +255,9 @@ class ModelCache:
         for future in self._loading.values():
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(future)
-        for entry in self._entries.values():
+        for key, entry in list(self._entries.items()):
             _close(entry.predictor)
+            self._unloaded(key)
         self._entries.clear()
 
     # -- internals --------------------------------------------------------------------------
@@ -254,11 +305,13 @@ class ModelCache:
         elapsed = time.perf_counter() - started
         self._counters.loads += 1
         self._counters.load_seconds = [*self._counters.load_seconds[-99:], elapsed]
-        if size > self._budget:
+        pinned = sum(e.size for k, e in self._entries.items() if k in self._pinned and k != key)
+        if size + pinned > self._budget:
             _close(predictor)
-            raise Unavailable(
-                f"Model '{key}' needs {size >> 20} MiB but the model cache budget is "
-                f"{self._budget >> 20} MiB; raise the budget or deploy a smaller precision."
+            raise _DoesNotFit(
+                f"Model '{key}' needs {size >> 20} MiB; the model cache budget is {self._budget >> 20} MiB "
+                f"(AIAAS_MODEL_MEMORY_BUDGET_MB), of which pinned models hold {pinned >> 20} MiB; raise the "
+                "budget, unpin a deployment (min_replicas=0) or deploy a smaller precision."
             )
         if self._closed:
             _close(predictor)
@@ -287,6 +340,7 @@ class ModelCache:
                 continue
             del self._entries[key]
             _close(entry.predictor)
+            self._unloaded(key)
             total -= entry.size
             self._counters.evictions += 1
             logger.info("evicted model %s to stay under the memory budget", key)
@@ -300,6 +354,13 @@ class ModelCache:
                 self._budget >> 20,
             )
 
+    def _unloaded(self, key: str) -> None:
+        for callback in self._unload_callbacks:
+            try:
+                callback(key)
+            except Exception:  # one listener's bug must not keep the model (or the others) around
+                logger.exception("unload callback for %s failed", key)
+
     def _ensure_sweeper(self) -> None:
         if self._idle_s is None or self._sweeper is not None:
             return
@@ -309,7 +370,8 @@ class ModelCache:
 
     async def _sweep(self) -> None:
         # Check a few times per idle period so a model goes within ~25% of its deadline.
-        interval = min(max(self._idle_s / 4, 0.01), 30.0)  # type: ignore[operator]
+        assert self._idle_s is not None  # _ensure_sweeper starts this only when idle unloading is on
+        interval = min(max(self._idle_s / 4, 0.01), 30.0)
         while True:
             await asyncio.sleep(interval)
             try:

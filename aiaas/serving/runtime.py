@@ -395,8 +395,10 @@ def load_predictor(
         logits_session = open_first_token_session(model_path, intra_op_threads=intra_op_threads)
     session: ort.InferenceSession | Callable[[], ort.InferenceSession]
     if logits_session is not None:
-        # The full graph (embeddings) opens on first use; budget for both graphs from the start.
-        session = lambda: make_session(model_path, intra_op_threads=intra_op_threads)
+        # The full graph (embeddings) opens on first use; budget for both graphs from the start. Its bytes
+        # are read now: an artifact decrypted for the load is deleted as soon as the load returns.
+        graph = model_path.read_bytes()
+        session = lambda: make_session(graph, intra_op_threads=intra_op_threads)
         memory *= 2
     else:
         session = make_session(model_path, intra_op_threads=intra_op_threads)

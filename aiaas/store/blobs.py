@@ -1,4 +1,7 @@
-"""Blob storage by URI scheme: `file://` (default) here; `s3://` lives behind the `s3` extra.
+"""Blob storage: the BlobStore base class and the `file://` store (the default).
+
+`s3://` lives in aiaas/store/s3.py behind the `s3` extra; aiaas/store/blob_factory.py picks the
+store a URL names (`create_blob_store`).
 
 Uploaded files and model artifacts are written through a BlobStore so that the API
 and the workers (possibly on other machines) find them by URI alone. Readers use
@@ -18,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from aiaas.core.errors import PayloadTooLarge
 
@@ -125,17 +128,3 @@ class FileBlobStore(BlobStore):
         else:
             path.unlink(missing_ok=True)
 
-
-def create_blob_store(uri_root: str | Path, settings: Any = None) -> BlobStore:
-    """`file:///path` or a plain path → FileBlobStore; `s3://bucket/prefix` → S3 (extra).
-
-    `settings` gives S3 its endpoint and cache directory (else the process-wide settings).
-    """
-    text = str(uri_root)
-    if text.startswith("s3://"):
-        from aiaas.store.s3 import S3BlobStore  # guarded import: needs the `s3` extra
-
-        return S3BlobStore(text, settings=settings)
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    return FileBlobStore(Path(text))

@@ -56,10 +56,6 @@ def list_deployments(
     return page(session, stmt, Deployment.id, after=after, limit=limit, order=order)
 
 
-def deployments_of_model(session: Session, org_id: str, model: str) -> list[Deployment]:
-    return list(session.scalars(select(Deployment).where(Deployment.org_id == org_id, Deployment.model == model)))
-
-
 def pinned_artifacts(session: Session) -> list[str]:
     """Artifact URIs that some deployment keeps loaded (min_replicas=1), across organisations."""
     from aiaas.store.models import Model

@@ -12,9 +12,16 @@ aiaas/security/crypto.py). The organisation is the first segment of every blob k
 - Every file's ciphertext is bound to its blob key (the associated data), so a
   ciphertext moved to another record or organisation does not decrypt.
 - Plaintext exists only inside `open_local()`: a private directory under /dev/shm
-  (memory; a 0700 temp dir where there is none) removed when the block ends.
-- Blobs written before encryption (or by tools that bypass it) carry no header and are
-  read as they are, so turning encryption on needs no migration of old data.
+  (memory; a 0700 temp dir where there is none) removed when the block ends. Its name
+  carries the owning process's pid and start time, so `sweep_stale_plaintext()` (run when
+  `aiaas serve` and `aiaas worker` start) removes what a killed process left, never a
+  live process's directory.
+- Blobs without the encryption header are refused (`unencrypted_blob`), never read as
+  plaintext: a header-less blob is either old data or a file put there by someone else.
+  `aiaas secrets migrate-blobs` encrypts old plaintext blobs in place.
+- Every use of a data key re-checks (one primary-key read) that its organisation still has
+  it, so deleting an organisation makes its key unusable in every running process, not
+  only in the one that deleted it; the unwrapped key itself is cached per process.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import BinaryIO
 
 from sqlalchemy import select, update
 
-from aiaas.core.errors import PayloadTooLarge
+from aiaas.core.errors import PayloadTooLarge, UnencryptedBlob
 from aiaas.security import crypto
 from aiaas.store.blobs import BlobStore, StoredBlob
 from aiaas.store.db import Database
@@ -42,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _BLOB_AAD = b"aiaas/blob/v1\x00"
 SHM = Path("/dev/shm")
+PLAIN_PREFIX = "aiaas-plain-"
 
 
 class EncryptedBlobError(RuntimeError):
@@ -69,19 +77,83 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+def _plain_bases() -> list[Path]:
+    """Where private plaintext directories go: /dev/shm when usable, else the temp directory."""
+    if SHM.is_dir() and os.access(SHM, os.W_OK | os.X_OK):
+        return [SHM, Path(tempfile.gettempdir())]
+    return [Path(tempfile.gettempdir())]
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for it."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat_line.rsplit(")", 1)[1].split()[19]
+
+
+def _owner_tag(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}.{_start_time(pid) or 0}"
+
+
+def _alive(tag: str) -> bool:
+    pid_text, _, start = tag.partition(".")
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to judge
+    current = _start_time(pid)
+    return current is None or start in ("0", current)
+
+
 @contextlib.contextmanager
 def private_tempdir() -> Iterator[Path]:
-    """A directory only this user can read, in memory when /dev/shm is there; removed afterwards."""
-    base = SHM if SHM.is_dir() and os.access(SHM, os.W_OK | os.X_OK) else None
-    path = Path(tempfile.mkdtemp(prefix="aiaas-plain-", dir=base))  # mkdtemp: mode 0700
+    """A directory only this user can read, in memory when /dev/shm is there; removed afterwards.
+
+    The name says which process owns it (`aiaas-plain-<pid>.<start time>-…`)."""
+    base = _plain_bases()[0]
+    path = Path(tempfile.mkdtemp(prefix=f"{PLAIN_PREFIX}{_owner_tag()}-", dir=base))  # mkdtemp: mode 0700
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def sweep_stale_plaintext(bases: list[Path] | None = None) -> list[Path]:
+    """Remove private plaintext directories whose owning process is gone (killed mid-read); returns them.
+
+    Only this user's directories named by `private_tempdir()` are considered, and a directory whose
+    process is alive (same pid and start time) is left alone."""
+    removed: list[Path] = []
+    uid = os.getuid()
+    for base in bases or _plain_bases():
+        for path in base.glob(f"{PLAIN_PREFIX}*"):
+            tag = path.name[len(PLAIN_PREFIX):].split("-", 1)[0]
+            if not tag.partition(".")[0].isdigit():
+                continue  # not named by us (or by a version before owner tags): leave it
+            try:
+                if path.lstat().st_uid != uid or not path.is_dir() or _alive(tag):
+                    continue
+            except OSError:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            log.warning("removed plaintext left by a dead process: %s", path)
+    return removed
+
+
 class Keyring:
-    """Per-organisation data keys: created on first use, unwrapped once per process, cached."""
+    """Per-organisation data keys: created on first use, unwrapped once per process.
+
+    The unwrapped key is cached, but every use first checks (one primary-key read) that the
+    organisation still holds a wrapped key: another process deleting the organisation makes
+    the key unusable here at once, not when this process restarts.
+    """
 
     def __init__(self, db: Database, master_secret: str) -> None:
         self._db = db
@@ -90,11 +162,11 @@ class Keyring:
         self._lock = threading.Lock()
 
     def data_key(self, org_id: str, *, create: bool = False) -> bytes:
+        wrapped = self._load(org_id, create=create)  # raises DecryptionError once the organisation is gone
         with self._lock:
             cached = self._keys.get(org_id)
         if cached is not None:
             return cached
-        wrapped = self._load(org_id, create=create)
         key = crypto.unwrap_key(self._kek, wrapped, org_id=org_id)
         with self._lock:
             self._keys[org_id] = key
@@ -106,9 +178,11 @@ class Keyring:
                 select(Organization.id, Organization.wrapped_data_key).where(Organization.id == org_id)
             ).one_or_none() or (None, None)
             if exists is None:
+                self.forget(org_id)
                 raise crypto.DecryptionError(f"No data key: organization {org_id} does not exist (deleted?).")
             if wrapped is not None or not create:
                 if wrapped is None:
+                    self.forget(org_id)
                     raise crypto.DecryptionError(f"Organization {org_id} has no data key yet.")
                 return wrapped
             candidate = crypto.wrap_key(self._kek, crypto.new_data_key(), org_id=org_id)
@@ -191,26 +265,29 @@ class EncryptedBlobStore(BlobStore):
     def key_of(self, uri: str) -> str:
         return self.inner.key_of(uri)
 
-    # ---- reads -----------------------------------------------------------------------------
+    # ---- reads ---------------------------------------------------------------------------
     def local_path(self, uri: str) -> Path:
-        """The stored bytes' path, for blobs that are not encrypted; use `open_local` for the rest."""
+        """Never the stored bytes' path: they are ciphertext (use `open_local`), or refused plaintext."""
         path = self.inner.local_path(uri)
         files = [path] if path.is_file() else _files(path) if path.is_dir() else []
-        if any(is_encrypted(p) for p in files):
+        if files:
+            self._refuse_plaintext(uri, files)
             raise EncryptedBlobError(f"{uri} is encrypted at rest: read it with `blobs.open_local(uri)`.")
         return path
 
     @contextlib.contextmanager
     def open_local(self, uri: str) -> Iterator[Path]:
         path = self.inner.local_path(uri)
-        if path.is_file() and is_encrypted(path):
+        if path.is_file():
+            self._refuse_plaintext(uri, [path])
             key = self.inner.key_of(uri)
             data_key = self.keyring.data_key(org_of(key))
             with private_tempdir() as tmp:
                 out = tmp / path.name
                 self._decrypt(path, out, data_key, key, uri)
                 yield out
-        elif path.is_dir() and any(is_encrypted(p) for p in _files(path)):
+        elif path.is_dir():
+            self._refuse_plaintext(uri, _files(path))
             key = self.inner.key_of(uri)
             data_key = self.keyring.data_key(org_of(key))
             with private_tempdir() as tmp:
@@ -220,27 +297,40 @@ class EncryptedBlobStore(BlobStore):
                     rel = sub.relative_to(path).as_posix()
                     if sub.is_dir():
                         (root / rel).mkdir(parents=True, exist_ok=True)
-                    elif is_encrypted(sub):
-                        self._decrypt(sub, root / rel, data_key, f"{key}/{rel}", uri)
                     else:
-                        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(sub, root / rel)
+                        self._decrypt(sub, root / rel, data_key, f"{key}/{rel}", uri)
                 yield root
-        else:  # plaintext, or nothing there (the caller finds the path missing, as with a plain store)
+        else:  # nothing there: the caller finds the path missing, as with a plain store
             yield path
 
     def read_stream(self, uri: str) -> Iterator[bytes]:
-        """Stream the plaintext frame by frame, with no temporary copy."""
+        """Stream the plaintext frame by frame, with no temporary copy.
+
+        A plaintext blob or an unusable data key raises here, at the call, before a response that
+        streams the result has started; a frame that fails authentication raises while iterating."""
         path = self.inner.local_path(uri)
-        if not is_encrypted(path):
-            yield from super().read_stream(uri)
-            return
+        self._refuse_plaintext(uri, [path])
         key = self.inner.key_of(uri)
+        data_key = self.keyring.data_key(org_of(key))
+        return self._frames(uri, path, data_key, key)
+
+    @staticmethod
+    def _frames(uri: str, path: Path, data_key: bytes, key: str) -> Iterator[bytes]:
         try:
-            yield from crypto.open_decrypted(path, self.keyring.data_key(org_of(key)), aad=blob_aad(key))
+            yield from crypto.open_decrypted(path, data_key, aad=blob_aad(key))
         except crypto.DecryptionError:
             log.error("blob %s failed to decrypt", uri)
             raise
+
+    @staticmethod
+    def _refuse_plaintext(uri: str, files: list[Path]) -> None:
+        plain = [p for p in files if not is_encrypted(p)]
+        if plain:
+            log.error("blob %s holds %d file(s) without the encryption header, e.g. %s", uri, len(plain), plain[0])
+            raise UnencryptedBlob(
+                f"Blob {uri} is not encrypted ({plain[0].name} has no encryption header) and is refused; "
+                "if it predates encryption at rest, run `aiaas secrets migrate-blobs` on the server host."
+            )
 
     @staticmethod
     def _decrypt(src: Path, dest: Path, data_key: bytes, key: str, uri: str) -> None:

@@ -181,3 +181,25 @@ class AuditLog(Base):
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class IdempotencyKey(Base):
+    """A POST's `Idempotency-Key`, per organisation: what was asked (a hash of method, path and body) and
+    the first answer, replayed to retries for `idempotency_ttl_seconds`. `state` is "in_progress" while
+    the first request runs (`locked_until` lets another process take over a key whose request died)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(1000))
+    state: Mapped[str] = mapped_column(String(20))  # "in_progress" | "completed"
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_headers: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    owner: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the claim that holds the key
+    locked_until: Mapped[float | None] = mapped_column(Float, nullable=True)

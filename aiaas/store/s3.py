@@ -238,7 +238,8 @@ class S3BlobStore(BlobStore):
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=key)
+            return head
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _MISSING:
                 return None

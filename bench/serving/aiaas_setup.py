@@ -59,7 +59,7 @@ def _register(data_dir: Path, admin_key: str, entry: Path, staging: Path) -> str
     from aiaas.core.settings import Settings
     from aiaas.registry import models as registry
     from aiaas.security import authn
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
     from aiaas.store.db import Database
     from aiaas.store.encrypted import encrypted
 

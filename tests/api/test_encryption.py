@@ -14,7 +14,7 @@ from aiaas.registry import models as registry
 from aiaas.security import crypto
 from aiaas.security.keys import generate_key, hash_key
 from aiaas.services import audit
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.encrypted import EncryptedBlobStore, Keyring
 from aiaas.store.models import AuditLog, Organization
 from tests.conftest import TEST_SECRET

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from aiaas.registry import models as registry
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
+from aiaas.store.encrypted import encrypted
 from tests.helpers.tiny_bert import build_tiny_bert
 
 
@@ -25,7 +26,7 @@ def export_tiny_classifier(work: Path, *, labels=("negative", "positive"), task=
 
 
 def register(settings, db, org_id: str, artifact_root: Path, *, model_id: str, task: str, labels) -> str:
-    blobs = create_blob_store(settings.blobs_url)
+    blobs = encrypted(create_blob_store(settings.blobs_url), db, settings.master_secret())  # as a job stores it
     uri = blobs.put_dir(f"{org_id}/models/{model_id.rsplit(':', 1)[-1]}", artifact_root)
     with db.session() as s:
         registry.register_model(s, model_id=model_id, org_id=org_id, job_id="ftjob-test", base_model="tiny-bert",

@@ -68,7 +68,7 @@ def _plant(settings, db, org_id: str, data: bytes, filename: str) -> str:
     """Store a file the upload check never saw, with no summary (so job creation cannot check columns)."""
     from aiaas.core.ids import new_id
     from aiaas.store import files as file_store
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
     from aiaas.store.encrypted import encrypted
 
     blobs = encrypted(create_blob_store(settings.blobs_url), db, settings.master_secret())

@@ -69,7 +69,7 @@ def _seed_objects(settings, db, admin: Admin, tmp_path: Path) -> Objects:
     from aiaas.store import deployments as dep_store
     from aiaas.store import jobs as job_store
     from aiaas.store import tenancy
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
     from aiaas.store.encrypted import encrypted
     from tests.helpers.deployed import export_tiny_classifier, register
     from tests.helpers.tiny_bert import build_tiny_bert
@@ -235,7 +235,7 @@ async def test_integer_query_parameters_at_their_edges(app, client, settings, db
     from aiaas.services import files as file_service
     from aiaas.services import jobs as job_service
     from aiaas.store import jobs as job_store
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
     from aiaas.store.encrypted import encrypted
     from tests.helpers.tiny_bert import build_tiny_bert
 

@@ -8,7 +8,8 @@ from aiaas.protocol.jobs import JobCreate
 from aiaas.services import files as file_service
 from aiaas.services import jobs as job_service
 from aiaas.store import tenancy
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
+from aiaas.store.encrypted import encrypted
 from tests.helpers.datasets import toy_csv
 from tests.helpers.tiny_bert import build_tiny_bert
 
@@ -20,7 +21,8 @@ def tiny_base(settings):
 
 @pytest.fixture
 def make_job(settings, db, tiny_base):
-    blobs = create_blob_store(settings.data_dir / "blobs")
+    # Through the encrypting store, as the API writes them: the runner refuses plaintext blobs.
+    blobs = encrypted(create_blob_store(settings.data_dir / "blobs"), db, settings.master_secret())
     with db.session() as s:
         org, _, _ = tenancy.create_organization(s, "jobs-org")
         org_id = org.id

@@ -66,10 +66,12 @@ def make_job(settings, db, tiny_base) -> Callable[..., str]:
     from aiaas.services import files as file_service
     from aiaas.services import jobs as job_service
     from aiaas.store import tenancy
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
+    from aiaas.store.encrypted import encrypted
     from tests.helpers.datasets import toy_csv
 
-    blobs = create_blob_store(settings.blobs_url)
+    # Through the encrypting store, as the API writes them: the runner refuses plaintext blobs.
+    blobs = encrypted(create_blob_store(settings.blobs_url), db, settings.master_secret())
     with db.session() as s:
         org, _, key = tenancy.create_organization(s, "ray-org")
         org_id = org.id

@@ -54,7 +54,7 @@ def make_jobs(settings: Any, db: Any, n: int) -> list[str]:
     from aiaas.services import files as file_service
     from aiaas.services import jobs as job_service
     from aiaas.store import tenancy
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
     from tests.helpers.datasets import toy_csv
 
     blobs = create_blob_store(settings.blobs_url)

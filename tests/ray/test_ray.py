@@ -60,7 +60,7 @@ def _until_done(d, db, job_id: str, timeout: float = 90):
 # ---- training ------------------------------------------------------------------------------------
 @sqlite_only
 def test_dispatcher_process_trains_and_serves_for_the_api(ray_session, settings, db, tiny_base, tmp_path):
-    """`python -m aiaas.cluster.dispatcher --gateway-port N` joins the cluster by address + token. The
+    """`python -m aiaas.cli.dispatcher --gateway-port N` joins the cluster by address + token. The
     API (which holds no Ray driver) creates a job and reads its status and events from the store, as
     in embedded mode; then the trained model is deployed on Ray Serve and called through the gateway."""
     import asyncio
@@ -82,7 +82,7 @@ def test_dispatcher_process_trains_and_serves_for_the_api(ray_session, settings,
            "AIAAS_DATA_DIR": str(settings.data_dir), "AIAAS_ENV": "test", "AIAAS_HEARTBEAT_SECONDS": "0.5",
            "AIAAS_POLL_SECONDS": "0.2"}
     log = open(tmp_path / "dispatcher.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "aiaas.cluster.dispatcher", "--max-jobs", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "aiaas.cli.dispatcher", "--max-jobs", "1",
                              "--gateway-port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def dispatcher_log() -> str:
@@ -163,7 +163,7 @@ def _artifact_uri(db, model_id: str) -> str:
 
 def _in_process_predictor(settings, db, uri: str):
     from aiaas.serving.runtime import load_predictor
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
     from aiaas.store.encrypted import encrypted
     from tests.conftest import TEST_SECRET
 
@@ -263,7 +263,7 @@ def model_artifact(tmp_path_factory):
     from aiaas.registry.export import export_model
     from aiaas.serving.runtime import load_predictor
     from aiaas.store import migrate, tenancy
-    from aiaas.store.blobs import create_blob_store
+    from aiaas.store.blob_factory import create_blob_store
     from aiaas.store.db import Database
     from aiaas.store.encrypted import encrypted
     from tests.conftest import TEST_SECRET

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from aiaas.core.errors import PayloadTooLarge
 from aiaas.security import crypto
 from aiaas.store import tenancy
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.encrypted import EncryptedBlobError, EncryptedBlobStore, Keyring, encrypted
 from aiaas.store.models import Organization
 from tests.conftest import TEST_SECRET
@@ -97,13 +97,20 @@ def test_ciphertext_is_bound_to_its_key_and_organisation(store, raw, orgs, tmp_p
         b"".join(store.read_stream(tampered.uri))
 
 
-def test_plaintext_blobs_written_before_encryption_still_read(store, raw, orgs, tmp_path):
+def test_plaintext_blobs_are_refused_not_read(store, raw, orgs, tmp_path):
+    """No plaintext fallback: a header-less blob (old data, or planted) is refused with a stable code."""
+    from aiaas.core.errors import UnencryptedBlob
+
     org_a, _ = orgs
     old = raw.put(f"{org_a}/files/legacy", io.BytesIO(b"text,label\nold,1\n"))
-    with store.open_local(old.uri) as path:
-        assert path == raw.local_path(old.uri)  # no copy needed
-        assert path.read_bytes() == b"text,label\nold,1\n"
-    assert store.local_path(old.uri) == raw.local_path(old.uri)
+    with pytest.raises(UnencryptedBlob, match="migrate-blobs") as err:
+        with store.open_local(old.uri):
+            pass
+    assert err.value.code == "unencrypted_blob" and err.value.status == 500
+    with pytest.raises(UnencryptedBlob):
+        b"".join(store.read_stream(old.uri))
+    with pytest.raises(UnencryptedBlob):
+        store.local_path(old.uri)
 
 
 def test_upload_limit_keeps_nothing(store, raw, orgs, settings):

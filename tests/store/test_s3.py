@@ -15,7 +15,7 @@ pytest.importorskip("boto3", reason="the s3 extra is not installed: pip install 
 
 from aiaas.core.errors import PayloadTooLarge, Unavailable
 from aiaas.core.settings import get_settings
-from aiaas.store.blobs import create_blob_store
+from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.s3 import PART_BYTES, S3BlobStore, parse_s3_url
 from tests.ray.moto_server import S3_ENV, make_bucket, moto_server
 

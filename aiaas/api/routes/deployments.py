@@ -52,7 +52,9 @@ def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: 
                                       min_replicas=body.min_replicas)
     audit.record(session, actor, "deployment.created", target_type="deployment", target_id=row.id,
                  details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
-    if body.min_replicas:
+    if body.min_replicas and state.services["inference"].remote is None:  # 409 if it does not fit the budget
+        from_thread.run(state.services["inference"].cache.pin_within_budget, model.artifact_uri)
+    elif body.min_replicas:
         state.services["inference"].pin(model.artifact_uri, True)
     if state.services["inference"].remote is not None:
         session.flush()

@@ -99,7 +99,7 @@ def list_events(
     return list_response([event_public(r) for r in rows], has_more=has_more)
 
 
-async def _event_stream(state, org_id: str, job_id: str, after: str | None) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-def]
+async def _event_stream(state, org_id: str, job_id: str, after: str | None) -> AsyncIterator[bytes]:
     def poll(cursor: str | None) -> tuple[list[dict], str]:
         with state.db.session() as s:
             rows, _ = job_store.list_events(s, org_id, job_id, after=cursor, limit=500, order="asc")

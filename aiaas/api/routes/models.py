@@ -17,7 +17,7 @@ from aiaas.services import audit, catalog
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-def _base_models(state) -> list[dict]:  # type: ignore[no-untyped-def]
+def _base_models(state) -> list[dict]:
     """Base models, then the model families (both are starting points for jobs, owned by aiaas)."""
     bases = [base_model_public(m["id"], m) for m in catalog.base_models(state.settings.base_models_dir)]
     return bases + [family_public(f) for f in catalog.model_families()]

@@ -5,7 +5,10 @@ session when unset), then claims fine-tuning jobs from the store and runs each a
 task until SIGTERM/SIGINT. The API keeps writing jobs to the store and reading their
 events from it, exactly as with local workers, so it never notices the difference.
 
-`aiaas ray-dispatcher` calls `run_dispatcher`; `python -m aiaas.cluster.dispatcher` works too.
+`aiaas ray-dispatcher` calls `run_dispatcher`; `python -m aiaas.cli.dispatcher` works too.
+It lives with the entrypoints, not in `aiaas/cluster/`, because it wires jobs and serving
+together: the node helpers below it (session, loopback, node, gateway) are imported by jobs
+and serving, and must not import them back (docs/design.md, checked by `lint-imports`).
 """
 
 from __future__ import annotations
