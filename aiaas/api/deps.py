@@ -22,12 +22,11 @@ from starlette.concurrency import run_in_threadpool
 
 from aiaas.core.errors import AuthenticationFailed, PermissionDenied
 from aiaas.core.settings import Settings
-from aiaas.security import authn
 from aiaas.security.keys import Principal, hash_key
 from aiaas.security.policy import required_scope
 from aiaas.security.ratelimit import Decision, Limits, RateLimiter
 from aiaas.security.ttlcache import TtlCache
-from aiaas.services import audit
+from aiaas.services import audit, authn
 from aiaas.services.quotas import NO_RETRY, OrgLimits, org_limits
 from aiaas.store import tenancy
 from aiaas.store.db import Database

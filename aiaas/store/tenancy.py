@@ -1,5 +1,5 @@
 """Organisations and API keys. Every function takes the organisation and scopes its query by it;
-the exception is the lookup by key hash that authentication (aiaas.security.authn) starts from."""
+the exception is the lookup by key hash that authentication (aiaas.services.authn) starts from."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def revoke_key(session: Session, org_id: str, key_id: str) -> ApiKey:
 
 
 def find_key_by_hash(session: Session, key_hash: str) -> tuple[ApiKey, dict[str, Any] | None] | None:
-    """The key row with this hash and its organisation's settings, in one query (aiaas.security.authn
+    """The key row with this hash and its organisation's settings, in one query (aiaas.services.authn
     decides what the row means)."""
     found = session.execute(
         select(ApiKey, Organization.settings)

@@ -8,9 +8,8 @@ import time
 from sqlalchemy import select, update
 
 from aiaas.registry import models as registry
-from aiaas.security import authn
 from aiaas.security.keys import generate_key
-from aiaas.services import audit
+from aiaas.services import audit, authn
 from aiaas.store.models import ApiKey, AuditLog
 from tests.helpers.datasets import toy_csv
 from tests.helpers.tiny_bert import build_tiny_bert

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import event, func, select
 
-from aiaas.security import authn
+from aiaas.services import authn
 from aiaas.services.usage import UsageRecorder
 from aiaas.store import tenancy
 from aiaas.store.models import FineTuningJob, UsageEvent

@@ -6,7 +6,7 @@ import pytest
 
 from aiaas.core import clock
 from aiaas.core.errors import AuthenticationFailed
-from aiaas.security import authn
+from aiaas.services import authn
 from aiaas.store import tenancy
 
 T0 = 1_700_000_000

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aiaas.core.settings import Settings
-from aiaas.security import authn
+from aiaas.services import authn
 from aiaas.store.db import Database
 from tests.e2e.server import base_env, init, start_server
 from tests.helpers.deployed import export_tiny_classifier, register

@@ -4,6 +4,9 @@ Format and checksum are checked first, without the database; then the key is loo
 by its hash (the store's only part), compared in constant time, and refused if revoked or
 expired. A well-formed key that is refused raises KeyRejected, which carries the key's
 organisation and id for the audit log; a malformed one never reaches the database.
+
+A use case, so it lives in services: it joins security (key format, hash) and the store
+(the lookup), and security may not import the store (the store imports security: no cycles).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Key authentication (aiaas.security.authn) over the store's lookup by hash."""
+"""Key authentication (aiaas.services.authn) over the store's lookup by hash."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from sqlalchemy import event
 
 from aiaas.core import clock
 from aiaas.core.errors import AuthenticationFailed
-from aiaas.security import authn
 from aiaas.security.keys import generate_key
+from aiaas.services import authn
 from aiaas.store import tenancy
 
 T0 = 1_700_000_000
