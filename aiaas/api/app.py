@@ -15,13 +15,22 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from aiaas import __version__
-from aiaas.api.deps import AppState, verify_key
+from aiaas.api.deps import AppState, Services, verify_key
 from aiaas.api.errors import install_error_handlers
 from aiaas.api.fastpath import FastPredictMiddleware
 from aiaas.api.idempotency import IdempotencyMiddleware
 from aiaas.api.middleware import ByteBudget, EdgeMiddleware
 from aiaas.api.routes import (
-    audit_logs, deployments, files, fine_tuning, health, inference, keys, models, oip, usage,
+    audit_logs,
+    deployments,
+    files,
+    fine_tuning,
+    health,
+    inference,
+    keys,
+    models,
+    oip,
+    usage,
 )
 from aiaas.core.settings import Settings, get_settings
 from aiaas.protocol.common import ErrorResponse, OipErrorResponse, declared_errors
@@ -59,13 +68,21 @@ async def _warm_pinned(state: AppState) -> None:
         with state.db.session() as s:
             return pinned_artifacts(s)
 
-    inference = state.services["inference"]
-    for uri in await run_in_threadpool(find):
-        inference.pin(uri, True)
-        try:
-            await inference.cache.get(uri)
-        except Exception:  # noqa: BLE001 - a broken artifact must not stop the server; requests will say why
-            log.warning("could not preload %s", uri, exc_info=True)
+    await state.services.inference.warm(await run_in_threadpool(find))
+
+
+def build_services(settings: Settings, db: Database, secret: str) -> Services:
+    """Every service the routes use, built once; the lifespan closes them."""
+    blobs = encrypted(create_blob_store(settings.blobs_url, settings), db, secret)  # per-organisation keys at rest
+    ratelimit = create_rate_limiter(settings.rate_limit_url)
+    usage = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds)
+    return Services(
+        blobs=blobs,
+        ratelimit=ratelimit,
+        usage=usage,
+        inference=InferenceService(settings, db, blobs, limiter=ratelimit, usage=usage),
+        auth_cache=TtlCache(settings.lookup_cache_seconds),
+    )
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None, migrate_db: bool = True) -> FastAPI:
@@ -74,13 +91,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     db = db or Database(settings.sqlalchemy_url)
     if migrate_db:
         migrate.upgrade(db.engine)
-    state = AppState(settings=settings, db=db, master_secret=secret)
-    blobs = encrypted(create_blob_store(settings.blobs_url, settings), db, secret)  # per-organisation keys at rest
-    state.services["blobs"] = blobs
-    state.services["ratelimit"] = create_rate_limiter(settings.rate_limit_url)
-    state.services["usage"] = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds)
-    state.services["inference"] = InferenceService(settings, blobs)
-    state.services["auth_cache"] = TtlCache(settings.lookup_cache_seconds)
+    state = AppState(settings=settings, db=db, master_secret=secret, services=build_services(settings, db, secret))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,10 +107,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
             if settings.gc_freeze:
                 gc.unfreeze()  # an app stopped inside a longer-lived process must not pin its garbage
             warm.cancel()
-            for service in reversed(list(state.services.values())):
-                close = getattr(service, "aclose", None)
-                if close is not None:
-                    await close()
+            await state.services.aclose()
 
     app = FastAPI(
         title="aiaas",
@@ -128,7 +136,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         app.add_middleware(FastPredictMiddleware, handlers=lambda: app.exception_handlers)
     # Idempotency-Key on every POST, the shortcut's included; inside the edge layer, which has checked the key.
     app.add_middleware(IdempotencyMiddleware, db=db, settings=settings,
-                       data_key=lambda org_id: blobs.keyring.data_key(org_id, create=True))
+                       data_key=lambda org_id: state.services.blobs.keyring.data_key(org_id, create=True))
 
     async def authenticate(scope: Scope) -> None:
         await verify_key(Request(scope))

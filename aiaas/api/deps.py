@@ -2,8 +2,8 @@
 
 The principal dependency looks the matched route up in the policy table, so no route
 can forget its scope check. It also charges the request to the key's requests/min
-limit; inference routes charge their tokens with `charge_tokens` before running the
-model. Both leave their `x-ratelimit-*` headers in the request state, where
+limit; the inference service charges their tokens (`caller` says whom) before running
+the model. Both leave their `x-ratelimit-*` headers in the request state, where
 EdgeMiddleware puts them on the response, errors included.
 """
 
@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -27,12 +27,33 @@ from aiaas.security.policy import required_scope
 from aiaas.security.ratelimit import Decision, Limits, RateLimiter
 from aiaas.security.ttlcache import TtlCache
 from aiaas.services import audit, authn
-from aiaas.services.quotas import NO_RETRY, OrgLimits, org_limits
+from aiaas.services.inference import Caller, InferenceService
+from aiaas.services.inference.metering import refusal
+from aiaas.services.quotas import OrgLimits, org_limits
+from aiaas.services.usage import UsageRecorder
 from aiaas.store import tenancy
 from aiaas.store.db import Database
+from aiaas.store.encrypted import EncryptedBlobStore
 
 log = logging.getLogger(__name__)
 RATE_LIMIT_HEADERS = "ratelimit_headers"  # key in the request state (scope["state"])
+
+
+@dataclass(frozen=True)
+class Services:
+    """The application's services, built once in create_app."""
+
+    blobs: EncryptedBlobStore  # per-organisation keys at rest; the keyring also seals idempotent answers
+    ratelimit: RateLimiter
+    usage: UsageRecorder
+    inference: InferenceService
+    auth_cache: TtlCache
+
+    async def aclose(self) -> None:
+        """At shutdown, the reverse of the order they were built in."""
+        await self.inference.aclose()
+        await self.usage.aclose()
+        await self.ratelimit.aclose()
 
 
 @dataclass
@@ -40,7 +61,7 @@ class AppState:
     settings: Settings
     db: Database
     master_secret: str
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services
 
 
 def app_state(request: Request) -> AppState:
@@ -86,9 +107,7 @@ def _authenticate(db: Database, token: str) -> tuple[Principal, dict[str, Any], 
 
 def forget_key(state: AppState, key_id: str) -> None:
     """A key was revoked here: stop honouring cached authentications of it at once."""
-    cache: TtlCache | None = state.services.get("auth_cache")
-    if cache is not None:
-        cache.invalidate(lambda _k, v: v[0].key_id == key_id)
+    state.services.auth_cache.invalidate(lambda _k, v: v[0].key_id == key_id)
 
 
 async def _audit_auth_failure(request: Request, state: AppState, exc: AuthenticationFailed) -> None:
@@ -98,8 +117,8 @@ async def _audit_auth_failure(request: Request, state: AppState, exc: Authentica
         return
     ip = _client_ip(request)
     per_minute = state.settings.auth_failure_audits_per_minute
-    limiter: RateLimiter | None = state.services.get("ratelimit")
-    if per_minute and limiter is not None:
+    limiter = state.services.ratelimit
+    if per_minute:
         if not (await limiter.check(f"authfail:{ip}", Limits(requests_per_minute=per_minute))).allowed:
             return
     rejected = isinstance(exc, authn.KeyRejected)
@@ -115,26 +134,23 @@ async def _audit_auth_failure(request: Request, state: AppState, exc: Authentica
         log.exception("could not audit an authentication failure")
 
 
-def _remember_headers(request: Request, decision: Decision) -> None:
+def _rate_headers(request: Request) -> dict[str, str]:
+    """The request's x-ratelimit-* headers (EdgeMiddleware puts them on the answer, errors included)."""
     headers = getattr(request.state, RATE_LIMIT_HEADERS, None)
     if headers is None:
         headers = {}
         setattr(request.state, RATE_LIMIT_HEADERS, headers)
-    headers.update({k: v for k, v in decision.headers.items() if k.lower().startswith("x-ratelimit-")})
+    return headers
 
 
-def _refusal(decision: Decision) -> Exception:
-    err = decision.to_error()
-    if decision.oversized:
-        err.headers.update(NO_RETRY)  # waiting will not help; the request must get smaller
-    return err
+def _remember_headers(request: Request, decision: Decision) -> None:
+    _rate_headers(request).update(
+        {k: v for k, v in decision.headers.items() if k.lower().startswith("x-ratelimit-")})
 
 
 async def _charge_request(request: Request, state: AppState, principal: Principal, limits: OrgLimits) -> None:
     """One request against the key's requests/min; the tokens bucket is read (not charged) for its headers."""
-    limiter: RateLimiter | None = state.services.get("ratelimit")
-    if limiter is None:
-        return
+    limiter = state.services.ratelimit
     rpm, tpm = limits.rate_limit_requests_per_minute, limits.rate_limit_tokens_per_minute
     checks = []
     if rpm:
@@ -146,26 +162,15 @@ async def _charge_request(request: Request, state: AppState, principal: Principa
         _remember_headers(request, decision)
     for decision in decisions:
         if not decision.allowed:
-            raise _refusal(decision)
+            raise refusal(decision)
 
 
-async def charge_tokens(request: Request, tokens: int) -> None:
-    """Charge `tokens` (an estimate made before running the model) to the calling key's tokens/min.
-
-    Inference routes call it after authentication and before the model runs; over the
-    limit it raises the 429 (with Retry-After). A no-op without a principal or limit.
-    """
-    principal: Principal | None = getattr(request.state, "principal", None)
+def caller(request: Request, principal: Principal) -> Caller:
+    """The caller as the inference service sees it: whom to charge and meter, where its headers go."""
     limits: OrgLimits | None = getattr(request.state, "limits", None)
-    state = app_state(request)
-    limiter: RateLimiter | None = state.services.get("ratelimit")
-    if principal is None or limits is None or limiter is None or not limits.rate_limit_tokens_per_minute:
-        return
-    per_minute = Limits(tokens_per_minute=limits.rate_limit_tokens_per_minute)
-    decision = await limiter.check(f"t:{principal.key_id}", per_minute, tokens=max(0, int(tokens)))
-    _remember_headers(request, decision)
-    if not decision.allowed:
-        raise _refusal(decision)
+    tpm = limits.rate_limit_tokens_per_minute if limits is not None else 0
+    return Caller(principal.org_id, principal.key_id, Limits(tokens_per_minute=tpm) if tpm else None,
+                  _rate_headers(request))
 
 
 VERIFIED_KEY = "verified_key"  # key in the request state: (principal, organisation settings)
@@ -180,9 +185,9 @@ async def verify_key(request: Request) -> tuple[Principal, dict[str, Any]]:
         return done
     state = app_state(request)
     token = _bearer(request)
-    cache: TtlCache | None = state.services.get("auth_cache")
+    cache = state.services.auth_cache
     digest = hash_key(token)
-    hit = cache.get(digest) if cache is not None else None
+    hit = cache.get(digest)
     if hit is not None and (hit[2] is None or hit[2] > time.time()):
         principal, org_settings = hit[0], hit[1]
     else:
@@ -192,8 +197,7 @@ async def verify_key(request: Request) -> tuple[Principal, dict[str, Any]]:
         except AuthenticationFailed as exc:
             await _audit_auth_failure(request, state, exc)
             raise
-        if cache is not None:
-            cache.put(digest, (principal, org_settings, expires_at))
+        cache.put(digest, (principal, org_settings, expires_at))
     request.scope.setdefault("state", {})[VERIFIED_KEY] = (principal, org_settings)
     return principal, org_settings
 

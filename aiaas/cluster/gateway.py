@@ -77,6 +77,11 @@ def create_gateway_app(backend: Any, token: str) -> Starlette:
         await run_in_threadpool(backend.delete, request.path_params["name"])
         return JSONResponse({"deleted": True})
 
+    async def status(request: Request) -> JSONResponse:
+        authorized(request)
+        name = request.path_params["name"]
+        return JSONResponse({"name": name, "replicas": await run_in_threadpool(backend.replicas, name)})
+
     async def health(_request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
@@ -93,6 +98,7 @@ def create_gateway_app(backend: Any, token: str) -> Starlette:
             Route("/healthz", health, methods=["GET"]),
             Route("/deployments/{name}", deploy, methods=["PUT"]),
             Route("/deployments/{name}", delete, methods=["DELETE"]),
+            Route("/deployments/{name}", status, methods=["GET"]),
             Route("/deployments/{name}/predict", predict, methods=["POST"]),
         ],
         exception_handlers={AiaasError: aiaas_error, Exception: unexpected},
@@ -100,7 +106,7 @@ def create_gateway_app(backend: Any, token: str) -> Starlette:
 
 
 class GatewayClient:
-    """What the API process uses instead of RayServingBackend: the same three calls, over HTTP."""
+    """What the API process uses instead of RayServingBackend: its calls, over HTTP."""
 
     def __init__(self, base_url: str, master_secret: str, *, timeout_s: float = 120.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -131,6 +137,16 @@ class GatewayClient:
 
     async def delete(self, name: str) -> None:
         await self._call("DELETE", f"/deployments/{name}")
+
+    async def replicas(self, name: str) -> int:
+        """Running replicas of the deployment (0 when scaled to zero)."""
+        return int((await self._call("GET", f"/deployments/{name}"))["replicas"])
+
+    async def healthy(self) -> bool:
+        try:
+            return (await self._client.get("/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     async def aclose(self) -> None:
         await self._client.aclose()

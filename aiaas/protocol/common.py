@@ -67,4 +67,4 @@ class OipErrorResponse(BaseModel):
 
 def declared_errors(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
     """The error statuses every route may answer, for the OpenAPI spec."""
-    return {code: {"model": model} for code in (400, 401, 403, 404, 409, 413, 415, 429, 500, 503)}
+    return {code: {"model": model} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503)}

@@ -10,7 +10,8 @@ from typing import Literal, get_args
 
 Task = Literal["single_label_classification", "multi_label_classification", "regression"]
 TASKS: tuple[Task, ...] = get_args(Task)
-DEFAULT_TASK: Task = "single_label_classification"
+SINGLE_LABEL, MULTI_LABEL, REGRESSION = TASKS
+DEFAULT_TASK: Task = SINGLE_LABEL
 # What an exported artifact of a headless encoder (no head, /v1/embeddings only) says it does.
 EMBEDDING = "embedding"
 ARTIFACT_TASKS: tuple[str, ...] = (*TASKS, EMBEDDING)

@@ -99,6 +99,18 @@ def _refill(level: float | None, limit: int, elapsed: float) -> float:
     return min(float(limit), level + max(0.0, elapsed) * limit / WINDOW_S)
 
 
+def _put_headers(headers: dict[str, str], name: str, limit: int, after: float) -> None:
+    headers[f"x-ratelimit-limit-{name}"] = str(limit)
+    headers[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(after + _EPS)))
+    headers[f"x-ratelimit-reset-{name}"] = format_duration((limit - after) * WINDOW_S / limit)
+
+
+def _adjusted(tpm: int, tok_level: float) -> Decision:
+    headers: dict[str, str] = {}
+    _put_headers(headers, "tokens", tpm, tok_level)
+    return Decision(True, 0.0, headers)
+
+
 def _decide(limits: Limits, tokens: int, req_level: float | None, tok_level: float | None) -> Decision:
     """Build the decision from bucket levels *before* paying (shared by both backends).
 
@@ -117,10 +129,7 @@ def _decide(limits: Limits, tokens: int, req_level: float | None, tok_level: flo
     for name, limit, level, cost in (("requests", rpm, req_level, 1), ("tokens", tpm, tok_level, tokens)):
         if limit is None or level is None:
             continue
-        after = level - cost if allowed else level
-        headers[f"x-ratelimit-limit-{name}"] = str(limit)
-        headers[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(after + _EPS)))
-        headers[f"x-ratelimit-reset-{name}"] = format_duration((limit - after) * WINDOW_S / limit)
+        _put_headers(headers, name, limit, level - cost if allowed else level)
     if allowed:
         return Decision(True, 0.0, headers)
 
@@ -144,6 +153,15 @@ class RateLimiter(ABC):
         """Charge 1 request and `tokens` tokens to `key` if both fit, and say so.
 
         A refused request is not charged. `tokens` must be >= 0.
+        """
+
+    @abstractmethod
+    async def adjust(self, key: str, limits: Limits, *, tokens: int) -> Decision:
+        """Correct an earlier charge of `key`'s tokens by `tokens` (negative: a refund), never refusing.
+
+        For a charge made on an estimate, once the real count is known. A refund never
+        fills the bucket past its limit; a late charge may leave it below zero (the key then
+        waits that much longer). The decision carries the tokens headers after the correction.
         """
 
     async def aclose(self) -> None:
@@ -183,6 +201,19 @@ class MemoryRateLimiter(RateLimiter):
             if self._calls % self._SWEEP_EVERY == 0:
                 self._sweep(now)
         return decision
+
+    async def adjust(self, key: str, limits: Limits, *, tokens: int) -> Decision:
+        rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
+        if tpm is None:
+            return Decision(True, 0.0, {})
+        with self._lock:
+            now = self._clock()
+            req, tok, last = self._buckets.get(key, (None, None, now))
+            elapsed = now - last
+            req_level = _refill(req, rpm, elapsed) if rpm is not None else None
+            tok_level = min(float(tpm), _refill(tok, tpm, elapsed) - tokens)
+            self._buckets[key] = (req_level, tok_level, now)
+        return _adjusted(tpm, tok_level)
 
     def _sweep(self, now: float) -> None:
         """Forget buckets idle for a whole window: they are full again, same as unseen."""
@@ -233,6 +264,33 @@ return {string.format('%.9f', r), string.format('%.9f', t)}
 """
 
 
+# Correct the tokens bucket by a signed amount: refill both buckets as _LUA_CHECK does, never refuse,
+# never fill past the limit. Returns the tokens level after the correction.
+_LUA_ADJUST = """
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local rpm = tonumber(ARGV[2])
+local tpm = tonumber(ARGV[3])
+local delta = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
+local state = redis.call('HMGET', KEYS[1], 'r', 't', 'ts')
+local elapsed = math.max(0, now - (tonumber(state[3]) or now))
+local function refill(level, limit)
+  level = tonumber(level)
+  if not level then return limit end
+  return math.min(limit, level + elapsed * limit / window)
+end
+local t = math.min(tpm, refill(state[2], tpm) - delta)
+redis.call('HSET', KEYS[1], 'ts', string.format('%.6f', now), 't', string.format('%.9f', t))
+if rpm > 0 then redis.call('HSET', KEYS[1], 'r', string.format('%.9f', refill(state[1], rpm))) end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return string.format('%.9f', t)
+"""
+
+
 def _import_redis() -> Any:
     try:
         import redis.asyncio as redis_asyncio
@@ -262,6 +320,7 @@ class RedisRateLimiter(RateLimiter):
         self._client = client if client is not None else redis_asyncio.Redis.from_url(url)
         self._owns_client = client is None
         self._script = self._client.register_script(_LUA_CHECK)
+        self._adjust = self._client.register_script(_LUA_ADJUST)
         self._prefix = prefix
         self._clock = clock
         self._ttl_ms = str(int(WINDOW_S * 1000) + 1000)
@@ -284,6 +343,16 @@ class RedisRateLimiter(RateLimiter):
         req_level = float(req) if rpm is not None else None
         tok_level = float(tok) if tpm is not None else None
         return _decide(limits, tokens, req_level, tok_level)
+
+    async def adjust(self, key: str, limits: Limits, *, tokens: int) -> Decision:
+        rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
+        if tpm is None:
+            return Decision(True, 0.0, {})
+        now = "" if self._clock is None else repr(float(self._clock()))
+        level = await self._adjust(
+            keys=[self._prefix + key], args=[now, rpm or 0, tpm, int(tokens), repr(WINDOW_S), self._ttl_ms]
+        )
+        return _adjusted(tpm, float(level))
 
     async def aclose(self) -> None:
         if self._owns_client:

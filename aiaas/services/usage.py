@@ -37,11 +37,6 @@ MAX_RANGE_S = 366 * DAY_S
 IDLE_EXIT_FLUSHES = 60  # the flusher thread ends after this many empty rounds; the next record restarts it
 
 
-def estimate_tokens(texts: list[str]) -> int:
-    """A cheap upper-ish estimate made before tokenising: ~4 characters a token, plus [CLS] and [SEP]."""
-    return sum(len(t) // 4 + 1 for t in texts) + 2 * len(texts)
-
-
 @dataclass
 class _Bucket:
     requests: int = 0
@@ -50,7 +45,7 @@ class _Bucket:
 
 
 class UsageRecorder:
-    """state.services["usage"]: counts inference in memory, writes it in the background."""
+    """state.services.usage: counts inference in memory, writes it in the background."""
 
     def __init__(self, db: Database, *, flush_seconds: float = 1.0,
                  clock: Callable[[], float] = time.time) -> None:

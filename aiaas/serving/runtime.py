@@ -18,14 +18,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from aiaas.core.errors import InvalidFile, InvalidRequest, Unavailable
-from aiaas.protocol.tasks import ARTIFACT_TASKS
+from aiaas.serving.interface import TASKS, ModelInfo, thresholds_in_label_order
 from aiaas.serving.machine import cpu_features, has_int8_dot_product
 
 logger = logging.getLogger(__name__)
@@ -130,13 +129,6 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -logits))
 
 
-def thresholds_in_label_order(thresholds: Any, labels: Sequence[str]) -> list[float] | None:
-    """Multi-label thresholds as a list in label order; training records them as {label: threshold}."""
-    if isinstance(thresholds, dict):
-        return [float(thresholds.get(label, 0.5)) for label in labels]
-    return None if thresholds is None else [float(t) for t in thresholds]
-
-
 def read_meta(artifact_dir: Path) -> dict:
     path = Path(artifact_dir) / META_FILE
     try:
@@ -145,8 +137,8 @@ def read_meta(artifact_dir: Path) -> dict:
         raise InvalidFile(f"'{artifact_dir}' has no {META_FILE}; it is not a model artifact.") from None
     except (OSError, ValueError) as exc:
         raise InvalidFile(f"Could not read {path}: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("task") not in ARTIFACT_TASKS:
-        raise InvalidFile(f"{path}: 'task' must be one of {', '.join(ARTIFACT_TASKS)}.")
+    if not isinstance(meta, dict) or meta.get("task") not in TASKS:
+        raise InvalidFile(f"{path}: 'task' must be one of {', '.join(TASKS)}.")
     return meta
 
 
@@ -213,6 +205,7 @@ class Predictor:
         missing = {"input_ids", "attention_mask"} - set(self._input_names)
         if missing:
             raise InvalidFile(f"{model_file}: graph lacks inputs {sorted(missing)}.")
+        self.info = _info(meta, self.labels, self.thresholds, self.outputs)
 
     # -- public API ---------------------------------------------------------------------
     def predict(self, texts: list[str]) -> np.ndarray:
@@ -345,6 +338,17 @@ class Predictor:
         if self.task == "multi_label_classification":
             return sigmoid(logits)
         return logits  # regression: raw values
+
+
+def _info(meta: dict, labels: list[str], thresholds: list[float] | None, outputs: frozenset[str]) -> ModelInfo:
+    """What the serving interface says about a loaded model (serving/interface.py)."""
+    return ModelInfo(
+        task=meta["task"],
+        labels=tuple(labels),
+        thresholds=None if thresholds is None else tuple(thresholds),
+        embeddings=OUTPUT_EMBEDDINGS in outputs,
+        family=meta.get("family") or (meta.get("runtime") or {}).get("family"),
+    )
 
 
 def _choose_file(artifact_dir: Path, runtime: dict, precision: str | None) -> tuple[str, str]:

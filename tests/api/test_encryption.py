@@ -61,7 +61,7 @@ async def test_orgs_delete_destroys_the_data_key_and_blobs(client, app, settings
                                                            tmp_path):
     from aiaas.cli.main import app as cli
 
-    blobs: EncryptedBlobStore = app.state.aiaas.services["blobs"]
+    blobs: EncryptedBlobStore = app.state.aiaas.services.blobs
     r = await client.post("/v1/files", headers=org_a.headers, files={"file": ("pii.csv", csv_with_secret())},
                           data={"purpose": "fine-tune"})
     assert r.status_code == 200

@@ -101,7 +101,7 @@ async def test_min_replicas_one_is_preloaded_on_start_and_unpinned_on_delete(cli
         uri = registry.get_model(s, org_a.id, model_id).artifact_uri
     restarted = create_app(settings, db=db, migrate_db=False)  # as after a server restart
     async with restarted.router.lifespan_context(restarted):
-        cache = restarted.state.aiaas.services["inference"].cache
+        cache = restarted.state.aiaas.services.inference.local.cache
         for _ in range(200):
             if uri in cache:
                 break
@@ -109,4 +109,40 @@ async def test_min_replicas_one_is_preloaded_on_start_and_unpinned_on_delete(cli
         assert uri in cache and uri in cache.stats()["pinned"]
     r = await client.delete("/v1/deployments/warm", headers=org_a.headers)
     assert r.status_code == 200
-    assert uri not in client._transport.app.state.aiaas.services["inference"].cache.stats()["pinned"]
+    assert uri not in client._transport.app.state.aiaas.services.inference.local.cache.stats()["pinned"]
+
+
+async def test_the_limiter_holds_the_tokens_each_route_read(app, client, db, org_a, model_id):
+    """Every inference route charges an estimate first and settles it on the model's real count."""
+    from aiaas.serving import oip_codec as codec
+    from aiaas.services.inference import estimate_tokens
+    from tests.api.test_ratelimit import set_limits
+
+    set_limits(db, org_a.id, rate_limit_tokens_per_minute=10_000)
+    limiter = app.state.aiaas.services.ratelimit
+    limiter._clock = lambda: 1000.0  # frozen: the bucket does not refill between readings
+
+    def level() -> float:
+        return next(v[1] for k, v in limiter._buckets.items() if k.startswith("t:"))
+
+    texts = ["我的包裹还没有到，请帮我查一下!!", "great service... thank you (really)", "x"]
+    await client.post("/v1/deployments", headers=org_a.headers, json={"name": "toy", "model": model_id})
+    oip, hlen = codec.encode_request([codec.Tensor("text", "BYTES", (3,), np.array([t.encode() for t in texts],
+                                                                                     dtype=object))])
+    calls = [
+        ("/v1/deployments/toy/predict", {"json": {"inputs": texts}}),
+        ("/v1/classifications", {"json": {"model": model_id, "input": texts}}),
+        ("/v1/embeddings", {"json": {"model": model_id, "input": texts}}),
+        ("/v2/models/toy/infer", {"content": oip, "headers": org_a.headers | {
+            codec.HEADER_LENGTH_HEADER: str(hlen), "content-type": "application/octet-stream"}}),
+    ]
+    read = 0
+    for url, request in calls:
+        before = level() if any(k.startswith("t:") for k in limiter._buckets) else 10_000
+        r = await client.post(url, **({"headers": org_a.headers} | request))
+        assert r.status_code == 200, (url, r.text)
+        if url.startswith("/v1"):  # OIP answers carry no usage: the same texts read the same tokens
+            read = r.json()["usage"]["prompt_tokens"]
+        assert read != estimate_tokens(texts)  # the estimate was corrected, not merely right
+        assert before - level() == read, url
+        assert r.headers["x-ratelimit-remaining-tokens"] == str(int(level()))

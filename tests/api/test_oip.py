@@ -38,7 +38,9 @@ async def test_metadata_and_listing(client, org_a, org_b, deployed):
     meta = (await client.get(f"/v2/models/{deployed}", headers=org_a.headers)).json()
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert [o["name"] for o in meta["outputs"]] == ["label", "scores"] and meta["outputs"][1]["shape"] == [-1, 2]
-    assert (await client.get(f"/v2/models/{deployed}/versions/1/ready", headers=org_a.headers)).status_code == 200
+    # Not loaded until its first request: not ready (503, as tritonclient's is_model_ready reads it).
+    r = await client.get(f"/v2/models/{deployed}/versions/1/ready", headers=org_a.headers)
+    assert r.status_code == 503 and r.json() == {"name": deployed, "ready": False}
     r = await client.get(f"/v2/models/{deployed}/versions/7", headers=org_a.headers)
     assert r.status_code == 404 and isinstance(r.json()["error"], str)
     r = await client.get(f"/v2/models/{deployed}", headers=org_b.headers)
@@ -59,6 +61,12 @@ async def test_json_infer(client, org_a, deployed):
     assert by["label"]["shape"] == [2] and set(by["label"]["data"]) <= {"negative", "positive"}
     scores = np.array(by["scores"]["data"]).reshape(by["scores"]["shape"])
     assert scores.shape == (2, 2) and np.allclose(scores.sum(1), 1, atol=1e-5)
+    # Loaded by that request: ready, under its deployment name and its model id alike.
+    for name, path in ((deployed, "ready"), (deployed, "versions/1/ready"), (MODEL, "ready")):
+        r = await client.get(f"/v2/models/{name}/{path}", headers=org_a.headers)
+        assert r.status_code == 200 and r.json() == {"name": name, "ready": True}, (name, path)
+    assert (await client.get(f"/v2/models/{deployed}/versions/2/ready", headers=org_a.headers)).status_code == 404
+    assert (await client.get("/v2/models/nope/ready", headers=org_a.headers)).status_code == 404
 
 
 async def test_binary_and_gzip_infer(client, org_a, deployed):

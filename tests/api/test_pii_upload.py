@@ -247,7 +247,7 @@ async def test_redact_stores_no_original_pii(client, app, settings, db, org_a, f
 
     # The blob store holds ciphertext only, and decrypting it (the service's read path) gives the redacted
     # file: the original bytes were never written there.
-    blobs = app.state.aiaas.services["blobs"]
+    blobs = app.state.aiaas.services.blobs
     files = [p for p in (settings.data_dir / "blobs").rglob("*") if p.is_file()]
     assert len(files) == 1
     raw = files[0].read_bytes()

@@ -59,7 +59,7 @@ def usage_inserts(db) -> Iterator[list[str]]:
 
 async def test_predict_usage_counts_match_exactly(client, app, settings, db, org_a, org_b, deployed):
     settings.price_per_million_input_tokens = 2000.0  # big enough to see in six decimals
-    recorder = app.state.aiaas.services["usage"]
+    recorder = app.state.aiaas.services.usage
     recorder.flush_seconds = 3600  # nothing is written behind the test's back
     with usage_inserts(db) as inserts:
         tokens = 0

@@ -43,7 +43,6 @@ def test_tritonclient_http(server, binary):
     auth = {"Authorization": f"Bearer {server.key}"}
     with tritonclient.InferenceServerClient(url=host) as client:
         assert client.is_server_live() and client.is_server_ready()
-        assert client.is_model_ready(MODEL, headers=auth)
         meta = client.get_model_metadata(MODEL, headers=auth)
         assert meta["inputs"][0]["name"] == "text"
         texts = np.array([b"great service thank you", b"terrible experience", b"x"], dtype=object)
@@ -57,6 +56,9 @@ def test_tritonclient_http(server, binary):
         assert labels.shape == (3,) and {x.decode() if isinstance(x, bytes) else x for x in labels} <= {
             "negative", "positive"}
         assert scores.shape == (3, 2) and np.allclose(scores.sum(axis=1), 1, atol=1e-5)
+        # Ready once loaded (by the request above; tests/api/test_oip.py checks "not ready" before it).
+        assert client.is_model_ready(MODEL, headers=auth)
+        assert not client.is_model_ready("no-such-model", headers=auth)
         # Default settings of the client (binary outputs, no explicit outputs list).
         default = client.infer(MODEL, [inp], headers=auth)
         assert np.allclose(default.as_numpy("scores"), scores, atol=1e-6)

@@ -56,12 +56,13 @@ def test_the_wire_message_names_the_bounds() -> None:
 def test_every_package_uses_the_one_task_list() -> None:
     from aiaas.data import types as data_types
     from aiaas.registry.export import pipeline
-    from aiaas.serving import runtime
+    from aiaas.serving import interface, runtime
     from aiaas.training import config
 
     assert tasks.TASKS == get_args(tasks.Task) == get_args(jobs.JobCreate.model_fields["task"].annotation)
     assert data_types.TASKS is tasks.TASKS and data_types.Task is tasks.Task
     assert config.TASKS is tasks.TASKS and pipeline.CLASSIFIER_TASKS is tasks.TASKS
-    assert runtime.ARTIFACT_TASKS == (*tasks.TASKS, "embedding")
+    assert runtime.TASKS is interface.TASKS is tasks.ARTIFACT_TASKS == (*tasks.TASKS, "embedding")
+    assert (interface.SINGLE_LABEL, interface.MULTI_LABEL, interface.REGRESSION) == tasks.TASKS
     default = jobs.JobCreate.model_fields["task"].default
     assert default == tasks.DEFAULT_TASK == TrainConfig(base_model="x").task

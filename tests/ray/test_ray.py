@@ -111,6 +111,8 @@ def test_dispatcher_process_trains_and_serves_for_the_api(ray_session, settings,
             r = await c.post("/v1/deployments", json={"name": "on-ray", "model": job["fine_tuned_model"],
                                                       "min_replicas": 1})
             assert r.status_code == 201, r.text
+            # Its readiness comes from Ray Serve: a replica runs (min_replicas=1).
+            assert (await c.get("/v2/models/on-ray/ready")).json() == {"name": "on-ray", "ready": True}
             remote = (await c.post("/v1/deployments/on-ray/predict", json={"inputs": TEXTS})).json()
             local = (await c.post("/v1/classifications", json={"model": job["fine_tuned_model"],
                                                                "input": TEXTS})).json()
@@ -118,7 +120,7 @@ def test_dispatcher_process_trains_and_serves_for_the_api(ray_session, settings,
             assert np.allclose([d["score"] for d in remote["data"]], [d["score"] for d in local["data"]],
                                atol=1e-4)
             assert (await c.delete("/v1/deployments/on-ray")).status_code == 200
-        await on_ray.state.aiaas.services["inference"].aclose()
+        await on_ray.state.aiaas.services.inference.aclose()
         gateway = GatewayClient(f"http://127.0.0.1:{port}", TEST_SECRET)
         intruder = GatewayClient(f"http://127.0.0.1:{port}", "some-other-secret-" + "y" * 30)
         try:

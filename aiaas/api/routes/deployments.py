@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Literal
 
 from anyio import from_thread
 from fastapi import APIRouter, Query, Request
 
-from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, charge_tokens
+from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, caller
 from aiaas.protocol.common import Deleted, list_response
 from aiaas.protocol.inference import DeploymentCreate, PredictRequest, deployment_public
 from aiaas.registry import models as registry
 from aiaas.services import audit, quotas
-from aiaas.services.inference import check_inputs, shape_predictions
-from aiaas.services.usage import estimate_tokens
 from aiaas.store import deployments as dep_store
 
 router = APIRouter(prefix="/v1", tags=["deployments"])
@@ -23,23 +22,14 @@ router = APIRouter(prefix="/v1", tags=["deployments"])
 @router.post("/deployments/{name}/predict")
 async def predict(name: str, body: PredictRequest, request: Request, principal: PrincipalDep,
                   state: StateDep) -> dict:
-    texts = check_inputs(body.inputs, state.settings)
-    await charge_tokens(request, estimate_tokens(texts))
-
-    inference = state.services["inference"]
-    target = await inference.deployment(state.db, principal.org_id, name)
-    model_id = target.model_id
-    predictor, scores, tokens = await inference.predict(target.artifact, texts, deployment_id=target.deployment_id)
-    results = shape_predictions(predictor, scores, top_k=body.top_k, thresholds=target.thresholds)
-    usage = state.services.get("usage")
-    if usage is not None:  # counted in memory; written in the background
-        usage.record_inference(principal.org_id, principal.key_id, model_id, 1, tokens)
+    answer = await state.services.inference.classify(caller(request, principal), name, body.inputs,
+                                                     top_k=body.top_k, deployment_only=True)
     return {
         "object": "list",
-        "model": model_id,
+        "model": answer.model_id,
         "deployment": name,
-        "data": [{"index": i, **r} for i, r in enumerate(results)],
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "data": [{"index": i, **r} for i, r in enumerate(answer.results)],
+        "usage": {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens},
     }
 
 
@@ -52,13 +42,8 @@ def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: 
                                       min_replicas=body.min_replicas)
     audit.record(session, actor, "deployment.created", target_type="deployment", target_id=row.id,
                  details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
-    if body.min_replicas and state.services["inference"].remote is None:  # 409 if it does not fit the budget
-        from_thread.run(state.services["inference"].cache.pin_within_budget, model.artifact_uri)
-    elif body.min_replicas:
-        state.services["inference"].pin(model.artifact_uri, True)
-    if state.services["inference"].remote is not None:
-        session.flush()
-        from_thread.run(state.services["inference"].deployed, row.id, model.artifact_uri, row.min_replicas)
+    session.flush()  # a conflict answers before anything starts serving
+    from_thread.run(state.services.inference.deployed, row.id, model.artifact_uri, row.min_replicas)
     return deployment_public(row)
 
 
@@ -86,12 +71,11 @@ def delete_deployment(name: str, principal: PrincipalDep, session: SessionDep, a
     session.delete(row)
     audit.record(session, actor, "deployment.deleted", target_type="deployment", target_id=row.id,
                  details={"name": row.name, "model": row.model})
+    unpin = None
     if row.min_replicas:
         session.flush()
         model = registry.get_model(session, principal.org_id, row.model)
-        if model.artifact_uri not in dep_store.pinned_artifacts(session):
-            state.services["inference"].pin(model.artifact_uri, False)  # may scale to zero again
-    state.services["inference"].forget(principal.org_id, deployment=row.name)
-    if state.services["inference"].remote is not None:
-        from_thread.run(state.services["inference"].undeployed, row.id)
+        if model.artifact_uri not in dep_store.pinned_artifacts(session):  # by another deployment
+            unpin = model.artifact_uri  # may scale to zero again
+    from_thread.run(partial(state.services.inference.undeployed, principal.org_id, row.name, row.id, unpin=unpin))
     return {"id": row.id, "object": "deployment", "deleted": True}

@@ -96,7 +96,7 @@ def upload_file(
         raise AiaasError("Fields 'purpose' and 'pii_policy' must be text.", code="validation_error",
                          param="purpose")
     row = file_service.upload(
-        session, state.services["blobs"], org_id=principal.org_id, src=_ReadOnce(file.file),  # type: ignore[arg-type]
+        session, state.services.blobs, org_id=principal.org_id, src=_ReadOnce(file.file),  # type: ignore[arg-type]
         filename=file.filename, purpose=purpose, max_bytes=state.settings.max_upload_bytes,
         settings=state.settings, pii_policy=pii_policy,
     )
@@ -130,7 +130,7 @@ def retrieve_file(file_id: str, principal: PrincipalDep, session: SessionDep) ->
 @router.get("/files/{file_id}/content", response_class=StreamingResponse)
 def file_content(file_id: str, principal: PrincipalDep, session: SessionDep,
                  state: StateDep) -> StreamingResponse:
-    row, chunks = file_service.content(session, state.services["blobs"], org_id=principal.org_id,
+    row, chunks = file_service.content(session, state.services.blobs, org_id=principal.org_id,
                                        file_id=file_id)
     # Decrypted frame by frame as it is sent; Content-Length lets a client notice a cut-short body.
     disposition = f"attachment; filename*=utf-8''{quote(row.filename)}"
@@ -141,7 +141,7 @@ def file_content(file_id: str, principal: PrincipalDep, session: SessionDep,
 @router.delete("/files/{file_id}", response_model=Deleted)
 def delete_file(file_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep,
                 actor: ActorDep) -> dict:
-    row = file_service.delete(session, state.services["blobs"], org_id=principal.org_id, file_id=file_id)
+    row = file_service.delete(session, state.services.blobs, org_id=principal.org_id, file_id=file_id)
     audit.record(session, actor, "file.deleted", target_type="file", target_id=row.id,
                  details={"filename": row.filename})
     return {"id": row.id, "object": "file", "deleted": True}

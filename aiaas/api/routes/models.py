@@ -53,9 +53,6 @@ def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state
     session.delete(row)
     audit.record(session, actor, "model.deleted", target_type="model", target_id=model)
     session.flush()
-    inference = state.services.get("inference")
-    if inference is not None:
-        inference.forget(principal.org_id, model=model)
-        inference.evict(uri)
-    state.services["blobs"].delete(uri)
+    state.services.inference.model_deleted(principal.org_id, model, uri)
+    state.services.blobs.delete(uri)
     return {"id": model, "object": "model", "deleted": True}

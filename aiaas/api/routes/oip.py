@@ -9,23 +9,23 @@ classifiers, `value` (FP32 [N]) for regression, `embeddings` (FP32 [N, H]) for b
 from __future__ import annotations
 
 import zlib
-from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from aiaas import __version__
-from aiaas.api.deps import PrincipalDep, StateDep
-from aiaas.core.errors import InvalidRequest, NotFound, PayloadTooLarge
+from aiaas.api.deps import AppState, PrincipalDep, StateDep, caller
+from aiaas.core.errors import InvalidRequest, PayloadTooLarge
 from aiaas.registry import models as registry
+from aiaas.security.keys import Principal
+from aiaas.services.inference import OIP_VERSION, Target
 from aiaas.serving import oip_codec as codec
-from aiaas.services.inference import Target, check_inputs
+from aiaas.serving.interface import EMBEDDING, REGRESSION
 from aiaas.store import deployments as dep_store
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol"])
-VERSION = "1"
+VERSION = OIP_VERSION
 
 
 @router.get("")
@@ -38,9 +38,10 @@ async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready")
-async def ready() -> dict:
-    return {"ready": True}
+@router.get("/health/ready", responses={503: {"description": "The serving runtime cannot serve."}})
+async def ready(state: StateDep) -> JSONResponse:
+    healthy = await state.services.inference.healthy()
+    return JSONResponse({"ready": healthy}, status_code=200 if healthy else 503)
 
 
 @router.get("/models")
@@ -54,24 +55,18 @@ def list_models(principal: PrincipalDep, state: StateDep) -> dict:
     return {"models": entries}
 
 
-async def _target(state: Any, principal: Any, name: str, version: str | None) -> Target:
-    if version is not None and version != VERSION:
-        raise NotFound(f"Model '{name}' has no version '{version}'; available: {VERSION}.")
-    return await state.services["inference"].resolve(state.db, principal.org_id, name)
-
-
 def _outputs_meta(target: Target, n_labels: int | None) -> list[dict]:
-    if target.task == "embedding":
+    if target.task == EMBEDDING:
         return [{"name": "embeddings", "datatype": "FP32", "shape": [-1, -1]}]
-    if target.task == "regression":
+    if target.task == REGRESSION:
         return [{"name": "value", "datatype": "FP32", "shape": [-1]}]
     return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
             {"name": "scores", "datatype": "FP32", "shape": [-1, n_labels or -1]}]
 
 
-async def _metadata(state: Any, principal: Any, name: str, version: str | None) -> dict:
-    target = await _target(state, principal, name, version)
-    labels = await run_in_threadpool(_labels, state, principal.org_id, target)
+async def _metadata(state: AppState, principal: Principal, name: str, version: str | None) -> dict:
+    target = await state.services.inference.oip_target(principal.org_id, name, version)
+    labels = list(target.labels) if target.task != EMBEDDING else []
     return {
         "name": name,
         "versions": [VERSION],
@@ -80,13 +75,6 @@ async def _metadata(state: Any, principal: Any, name: str, version: str | None) 
         "outputs": _outputs_meta(target, len(labels) if labels else None),
         "parameters": {"model": target.model_id, "task": target.task, "labels": labels},
     }
-
-
-def _labels(state: Any, org_id: str, target: Target) -> list[str]:
-    if target.task == "embedding":
-        return []
-    with state.db.session() as s:
-        return list((registry.get_model(s, org_id, target.model_id).card or {}).get("labels") or [])
 
 
 @router.get("/models/{model_name}")
@@ -100,18 +88,23 @@ async def model_version_metadata(model_name: str, model_version: str, principal:
     return await _metadata(state, principal, model_name, model_version)
 
 
-@router.get("/models/{model_name}/ready")
-async def model_ready(model_name: str, principal: PrincipalDep, state: StateDep) -> dict:
-    # A scaled-to-zero model is still ready: the next request loads it and is held meanwhile.
-    await _target(state, principal, model_name, None)
-    return {"name": model_name, "ready": True}
+@router.get("/models/{model_name}/ready", responses={503: {"description": "The model is not loaded."}})
+async def model_ready(model_name: str, principal: PrincipalDep, state: StateDep) -> JSONResponse:
+    return await _ready(state, principal, model_name, None)
 
 
-@router.get("/models/{model_name}/versions/{model_version}/ready")
+@router.get("/models/{model_name}/versions/{model_version}/ready",
+            responses={503: {"description": "The model is not loaded."}})
 async def model_version_ready(model_name: str, model_version: str, principal: PrincipalDep,
-                              state: StateDep) -> dict:
-    await _target(state, principal, model_name, model_version)
-    return {"name": model_name, "ready": True}
+                              state: StateDep) -> JSONResponse:
+    return await _ready(state, principal, model_name, model_version)
+
+
+async def _ready(state: AppState, principal: Principal, name: str, version: str | None) -> JSONResponse:
+    """200 when the model is loaded; 503 when it is not (scaled to zero: its next request loads it),
+    which is what tritonclient's is_model_ready and KServe probes read."""
+    ready = await state.services.inference.ready(principal.org_id, name, version)
+    return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
 @router.post("/models/{model_name}/infer")
@@ -143,64 +136,14 @@ def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
-def _texts(req: codec.InferRequest, state: Any) -> list[str]:
-    tensor = req.input("text")
-    if tensor is None:
-        names = ", ".join(t.name for t in req.inputs)
-        raise InvalidRequest(f"Input 'text' (BYTES, shape [N]) is required; got: {names}.")
-    if tensor.datatype != codec.BYTES:
-        raise InvalidRequest(f"Input 'text' must have datatype BYTES, not {tensor.datatype}.")
-    if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
-        raise InvalidRequest(f"Input 'text' must have shape [N] or [N, 1], not {list(tensor.shape)}.")
-    texts = []
-    for i, item in enumerate(tensor.data.reshape(-1)):
-        try:
-            texts.append(item.decode("utf-8") if isinstance(item, bytes | bytearray) else str(item))
-        except UnicodeDecodeError:
-            raise InvalidRequest(f"Input 'text' element {i} is not valid UTF-8.") from None
-    return check_inputs(texts, state.settings, field="text")
-
-
-async def _infer(request: Request, state: Any, principal: Any, name: str, version: str | None) -> Response:
+async def _infer(request: Request, state: AppState, principal: Principal, name: str, version: str | None) -> Response:
     raw = _decompress(await request.body(), request.headers.get("content-encoding"),
                       state.settings.max_request_bytes)
     req = await run_in_threadpool(codec.decode_request, raw, request.headers.get(codec.HEADER_LENGTH_HEADER))
-    texts = _texts(req, state)
-    target = await _target(state, principal, name, version)
-    from aiaas.api.routes.inference import meter, precharge
-
-    await precharge(request, texts)
-    inference = state.services["inference"]
-    kind = "embeddings" if target.task == "embedding" else "scores"
-    predictor, rows, tokens = await inference.run(target.artifact, texts, kind,
-                                                  deployment_id=target.deployment_id)
-    outputs = _output_tensors(target, predictor, rows)
-    if req.outputs:
-        known = {t.name: t for t in outputs}
-        unknown = [o.name for o in req.outputs if o.name not in known]
-        if unknown:
-            raise InvalidRequest(f"Unknown output(s) {unknown}; this model has: {', '.join(known)}.")
-        outputs = [known[o.name] for o in req.outputs]
-    await meter(request, state, principal, target.model_id, texts, tokens)
-    body, header_len = codec.encode_response(model_name=name, model_version=VERSION, outputs=outputs, request=req)
+    answer = await state.services.inference.infer_tensors(caller(request, principal), name, version, req)
+    body, header_len = codec.encode_response(model_name=name, model_version=VERSION, outputs=answer.results,
+                                             request=req)
     if header_len is None:
         return Response(body, media_type="application/json")
     return Response(body, media_type="application/octet-stream",
                     headers={codec.HEADER_LENGTH_HEADER: str(header_len)})
-
-
-def _output_tensors(target: Target, predictor: Any, rows: np.ndarray) -> list[codec.Tensor]:
-    n = rows.shape[0]
-    if target.task == "embedding":
-        return [codec.Tensor("embeddings", "FP32", tuple(rows.shape), rows.astype(np.float32))]
-    if target.task == "regression":
-        return [codec.Tensor("value", "FP32", (n,), rows[:, 0].astype(np.float32))]
-    labels = list(predictor.labels)
-    if target.task == "multi_label_classification":
-        th = np.asarray(target.thresholds or predictor.thresholds or [0.5] * len(labels))
-        names = ["|".join(labels[j] for j in np.flatnonzero(r >= th)) for r in rows]
-    else:
-        names = [labels[int(i)] for i in rows.argmax(axis=1)]
-    label_arr = np.array([s.encode() for s in names], dtype=object)
-    return [codec.Tensor("label", codec.BYTES, (n,), label_arr),
-            codec.Tensor("scores", "FP32", tuple(rows.shape), rows.astype(np.float32))]

@@ -26,9 +26,7 @@ async def get_usage(
 ) -> dict:
     """Usage in [start, end) (unix seconds; default: the last 30 days), priced by the server's price sheet."""
     start, end = usage_service.check_range(start, end, now=now())
-    recorder = state.services.get("usage")
-    if recorder is not None:
-        await recorder.aflush()  # this process's pending counts first: reports include earlier requests
+    await state.services.usage.aflush()  # this process's pending counts first: reports include earlier requests
     prices = usage_service.PriceSheet.from_settings(state.settings)
 
     def report() -> dict:

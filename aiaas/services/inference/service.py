@@ -1,0 +1,201 @@
+"""Inference as one use case: classify, embed and infer tensors (OIP), each running
+
+    check inputs -> charge the token estimate -> resolve the model -> run it
+    -> settle the charge on the real token count -> shape the answer -> meter usage
+
+exactly once, whichever route or protocol asked. Routes decode the request and encode
+what these methods return; the runtimes (serving/interface.py) run the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aiaas.core.errors import InvalidRequest, NotFound
+from aiaas.core.settings import Settings
+from aiaas.security.ratelimit import RateLimiter
+from aiaas.services.inference import shaping
+from aiaas.services.inference.loader import ArtifactLoader
+from aiaas.services.inference.metering import Caller, precharge, settle
+from aiaas.services.inference.targets import Target, Targets
+from aiaas.services.inference.tokens import estimate_tokens
+from aiaas.services.usage import UsageRecorder
+from aiaas.serving import oip_codec as codec
+from aiaas.serving.interface import EMBEDDING, ModelRef, Outputs, Runtime
+from aiaas.serving.local import LocalRuntime
+from aiaas.store.blobs import BlobStore
+from aiaas.store.db import Database
+
+if TYPE_CHECKING:
+    from aiaas.serving.remote import GatewayRuntime
+
+log = logging.getLogger(__name__)
+OIP_VERSION = "1"  # the one version every model has on the Open Inference Protocol
+
+
+def check_inputs(texts: Any, settings: Settings, *, field: str = "inputs") -> list[str]:
+    """A non-empty list of strings (or one string) within the per-request limits."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not texts:
+        raise InvalidRequest(f"'{field}' must be a non-empty list of strings.", param=field)
+    if len(texts) > settings.max_inputs_per_request:
+        raise InvalidRequest(
+            f"'{field}' has {len(texts)} items; at most {settings.max_inputs_per_request} per request.",
+            param=field,
+        )
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidRequest(f"'{field}[{i}]' must be a string.", param=f"{field}.{i}")
+        if len(t) > settings.max_input_chars:
+            raise InvalidRequest(
+                f"'{field}[{i}]' has {len(t)} characters; at most {settings.max_input_chars}.",
+                param=f"{field}.{i}",
+            )
+    return texts
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What an operation returns to its route: the model that answered, its results, the tokens it read."""
+
+    model_id: str
+    results: Any  # list of result dicts (classify), [N, H] array (embed), output tensors (infer)
+    tokens: int
+
+
+class InferenceService:
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore, *, limiter: RateLimiter,
+                 usage: UsageRecorder) -> None:
+        self.settings = settings
+        self.limiter = limiter
+        self.usage = usage
+        self.targets = Targets(db, settings)
+        self.local = LocalRuntime(
+            ArtifactLoader(settings, blobs),
+            threads=settings.inference_threads,
+            memory_budget_bytes=settings.model_memory_budget_mb * 1024 * 1024,
+            idle_unload_s=settings.model_idle_unload_s,
+        )
+        # With a Ray gateway configured, deployments are Ray Serve applications (one per deployment id);
+        # models called by id, and embeddings, stay in process.
+        self.remote: GatewayRuntime | None = None
+        if settings.ray_gateway_url:
+            from aiaas.cluster.gateway import GatewayClient
+            from aiaas.serving.remote import GatewayRuntime
+
+            self.remote = GatewayRuntime(GatewayClient(settings.ray_gateway_url, settings.master_secret()),
+                                         max_replicas=max(1, settings.ray_max_replicas))
+
+    # -- operations ---------------------------------------------------------------------------
+    async def classify(self, caller: Caller, name: str, inputs: Any, *, top_k: int | None = None,
+                       field: str = "inputs", deployment_only: bool = False) -> Answer:
+        """Label each text. `deployment_only`: `name` is a deployment's (the native predict route)."""
+        texts = check_inputs(inputs, self.settings, field=field)
+        estimate = await self._precharge(caller, texts)
+        if deployment_only:
+            target = await self.targets.deployment(caller.org_id, name)
+        else:
+            target = await self.targets.any(caller.org_id, name)
+            if target.task == EMBEDDING:
+                raise InvalidRequest(f"'{name}' is a base model without a classification head; fine-tune it first.",
+                                     param="model")
+        out = await self._runtime(target).predict(target.ref, texts)
+        await settle(self.limiter, caller, estimate, out.tokens)
+        results = shaping.classification_results(out.info, out.rows, top_k=top_k, thresholds=target.thresholds)
+        return self._meter(caller, target, results, out)
+
+    async def embed(self, caller: Caller, name: str, inputs: Any, *, dimensions: int | None = None,
+                    field: str = "input") -> Answer:
+        """[N, H] float32 embeddings, L2-normalised (after trimming to `dimensions`)."""
+        texts = check_inputs(inputs, self.settings, field=field)
+        estimate = await self._precharge(caller, texts)
+        target = await self.targets.any(caller.org_id, name)
+        out = await self.local.embed(target.ref, texts)
+        await settle(self.limiter, caller, estimate, out.tokens)
+        vectors = shaping.trim_embeddings(out.rows, dimensions).astype(np.float32, copy=False)
+        return self._meter(caller, target, vectors, out)
+
+    async def infer_tensors(self, caller: Caller, name: str, version: str | None,
+                            request: codec.InferRequest) -> Answer:
+        """Open Inference Protocol: the `text` input in, the outputs the request names out."""
+        texts = check_inputs(shaping.texts_of(request), self.settings, field="text")
+        estimate = await self._precharge(caller, texts)
+        target = await self.oip_target(caller.org_id, name, version)
+        if target.task == EMBEDDING:
+            out = await self.local.embed(target.ref, texts)
+        else:
+            out = await self._runtime(target).predict(target.ref, texts)
+        await settle(self.limiter, caller, estimate, out.tokens)
+        tensors = shaping.output_tensors(target.task, out.info, out.rows, target.thresholds)
+        return self._meter(caller, target, shaping.select_outputs(tensors, request.outputs), out)
+
+    async def ready(self, org_id: str, name: str, version: str | None = None) -> bool:
+        """Whether the named model is loaded now (a scaled-to-zero model is not: its next request loads it)."""
+        target = await self.oip_target(org_id, name, version)
+        return await self._runtime(target).ready(target.ref)
+
+    async def healthy(self) -> bool:
+        """Whether every runtime can serve (in process: not shut down; Ray: the gateway answers)."""
+        return await self.local.healthy() and (self.remote is None or await self.remote.healthy())
+
+    async def oip_target(self, org_id: str, name: str, version: str | None) -> Target:
+        if version is not None and version != OIP_VERSION:
+            raise NotFound(f"Model '{name}' has no version '{version}'; available: {OIP_VERSION}.")
+        return await self.targets.any(org_id, name)
+
+    # -- deployments ----------------------------------------------------------------------------
+    async def deployed(self, deployment_id: str, artifact: str, min_replicas: int) -> None:
+        """A deployment was created: keep its model loaded if asked; on Ray, start its application."""
+        if min_replicas and self.remote is None:  # loaded now; 409 insufficient_memory if it cannot fit
+            await self.local.load(ModelRef(artifact, deployment_id), keep_loaded=True)
+        elif min_replicas:
+            self.local.pin(artifact, True)
+        if self.remote is not None:
+            await self.remote.load(ModelRef(artifact, deployment_id), keep_loaded=min_replicas > 0)
+
+    async def undeployed(self, org_id: str, name: str, deployment_id: str, *, unpin: str | None) -> None:
+        """A deployment was deleted: forget its lookups, let `unpin` (its model, when no other deployment
+        keeps it loaded) scale to zero, stop it on Ray."""
+        if unpin is not None:
+            self.local.pin(unpin, False)
+        self.targets.forget(org_id, deployment=name)
+        if self.remote is not None:
+            await self.remote.unload(ModelRef("", deployment_id))
+
+    def model_deleted(self, org_id: str, model_id: str, artifact: str) -> None:
+        self.targets.forget(org_id, model=model_id)
+        self.local.evict(artifact)
+
+    async def warm(self, artifacts: list[str]) -> None:
+        """Load pinned models (deployments with min_replicas=1) at start-up; they never scale to zero."""
+        for artifact in artifacts:
+            try:
+                await self.local.load(ModelRef(artifact), keep_loaded=True)
+            except Exception:  # noqa: BLE001 - a broken artifact must not stop the server; requests say why
+                log.warning("could not preload %s", artifact, exc_info=True)
+
+    async def aclose(self) -> None:
+        if self.remote is not None:
+            await self.remote.aclose()
+        await self.local.aclose()
+
+    # -- the steps ------------------------------------------------------------------------------
+    async def _precharge(self, caller: Caller, texts: list[str]) -> int:
+        estimate = estimate_tokens(texts)
+        await precharge(self.limiter, caller, estimate)
+        return estimate
+
+    def _runtime(self, target: Target) -> Runtime:
+        """Deployments run on Ray Serve when a gateway is configured; everything else in process."""
+        if self.remote is not None and target.deployment_id is not None:
+            return self.remote
+        return self.local
+
+    def _meter(self, caller: Caller, target: Target, results: Any, out: Outputs) -> Answer:
+        self.usage.record_inference(caller.org_id, caller.key_id, target.model_id, 1, out.tokens)
+        return Answer(target.model_id, results, out.tokens)
