@@ -58,7 +58,7 @@ def _register(data_dir: Path, admin_key: str, entry: Path, staging: Path) -> str
     """Put model/ + onnx/ in the (encrypted) blob store and register the version, as the job runner does."""
     from aiaas.core.settings import Settings
     from aiaas.registry import models as registry
-    from aiaas.security import authn
+    from aiaas.services import authn
     from aiaas.store.blob_factory import create_blob_store
     from aiaas.store.db import Database
     from aiaas.store.encrypted import encrypted
