@@ -21,7 +21,7 @@ def test_no_public_shape_is_defined_outside_protocol() -> None:
     found = []
     for path in ROOT.rglob("*.py"):
         if path.parent.name != "protocol":
-            for match in re.finditer(r"^\s*def (\w*_public)\(", path.read_text(), re.M):
+            for match in re.finditer(r"^\s*def (\w*_public)\(", path.read_text(), re.MULTILINE):
                 found.append(f"{path.relative_to(ROOT)}: {match.group(1)}")
     assert found == []
 
