@@ -26,7 +26,7 @@ from aiaas.security.keys import Principal, hash_key
 from aiaas.security.policy import required_scope
 from aiaas.security.ratelimit import Decision, Limits, RateLimiter
 from aiaas.security.ttlcache import TtlCache
-from aiaas.services import audit
+from aiaas.services import audit, authn
 from aiaas.services.inference import Caller, InferenceService
 from aiaas.services.inference.metering import refusal
 from aiaas.services.quotas import OrgLimits, org_limits
@@ -101,7 +101,7 @@ def _client_ip(request: Request) -> str | None:
 
 def _authenticate(db: Database, token: str) -> tuple[Principal, dict[str, Any], int | None]:
     with db.session() as s:
-        principal, org_settings = tenancy.authenticate_with_settings(s, token)
+        principal, org_settings = authn.authenticate_with_settings(s, token)
         return principal, org_settings, tenancy.key_expiry(s, principal.key_id)
 
 
@@ -113,7 +113,7 @@ def forget_key(state: AppState, key_id: str) -> None:
 async def _audit_auth_failure(request: Request, state: AppState, exc: AuthenticationFailed) -> None:
     """Record a rejected (well-formed) key; at most `auth_failure_audits_per_minute` per client address,
     so a flood of bad keys is not a flood of writes. Malformed keys never reach the database at all."""
-    if isinstance(exc, tenancy.MalformedKey):
+    if isinstance(exc, authn.MalformedKey):
         return
     ip = _client_ip(request)
     per_minute = state.settings.auth_failure_audits_per_minute
@@ -121,7 +121,7 @@ async def _audit_auth_failure(request: Request, state: AppState, exc: Authentica
     if per_minute:
         if not (await limiter.check(f"authfail:{ip}", Limits(requests_per_minute=per_minute))).allowed:
             return
-    rejected = isinstance(exc, tenancy.KeyRejected)
+    rejected = isinstance(exc, authn.KeyRejected)
     actor = audit.Actor(
         org_id=exc.org_id if rejected else None,  # type: ignore[attr-defined]
         key_id=exc.key_id if rejected else None,  # type: ignore[attr-defined]

@@ -172,6 +172,7 @@ def orgs_audit_logs(
     database_url: str = DbOpt,
 ) -> None:
     """The newest audit records of an organisation, or the operator-only ones."""
+    from aiaas.protocol.audit import log_public
     from aiaas.services import audit
     from aiaas.store import tenancy
 
@@ -179,7 +180,7 @@ def orgs_audit_logs(
     with operator_database() as (_settings, db), db.session() as s:
         org_id = tenancy.get_organization_by_name(s, name).id if name else None
         rows, _ = audit.list_logs(s, org_id, after=None, limit=limit)
-        records = [audit.log_public(r) for r in rows]
+        records = [log_public(r) for r in rows]
     if as_json:
         print_json(records)
         return

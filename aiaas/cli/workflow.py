@@ -12,6 +12,7 @@ from rich.table import Table
 
 from aiaas.cli.common import ApiKeyOpt, BaseUrlOpt, console, handle_errors, print_json, sdk_client
 from aiaas.protocol.files import PII_POLICIES
+from aiaas.protocol.tasks import DEFAULT_TASK
 
 files_app = typer.Typer(help="Training files.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Fine-tuning jobs.", no_args_is_help=True)
@@ -68,7 +69,7 @@ def jobs_create(
     lr_multiplier: str = typer.Option("auto", "--lr-multiplier"),
     text_column: str = typer.Option("text", "--text-column"),
     label_column: str = typer.Option("label", "--label-column"),
-    task: str = typer.Option("single_label_classification", "--task"),
+    task: str = typer.Option(DEFAULT_TASK, "--task"),
     seed: int = typer.Option(None, "--seed"),
     time_budget: float = typer.Option(None, "--time-budget",
                                       help="Seconds for both of auto's candidates together (model auto only)."),

@@ -7,12 +7,10 @@ registry, api) can import these small types without pulling in pandas or pyarrow
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from aiaas.core.errors import InvalidRequest
-
-Task = Literal["single_label_classification", "multi_label_classification", "regression"]
-TASKS: tuple[str, ...] = get_args(Task)
+from aiaas.protocol.tasks import TASKS, Task  # noqa: F401 - TASKS re-exported; defined once, in protocol
 
 Format = Literal["csv", "jsonl", "parquet"]
 

@@ -36,13 +36,13 @@ from typing import Any
 from sqlalchemy import select, update
 
 from aiaas.cluster.node import blob_store_for, settings_from_payload, settings_payload
+from aiaas.core.clock import now
 from aiaas.core.errors import ConfigurationError
 from aiaas.core.settings import Settings
 from aiaas.jobs.lease import Lease
 from aiaas.store import jobs as job_store
 from aiaas.store.db import Database
 from aiaas.store.models import FineTuningJob
-from aiaas.store.tenancy import now
 
 if importlib.util.find_spec("ray") is None:  # pragma: no cover - depends on the install
     raise ImportError("Training on Ray needs the ray extra: pip install 'aiaas[ray]'")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aiaas import __version__
+from aiaas.core.clock import now
 from aiaas.core.errors import AiaasError
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings, make_private_dir
@@ -38,7 +39,6 @@ from aiaas.store import jobs as job_store
 from aiaas.store.blobs import BlobStore
 from aiaas.store.encrypted import encrypted
 from aiaas.store.models import File, FineTuningJob, Organization, UsageEvent
-from aiaas.store.tenancy import now
 
 log = logging.getLogger(__name__)
 LEVELS = {"warning": "warn", "warn": "warn", "error": "error", "info": "info", "debug": "info"}
@@ -387,7 +387,7 @@ def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJ
 
 def _export(model_dir: Path, out_dir: Path, data: Any) -> dict | None:
     try:
-        from aiaas.registry.export_classical import export_trained_model
+        from aiaas.registry.export import export_trained_model
     except ImportError:
         return None
     texts = [e.text for e in data.validation]

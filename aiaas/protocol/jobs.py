@@ -7,13 +7,21 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from aiaas.protocol.common import StrictModel
+from aiaas.protocol.tasks import DEFAULT_TASK, Task
 
 Auto = Literal["auto"]
-Task = Literal["single_label_classification", "multi_label_classification", "regression"]
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+# The bounds of what a request may set, defined once: checked here on the wire, and again by
+# the training engine (aiaas.training.config.TrainConfig), which reads them from here.
+N_EPOCHS_BOUNDS = (1, 50)
+BATCH_SIZE_BOUNDS = (1, 512)
+LEARNING_RATE_MULTIPLIER_BOUNDS = (0.0, 100.0)  # the low bound excluded
 
 
 class Hyperparameters(StrictModel):
+    """What a job request may set; "auto" leaves the choice to the engine (with its reasons)."""
+
     n_epochs: int | Auto = Field(default="auto")
     batch_size: int | Auto = Field(default="auto")
     learning_rate_multiplier: float | Auto = Field(default="auto")
@@ -21,22 +29,25 @@ class Hyperparameters(StrictModel):
     @field_validator("n_epochs")
     @classmethod
     def _epochs(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= 50:
-            raise ValueError("n_epochs must be between 1 and 50 or 'auto'")
+        low, high = N_EPOCHS_BOUNDS
+        if isinstance(v, int) and not low <= v <= high:
+            raise ValueError(f"n_epochs must be between {low} and {high} or 'auto'")
         return v
 
     @field_validator("batch_size")
     @classmethod
     def _batch(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= 512:
-            raise ValueError("batch_size must be between 1 and 512 or 'auto'")
+        low, high = BATCH_SIZE_BOUNDS
+        if isinstance(v, int) and not low <= v <= high:
+            raise ValueError(f"batch_size must be between {low} and {high} or 'auto'")
         return v
 
     @field_validator("learning_rate_multiplier")
     @classmethod
     def _lr(cls, v: float | str) -> float | str:
-        if isinstance(v, float | int) and not 0 < v <= 100:
-            raise ValueError("learning_rate_multiplier must be > 0 and <= 100 or 'auto'")
+        low, high = LEARNING_RATE_MULTIPLIER_BOUNDS
+        if isinstance(v, float | int) and not low < v <= high:
+            raise ValueError(f"learning_rate_multiplier must be > {low:g} and <= {high:g} or 'auto'")
         return v
 
 
@@ -73,7 +84,7 @@ class JobCreate(StrictModel):
     method: Method | None = None
     integrations: list[Any] | None = None
     # Our extensions.
-    task: Task = "single_label_classification"
+    task: Task = DEFAULT_TASK
     text_column: str = Field(default="text", min_length=1, max_length=200)
     label_column: str = Field(default="label", min_length=1, max_length=200)
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)

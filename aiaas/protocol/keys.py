@@ -50,3 +50,21 @@ class OrganizationPublic(BaseModel):
     name: str
     created_at: int
     settings: dict[str, Any] = Field(default_factory=dict)
+
+
+def key_public(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "object": "api_key",
+        "name": row.name,
+        "prefix": row.prefix,
+        "scopes": list(row.scopes),
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+        "last_used_at": row.last_used_at,
+    }
+
+
+def organization_public(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "created_at": row.created_at, "settings": row.settings or {}}

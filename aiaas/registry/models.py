@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aiaas.core.clock import now
 from aiaas.core.errors import not_found
 from aiaas.store.models import Model
-from aiaas.store.tenancy import now
 
 _SLUG = re.compile(r"[^a-z0-9-]+")
 
@@ -54,29 +54,3 @@ def get_model(session: Session, org_id: str, model_id: str, *, param: str | None
 
 def list_models(session: Session, org_id: str) -> list[Model]:
     return list(session.scalars(select(Model).where(Model.org_id == org_id).order_by(Model.created_at.desc())))
-
-
-def model_public(row: Model) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "object": "model",
-        "created": row.created_at,
-        "owned_by": row.org_id,
-        "task": row.task,
-        "base_model": row.base_model,
-        "family": (row.lineage or {}).get("family") or "transformer",
-        "fine_tuning_job": row.job_id,
-        "labels": (row.card or {}).get("labels"),
-        "card": row.card,
-    }
-
-
-def base_model_public(model_id: str, info: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "aiaas", "task": "feature-extraction",
-            "family": "transformer", **({"details": info} if info else {})}
-
-
-def family_public(info: dict[str, Any]) -> dict[str, Any]:
-    """A model family a fine-tuning job may name as its `model` (it cannot be called itself: no task)."""
-    return {"id": info["id"], "object": "model", "created": 0, "owned_by": "aiaas", "task": None,
-            "family": info["family"], "details": {"description": info["description"]}}

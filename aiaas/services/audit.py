@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aiaas.core.clock import now
 from aiaas.core.ids import new_id
 from aiaas.store.db import Database
 from aiaas.store.models import AuditLog
 from aiaas.store.pagination import page
-from aiaas.store.tenancy import now
 
 ACTIONS = frozenset({
     "api_key.created", "api_key.revoked",
@@ -82,17 +82,3 @@ def list_logs(
     if action:
         stmt = stmt.where(AuditLog.action == action)
     return page(session, stmt, AuditLog.id, after=after, limit=limit, order="desc")
-
-
-def log_public(row: AuditLog) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "object": "audit_log",
-        "created_at": row.created_at,
-        "action": row.action,
-        "actor": {"type": "api_key", "id": row.actor_key_id} if row.actor_key_id else None,
-        "target": {"type": row.target_type, "id": row.target_id} if row.target_id else None,
-        "request_id": row.request_id,
-        "client_ip": row.client_ip,
-        "details": row.details or {},
-    }

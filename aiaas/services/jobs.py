@@ -6,6 +6,7 @@ import secrets
 
 from sqlalchemy.orm import Session
 
+from aiaas.core.clock import now
 from aiaas.core.errors import InvalidRequest
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings
@@ -14,7 +15,6 @@ from aiaas.services import catalog
 from aiaas.store import files as file_store
 from aiaas.store import jobs as job_store
 from aiaas.store.models import FineTuningJob
-from aiaas.store.tenancy import now
 
 
 def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCreate) -> FineTuningJob:

@@ -12,7 +12,7 @@ input). For MiniLM-L6 that removes ~83% of the last layer's work: 12-14% of a fo
 
 The result differs from the full graph only where dynamic int8 quantisation computes its
 scale over fewer rows, so export judges it with the same accuracy guard as any lower
-precision (registry/export.py) and the runtime uses it only where that passed. A graph
+precision (registry/export/guard.py) and the runtime uses it only where that passed. A graph
 without a first-token head (a headless encoder, mean pooling) is left alone: `None`.
 """
 

@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
-# Model tasks (the "task" of a model artifact's aiaas.json).
-SINGLE_LABEL = "single_label_classification"
-MULTI_LABEL = "multi_label_classification"
-REGRESSION = "regression"
-EMBEDDING = "embedding"
-TASKS = (SINGLE_LABEL, MULTI_LABEL, REGRESSION, EMBEDDING)
+from aiaas.protocol.tasks import ARTIFACT_TASKS, EMBEDDING, MULTI_LABEL, REGRESSION, SINGLE_LABEL  # noqa: F401
+
+# Model tasks (the "task" of a model artifact's aiaas.json) are defined once, in aiaas.protocol.tasks;
+# TASKS here includes "embedding" (a headless encoder's artifact).
+TASKS = ARTIFACT_TASKS
 
 
 def thresholds_in_label_order(thresholds: Any, labels: Sequence[str]) -> list[float] | None:

@@ -8,11 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from aiaas.core.clock import now
 from aiaas.core.errors import Conflict, InvalidRequest, not_found
 from aiaas.core.ids import new_id
 from aiaas.store.models import Deployment
 from aiaas.store.pagination import Order, page
-from aiaas.store.tenancy import now
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -54,18 +54,6 @@ def list_deployments(
 ) -> tuple[list[Deployment], bool]:
     stmt = select(Deployment).where(Deployment.org_id == org_id)
     return page(session, stmt, Deployment.id, after=after, limit=limit, order=order)
-
-
-def deployment_public(row: Deployment) -> dict:
-    return {
-        "id": row.id,
-        "object": "deployment",
-        "name": row.name,
-        "model": row.model,
-        "min_replicas": row.min_replicas,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
 
 
 def pinned_artifacts(session: Session) -> list[str]:

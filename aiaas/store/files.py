@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aiaas.core.clock import now
 from aiaas.core.errors import not_found
 from aiaas.store.models import File
 from aiaas.store.pagination import Order, page
-from aiaas.store.tenancy import now
 
 
 def add_file(

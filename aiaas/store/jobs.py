@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from aiaas.core.clock import now
 from aiaas.core.errors import InvalidRequest, not_found
 from aiaas.core.ids import new_id
 from aiaas.store.models import FineTuningJob, JobCheckpoint, JobEvent
 from aiaas.store.pagination import Order, page
-from aiaas.store.tenancy import now
 
 ACTIVE = ("validating_files", "queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")

@@ -1,33 +1,20 @@
-"""Organisations and API keys. Every function takes the organisation and scopes its query by it."""
+"""Organisations and API keys. Every function takes the organisation and scopes its query by it;
+the exception is the lookup by key hash that authentication (aiaas.services.authn) starts from."""
 
 from __future__ import annotations
 
-import hmac
-import time
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aiaas.core.errors import AuthenticationFailed, Conflict, InvalidRequest, not_found
+from aiaas.core.clock import now
+from aiaas.core.errors import Conflict, InvalidRequest, not_found
 from aiaas.core.ids import new_id
-from aiaas.security.keys import (
-    Principal,
-    display_prefix,
-    generate_key,
-    hash_key,
-    is_well_formed,
-)
+from aiaas.security.keys import display_prefix, generate_key, hash_key
 from aiaas.store.models import ApiKey, Organization
 from aiaas.store.pagination import Order, page
-
-# Writing last_used_at on every request would turn every read into a write; once a minute is enough.
-LAST_USED_RESOLUTION_S = 60
-
-
-def now() -> int:
-    return int(time.time())
 
 
 def create_organization(session: Session, name: str) -> tuple[Organization, ApiKey, str]:
@@ -102,60 +89,23 @@ def revoke_key(session: Session, org_id: str, key_id: str) -> ApiKey:
     return row
 
 
-class MalformedKey(AuthenticationFailed):
-    """Not a key at all (format or checksum): rejected without touching the database."""
-
-
-class KeyRejected(AuthenticationFailed):
-    """A known key that may no longer be used: its organisation and id go to the audit log."""
-
-    def __init__(self, message: str, *, code: str, org_id: str, key_id: str) -> None:
-        super().__init__(message, code=code)
-        self.org_id = org_id
-        self.key_id = key_id
-
-
-def authenticate_with_settings(session: Session, plaintext: str) -> tuple[Principal, dict[str, Any]]:
-    """Check format and checksum first (no database), then hash, revocation and expiry.
-
-    Returns the principal and its organisation's settings (limits and quotas), read in the
-    same query, so a request costs one database round trip to authenticate.
-    """
-    if not is_well_formed(plaintext):
-        raise MalformedKey(
-            "Invalid API key format. Keys look like aiaas_sk_<32 characters>_<6 characters>; "
-            "check that the whole key was copied.",
-            code="invalid_api_key",
-        )
-    digest = hash_key(plaintext)
+def find_key_by_hash(session: Session, key_hash: str) -> tuple[ApiKey, dict[str, Any] | None] | None:
+    """The key row with this hash and its organisation's settings, in one query (aiaas.services.authn
+    decides what the row means)."""
     found = session.execute(
         select(ApiKey, Organization.settings)
         .join(Organization, Organization.id == ApiKey.org_id)
-        .where(ApiKey.key_hash == digest)
+        .where(ApiKey.key_hash == key_hash)
     ).one_or_none()
-    # The lookup is by a hash of a high-entropy secret, so timing reveals nothing useful;
-    # the explicit comparison keeps it constant-time anyway.
-    if found is None or not hmac.compare_digest(found[0].key_hash, digest):
-        raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
-    row, org_settings = found
-    t = now()
-    if row.revoked_at is not None:
-        raise KeyRejected("This API key has been revoked.", code="revoked_api_key", org_id=row.org_id,
-                          key_id=row.id)
-    if row.expires_at is not None and row.expires_at <= t:
-        raise KeyRejected("This API key has expired; create a new one.", code="expired_api_key",
-                          org_id=row.org_id, key_id=row.id)
-    if row.last_used_at is None or t - row.last_used_at >= LAST_USED_RESOLUTION_S:
-        session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=t))
-    return Principal(org_id=row.org_id, key_id=row.id, scopes=frozenset(row.scopes)), dict(org_settings or {})
+    return None if found is None else (found[0], found[1])
+
+
+def mark_key_used(session: Session, key_id: str, at: int) -> None:
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
 
 
 def key_expiry(session: Session, key_id: str) -> int | None:
     return session.scalar(select(ApiKey.expires_at).where(ApiKey.id == key_id))
-
-
-def authenticate(session: Session, plaintext: str) -> Principal:
-    return authenticate_with_settings(session, plaintext)[0]
 
 
 def lock_organization(session: Session, org_id: str) -> Organization:
@@ -205,17 +155,3 @@ def delete_organization(session: Session, org_id: str) -> dict[str, list[str]]:
     session.delete(org)
     session.flush()
     return leftovers
-
-
-def key_public(row: ApiKey) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "object": "api_key",
-        "name": row.name,
-        "prefix": row.prefix,
-        "scopes": list(row.scopes),
-        "created_at": row.created_at,
-        "expires_at": row.expires_at,
-        "revoked_at": row.revoked_at,
-        "last_used_at": row.last_used_at,
-    }

@@ -3,8 +3,8 @@
 A checkpoint holds everything needed to continue as if never stopped:
   config.json + model.safetensors   the weights (and tokenizer files: a loadable HF dir)
   optimizer.pt, scheduler.pt        their state_dicts (tensors and plain containers)
-  trainer_state.pt                  step, epoch, position in the epoch, best metric,
-                                    history, config, RNG states (python, numpy, torch)
+  trainer_state.pt                  RunState (step, epoch, position in the epoch, best metric,
+                                    history, config) and RNG states (python, numpy, torch)
   metrics.json                      the same numbers for humans and other tools
 Everything goes through torch.save of tensors and plain containers and comes back only
 through torch.load(weights_only=True), which refuses anything that would run code.
@@ -22,6 +22,7 @@ import os
 import random
 import re
 import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,38 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass(kw_only=True)
+class RunState:
+    """Where a run is: everything a checkpoint saves besides weights, optimizer, scheduler and RNG.
+
+    Saved as a plain dict (`to_dict`, `trainer_state.pt`), so it loads under weights_only.
+    """
+
+    step: int = 0
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # batches of the current epoch already trained
+    trained_tokens: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_loss_count: int = 0
+    best_score: list[float] | None = None  # metrics.selection_score of the best evaluation
+    best_step: int | None = None
+    best_metrics: dict[str, Any] | None = None
+    bad_epochs: int = 0  # evaluations since the best one
+    stopped_early: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)  # the latest record, for checkpoint callbacks
+    history: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any]
+    hyperparameters: dict[str, Any]  # resolved values, with "reasons"
+    fingerprint: str  # of the task, labels and data: a resume must see the same
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> RunState:
+        return cls(**saved)
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:

@@ -18,7 +18,7 @@ token "▁"), and both n-gram blocks are counted over its ids:
     word n-grams (1..2): "▁not▁", "▁not▁good▁", ... (a word is the ids between two ▁).
 
 Training and serving therefore run the very same tokenizer with the same truncation
-(`MAX_CHARS`), and the ONNX graph (`aiaas.registry.export_classical`) counts the
+(`MAX_CHARS`), and the ONNX graph (`aiaas.registry.export.classical`) counts the
 same n-grams with ONNX's TfIdfVectorizer op. Each block is `(1 + log tf) * idf`,
 L2-normalised on its own; the linear model sees both blocks side by side.
 
@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,9 +41,7 @@ from typing import Any
 import numpy as np
 
 from aiaas.core.errors import InvalidFile
-from aiaas.training import batching, components, metrics
-from aiaas.training.config import TrainConfig
-from aiaas.training.types import PreparedDataLike, TrainCallbacks, TrainingStopped, TrainResult
+from aiaas.training import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -407,142 +404,3 @@ def is_classical(model_dir: Path) -> bool:
         return json.loads((Path(model_dir) / META_FILE).read_text()).get("family") == FAMILY
     except (OSError, ValueError, AttributeError):
         return False
-
-
-# -- training -------------------------------------------------------------------------------
-def train_classical(
-    config: TrainConfig, data: PreparedDataLike, work_dir: Path, callbacks: TrainCallbacks
-) -> TrainResult:
-    """Fit the tfidf-linear model on `data`; writes `work_dir/model` and returns its TrainResult.
-
-    From `config` only task, seed and class_weights apply; the transformer settings
-    (base model, epochs, learning rate, ...) mean nothing here. No checkpoints: a rerun
-    takes seconds and gives the same model.
-    """
-    started = time.perf_counter()
-    task = config.task
-    labels = components.check_data(config, data)
-
-    def check_stop() -> None:
-        if callbacks.should_stop():
-            raise TrainingStopped("Training stopped on request.")
-
-    y_train = batching.encode_targets(task, [ex.label for ex in data.train], labels, split="train")
-    y_val = batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
-    texts_train = [ex.text for ex in data.train]
-    tokenizer = build_tokenizer(texts_train)
-    ids_train = encode(tokenizer, texts_train)
-    ids_val = encode(tokenizer, [ex.text for ex in data.validation])
-    check_stop()
-    featurizer, x_train = NgramFeaturizer.fit(ids_train, tokenizer.get_vocab_size(with_added_tokens=True))
-    x_val = featurizer.transform(ids_val) if ids_val else None
-    featurize_s = time.perf_counter() - started
-    n_out = 1 if task == "regression" else len(labels)
-    model_kind = "ridge" if task == "regression" else "logistic_regression"
-    strength_name = "alpha" if task == "regression" else "C"
-    grid = ALPHA_GRID if task == "regression" else C_GRID
-    if x_val is None:
-        grid = (NO_VALIDATION_ALPHA if task == "regression" else NO_VALIDATION_C,)
-        callbacks.event("warning", "No validation examples: default regularisation, no validation metrics.")
-    callbacks.event(
-        "info",
-        f"Training {FAMILY} ({task}) on {len(ids_train)} examples ({len(ids_val)} for validation): "
-        f"{featurizer.n_features} n-gram features, {model_kind} with {strength_name} in {list(grid)}.",
-        data={"features": {b.name: len(b) for b in featurizer.blocks}, "featurize_seconds": featurize_s},
-    )
-
-    best: tuple[tuple[float, float], float, LinearHead, dict[str, Any]] | None = None
-    history: list[dict[str, Any]] = []
-    for step, strength in enumerate(grid, start=1):
-        check_stop()
-        fit_started = time.perf_counter()
-        head = fit_head(
-            task, x_train, y_train, n_out, strength, balanced=config.class_weights, seed=config.seed
-        )
-        fit_s = time.perf_counter() - fit_started
-        scores: dict[str, Any] = score(task, head.logits(x_val), y_val, labels) if x_val is not None else {}
-        record = {
-            "split": "validation",
-            "step": step,
-            "epoch": 1,
-            strength_name: strength,
-            "fit_seconds": round(fit_s, 3),
-            **{k: v for k, v in scores.items() if k not in ("per_label", "confusion_matrix", "thresholds")},
-        }
-        history.append(record)
-        callbacks.event("info", _message(record, strength_name), type="metrics", data=dict(record))
-        rank = metrics.selection_score(task, scores) if scores else (0.0, 0.0)
-        if best is None or rank > best[0]:
-            best = (rank, strength, head, scores)
-    assert best is not None
-    _, strength, head, best_scores = best
-
-    selection_metric = metrics.SELECTION[task][0]
-    summary = {k: v for k, v in best_scores.items() if k not in ("per_label", "thresholds")}
-    settings = {  # in aiaas.json and in the hyperparameters (-> lineage and model card)
-        "model": model_kind,
-        strength_name: strength,
-        "grid": list(grid),
-        "char_ngrams": list(CHAR_NGRAMS),
-        "word_ngrams": list(WORD_NGRAMS),
-        "min_df": MIN_DF,
-        "features": {b.name: len(b) for b in featurizer.blocks},
-        "class_weights": config.class_weights,
-    }
-    meta: dict[str, Any] = {
-        "family": FAMILY,
-        "task": task,
-        "labels": labels,
-        "max_length": MAX_CHARS,
-        "do_lower_case": True,
-        "metrics": summary,
-        "base_model": FAMILY,
-        "selection_metric": selection_metric,
-        "classical": {
-            **settings,
-            "pad_token_id": PAD_ID,
-            "boundary_token_id": BOUNDARY_ID,
-            "model_file": MODEL_FILE,
-        },
-    }
-    if task == "multi_label_classification":
-        meta["thresholds"] = best_scores.get("thresholds") or {label: 0.5 for label in labels}
-    check_stop()
-    model_dir = ClassicalModel(tokenizer=tokenizer, featurizer=featurizer, head=head, meta=meta).save(
-        Path(work_dir) / "model"
-    )
-    wall_s = time.perf_counter() - started
-    callbacks.event("info", f"{FAMILY} model written after {wall_s:.1f} s.", data={"metrics": summary})
-    chosen_by = (
-        f"best {selection_metric} on validation" if x_val is not None else "default (no validation set)"
-    )
-    return TrainResult(
-        model_dir=model_dir,
-        metrics=best_scores,
-        trained_tokens=int(sum(len(ids) for ids in ids_train)),  # characters, one pass
-        steps=len(grid),
-        epochs_completed=1.0,
-        hyperparameters={
-            "family": FAMILY,
-            **settings,
-            "n_features": featurizer.n_features,
-            "max_chars": MAX_CHARS,
-            "seed": config.seed,
-            "selection_metric": selection_metric,
-            "train_seconds": round(wall_s, 3),
-            "reasons": {strength_name: chosen_by, "features": "char and word n-grams, sublinear tf-idf"},
-        },
-        history=history,
-    )
-
-
-def _message(record: dict[str, Any], strength_name: str) -> str:
-    shown = [
-        f"{k} {record[k]:.4f}"
-        for k in ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2")
-        if k in record
-    ]
-    return (
-        ", ".join([f"{FAMILY} {strength_name} {record[strength_name]:g}", *shown])
-        + f" ({record['fit_seconds']:.1f} s)"
-    )

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aiaas.core.errors import Conflict, InvalidRequest
+from aiaas.training import batching
 from aiaas.training.base_models import (
     MINILM_ID,
     ResolvedBaseModel,
@@ -191,3 +194,54 @@ def check_resumable(saved: dict[str, Any], config: TrainConfig, fingerprint: str
             f"{root} holds checkpoints of a run with different {what}; resume with the same job, "
             "or clear that directory to start over."
         )
+
+
+@dataclass
+class TokenizedSplits:
+    """The tokenized splits, and how regression targets were standardized."""
+
+    tokenizer: Any
+    max_length: int
+    train: batching.Encoded
+    validation: batching.Encoded
+    scaling: dict[str, float] | None  # regression only: {"mean", "std"} of the training targets
+
+
+def tokenize_splits(
+    config: TrainConfig,
+    data: PreparedDataLike,
+    base: ResolvedBaseModel,
+    labels: list[str],
+    check_stop: Callable[[], None],
+) -> TokenizedSplits:
+    """Tokenize once, without padding: batches pad to their own longest text."""
+    task = config.task
+    tokenizer = load_tokenizer(base)
+    limit = max_length(config.max_length, base, tokenizer)
+    y_train = batching.encode_targets(task, [ex.label for ex in data.train], labels, split="train")
+    y_val = batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
+    scaling: dict[str, float] | None = None
+    if task == "regression":
+        # Standardized targets keep the MSE gradients sane whatever the user's units.
+        mean, std = float(y_train.mean()), float(y_train.std()) or 1.0
+        scaling = {"mean": mean, "std": std}
+        y_train, y_val = (y_train - mean) / std, (y_val - mean) / std
+
+    def encode(examples: Any, targets: np.ndarray) -> batching.Encoded:
+        texts = [ex.text for ex in examples]
+        return batching.Encoded(batching.tokenize(tokenizer, texts, limit, check_stop=check_stop), targets)
+
+    return TokenizedSplits(
+        tokenizer, limit, encode(data.train, y_train), encode(data.validation, y_val), scaling
+    )
+
+
+def warmup_then_linear_decay(warmup: int, total: int) -> Callable[[int], float]:
+    """The learning-rate factor of step `s` for LambdaLR."""
+
+    def lr_factor(s: int) -> float:  # linear warmup to the peak, then linear decay to 0
+        if s < warmup:
+            return (s + 1) / warmup
+        return max(0.0, (total - s) / max(1, total - warmup))
+
+    return lr_factor

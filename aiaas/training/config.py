@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiaas.core.errors import InvalidRequest
+from aiaas.protocol.jobs import BATCH_SIZE_BOUNDS, LEARNING_RATE_MULTIPLIER_BOUNDS, N_EPOCHS_BOUNDS
+from aiaas.protocol.tasks import DEFAULT_TASK, TASKS
 
-TASKS = ("single_label_classification", "multi_label_classification", "regression")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 # Fields that change the numbers a run produces. A checkpoint is only resumed under a
@@ -40,7 +41,7 @@ FREEZE_CHOICES = ("auto", True, False)
 @dataclass
 class TrainConfig:
     base_model: str
-    task: str = "single_label_classification"
+    task: str = DEFAULT_TASK
     n_epochs: int | Literal["auto"] = "auto"
     batch_size: int | Literal["auto"] = "auto"
     learning_rate: float | Literal["auto"] = "auto"
@@ -68,10 +69,13 @@ class TrainConfig:
             )
         if self.task not in TASKS:
             raise InvalidRequest(f"task must be one of {', '.join(TASKS)}; got {self.task!r}.", param="task")
-        _int_or_auto(self.n_epochs, "n_epochs", 1, 50)
-        _int_or_auto(self.batch_size, "batch_size", 1, 512)
+        # The bounds a job request has (aiaas.protocol.jobs), checked again for direct callers.
+        _int_or_auto(self.n_epochs, "n_epochs", *N_EPOCHS_BOUNDS)
+        _int_or_auto(self.batch_size, "batch_size", *BATCH_SIZE_BOUNDS)
         _float_or_auto(self.learning_rate, "learning_rate", 0.0, 0.1)
-        _float_or_auto(self.learning_rate_multiplier, "learning_rate_multiplier", 0.0, 100.0)
+        _float_or_auto(
+            self.learning_rate_multiplier, "learning_rate_multiplier", *LEARNING_RATE_MULTIPLIER_BOUNDS
+        )
         if self.learning_rate != "auto" and self.learning_rate_multiplier != "auto":
             raise InvalidRequest(
                 "Set either learning_rate or learning_rate_multiplier, not both: the multiplier scales "

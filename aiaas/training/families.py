@@ -1,7 +1,7 @@
 """Model families, and `auto`: train the cheap one first, the transformer if time allows, keep the better.
 
     transformer    aiaas.training.train: fine-tune a BERT-family encoder (the default)
-    tfidf-linear   aiaas.training.classical: n-gram TF-IDF + a linear model, seconds on a CPU
+    tfidf-linear   aiaas.training.classical(_train): n-gram TF-IDF + a linear model, seconds on a CPU
     auto           both, judged on the validation set by the engine's selection metric
 
 Why auto trains tfidf-linear first: it takes seconds, so a job always has a model, and
@@ -33,6 +33,7 @@ import numpy as np
 from aiaas.core.errors import AiaasError, InvalidRequest
 from aiaas.training import batching, classical, components, hyperparams, metrics, runtime
 from aiaas.training.base_models import MINILM_ID
+from aiaas.training.classical_train import train_classical
 from aiaas.training.config import TrainConfig
 from aiaas.training.loop import PERIODIC_MIN_SECONDS, train
 from aiaas.training.types import PreparedDataLike, TrainCallbacks, TrainingStopped, TrainResult
@@ -125,7 +126,7 @@ def train_family(
         _annotate(result.model_dir, {"family": TRANSFORMER})
         return _as_family(result, TRANSFORMER)
     if family == classical.FAMILY:
-        return _as_family(classical.train_classical(config, data, work_dir, callbacks), classical.FAMILY)
+        return _as_family(train_classical(config, data, work_dir, callbacks), classical.FAMILY)
     if family == AUTO:
         budget = DEFAULT_TIME_BUDGET_S if time_budget_s is None else float(time_budget_s)
         return _train_auto(config, data, work_dir, callbacks, base_models_dir, budget)
@@ -144,7 +145,7 @@ def _train_auto(
     started = time.monotonic()
     task = config.task
     metric, _ = metrics.SELECTION[task]
-    classic = classical.train_classical(config, data, work_dir / classical.FAMILY, callbacks)
+    classic = train_classical(config, data, work_dir / classical.FAMILY, callbacks)
     candidates: dict[str, dict[str, Any]] = {
         classical.FAMILY: _candidate(task, classic, time.monotonic() - started)
     }
@@ -154,34 +155,11 @@ def _train_auto(
     plan = _plan_transformer(
         config, data, work_dir, base_models_dir, budget - (transformer_started - started)
     )
-    if plan["run"]:
-        t_config = dataclasses.replace(config, n_epochs=plan["n_epochs"]) if plan.get("n_epochs") else config
-        callbacks.event("info", f"auto: {plan['reason']}", data={"auto_plan": plan})
-        guard = _Deadline(callbacks, transformer_started + plan["hard_limit_s"])
-        try:
-            results[TRANSFORMER] = train(
-                t_config, data, work_dir / TRANSFORMER, guard, base_models_dir=base_models_dir
-            )
-            candidates[TRANSFORMER] = _candidate(
-                task, results[TRANSFORMER], time.monotonic() - transformer_started
-            )
-        except TrainingStopped:
-            if not guard.over_budget:
-                raise  # cancelled or lease lost: not ours to swallow
-            candidates[TRANSFORMER] = {
-                "status": "stopped",
-                "reason": f"over its time limit ({plan['hard_limit_s']:.0f} s)",
-                "seconds": round(time.monotonic() - transformer_started, 1),
-            }
-            callbacks.event(
-                "warning", f"auto: transformer stopped after {plan['hard_limit_s']:.0f} s, over budget."
-            )
-        except AiaasError as exc:  # e.g. a diverged loss: the job still has its tfidf-linear model
-            candidates[TRANSFORMER] = {"status": "failed", "reason": exc.message}
-            callbacks.event("warning", f"auto: transformer failed, keeping {classical.FAMILY}: {exc.message}")
-    else:
-        candidates[TRANSFORMER] = {"status": "skipped", "reason": plan["reason"]}
-        callbacks.event("info", f"auto: transformer skipped: {plan['reason']}", data={"auto_plan": plan})
+    transformer, candidates[TRANSFORMER] = _try_transformer(
+        config, data, work_dir, callbacks, base_models_dir, plan, transformer_started
+    )
+    if transformer is not None:
+        results[TRANSFORMER] = transformer
     candidates[TRANSFORMER]["base_model"] = plan.get("base_model", config.base_model)
 
     chosen, why = _choose(task, candidates)
@@ -203,6 +181,42 @@ def _train_auto(
     # tokenizer's units: characters for tfidf-linear, subword tokens x epochs for the transformer).
     out.trained_tokens = sum(int(r.trained_tokens or 0) for r in results.values())
     return out
+
+
+def _try_transformer(
+    config: TrainConfig,
+    data: PreparedDataLike,
+    work_dir: Path,
+    callbacks: TrainCallbacks,
+    base_models_dir: Path | None,
+    plan: dict[str, Any],
+    started: float,
+) -> tuple[TrainResult | None, dict[str, Any]]:
+    """The transformer candidate as `plan` allows: its result (None unless trained) and its record."""
+    task = config.task
+    if not plan["run"]:
+        callbacks.event("info", f"auto: transformer skipped: {plan['reason']}", data={"auto_plan": plan})
+        return None, {"status": "skipped", "reason": plan["reason"]}
+    t_config = dataclasses.replace(config, n_epochs=plan["n_epochs"]) if plan.get("n_epochs") else config
+    callbacks.event("info", f"auto: {plan['reason']}", data={"auto_plan": plan})
+    guard = _Deadline(callbacks, started + plan["hard_limit_s"])
+    try:
+        result = train(t_config, data, work_dir / TRANSFORMER, guard, base_models_dir=base_models_dir)
+        return result, _candidate(task, result, time.monotonic() - started)
+    except TrainingStopped:
+        if not guard.over_budget:
+            raise  # cancelled or lease lost: not ours to swallow
+        callbacks.event(
+            "warning", f"auto: transformer stopped after {plan['hard_limit_s']:.0f} s, over budget."
+        )
+        return None, {
+            "status": "stopped",
+            "reason": f"over its time limit ({plan['hard_limit_s']:.0f} s)",
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    except AiaasError as exc:  # e.g. a diverged loss: the job still has its tfidf-linear model
+        callbacks.event("warning", f"auto: transformer failed, keeping {classical.FAMILY}: {exc.message}")
+        return None, {"status": "failed", "reason": exc.message}
 
 
 def _choose(task: str, candidates: dict[str, dict[str, Any]]) -> tuple[str, str]:
@@ -357,33 +371,13 @@ def estimate_transformer(
         optimizer, _ = components.optimizer(model, config, 1e-6, device)  # the step's cost, not its effect
         loss_fn = components.loss_fn(config.task, targets, len(labels), False, device)
         model.train()
-        # Timed batches at evenly spaced quantiles of the epoch's padded batch sizes, so their mean
-        # step time is the epoch's mean step time. (Scaling a few steps' cost per token instead
-        # overestimated a tweets run 2x: part of a step, the optimizer update, costs the same
-        # whatever the batch's length.) Each runs twice and only the second is timed: the first
-        # pass at a new sequence length builds kernels for that shape (measured ~10% more).
-        padded = np.array([len(b) * lengths[b].max() for b in batches], dtype=np.float64)
-        order = np.argsort(padded, kind="stable")
-        quantiles = (np.arange(ESTIMATE_STEPS) + 0.5) / ESTIMATE_STEPS
-        picks = [batches[order[int(q * len(batches))]] for q in quantiles]
-        timed_s, timed_tokens = 0.0, 0.0
-        for index in picks:
-            for timed in (False, True):
-                step_started = time.perf_counter()
-                ids_t, mask, _ = batching.collate(ids, index, tokenizer.pad_token_id)
-                with runtime.autocast(device, precision):
-                    logits = model(input_ids=ids_t.to(device), attention_mask=mask.to(device)).logits
-                loss = loss_fn(logits.float(), torch.as_tensor(targets[index]).to(device))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if timed:
-                    timed_s += time.perf_counter() - step_started
-                    timed_tokens += len(index) * lengths[index].max()
+        timed_s, timed_tokens, n_timed = _time_steps(
+            config, model, optimizer, loss_fn, tokenizer.pad_token_id, ids, targets, lengths, batches,
+            device, precision,
+        )  # fmt: skip
         del model, optimizer
     per_token = timed_s / max(1.0, timed_tokens)
-    train_epoch = timed_s / len(picks) * len(batches)
+    train_epoch = timed_s / n_timed * len(batches)
     eval_epoch = EVAL_COST * train_epoch * len(data.validation) / max(1, len(data.train))
     # Each epoch end, plus periodic saves: ~10 per run, but at most one a minute (loop.PERIODIC_MIN_SECONDS).
     periodic = min(10 / max(1, hp.n_epochs), train_epoch / PERIODIC_MIN_SECONDS)
@@ -399,6 +393,51 @@ def estimate_transformer(
         "fixed_seconds": round(FIXED_S + load_s, 2),
         "estimate_seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _time_steps(
+    config: TrainConfig,
+    model: Any,
+    optimizer: Any,
+    loss_fn: Any,
+    pad_id: int,
+    ids: list[list[int]],
+    targets: np.ndarray,
+    lengths: np.ndarray,
+    batches: list[np.ndarray],
+    device: str,
+    precision: str,
+) -> tuple[float, float, int]:
+    """Seconds and padded tokens of ESTIMATE_STEPS timed optimizer steps, and how many were timed.
+
+    Timed batches at evenly spaced quantiles of the epoch's padded batch sizes, so their mean
+    step time is the epoch's mean step time. (Scaling a few steps' cost per token instead
+    overestimated a tweets run 2x: part of a step, the optimizer update, costs the same
+    whatever the batch's length.) Each runs twice and only the second is timed: the first
+    pass at a new sequence length builds kernels for that shape (measured ~10% more).
+    """
+    import torch
+
+    padded = np.array([len(b) * lengths[b].max() for b in batches], dtype=np.float64)
+    order = np.argsort(padded, kind="stable")
+    quantiles = (np.arange(ESTIMATE_STEPS) + 0.5) / ESTIMATE_STEPS
+    picks = [batches[order[int(q * len(batches))]] for q in quantiles]
+    timed_s, timed_tokens = 0.0, 0.0
+    for index in picks:
+        for timed in (False, True):
+            step_started = time.perf_counter()
+            ids_t, mask, _ = batching.collate(ids, index, pad_id)
+            with runtime.autocast(device, precision):
+                logits = model(input_ids=ids_t.to(device), attention_mask=mask.to(device)).logits
+            loss = loss_fn(logits.float(), torch.as_tensor(targets[index]).to(device))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if timed:
+                timed_s += time.perf_counter() - step_started
+                timed_tokens += len(index) * lengths[index].max()
+    return timed_s, timed_tokens, len(picks)
 
 
 # -- helpers --------------------------------------------------------------------------------

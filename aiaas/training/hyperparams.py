@@ -24,7 +24,10 @@ BASE_MODEL = 150_000_000
 
 
 @dataclass
-class Hyperparameters:
+class ResolvedHyperparameters:
+    """The numbers a run uses once every "auto" is decided (the request's shape, with its bounds,
+    is aiaas.protocol.jobs.Hyperparameters)."""
+
     n_epochs: int
     batch_size: int
     learning_rate: float
@@ -80,7 +83,7 @@ def resolve(
     n_train: int,
     num_parameters: int | None,
     hidden_size: int,
-) -> Hyperparameters:
+) -> ResolvedHyperparameters:
     """Resolve every "auto" of `config` for a training set of `n_train` examples."""
     reasons: dict[str, str] = {}
     if config.batch_size == "auto":
@@ -112,7 +115,7 @@ def resolve(
     else:
         every = config.checkpoint_every_steps
         reasons["checkpoint_every_steps"] = "requested (and at each epoch end)"
-    return Hyperparameters(
+    return ResolvedHyperparameters(
         n_epochs=n_epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,

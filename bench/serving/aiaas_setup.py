@@ -58,7 +58,7 @@ def _register(data_dir: Path, admin_key: str, entry: Path, staging: Path) -> str
     """Put model/ + onnx/ in the (encrypted) blob store and register the version, as the job runner does."""
     from aiaas.core.settings import Settings
     from aiaas.registry import models as registry
-    from aiaas.store import tenancy
+    from aiaas.services import authn
     from aiaas.store.blob_factory import create_blob_store
     from aiaas.store.db import Database
     from aiaas.store.encrypted import encrypted
@@ -67,7 +67,7 @@ def _register(data_dir: Path, admin_key: str, entry: Path, staging: Path) -> str
     db = Database(settings.sqlalchemy_url)
     try:
         with db.session() as s:
-            org_id = tenancy.authenticate(s, admin_key).org_id
+            org_id = authn.authenticate(s, admin_key).org_id
         shutil.rmtree(staging, ignore_errors=True)
         for part in ("model", "onnx"):
             shutil.copytree(entry / part, staging / part)

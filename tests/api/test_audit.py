@@ -9,8 +9,7 @@ from sqlalchemy import select, update
 
 from aiaas.registry import models as registry
 from aiaas.security.keys import generate_key
-from aiaas.services import audit
-from aiaas.store import tenancy
+from aiaas.services import audit, authn
 from aiaas.store.models import ApiKey, AuditLog
 from tests.helpers.datasets import toy_csv
 from tests.helpers.tiny_bert import build_tiny_bert
@@ -18,7 +17,7 @@ from tests.helpers.tiny_bert import build_tiny_bert
 
 def key_id(db, plaintext: str) -> str:
     with db.session() as s:
-        return tenancy.authenticate(s, plaintext).key_id
+        return authn.authenticate(s, plaintext).key_id
 
 
 async def all_logs(client, org) -> list[dict]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import event, func, select
 
+from aiaas.services import authn
 from aiaas.services.usage import UsageRecorder
 from aiaas.store import tenancy
 from aiaas.store.models import FineTuningJob, UsageEvent
@@ -81,7 +82,7 @@ async def test_predict_usage_counts_match_exactly(client, app, settings, db, org
     by_key = (await client.get("/v1/usage", headers=org_a.headers, params={"group_by": "key"})).json()
     [key_bucket] = by_key["data"]
     with db.session() as s:
-        admin_key = tenancy.authenticate(s, org_a.key).key_id
+        admin_key = authn.authenticate(s, org_a.key).key_id
     assert key_bucket["key_id"] == admin_key and key_bucket["key_name"] == "admin"
     by_day = (await client.get("/v1/usage", headers=org_a.headers)).json()
     assert [d["day"] for d in by_day["data"]] == [time.strftime("%Y-%m-%d", time.gmtime())]
@@ -181,7 +182,7 @@ def test_usage_cli_through_the_sdk(tmp_path):
     key = init(env)
     db = Database(Settings(data_dir=tmp_path / "data").sqlalchemy_url)
     with db.session() as s:
-        principal = tenancy.authenticate(s, key)
+        principal = authn.authenticate(s, key)
         for model, n, tokens in (("ft:a", 3, 30), ("ft:b", 1, 70), ("ft:a", 2, 20)):
             s.add(UsageEvent(id=f"usage-{model}-{n}", org_id=principal.org_id, key_id=principal.key_id,
                              kind="inference", model=model, requests=n, input_tokens=tokens, trained_tokens=0,

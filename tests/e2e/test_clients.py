@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aiaas.core.settings import Settings
-from aiaas.store import tenancy
+from aiaas.services import authn
 from aiaas.store.db import Database
 from tests.e2e.server import base_env, init, start_server
 from tests.helpers.deployed import export_tiny_classifier, register
@@ -26,7 +26,7 @@ def server(tmp_path_factory):
     settings = Settings(data_dir=data)
     db = Database(settings.sqlalchemy_url)
     with db.session() as s:
-        org_id = tenancy.authenticate(s, key).org_id
+        org_id = authn.authenticate(s, key).org_id
     register(settings, db, org_id, export_tiny_classifier(tmp), model_id=MODEL,
              task="single_label_classification", labels=["negative", "positive"])
     db.dispose()

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from aiaas.core.errors import InvalidRequest
-from aiaas.registry.export_classical import export_classical_model, export_trained_model
+from aiaas.registry.export import export_classical_model, export_trained_model
 from aiaas.serving.runtime import load_predictor
 from aiaas.training import TrainConfig, TrainingStopped, classical
+from aiaas.training.classical_train import train_classical
 from tests.training.conftest import (
     Example,
     PreparedData,
@@ -62,7 +63,7 @@ def chinese_data(n_train: int = 80, n_val: int = 40, seed: int = 0) -> PreparedD
 
 def _train(data: PreparedData, tmp_path: Path, rec: Recorder | None = None):
     config = TrainConfig(task=data.task, **CONFIG)
-    return classical.train_classical(config, data, tmp_path, rec or Recorder())
+    return train_classical(config, data, tmp_path, rec or Recorder())
 
 
 def test_single_label_learns_and_writes_a_model_directory(tmp_path: Path) -> None:

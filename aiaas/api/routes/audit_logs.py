@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from aiaas.api.deps import PrincipalDep, SessionDep
+from aiaas.protocol.audit import log_public
 from aiaas.protocol.common import list_response
 from aiaas.services import audit
 
@@ -22,4 +23,4 @@ def list_audit_logs(
     action: str | None = None,
 ) -> dict:
     rows, has_more = audit.list_logs(session, principal.org_id, after=after, limit=limit, action=action)
-    return list_response([audit.log_public(r) for r in rows], has_more=has_more)
+    return list_response([log_public(r) for r in rows], has_more=has_more)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, caller
 from aiaas.protocol.common import Deleted, list_response
-from aiaas.protocol.inference import DeploymentCreate, PredictRequest
+from aiaas.protocol.inference import DeploymentCreate, PredictRequest, deployment_public
 from aiaas.registry import models as registry
 from aiaas.services import audit, quotas
 from aiaas.store import deployments as dep_store
@@ -44,7 +44,7 @@ def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: 
                  details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
     session.flush()  # a conflict answers before anything starts serving
     from_thread.run(state.services.inference.deployed, row.id, model.artifact_uri, row.min_replicas)
-    return dep_store.deployment_public(row)
+    return deployment_public(row)
 
 
 @router.get("/deployments")
@@ -56,12 +56,12 @@ def list_deployments(
     order: Literal["asc", "desc"] = "desc",
 ) -> dict:
     rows, has_more = dep_store.list_deployments(session, principal.org_id, after=after, limit=limit, order=order)
-    return list_response([dep_store.deployment_public(r) for r in rows], has_more=has_more)
+    return list_response([deployment_public(r) for r in rows], has_more=has_more)
 
 
 @router.get("/deployments/{name}")
 def retrieve_deployment(name: str, principal: PrincipalDep, session: SessionDep) -> dict:
-    return dep_store.deployment_public(dep_store.get_deployment(session, principal.org_id, name))
+    return deployment_public(dep_store.get_deployment(session, principal.org_id, name))
 
 
 @router.delete("/deployments/{name}", response_model=Deleted)

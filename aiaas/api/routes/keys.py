@@ -8,7 +8,14 @@ from fastapi import APIRouter, Query
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, forget_key
 from aiaas.protocol.common import list_response
-from aiaas.protocol.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, OrganizationPublic
+from aiaas.protocol.keys import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPublic,
+    OrganizationPublic,
+    key_public,
+    organization_public,
+)
 from aiaas.services import audit
 from aiaas.store import tenancy
 
@@ -18,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["keys"])
 @router.get("/organizations/me", response_model=OrganizationPublic)
 def organization_me(principal: PrincipalDep, session: SessionDep) -> dict:
     org = tenancy.get_organization(session, principal.org_id)
-    return {"id": org.id, "name": org.name, "created_at": org.created_at, "settings": org.settings or {}}
+    return organization_public(org)
 
 
 @router.post("/api_keys", response_model=ApiKeyCreated, status_code=201)
@@ -33,7 +40,7 @@ def create_api_key(body: ApiKeyCreate, principal: PrincipalDep, session: Session
     )
     audit.record(session, actor, "api_key.created", target_type="api_key", target_id=row.id,
                  details={"name": row.name, "scopes": list(row.scopes), "expires_at": row.expires_at})
-    return tenancy.key_public(row) | {"key": plaintext}
+    return key_public(row) | {"key": plaintext}
 
 
 @router.get("/api_keys")
@@ -46,7 +53,7 @@ def list_api_keys(
     order: Literal["asc", "desc"] = "desc",
 ) -> dict:
     rows, has_more = tenancy.list_keys(session, principal.org_id, after=after, limit=limit, order=order)
-    return list_response([tenancy.key_public(r) for r in rows], has_more=has_more)
+    return list_response([key_public(r) for r in rows], has_more=has_more)
 
 
 @router.delete("/api_keys/{key_id}", response_model=ApiKeyPublic)
@@ -55,4 +62,4 @@ def revoke_api_key(key_id: str, principal: PrincipalDep, session: SessionDep, ac
     row = tenancy.revoke_key(session, principal.org_id, key_id)
     forget_key(state, key_id)
     audit.record(session, actor, "api_key.revoked", target_type="api_key", target_id=row.id)
-    return tenancy.key_public(row)
+    return key_public(row)

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.core.errors import InvalidRequest, not_found
 from aiaas.protocol.common import list_response
+from aiaas.protocol.models import base_model_public, family_public, model_public
 from aiaas.registry import models as registry
 from aiaas.services import audit, catalog
 
@@ -18,20 +19,20 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 def _base_models(state) -> list[dict]:
     """Base models, then the model families (both are starting points for jobs, owned by aiaas)."""
-    bases = [registry.base_model_public(m["id"], m) for m in catalog.base_models(state.settings.base_models_dir)]
-    return bases + [registry.family_public(f) for f in catalog.model_families()]
+    bases = [base_model_public(m["id"], m) for m in catalog.base_models(state.settings.base_models_dir)]
+    return bases + [family_public(f) for f in catalog.model_families()]
 
 
 @router.get("/models")
 def list_models(principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
-    own = [registry.model_public(m) for m in registry.list_models(session, principal.org_id)]
+    own = [model_public(m) for m in registry.list_models(session, principal.org_id)]
     return list_response(_base_models(state) + own, has_more=False)
 
 
 @router.get("/models/{model}")
 def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
     if model.startswith("ft:"):
-        return registry.model_public(registry.get_model(session, principal.org_id, model))
+        return model_public(registry.get_model(session, principal.org_id, model))
     for base in _base_models(state):
         if base["id"] == model:
             return base

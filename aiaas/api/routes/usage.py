@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from aiaas.api.deps import PrincipalDep, StateDep
+from aiaas.core.clock import now
 from aiaas.services import usage as usage_service
-from aiaas.store.tenancy import now
 
 MAX_UNIX_S = 253_402_300_799  # 9999-12-31: beyond it, databases overflow
 

@@ -28,21 +28,25 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aiaas.core.errors import AiaasError, InvalidRequest
+from aiaas.core.errors import AiaasError
+from aiaas.registry.export.shared import (
+    OPSET,
+    check_precision,
+    latency_fields,
+    measure_latency,
+    validation_set,
+)
 from aiaas.serving import runtime as rt
-from aiaas.serving.agreement import DEFAULT_VALIDATION_TEXTS
 from aiaas.training import classical
 
 logger = logging.getLogger(__name__)
 
-OPSET = 17
-PRECISIONS = ("auto", "fp32", "int8", "bf16")
-MAX_VALIDATION_TEXTS = 1000
 # Graph and scikit-learn predictor may differ by float32 rounding only (relative above 1).
 MAX_ABS_DIFF = 1e-4
 # Rows per run: the dense [rows, features] intermediates are the cost, so small buckets.
@@ -50,16 +54,6 @@ MAX_ABS_DIFF = 1e-4
 # 1 -> 1214 / 498, 4 -> 1464 / 573, 8 -> 1403 / 517, 16 -> 1312 / 460, 32 -> 1274 / 367.
 BUCKET_SIZE = 4
 LATENCY_SAMPLE = 64
-LATENCY_ROUNDS = 3
-
-
-def export_trained_model(model_dir: Path, out_dir: Path, **kwargs: Any) -> dict:
-    """Export whatever family trained `model_dir`: the one call a job runner needs."""
-    if classical.is_classical(model_dir):
-        return export_classical_model(model_dir, out_dir, **kwargs)
-    from aiaas.registry.export import export_model
-
-    return export_model(model_dir, out_dir, **kwargs)
 
 
 def export_classical_model(
@@ -71,14 +65,11 @@ def export_classical_model(
     precision: str = "auto",
 ) -> dict:
     """Write the ONNX artifact for a tfidf-linear model directory; returns the runtime report."""
-    if precision not in PRECISIONS:
-        raise InvalidRequest(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.", param="precision"
-        )
+    check_precision(precision)
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     model = classical.ClassicalModel.load(model_dir)
-    texts, labels = _validation_set(validation_texts, validation_labels)
+    texts, labels = validation_set(validation_texts, validation_labels)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     onnx_path = out_dir / "model.fp32.onnx"
@@ -100,6 +91,30 @@ def export_classical_model(
     (out_dir / rt.META_FILE).write_text(json.dumps(meta, indent=2))
 
     served = rt.load_predictor(out_dir)
+    runtime.update(_check_agreement(model, served, texts, labels))
+    latency = measure_latency({"onnx": served.predict, "sklearn": model.predict}, texts[:LATENCY_SAMPLE])
+    runtime.update(
+        {
+            "served_by": "onnx",
+            "served_by_reason": "same runtime path as every other model, no scikit-learn or scipy at "
+            "serving time; latency of both measured below",
+            **latency_fields(latency),
+            "validation_texts": len(texts),
+            "model_bytes": onnx_path.stat().st_size,
+            "export_seconds": round(time.perf_counter() - started, 2),
+        }
+    )
+    served.close()
+    (out_dir / rt.META_FILE).write_text(json.dumps(meta, indent=2))
+    logger.info("exported %s -> %s (%s features)", model_dir, out_dir, model.featurizer.n_features)
+    return runtime
+
+
+def _check_agreement(
+    model: classical.ClassicalModel, served: rt.Predictor, texts: list[str], labels: list | None
+) -> dict:
+    """The served graph against the scikit-learn/scipy predictor on the validation texts: their
+    largest difference (an error past MAX_ABS_DIFF), and both accuracies when labels are known."""
     reference = model.predict(texts)
     got = served.predict(texts)
     # Relative beyond 1: regression values may be in the thousands, float32 keeps ~7 digits.
@@ -110,33 +125,15 @@ def export_classical_model(
             f"The exported tfidf-linear graph disagrees with the trained model (max diff {diff:.2e} > "
             f"{MAX_ABS_DIFF:g}); the n-gram counting in ONNX and scikit-learn differ."
         )
-    runtime["onnx_vs_sklearn_max_abs_diff"] = diff
+    report: dict = {"onnx_vs_sklearn_max_abs_diff": diff}
     if labels is not None and model.task == "single_label_classification" and model.labels:
         index = {label: i for i, label in enumerate(model.labels)}
         truth = np.array([index.get(label, -1) for label in labels])
-        runtime["accuracy"] = {
+        report["accuracy"] = {
             "fp32": float((got.argmax(axis=1) == truth).mean()),
             "sklearn": float((reference.argmax(axis=1) == truth).mean()),
         }
-    latency = measure_latency({"onnx": served.predict, "sklearn": model.predict}, texts[:LATENCY_SAMPLE])
-    runtime.update(
-        {
-            "served_by": "onnx",
-            "served_by_reason": "same runtime path as every other model, no scikit-learn or scipy at "
-            "serving time; latency of both measured below",
-            "latency_ms": {
-                name: {k: v for k, v in m.items() if k != "seq_per_s"} for name, m in latency.items()
-            },
-            "throughput_seq_s": {name: m["seq_per_s"] for name, m in latency.items()},
-            "validation_texts": len(texts),
-            "model_bytes": onnx_path.stat().st_size,
-            "export_seconds": round(time.perf_counter() - started, 2),
-        }
-    )
-    served.close()
-    (out_dir / rt.META_FILE).write_text(json.dumps(meta, indent=2))
-    logger.info("exported %s -> %s (%s features)", model_dir, out_dir, model.featurizer.n_features)
-    return runtime
+    return report
 
 
 # -- the graph ------------------------------------------------------------------------------
@@ -160,45 +157,13 @@ def build_graph(model: classical.ClassicalModel):  # -> onnx.ModelProto
     column = 0
     n_out = model.head.weights.shape[1]
     for block in model.featurizer.blocks:
-        b = block.name
         width = len(block)
         if width == 0:
             continue
-        pool, counts, indexes, min_n, max_n = _pool(block.grams)
-        nodes.append(
-            helper.make_node(
-                "TfIdfVectorizer",
-                ["ids"],
-                [f"{b}_tf"],
-                name=f"{b}_ngrams",
-                mode="TF",
-                min_gram_length=min_n,
-                max_gram_length=max_n,
-                max_skip_count=0,
-                ngram_counts=counts,
-                ngram_indexes=indexes,
-                pool_int64s=pool,
-            )
-        )
-        idf = block.idf.astype(np.float32)
         weights = model.head.weights[column : column + width].astype(np.float32)
         column += width
-        const(f"{b}_idf", idf.reshape(1, -1))
-        const(f"{b}_w", weights)
-        nodes += [
-            helper.make_node("Greater", [f"{b}_tf", "zero_f"], [f"{b}_present"]),
-            helper.make_node("Log", [f"{b}_tf"], [f"{b}_log"]),  # -inf where absent; Where drops it
-            helper.make_node("Add", [f"{b}_log", "one_f"], [f"{b}_sub"]),
-            helper.make_node("Where", [f"{b}_present", f"{b}_sub", "zero_f"], [f"{b}_s"]),
-            helper.make_node("Mul", [f"{b}_s", f"{b}_idf"], [f"{b}_v"]),
-            # A reduction, not a [F, 1] MatMul: measured 2.5 -> 1.9 ms per text with 97k features.
-            helper.make_node("ReduceSumSquare", [f"{b}_v"], [f"{b}_norm2"], axes=[1], keepdims=1),
-            helper.make_node("Sqrt", [f"{b}_norm2"], [f"{b}_norm_raw"]),
-            helper.make_node("Max", [f"{b}_norm_raw", "eps_f"], [f"{b}_norm"]),
-            helper.make_node("MatMul", [f"{b}_v", f"{b}_w"], [f"{b}_raw"]),
-            helper.make_node("Div", [f"{b}_raw", f"{b}_norm"], [f"{b}_part"]),
-        ]
-        parts.append(f"{b}_part")
+        nodes += _block_nodes(block, weights, const)
+        parts.append(f"{block.name}_part")
     const("bias", model.head.bias.astype(np.float32).reshape(1, n_out))
     nodes.append(helper.make_node("Sum", [*parts, "bias"], ["logits_sum"]))
     # A [N, 1] bias alone would not follow a batch of N; Expand to the batch size.
@@ -226,6 +191,43 @@ def build_graph(model: classical.ClassicalModel):  # -> onnx.ModelProto
     return onnx_model
 
 
+def _block_nodes(block: Any, weights: np.ndarray, const: Callable[[str, np.ndarray], str]) -> list:
+    """One n-gram block's part of the logits: `(v @ W) / max(||v||, 1e-12)` with `v` its sublinear
+    tf-idf (the module docstring), as nodes reading "ids" and writing "<block>_part"."""
+    from onnx import helper
+
+    b = block.name
+    pool, counts, indexes, min_n, max_n = _pool(block.grams)
+    const(f"{b}_idf", block.idf.astype(np.float32).reshape(1, -1))
+    const(f"{b}_w", weights)
+    return [
+        helper.make_node(
+            "TfIdfVectorizer",
+            ["ids"],
+            [f"{b}_tf"],
+            name=f"{b}_ngrams",
+            mode="TF",
+            min_gram_length=min_n,
+            max_gram_length=max_n,
+            max_skip_count=0,
+            ngram_counts=counts,
+            ngram_indexes=indexes,
+            pool_int64s=pool,
+        ),
+        helper.make_node("Greater", [f"{b}_tf", "zero_f"], [f"{b}_present"]),
+        helper.make_node("Log", [f"{b}_tf"], [f"{b}_log"]),  # -inf where absent; Where drops it
+        helper.make_node("Add", [f"{b}_log", "one_f"], [f"{b}_sub"]),
+        helper.make_node("Where", [f"{b}_present", f"{b}_sub", "zero_f"], [f"{b}_s"]),
+        helper.make_node("Mul", [f"{b}_s", f"{b}_idf"], [f"{b}_v"]),
+        # A reduction, not a [F, 1] MatMul: measured 2.5 -> 1.9 ms per text with 97k features.
+        helper.make_node("ReduceSumSquare", [f"{b}_v"], [f"{b}_norm2"], axes=[1], keepdims=1),
+        helper.make_node("Sqrt", [f"{b}_norm2"], [f"{b}_norm_raw"]),
+        helper.make_node("Max", [f"{b}_norm_raw", "eps_f"], [f"{b}_norm"]),
+        helper.make_node("MatMul", [f"{b}_v", f"{b}_w"], [f"{b}_raw"]),
+        helper.make_node("Div", [f"{b}_raw", f"{b}_norm"], [f"{b}_part"]),
+    ]
+
+
 def save_graph(model: classical.ClassicalModel, path: Path) -> Path:
     import onnx
 
@@ -248,53 +250,3 @@ def _pool(grams: list[tuple[int, ...]]) -> tuple[list[int], list[int], list[int]
             pool.extend(grams[order[position]])
             position += 1
     return pool, counts, order, min_n, max_n
-
-
-# -- validation and timing ------------------------------------------------------------------
-def _validation_set(texts: list[str] | None, labels: list | None) -> tuple[list[str], list | None]:
-    if texts is None:
-        if labels is not None:
-            raise InvalidRequest("validation_labels needs validation_texts.", param="validation_labels")
-        return list(DEFAULT_VALIDATION_TEXTS), None
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise InvalidRequest(
-            "validation_texts must be a non-empty list of strings.", param="validation_texts"
-        )
-    if labels is not None and len(labels) != len(texts):
-        raise InvalidRequest(
-            f"{len(labels)} validation_labels for {len(texts)} validation_texts.", param="validation_labels"
-        )
-    if len(texts) > MAX_VALIDATION_TEXTS:  # evenly spaced, so a sorted file still gets every class
-        keep = np.linspace(0, len(texts) - 1, MAX_VALIDATION_TEXTS).astype(int)
-        texts = [texts[i] for i in keep]
-        labels = [labels[i] for i in keep] if labels is not None else None
-    return list(texts), list(labels) if labels is not None else None
-
-
-def measure_latency(predictors: dict, texts: list[str]) -> dict[str, dict]:
-    """Single-text latency (p50/p95 of the best of LATENCY_ROUNDS per text) and batch throughput,
-    predictors interleaved round by round so a noisy neighbour hurts every one alike."""
-    single: dict[str, list[list[float]]] = {name: [] for name in predictors}
-    batch: dict[str, list[float]] = {name: [] for name in predictors}
-    for predict in predictors.values():  # warm-up: first runs allocate
-        predict(texts[:2])
-    for _ in range(LATENCY_ROUNDS):
-        for name, predict in predictors.items():
-            timings = []
-            for text in texts:
-                t0 = time.perf_counter()
-                predict([text])
-                timings.append(time.perf_counter() - t0)
-            single[name].append(timings)
-            t0 = time.perf_counter()
-            predict(texts)
-            batch[name].append(time.perf_counter() - t0)
-    report = {}
-    for name in predictors:
-        best = np.min(np.array(single[name]), axis=0) * 1000.0
-        report[name] = {
-            "p50": round(float(np.percentile(best, 50)), 3),
-            "p95": round(float(np.percentile(best, 95)), 3),
-            "seq_per_s": round(len(texts) / min(batch[name]), 1),
-        }
-    return report
