@@ -26,7 +26,7 @@ _NUMBER_NAME = re.compile(r"[+-]?+(?:0|[1-9]\d*+)(?:\.\d++)?+")
 # `\d+\.?\d*` as it was written split a run of digits between its two halves every possible way
 # before failing on a letter at the end: quadratic (7.4 s for 20k digits, holding the GIL).
 _REGRESSION_NUMBER = re.compile(r"[+-]?+(?:\d++(?:\.\d*+)?+|\.\d++)(?:[eE][+-]?+\d++)?+")
-_DECIMAL_COMMA = re.compile(r"[+-]?+\d++,\d++")
+_DECIMAL_COMMA = re.compile(r"(?<![\d+-])[+-]?+\d++,\d++")  # starts only where a number can
 # Longer than this is not a number, whatever its characters (nor is it sent to a parser).
 MAX_NUMBER_CHARS = 64
 _MULTI_SEPARATORS = ("|", ";", ",")
@@ -269,9 +269,9 @@ def _multi_label(value: Any, normalize: bool) -> list[str] | None:
         if text.startswith("["):
             try:
                 value = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError, ValueError):  # ValueError: a huge integer
                 raise _CellError(
-                    f"label {_short(value)} starts with '[' but is not a valid JSON list"
+                    f"label {_short(value)} starts with '[' but is not a valid JSON list of names"
                 ) from None
             if not isinstance(value, list):
                 raise _CellError(f"label {_short(text)} is not a JSON list")
