@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # the text in it; the expansion ratio is decoded characters over file bytes (applies past 1 MiB).
     max_upload_rows: int = Field(default=5_000_000, gt=0)
     max_upload_columns: int = Field(default=1_000, gt=0)
-    max_upload_cells: int = Field(default=25_000_000, gt=0)
+    max_upload_cells: int = Field(default=10_000_000, gt=0)  # ~70 bytes each at most
     max_cell_chars: int = Field(default=100_000, gt=0)
     max_record_chars: int = Field(default=2 * 1024 * 1024, gt=0)  # one CSV record, JSONL line or JSON record
     max_decoded_chars: int = Field(default=4 * 512 * 1024 * 1024, gt=0)  # ~4x max_upload_bytes

@@ -33,7 +33,7 @@ class ReadLimits:
 
     max_rows: int = 5_000_000
     max_columns: int = 1_000
-    max_cells: int = 25_000_000
+    max_cells: int = 10_000_000
     max_cell_chars: int = 100_000
     max_record_chars: int = 2 * 1024 * 1024
     max_decoded_chars: int = 4 * 512 * 1024 * 1024

@@ -25,7 +25,6 @@ from aiaas.data.limits import Budget, ReadLimits, cell_too_large, too_large_deco
 if TYPE_CHECKING:
     import pyarrow as pa
 
-BATCH_ROWS = 65_536
 # Walking page headers is Python work; a file cut into this many pages is refused rather than walked
 # (pyarrow writes 1 MiB pages: a 512 MiB file has ~600).
 MAX_PAGES = 200_000
@@ -56,14 +55,22 @@ def read_parquet(path: Path, param: str, keep: set[str] | None, limits: ReadLimi
             data: dict[str, list[Any]] = {str(n): [] for n in wanted}
             rows = meta.num_rows
             if wanted:
+                # A row group at a time (iter_batches cannot give nested dictionary columns across
+                # pages): its pages are bounded by the checks above, and strings stay dictionaries
+                # (indices and one copy of each value) until counted.
                 row = 0
-                for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted, use_threads=False):
-                    for name, column in zip(wanted, batch.columns, strict=True):
-                        cells, chars = _measure(column, row, str(name), limits, param)
-                        budget.add(cells, chars)
-                    for name, column in zip(wanted, batch.columns, strict=True):
+                for g in range(meta.num_row_groups):
+                    group = parquet.read_row_group(g, columns=wanted, use_threads=False)
+                    for name, column in zip(wanted, group.columns, strict=True):
+                        at = row
+                        for chunk in column.chunks:
+                            cells, chars = _measure(chunk, at, str(name), limits, param)
+                            budget.add(cells, chars)
+                            at += len(chunk)
+                    for name, column in zip(wanted, group.columns, strict=True):
                         data[str(name)].extend(column.to_pylist())
-                    row += batch.num_rows
+                    row += group.num_rows
+                    del group
                 rows = row
     except (pa.ArrowException, OSError) as exc:
         raise InvalidFile(

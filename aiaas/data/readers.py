@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     import pandas
 
 logger = logging.getLogger(__name__)
-# A JSON string literal, to count a JSON text's values without parsing it. Linear: possessive (no
-# backtracking into it), and an unterminated string runs to the end, so no start is tried twice.
-_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+# A JSON token (a string literal, a bracket or a comma), to count a JSON text's values without parsing
+# it. Linear: possessive (no backtracking into a string), and an unterminated string runs to the end,
+# so no start is tried twice.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[\]{},]', re.DOTALL)
 
 
 @dataclass
@@ -391,19 +392,44 @@ def _parse_jsonl(fh: IO[str], param: str, keep: set[str] | None, budget: Budget)
     return columns.table("line")
 
 
-def _count_json_values(text: str, budget: Budget) -> None:
-    """Refuse a JSON text that would parse into more values than the cell limit, before parsing it
-    (json.loads makes a Python object of every value: `[[],[],...]` costs ~20 bytes per byte)."""
+# Below this many values a JSON array is parsed at once: at most ~70 bytes each, whatever they are.
+_JSON_WALK_ABOVE = 1_000_000
+
+
+def _count_json_values(text: str, budget: Budget, walk_above: int = _JSON_WALK_ABOVE) -> None:
+    """Refuse a JSON array that would parse into too many values, before parsing it (json.loads makes a
+    Python object of every value: `[[],[],...]` costs ~20 bytes of memory per byte of text).
+
+    A cheap upper bound (punctuation inside strings counts too) lets ordinary files through at once;
+    above it, one pass over the tokens (strings, brackets, commas) counts each record's values, and
+    stops at the first record over the per-record bound or once the file is over the cell limit.
+    """
     limits = budget.limits
-    allowed = limits.max_cells + limits.max_rows + 1  # every cell, every record's object, the array
-    if text.count(",") + text.count("[") + text.count("{") <= allowed:
-        return  # the cheap upper bound (punctuation inside strings counts too) already fits
-    skeleton = _JSON_STRING.sub('""', text)
-    values = skeleton.count(",") + skeleton.count("[") + skeleton.count("{")
-    del skeleton
-    if values > allowed:
-        raise too_large_decoded(f"about {values} values; at most {limits.max_cells} cells are accepted",
-                                limits, budget.param, "AIAAS_MAX_UPLOAD_CELLS")
+    allowed = limits.max_cells + 2 * limits.max_rows + 1  # every cell, each record's object and comma
+    if text.count(",") + text.count("[") + text.count("{") <= min(allowed, walk_above):
+        return
+    # A record with every column and every nested value the limits allow: a key, a value and a comma per
+    # column, a value and a comma per nested value, a bracket pair per list.
+    per_record = 6 * limits.max_columns + 8
+    depth = values = total = record = 0
+    for m in _JSON_TOKEN.finditer(text):
+        ch = text[m.start()]
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth == 1:
+                record += 1
+                values = 0
+        if depth >= 2 or ch == ",":
+            values += 1
+            total += 1
+            if values > per_record:
+                raise row_too_large(f"more than {per_record} values and separators", f"record {record + 1}",
+                                    limits, budget.param)
+            if total > allowed:
+                raise too_large_decoded(f"more than {limits.max_cells} cells; at most that many are accepted",
+                                        limits, budget.param, "AIAAS_MAX_UPLOAD_CELLS")
 
 
 def _parse_json_array(fh: IO[str], param: str, keep: set[str] | None, budget: Budget) -> Table:

@@ -76,7 +76,7 @@ PATTERNS: dict[str, list[Shape]] = {
     "aiaas.data.cleaning:_NUMBER_NAME": NUMBER_SHAPES,
     "aiaas.data.cleaning:_REGRESSION_NUMBER": NUMBER_SHAPES,
     "aiaas.data.cleaning:_DECIMAL_COMMA": NUMBER_SHAPES,
-    "aiaas.data.readers:_JSON_STRING": JSON_SHAPES,
+    "aiaas.data.readers:_JSON_TOKEN": JSON_SHAPES,
     # Names a tenant sends: organisation slugs, base-model ids, deployment names, keys, request ids, paths.
     "aiaas.registry.models:_SLUG": NAME_SHAPES,
     "aiaas.training.base_models:_DIR_NAME": NAME_SHAPES,
@@ -118,8 +118,9 @@ def _whole_cell_functions() -> dict[str, tuple[Callable[[str], object], list[Sha
     def scan_cell(text: str) -> object:
         return scan_table(Table("csv", None, ["text"], {"text": [text]}, [1], "line"), redact=True)
 
-    def count_json(text: str) -> object:  # a tiny cell limit, so the exact (regex) count runs
-        return readers._count_json_values(text, Budget(ReadLimits(max_cells=1, max_rows=1), len(text), "file"))
+    def count_json(text: str) -> object:  # limits that make the token walk run to the end
+        limits = ReadLimits(max_cells=10**9, max_rows=1, max_columns=10**8)
+        return readers._count_json_values(text, Budget(limits, len(text), "file"), walk_above=0)
 
     return {
         "pii.scan_text": (pii.scan_text, PII_SHAPES),
