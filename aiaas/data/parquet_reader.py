@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiaas.core.errors import InvalidFile
 from aiaas.data.formats import subject
-from aiaas.data.limits import Budget, ReadLimits, cell_too_large, too_large_decoded, too_many_columns, too_many_rows
+from aiaas.data.limits import (
+    Budget,
+    ReadLimits,
+    cell_too_large,
+    too_large_decoded,
+    too_many_columns,
+    too_many_rows,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
