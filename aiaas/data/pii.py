@@ -266,7 +266,8 @@ def _iban_candidates(text: str) -> Iterator[tuple[int, str]]:
         pos, fewest, most, end = m.end(), 0, 0, -1
         while True:
             begin = pos + 1 if pos < n and text[pos] == " " else pos
-            stop = _ALNUM_RUN.match(text, begin).end()
+            run = _ALNUM_RUN.match(text, begin)  # always matches (possibly empty)
+            stop = run.end() if run else begin
             if stop == begin:
                 break
             fewest += -(-(stop - begin) // _IBAN_GROUP)
