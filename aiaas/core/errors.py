@@ -15,6 +15,12 @@ HTTP_STATUS: dict[str, int] = {
     "validation_error": 400,
     "invalid_file": 400,
     "pii_detected": 400,
+    # An upload over a limit on what it decodes to (aiaas/data/limits.py); the message names the setting.
+    "too_many_rows": 400,
+    "too_many_columns": 400,
+    "cell_too_large": 400,
+    "row_too_large": 400,
+    "file_too_large_decoded": 400,
     "unsupported_file": 415,
     "invalid_api_key": 401,
     "missing_api_key": 401,
@@ -107,6 +113,11 @@ class InvalidRequest(AiaasError):
 
 class InvalidFile(AiaasError):
     code = "invalid_file"
+
+
+class DecodedLimitExceeded(InvalidFile):
+    """An upload decodes to more than a limit allows (rows, columns, cell or row size, total); the code
+    says which (too_many_rows, too_many_columns, cell_too_large, row_too_large, file_too_large_decoded)."""
 
 
 class PiiDetected(AiaasError):

@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     # Limits.
     max_request_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # What an upload may decode to, whatever its size on the wire (aiaas/data/limits.py): every format is
+    # checked while it is read, Parquet from its metadata and page headers before any data is decoded.
+    # A cell is one value (a JSON list item counts as one); decoded characters count one per cell plus
+    # the text in it; the expansion ratio is decoded characters over file bytes (applies past 1 MiB).
+    max_upload_rows: int = Field(default=5_000_000, gt=0)
+    max_upload_columns: int = Field(default=1_000, gt=0)
+    max_upload_cells: int = Field(default=10_000_000, gt=0)  # ~70 bytes each at most
+    max_cell_chars: int = Field(default=100_000, gt=0)
+    max_record_chars: int = Field(default=2 * 1024 * 1024, gt=0)  # one CSV record, JSONL line or JSON record
+    max_decoded_chars: int = Field(default=4 * 512 * 1024 * 1024, gt=0)  # ~4x max_upload_bytes
+    max_expansion_ratio: float = Field(default=100.0, gt=0)
 
     # Shared state for several nodes (issue #7): blobs in S3, jobs and serving on Ray.
     blob_store_url: str | None = None  # default: file://<data_dir>/blobs ; s3://bucket/prefix with the s3 extra

@@ -18,10 +18,17 @@ from aiaas.core.errors import InvalidFile
 from aiaas.data.readers import Table
 from aiaas.data.types import CleaningConfig, Label, Task
 
-_WHITESPACE = re.compile(r"\s+")
+# Every pattern here sees tenant text, so each runs in time linear in its input: possessive
+# quantifiers never give back what they took (tests/hostile/test_regex_linear.py checks each).
+_WHITESPACE = re.compile(r"\s++")
 # Labels like "1", "-2" or "3.50" are numbers written as text; "007" is a name and stays as it is.
-_NUMBER_NAME = re.compile(r"[+-]?(?:0|[1-9]\d*)(?:\.\d+)?")
-_REGRESSION_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBER_NAME = re.compile(r"[+-]?+(?:0|[1-9]\d*+)(?:\.\d++)?+")
+# `\d+\.?\d*` as it was written split a run of digits between its two halves every possible way
+# before failing on a letter at the end: quadratic (7.4 s for 20k digits, holding the GIL).
+_REGRESSION_NUMBER = re.compile(r"[+-]?+(?:\d++(?:\.\d*+)?+|\.\d++)(?:[eE][+-]?+\d++)?+")
+_DECIMAL_COMMA = re.compile(r"(?<![\d+-])[+-]?+\d++,\d++")  # starts only where a number can
+# Longer than this is not a number, whatever its characters (nor is it sent to a parser).
+MAX_NUMBER_CHARS = 64
 _MULTI_SEPARATORS = ("|", ";", ",")
 MAX_CONFLICT_EXAMPLES = 5
 MAX_ERRORS_LISTED = 5
@@ -262,9 +269,9 @@ def _multi_label(value: Any, normalize: bool) -> list[str] | None:
         if text.startswith("["):
             try:
                 value = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError, ValueError):  # ValueError: a huge integer
                 raise _CellError(
-                    f"label {_short(value)} starts with '[' but is not a valid JSON list"
+                    f"label {_short(value)} starts with '[' but is not a valid JSON list of names"
                 ) from None
             if not isinstance(value, list):
                 raise _CellError(f"label {_short(text)} is not a JSON list")
@@ -286,8 +293,8 @@ def _regression_label(value: Any) -> float | None:
         text = value.strip()
         if not text:
             return None
-        if not _REGRESSION_NUMBER.fullmatch(text):
-            hint = "; write decimals with a dot (1.5)" if re.fullmatch(r"[+-]?\d+,\d+", text) else ""
+        if len(text) > MAX_NUMBER_CHARS or not _REGRESSION_NUMBER.fullmatch(text):
+            hint = "; write decimals with a dot (1.5)" if _DECIMAL_COMMA.fullmatch(text) else ""
             raise _CellError(
                 f"label {_short(value)} is not a number; regression needs a number in every row{hint}"
             )

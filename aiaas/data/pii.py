@@ -160,11 +160,15 @@ _EMAIL_RE = re.compile(
 # Major industry identifier 2-6 (Mastercard 2-series, Amex, Visa, Mastercard, Discover/UnionPay).
 _CARD_RE = re.compile(r"(?<!\+)" + _NO_DIGITS_BEFORE + r"[2-6](?:[ \-]?\d){12,18}" + _NO_DIGITS_AFTER)
 
-# Zero-width with a capture, so every word start is tried: a failed candidate such as
-# "AB12 word DE89 ..." must not swallow the real IBAN that follows it.
-_IBAN_RE = re.compile(
-    r"(?<![A-Za-z0-9])(?=(?P<iban>[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]{1,4}){3,8})(?![A-Za-z0-9]))"
-)
+# An IBAN candidate starts at a word start with two letters and two digits, and goes on with 3-8
+# groups of 1-4 letters or digits, each after an optional single space, ending at a word end. Every
+# word start is tried: a failed candidate such as "AB12 word DE89 ..." must not swallow the real IBAN
+# that follows it. (As one regex, `(?: ?[A-Za-z0-9]{1,4}){3,8}` tried every way of cutting a long
+# word into groups before giving up: seconds for a 64 KiB cell of such words. _iban_candidates
+# finds the same candidates by counting groups per word.)
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}")
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]*+")
+_IBAN_MIN_GROUPS, _IBAN_MAX_GROUPS, _IBAN_GROUP = 3, 8, 4
 
 _RESIDENT_ID_RE = re.compile(
     _NO_DIGITS_BEFORE + r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx]"
@@ -181,10 +185,14 @@ _CN_MOBILE_RE = re.compile(
     r"1[3-9]\d(?:\d{8}|[ \-]\d{4}[ \-]\d{4})" + _NO_DIGITS_AFTER
 )
 
+# A group of digits takes all it can (possessive) and is never re-cut: a re-cut group can only end the
+# match inside a run of digits, which the lookaheads refuse, and the fewest groups reach every place a
+# match may end. Trying every cut of "+1" and 31 digits cost ~45k steps per "+" (seconds for a 64 KiB
+# cell). Dropping trailing groups still backtracks, as before.
 _PHONE_INTL_RE = re.compile(
     r"(?<![A-Za-z0-9+])"
     r"\+[1-9]\d{0,2}"  # country code
-    r"(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}"  # groups, optional area code in parentheses
+    r"(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,5}+)){1,6}"  # groups, optional area code in parentheses
     r"(?![A-Za-z0-9])(?![ .\-]?\d)"
 )
 
@@ -202,10 +210,11 @@ _PHONE_NATIONAL_RE = re.compile(
     + _NO_DIGITS_AFTER
 )
 
-# Digit runs preceded by these words are identifiers, not phone numbers.
+# Digit runs preceded by these words are identifiers, not phone numbers. Possessive: runs of spaces
+# are never shared out between the \s* that follow one another ("number" is tried before "no").
 _NOT_A_PHONE_CONTEXT = re.compile(
     r"(?:order|invoice|ticket|tracking|ref(?:erence)?|account|acct|sku|serial|parcel|"
-    r"#|订单|单号|编号|发票|快递)(?:\s*(?:no\.?|number|id|#|号))?(?:\s+(?:is|was))?\s*[:#：=]?\s*$",
+    r"#|订单|单号|编号|发票|快递)(?:\s*+(?:number|no\.?+|id|#|号))?+(?:\s++(?:is|was))?+\s*+[:#：=]?+\s*+$",
     re.IGNORECASE,
 )
 _CONTEXT_CHARS = 24
@@ -216,7 +225,7 @@ _IPV4_RE = re.compile(
 )
 
 # A run of hex digits, colons and dots with at least two colons; ipaddress decides.
-_IPV6_CANDIDATE_RE = re.compile(r"(?<![A-Za-z0-9:.])(?=[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{2,45}")
+_IPV6_CANDIDATE_RE = re.compile(r"(?<![A-Za-z0-9:.])(?=[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:)[0-9A-Fa-f:.]{2,45}")
 
 
 def _digits(text: str) -> str:
@@ -248,12 +257,35 @@ def _find_cards(text: str) -> Iterator[PiiFinding]:
             yield PiiFinding("card_number", m.start(), m.end())
 
 
+def _iban_candidates(text: str) -> Iterator[tuple[int, str]]:
+    """(start, raw) for every IBAN-shaped candidate: the longest run of whole words after a start that
+    3-8 groups of 1-4 characters can cover. A word of n characters needs ceil(n/4) to n groups, so a
+    candidate may end after word j when words 1..j need at most 8 groups and allow at least 3."""
+    n = len(text)
+    for m in _IBAN_START.finditer(text):
+        pos, fewest, most, end = m.end(), 0, 0, -1
+        while True:
+            begin = pos + 1 if pos < n and text[pos] == " " else pos
+            run = _ALNUM_RUN.match(text, begin)  # always matches (possibly empty)
+            stop = run.end() if run else begin
+            if stop == begin:
+                break
+            fewest += -(-(stop - begin) // _IBAN_GROUP)
+            most += stop - begin
+            if fewest > _IBAN_MAX_GROUPS:
+                break
+            if most >= _IBAN_MIN_GROUPS:
+                end = stop
+            pos = stop
+        if end >= 0:
+            yield m.start(), text[m.start() : end]
+
+
 def _find_ibans(text: str) -> Iterator[PiiFinding]:
     resume = 0
-    for m in _IBAN_RE.finditer(text):
-        if m.start() < resume:
+    for start, raw in _iban_candidates(text):
+        if start < resume:
             continue
-        raw = m.group("iban")
         country = raw[:2].upper()
         length = IBAN_LENGTHS.get(country)
         if length is None:
@@ -271,8 +303,8 @@ def _find_ibans(text: str) -> Iterator[PiiFinding]:
             continue
         compact = raw[:end].replace(" ", "").upper()
         if iban_valid(compact):
-            resume = m.start() + end
-            yield PiiFinding("iban", m.start(), resume)
+            resume = start + end
+            yield PiiFinding("iban", start, resume)
 
 
 def _find_resident_ids(text: str) -> Iterator[PiiFinding]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiaas.core.errors import InvalidFile, InvalidRequest
 from aiaas.data.cleaning import Cleaned, clean_table
+from aiaas.data.limits import ReadLimits
 from aiaas.data.readers import Table, load_table
 from aiaas.data.report import label_counts, label_warnings, percentiles
 from aiaas.data.split import auto_fraction, multilabel_split, random_split, stratified_split
@@ -38,12 +39,14 @@ def prepare_dataset(
     validation_fraction: float | None = None,
     min_rows: int = 8,
     min_rows_per_class: int = 2,
+    limits: ReadLimits | None = None,
 ) -> PreparedData:
     """Read, clean, check and split a training file (and an optional validation file).
 
     `validation_fraction=None` picks a share by size (20% under 1k rows, 15% under 10k,
     else 10%, at most 10k rows). It is ignored when a validation file is given.
     `cleaning` may also be the stored dict form (checked by CleaningConfig.from_dict).
+    `limits` bound what the files may decode to (the process settings' when None).
     """
     _check_arguments(task, text_column, label_column, validation_fraction, min_rows, min_rows_per_class)
     if not isinstance(cleaning, CleaningConfig):
@@ -51,7 +54,7 @@ def prepare_dataset(
     config = cleaning.resolved(lowercase=False)
     classification = task != "regression"
 
-    train_table = _load(train_path, train_filename, "training_file", text_column, label_column)
+    train_table = _load(train_path, train_filename, "training_file", text_column, label_column, limits)
     train = clean_table(
         train_table,
         text_column=text_column,
@@ -65,7 +68,7 @@ def prepare_dataset(
     validation_report: dict[str, Any] | None = None
     if validation_path is not None:
         validation_table = _load(
-            validation_path, validation_filename, "validation_file", text_column, label_column
+            validation_path, validation_filename, "validation_file", text_column, label_column, limits
         )
         held_out = clean_table(
             validation_table,
@@ -178,8 +181,9 @@ def _check_arguments(
         )
 
 
-def _load(path: Path, filename: str | None, param: str, text_column: str, label_column: str) -> Table:
-    table = load_table(path, filename=filename, param=param, columns=(text_column, label_column))
+def _load(path: Path, filename: str | None, param: str, text_column: str, label_column: str,
+          limits: ReadLimits | None) -> Table:
+    table = load_table(path, filename=filename, param=param, columns=(text_column, label_column), limits=limits)
     for column, column_param in ((text_column, "text_column"), (label_column, "label_column")):
         if column not in table.data:
             raise _missing_column(table, column, column_param, param)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,26 @@ from typing import IO, TYPE_CHECKING, Any
 
 from aiaas.core.errors import InvalidFile
 from aiaas.data.formats import Detected, decode_error, detect, subject
+from aiaas.data.limits import (
+    Budget,
+    ReadLimits,
+    cell_too_large,
+    row_too_large,
+    too_large_decoded,
+    too_many_columns,
+    too_many_rows,
+)
+from aiaas.data.parquet_reader import read_parquet
 from aiaas.data.types import FileSummary, Format
 
 if TYPE_CHECKING:
     import pandas
 
 logger = logging.getLogger(__name__)
-# More columns than any training file needs; wide files only cost memory and time (and echo back in listings).
-MAX_COLUMNS = 10_000
+# A JSON token (a string literal, a bracket or a comma), to count a JSON text's values without parsing
+# it. Linear: possessive (no backtracking into a string), and an unterminated string runs to the end,
+# so no start is tried twice.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[\]{},]', re.DOTALL)
 
 
 @dataclass
@@ -50,22 +63,37 @@ class Table:
 
 
 def load_table(
-    path: Path, *, filename: str | None = None, param: str = "file", columns: Iterable[str] | None = None
+    path: Path,
+    *,
+    filename: str | None = None,
+    param: str = "file",
+    columns: Iterable[str] | None = None,
+    limits: ReadLimits | None = None,
 ) -> Table:
-    """Read a file into a Table, keeping only `columns` (all columns when None)."""
+    """Read a file into a Table, keeping only `columns` (all columns when None).
+
+    Every format is held to `limits` (the process settings' when None) on what it decodes to:
+    over one, a DecodedLimitExceeded (400) whose code names the limit.
+    """
     path = Path(path)
+    limits = limits or ReadLimits.current()
     detected = detect(path, filename=filename, param=param)
     keep = None if columns is None else set(columns)
+    size = path.stat().st_size
     if detected.kind == "parquet":
-        table = _read_parquet(path, param, keep)
-    elif detected.kind == "csv":
-        table = _decode_and_parse(
-            path, detected, param, lambda fh: _parse_csv(fh, detected.delimiter, param, keep)
-        )
-    elif detected.kind == "jsonl":
-        table = _decode_and_parse(path, detected, param, lambda fh: _parse_jsonl(fh, param, keep))
+        names, data, rows = read_parquet(path, param, keep, limits)
+        table = Table("parquet", None, names, data, list(range(1, rows + 1)), "row")
     else:
-        table = _decode_and_parse(path, detected, param, lambda fh: _parse_json_array(fh, param, keep))
+        if detected.kind == "csv":
+            def parse(fh: IO[str], budget: Budget) -> Table:
+                return _parse_csv(fh, detected.delimiter, param, keep, budget)
+        elif detected.kind == "jsonl":
+            def parse(fh: IO[str], budget: Budget) -> Table:
+                return _parse_jsonl(fh, param, keep, budget)
+        else:
+            def parse(fh: IO[str], budget: Budget) -> Table:
+                return _parse_json_array(fh, param, keep, budget)
+        table = _decode_and_parse(path, detected, param, lambda fh: parse(fh, Budget(limits, size, param)))
     if table.rows == 0:
         raise InvalidFile(
             f"{subject(param)} has a header but no data rows; add at least one row below the header."
@@ -90,9 +118,9 @@ def read_table(path: Path, *, filename: str | None = None, param: str = "file") 
     return pd.DataFrame({c: table.data[c] for c in table.columns}, index=index, dtype=object)
 
 
-def inspect_upload(path: Path, *, filename: str) -> FileSummary:
+def inspect_upload(path: Path, *, filename: str, limits: ReadLimits | None = None) -> FileSummary:
     """Parse an uploaded file once, so a broken file is refused at upload with a useful error."""
-    table = load_table(path, filename=filename, param="file", columns=())
+    table = load_table(path, filename=filename, param="file", columns=(), limits=limits)
     return FileSummary(format=table.format, encoding=table.encoding, rows=table.rows, columns=table.columns)
 
 
@@ -115,8 +143,38 @@ def _decode_and_parse(path: Path, detected: Detected, param: str, parse: Callabl
 # --- CSV ---------------------------------------------------------------------------------------
 
 
-def _parse_csv(fh: IO[str], delimiter: str, param: str, keep: set[str] | None) -> Table:
-    reader = csv.reader(fh, delimiter=delimiter, strict=True)
+class _RecordTooLong(Exception):
+    pass
+
+
+class _BoundedLines:
+    """The file's lines for csv.reader, refusing a record (one or more lines) over `limit` characters
+    before the csv module turns it into cells (a 500 MB line of "a," would be 250 million of them)."""
+
+    def __init__(self, fh: IO[str], limit: int) -> None:
+        self.fh = fh
+        self.limit = limit
+        self.record = 0  # characters read since the last record ended
+
+    def __iter__(self) -> _BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.fh.readline(self.limit - self.record + 1)
+        if not line:
+            raise StopIteration
+        self.record += len(line)
+        if self.record > self.limit:
+            raise _RecordTooLong
+        return line
+
+
+def _parse_csv(fh: IO[str], delimiter: str, param: str, keep: set[str] | None, budget: Budget) -> Table:
+    limits = budget.limits
+    if csv.field_size_limit() <= limits.max_cell_chars:
+        csv.field_size_limit(limits.max_cell_chars + 1)  # our limit, with our error, decides
+    lines = _BoundedLines(fh, limits.max_record_chars)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     header: list[str] | None = None
     kept: list[tuple[int, list[Any]]] = []
     positions: list[int] = []
@@ -124,17 +182,23 @@ def _parse_csv(fh: IO[str], delimiter: str, param: str, keep: set[str] | None) -
     previous_end = 0  # physical line the previous record ended on
     try:
         for row in reader:
+            lines.record = 0
             start = previous_end + 1
             previous_end = reader.line_num
             if not any(cell.strip() for cell in row):
                 continue  # blank line, or a row of empty cells such as ",,"
+            if max(map(len, row)) > limits.max_cell_chars:
+                raise cell_too_large(max(map(len, row)), f"line {start}", limits, param)
             if header is None:
-                header = _csv_header(row, start, param)
+                header = _csv_header(row, start, param, limits)
                 width = len(header)
                 kept = [(j, []) for j, name in enumerate(header) if keep is None or name in keep]
                 continue
             if len(row) != width:
                 raise _field_count_error(row, header, start, previous_end, delimiter, param)
+            if len(positions) >= limits.max_rows:
+                raise too_many_rows(f"more than {limits.max_rows}", limits, param)
+            budget.add(width, sum(map(len, row)))
             positions.append(start)
             for j, values in kept:
                 cell = row[j]
@@ -144,7 +208,10 @@ def _parse_csv(fh: IO[str], delimiter: str, param: str, keep: set[str] | None) -
                     )
                 values.append(cell if cell else None)
     except csv.Error as exc:
-        raise _csv_syntax_error(exc, previous_end + 1, reader.line_num, param) from None
+        raise _csv_syntax_error(exc, previous_end + 1, reader.line_num, param, limits) from None
+    except _RecordTooLong:
+        raise row_too_large(f"more than {limits.max_record_chars} characters", f"line {previous_end + 1}",
+                            limits, param) from None
     if header is None:
         raise InvalidFile(
             f"{subject(param)} is empty. It needs a header row (for example: text,label) "
@@ -155,9 +222,10 @@ def _parse_csv(fh: IO[str], delimiter: str, param: str, keep: set[str] | None) -
     return Table("csv", None, header, data, positions, "line")
 
 
-def _csv_header(row: list[str], line: int, param: str) -> list[str]:
+def _csv_header(row: list[str], line: int, param: str, limits: ReadLimits) -> list[str]:
     """Column names, trimmed; unnamed columns get 'column_N' so every column can be addressed."""
-    _check_width(len(row), f"line {line}", param)
+    if len(row) > limits.max_columns:
+        raise too_many_columns(len(row), f"line {line}", limits, param)
     names: list[str] = []
     seen: set[str] = set()
     for j, raw in enumerate(row, start=1):
@@ -171,15 +239,6 @@ def _csv_header(row: list[str], line: int, param: str) -> list[str]:
         seen.add(name)
         names.append(name)
     return names
-
-
-def _check_width(n: int, where: str, param: str) -> None:
-    if n > MAX_COLUMNS:
-        raise InvalidFile(
-            f"{where}: {n} columns; at most {MAX_COLUMNS} are accepted. Keep the text and label columns "
-            "(and few others) in the training file.",
-            param=param,
-        )
 
 
 def _loads(text: str, where: str, param: str) -> Any:
@@ -222,8 +281,11 @@ def _field_count_error(
     return InvalidFile(message + ".", param=param)
 
 
-def _csv_syntax_error(exc: csv.Error, start: int, current: int, param: str) -> InvalidFile:
+def _csv_syntax_error(exc: csv.Error, start: int, current: int, param: str, limits: ReadLimits) -> InvalidFile:
     text = str(exc)
+    if "field larger than field limit" in text and csv.field_size_limit() > limits.max_cell_chars:
+        # The field limit is ours plus one: the cell is over max_cell_chars.
+        return cell_too_large(f"more than {limits.max_cell_chars}", f"line {start}", limits, param)
     if "unexpected end of data" in text:
         message = (
             f"line {start}: a quoted cell is never closed (unbalanced quote), so the record "
@@ -250,19 +312,29 @@ def _csv_syntax_error(exc: csv.Error, start: int, current: int, param: str) -> I
 class _Columns:
     """Accumulates JSON objects column-wise; keys missing from an object read as None."""
 
-    def __init__(self, keep: set[str] | None, param: str = "file") -> None:
+    def __init__(self, keep: set[str] | None, param: str, budget: Budget) -> None:
         self.keep = keep
         self.param = param
+        self.budget = budget
         self.names: list[str] = []
         self.seen: set[str] = set()
         self.data: dict[str, list[Any]] = {}
         self.positions: list[int] = []
 
-    def add(self, obj: dict[str, Any], position: int) -> None:
+    def add(self, obj: dict[str, Any], position: int, where: str) -> None:
+        limits = self.budget.limits
+        if len(self.positions) >= limits.max_rows:
+            raise too_many_rows(f"more than {limits.max_rows}", limits, self.param)
+        nested, chars, longest = _measure_record(obj)
+        if longest > limits.max_cell_chars:
+            raise cell_too_large(longest, where, limits, self.param)
+        if nested > limits.max_columns or chars > limits.max_record_chars:
+            raise row_too_large(f"{nested} nested values and {chars} characters", where, limits, self.param)
+        self.budget.add(len(obj) + nested, chars)
         for key in obj:
             if key not in self.seen:
-                if len(self.seen) >= MAX_COLUMNS:
-                    _check_width(len(self.seen) + 1, f"record at {position}", self.param)
+                if len(self.seen) >= limits.max_columns:
+                    raise too_many_columns(f"more than {limits.max_columns}", where, limits, self.param)
                 self.seen.add(key)
                 self.names.append(key)
                 if self.keep is None or key in self.keep:
@@ -275,9 +347,37 @@ class _Columns:
         return Table("jsonl", None, self.names, self.data, self.positions, unit)
 
 
-def _parse_jsonl(fh: IO[str], param: str, keep: set[str] | None) -> Table:
-    columns = _Columns(keep, param)
-    for line_no, line in enumerate(fh, start=1):
+def _measure_record(obj: dict[str, Any]) -> tuple[int, int, int]:
+    """(values nested inside its cells, characters of its keys and strings, longest string) of a record."""
+    nested = chars = longest = 0
+    stack = list(obj.values())
+    for key in obj:
+        chars += len(key)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            chars += len(value)
+            longest = max(longest, len(value))
+        elif isinstance(value, list):
+            nested += len(value)
+            stack.extend(value)
+        elif isinstance(value, dict):
+            nested += len(value)
+            for key, item in value.items():
+                chars += len(key)
+                stack.append(item)
+    return nested, chars, longest
+
+
+def _parse_jsonl(fh: IO[str], param: str, keep: set[str] | None, budget: Budget) -> Table:
+    columns = _Columns(keep, param, budget)
+    limit = budget.limits.max_record_chars
+    line_no = 0
+    # readline with a size: a 500 MB line is refused after max_record_chars, never read whole.
+    while line := fh.readline(limit + 1):
+        line_no += 1
+        if len(line) > limit and not line.endswith(("\n", "\r")):
+            raise row_too_large(f"more than {limit} characters", f"line {line_no}", budget.limits, param)
         line = line.lstrip("\ufeff")
         if not line.strip():
             continue
@@ -288,12 +388,53 @@ def _parse_jsonl(fh: IO[str], param: str, keep: set[str] | None) -> Table:
                 f"found {_json_kind(obj)}.",
                 param=param,
             )
-        columns.add(obj, line_no)
+        columns.add(obj, line_no, f"line {line_no}")
     return columns.table("line")
 
 
-def _parse_json_array(fh: IO[str], param: str, keep: set[str] | None) -> Table:
+# Below this many values a JSON array is parsed at once: at most ~70 bytes each, whatever they are.
+_JSON_WALK_ABOVE = 1_000_000
+
+
+def _count_json_values(text: str, budget: Budget, walk_above: int = _JSON_WALK_ABOVE) -> None:
+    """Refuse a JSON array that would parse into too many values, before parsing it (json.loads makes a
+    Python object of every value: `[[],[],...]` costs ~20 bytes of memory per byte of text).
+
+    A cheap upper bound (punctuation inside strings counts too) lets ordinary files through at once;
+    above it, one pass over the tokens (strings, brackets, commas) counts each record's values, and
+    stops at the first record over the per-record bound or once the file is over the cell limit.
+    """
+    limits = budget.limits
+    allowed = limits.max_cells + 2 * limits.max_rows + 1  # every cell, each record's object and comma
+    if text.count(",") + text.count("[") + text.count("{") <= min(allowed, walk_above):
+        return
+    # A record with every column and every nested value the limits allow: a key, a value and a comma per
+    # column, a value and a comma per nested value, a bracket pair per list.
+    per_record = 6 * limits.max_columns + 8
+    depth = values = total = record = 0
+    for m in _JSON_TOKEN.finditer(text):
+        ch = text[m.start()]
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth == 1:
+                record += 1
+                values = 0
+        if depth >= 2 or ch == ",":
+            values += 1
+            total += 1
+            if values > per_record:
+                raise row_too_large(f"more than {per_record} values and separators", f"record {record + 1}",
+                                    limits, budget.param)
+            if total > allowed:
+                raise too_large_decoded(f"more than {limits.max_cells} cells; at most that many are accepted",
+                                        limits, budget.param, "AIAAS_MAX_UPLOAD_CELLS")
+
+
+def _parse_json_array(fh: IO[str], param: str, keep: set[str] | None, budget: Budget) -> Table:
     text = fh.read()
+    _count_json_values(text, budget)
     try:
         records = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -308,7 +449,7 @@ def _parse_json_array(fh: IO[str], param: str, keep: set[str] | None) -> Table:
         _loads(text, "the file", param)  # raises the worded error
     if not isinstance(records, list):
         raise InvalidFile(f"{subject(param)} must hold a JSON array of objects or JSON lines.", param=param)
-    columns = _Columns(keep, param)
+    columns = _Columns(keep, param, budget)
     for number, obj in enumerate(records, start=1):
         if not isinstance(obj, dict):
             raise InvalidFile(
@@ -316,7 +457,7 @@ def _parse_json_array(fh: IO[str], param: str, keep: set[str] | None) -> Table:
                 f"found {_json_kind(obj)}.",
                 param=param,
             )
-        columns.add(obj, number)
+        columns.add(obj, number, f"record {number}")
     return columns.table("record")
 
 
@@ -328,30 +469,3 @@ def _json_kind(value: Any) -> str:
     if value is None:
         return "null"
     return f"a {type(value).__name__}"
-
-
-# --- Parquet -----------------------------------------------------------------------------------
-
-
-def _read_parquet(path: Path, param: str, keep: set[str] | None) -> Table:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        with pq.ParquetFile(path) as parquet:
-            # pandas stores its index as "__index_level_0__"; it is not the user's data.
-            present = [n for n in parquet.schema_arrow.names if not str(n).startswith("__index_level_")]
-            wanted = [n for n in present if keep is None or str(n) in keep]
-            arrow = parquet.read(columns=wanted) if wanted else None
-            rows = parquet.metadata.num_rows
-    except (pa.ArrowException, OSError) as exc:
-        raise InvalidFile(
-            f"{subject(param)} could not be read as Parquet ({exc}); re-export it, or upload a CSV instead.",
-            param=param,
-        ) from None
-    names = [str(n) for n in present]
-    data: dict[str, list[Any]] = {}
-    if arrow is not None:
-        for name, column in zip(wanted, arrow.columns, strict=True):
-            data[str(name)] = column.to_pylist()
-    return Table("parquet", None, names, data, list(range(1, rows + 1)), "row")

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from aiaas.core.errors import InvalidFile, InvalidRequest, PayloadTooLarge
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings
+from aiaas.data.limits import ReadLimits
 from aiaas.data.pii_files import rejection, scan_table, write_redacted
 from aiaas.data.readers import inspect_upload, load_table
 from aiaas.protocol.files import PII_POLICIES, PURPOSES
@@ -116,7 +117,9 @@ def upload(
         if _copy_limited(src, original.fh, max_bytes) == 0:
             raise InvalidFile("The file is empty; upload a CSV, JSONL or Parquet file with a header row.",
                               param="file")
-        table = load_table(original.path, filename=name, param="file")  # line-numbered errors
+        # Line-numbered errors; held to the limits on what the file decodes to (rows, cells, characters).
+        limits = ReadLimits.from_settings(settings) if settings is not None else None
+        table = load_table(original.path, filename=name, param="file", limits=limits)
         scan = scan_table(table, redact=pii_policy == "redact")
         summary: dict[str, Any] = {
             "format": table.format, "encoding": table.encoding, "rows": table.rows, "columns": table.columns,
@@ -136,7 +139,7 @@ def upload(
             redacted.fh.flush()
             del table, scan
             # Read back what will be stored, so the summary describes it and it is known to parse.
-            again = inspect_upload(redacted.path, filename=name)
+            again = inspect_upload(redacted.path, filename=name, limits=limits)
             summary.update(format=again.format, encoding=again.encoding, rows=again.rows,
                            columns=again.columns)
             return _store(session, blobs, settings, org_id, file_id, name, purpose, redacted, summary,
