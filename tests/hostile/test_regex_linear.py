@@ -87,6 +87,8 @@ PATTERNS: dict[str, list[Shape]] = {
     "aiaas.security.keys:_KEY_RE": NAME_SHAPES + [("aiaas_sk_", "a")],
     "aiaas.api.middleware:_REQUEST_ID_RE": NAME_SHAPES,
     "aiaas.api.fastpath:_PREDICT": NAME_SHAPES + [("/v1/deployments/a", "/")],
+    # The token estimate runs over every inference text before the model does.
+    "aiaas.services.inference.tokens:_PIECES": TEXT_SHAPES + [("a", "\u3002"), ("\u6f22", "a"), ("!", ""), ("_a", " ")],
 }
 # Patterns the code also runs anchored (match/fullmatch), which can backtrack where a scan does not.
 ANCHORED = {
