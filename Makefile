@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/aiaas quickstart
+	# `env` keeps make from starting a shell, so make is quickstart's parent and a killed make ends it too.
+	env AIAAS_PARENT_PID=ppid $(VENV)/bin/aiaas quickstart
 
 test: $(STAMP)
 	# Supply chain: bandit (every finding reviewed) and pip-audit. Where PyPI's vulnerability API is not

@@ -30,6 +30,7 @@ HTTP_STATUS: dict[str, int] = {
     "unavailable": 503,
     "base_model_unavailable": 400,
     "internal_error": 500,
+    "worker_crashed": 500,  # a job's error (never an HTTP answer): its worker died AIAAS_JOB_MAX_ATTEMPTS times
 }
 
 # OpenAI-style "type" per status class.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -20,6 +22,13 @@ from aiaas.store import jobs as job_store
 
 router = APIRouter(prefix="/v1/fine_tuning", tags=["fine-tuning"])
 SSE_POLL_S = 0.5
+_SHUTTING_DOWN = threading.Event()
+
+
+def end_streams() -> None:
+    """The server is stopping (`aiaas serve` got SIGTERM): every open events stream sends a final event
+    and ends within one poll, so open streams do not hold the shutdown up."""
+    _SHUTTING_DOWN.set()
 
 
 @router.post("/jobs")
@@ -114,6 +123,14 @@ async def _event_stream(state, org_id: str, job_id: str, after: str | None) -> A
             yield f"data: {json.dumps(ev)}\n\n".encode()
         if status in TERMINAL and not events:
             yield b"data: [DONE]\n\n"
+            return
+        if _SHUTTING_DOWN.is_set():
+            # Not [DONE]: the job goes on. The client reconnects (after=<cursor>) to another server.
+            final = {"object": "fine_tuning.job.event", "id": None, "created_at": int(time.time()), "level": "warn",
+                     "message": "The server is shutting down; this stream ends here. Reconnect with "
+                                f"after={cursor} to keep following the job.",
+                     "type": "message", "data": {"reason": "server_shutdown", "after": cursor, "status": status}}
+            yield f"event: shutdown\ndata: {json.dumps(final)}\n\n".encode()
             return
         if not events:
             await asyncio.sleep(SSE_POLL_S)

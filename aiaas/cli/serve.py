@@ -1,0 +1,129 @@
+"""`aiaas serve` and `aiaas worker`: the long-running processes, and how they stop.
+
+`aiaas serve` on SIGTERM or SIGINT: stop accepting connections, answer every request in flight, end
+open job-event streams with a final event, and at the same moment tell the training workers to stop
+(each stops at its next step and releases its lease, so the job resumes elsewhere at once). Whatever
+has not finished after AIAAS_SHUTDOWN_GRACE_SECONDS (default 15) is cut: streams and requests are
+cancelled, workers are killed; the process exits well within 25 s. Workers also end with `serve` when
+it is killed outright (SIGKILL): see aiaas/jobs/lifetime.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+
+from aiaas.cli.common import DataDirOpt, DbOpt, apply_env, handle_errors
+
+log = logging.getLogger(__name__)
+
+
+def serve(
+    host: str = typer.Option(None, "--host", envvar="AIAAS_HOST", help="Bind address (default 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", envvar="AIAAS_PORT", help="Port (default 8000)."),
+    workers: int = typer.Option(
+        1, "--workers", help="API server processes (with more than one, share rate limits: AIAAS_RATE_LIMIT_URL)."
+    ),
+    job_workers: int = typer.Option(
+        None, "--job-workers", envvar="AIAAS_JOB_WORKERS", help="Training worker processes (0 disables)."
+    ),
+    data_dir: Path = DataDirOpt,
+    database_url: str = DbOpt,
+) -> None:
+    """Run the API server (uvicorn) and the local training worker pool."""
+    import uvicorn
+
+    from aiaas.cli.admin import shared_limits_warning
+    from aiaas.core.settings import get_settings
+    from aiaas.jobs.lifetime import die_with_parent
+
+    die_with_parent()  # started by `aiaas quickstart`: end with it
+    apply_env(data_dir, database_url)
+    if job_workers is not None:
+        os.environ["AIAAS_JOB_WORKERS"] = str(job_workers)
+    settings = get_settings()
+    settings.master_secret()  # fail here, clearly, rather than in every server process
+    if settings.cluster_address and job_workers is None:
+        # On a cluster, training runs as Ray tasks started by `aiaas ray-dispatcher`, not local workers.
+        os.environ["AIAAS_JOB_WORKERS"] = "0"
+        get_settings.cache_clear()
+        settings = get_settings()
+    host = host or settings.host
+    port = port if port is not None else settings.port
+    warning = shared_limits_warning(workers, settings)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    grace = settings.shutdown_grace_seconds
+    config_args: dict[str, Any] = {"factory": True, "host": host, "port": port, "log_level": "info",
+                                   "proxy_headers": False, "timeout_graceful_shutdown": grace}
+    # uvicorn re-raises the stop signal once it has shut down; this handler takes it instead of the
+    # default (which would end the process before the workers are stopped).
+    received: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    pool = _start_job_workers(settings)
+    try:
+        if workers == 1:
+            _graceful_server(uvicorn.Config("aiaas.api.app:create_app", **config_args), pool).run()
+        else:  # uvicorn's own supervisor; its API processes cut open streams at the grace period
+            uvicorn.run("aiaas.api.app:create_app", workers=workers, **config_args)
+    finally:
+        if pool is not None:
+            pool.stop(timeout=grace)
+    if received:
+        raise typer.Exit(128 + received[0])
+
+
+def _start_job_workers(settings):  # type: ignore[no-untyped-def]
+    if settings.job_workers <= 0:
+        return None
+    from aiaas.jobs.pool import WorkerPool
+
+    pool = WorkerPool(settings.job_workers, settings)
+    pool.start()
+    return pool
+
+
+def _graceful_server(config: Any, pool: Any) -> Any:
+    """uvicorn's server, which on the first stop signal also ends event streams and stops the workers."""
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            first = not self.should_exit
+            super().handle_exit(sig, frame)
+            if first:
+                from aiaas.api.routes.fine_tuning import end_streams
+
+                end_streams()
+                if pool is not None:  # not in the signal handler itself: Popen takes locks
+                    threading.Thread(target=pool.begin_stop, name="stop-workers", daemon=True).start()
+
+    return GracefulServer(config)
+
+
+@handle_errors
+def worker(data_dir: Path = DataDirOpt, database_url: str = DbOpt) -> None:
+    """Run one training worker: claim queued jobs under a lease and train them."""
+    from aiaas.jobs.lifetime import die_with_parent
+
+    die_with_parent()  # started by `aiaas serve`: end with it, even if it is killed outright
+    # Before torch/transformers load: no OpenMP spin-waiting on shared hosts, no progress bars in logs.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from aiaas.core.settings import get_settings
+    from aiaas.jobs.worker import Worker
+
+    apply_env(data_dir, database_url)
+    settings = get_settings()
+    settings.master_secret()
+    w = Worker(settings)
+    w.install_signal_handlers(hard_exit_after=settings.shutdown_grace_seconds)
+    w.run_forever()
