@@ -141,6 +141,8 @@ def run_job(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
         # directory is garbage; the job's other files are the live attempt's.
         if lease.attempt is not None:
             shutil.rmtree(settings.jobs_dir / lease.job_id / f"attempt-{lease.attempt}", ignore_errors=True)
+            with contextlib.suppress(OSError):  # the job's directory, unless the live attempt works in it
+                (settings.jobs_dir / lease.job_id).rmdir()
         return "lost"
     if status in job_store.TERMINAL:
         # Checkpoints only serve a resume; the artifact is in the blob store (encrypted). No plaintext
