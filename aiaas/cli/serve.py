@@ -91,11 +91,40 @@ def _start_job_workers(settings):  # type: ignore[no-untyped-def]
     return pool
 
 
+async def _drain_reads(connections: Any, settle_s: float = 0.3, max_s: float = 3.0) -> None:
+    """Wait until no more connections start a request (none for `settle_s`), at most `max_s`."""
+    import asyncio
+
+    def busy() -> int:
+        return sum(1 for c in list(connections) if getattr(c, "cycle", None) is not None)
+
+    loop = asyncio.get_running_loop()
+    start = last_change = loop.time()
+    seen = busy()
+    while loop.time() - last_change < settle_s and loop.time() - start < max_s:
+        await asyncio.sleep(0.05)
+        now = busy()
+        if now > seen:
+            last_change = loop.time()
+        seen = max(seen, now)
+
+
 def _graceful_server(config: Any, pool: Any) -> Any:
     """uvicorn's server, which on the first stop signal also ends event streams and stops the workers."""
     import uvicorn
 
     class GracefulServer(uvicorn.Server):
+        async def shutdown(self, sockets: list | None = None) -> None:
+            # Stop accepting, then let requests already sent on open connections be read before uvicorn
+            # closes every connection that has no request in progress: a client that sent its request
+            # just before SIGTERM gets an answer, not a reset connection.
+            for server in self.servers:
+                server.close()
+            for sock in sockets or []:
+                sock.close()
+            await _drain_reads(self.server_state.connections)
+            await super().shutdown(sockets=None)
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             first = not self.should_exit
             super().handle_exit(sig, frame)
