@@ -1,10 +1,12 @@
 """`aiaas serve` and `aiaas worker`: the long-running processes, and how they stop.
 
-`aiaas serve` on SIGTERM or SIGINT: stop accepting connections, answer every request in flight, end
-open job-event streams with a final event, and at the same moment tell the training workers to stop
-(each stops at its next step and releases its lease, so the job resumes elsewhere at once). Whatever
-has not finished after AIAAS_SHUTDOWN_GRACE_SECONDS (default 15) is cut: streams and requests are
-cancelled, workers are killed; the process exits well within 25 s. Workers also end with `serve` when
+`aiaas serve` on SIGTERM or SIGINT: stop accepting connections, read the requests already sent on open
+connections (up to 3 s) and answer every request in flight, end open job-event streams with a final
+event, and at the same moment tell the training workers to stop (each stops at its next step and
+releases its lease, so the job resumes elsewhere at once). Whatever has not finished after
+AIAAS_SHUTDOWN_GRACE_SECONDS (default 15) is cut: requests are cancelled; a worker with no step to stop
+at (loading, preparing data, exporting) releases its lease and exits at grace - 3 s, and one that is
+truly stuck is killed at grace + 2 s. Worst case about grace + 4 s: well within 25 s. Workers also end with `serve` when
 it is killed outright (SIGKILL): see aiaas/jobs/lifetime.py.
 """
 
@@ -76,7 +78,7 @@ def serve(
             uvicorn.run("aiaas.api.app:create_app", workers=workers, **config_args)
     finally:
         if pool is not None:
-            pool.stop(timeout=grace)
+            pool.stop(timeout=grace + 2)  # they exit by themselves by `grace` (see `worker`)
     if received:
         raise typer.Exit(128 + received[0])
 
@@ -154,5 +156,6 @@ def worker(data_dir: Path = DataDirOpt, database_url: str = DbOpt) -> None:
     settings = get_settings()
     settings.master_secret()
     w = Worker(settings)
-    w.install_signal_handlers(hard_exit_after=settings.shutdown_grace_seconds)
+    # Exit (releasing the lease) before `aiaas serve` would kill us: it waits the grace period plus 2 s.
+    w.install_signal_handlers(hard_exit_after=max(1.0, settings.shutdown_grace_seconds - 3))
     w.run_forever()

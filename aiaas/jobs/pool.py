@@ -41,6 +41,7 @@ class WorkerPool:
         self.procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._stop_started: float | None = None
         self._thread = threading.Thread(target=self._supervise, name="worker-pool", daemon=True)
 
     def _spawn(self) -> subprocess.Popen:
@@ -87,6 +88,8 @@ class WorkerPool:
 
     def begin_stop(self) -> None:
         """Tell every worker to stop (SIGTERM: they stop at the next step and release their leases); no wait."""
+        if self._stop_started is None:
+            self._stop_started = time.monotonic()
         self._stop.set()
         with self._lock:
             for p in self.procs:
@@ -94,8 +97,10 @@ class WorkerPool:
                     p.terminate()
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop the workers; kill those still running `timeout` seconds after they were first told."""
         self.begin_stop()
-        deadline = time.monotonic() + timeout
+        assert self._stop_started is not None
+        deadline = self._stop_started + timeout
         for p in self.procs:
             try:
                 p.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -46,8 +46,24 @@ class Worker:
         signal.signal(signal.SIGINT, stop)
 
     def _hard_exit(self) -> None:
-        log.error("worker %s did not stop in time; exiting without releasing its lease", self.worker_id)
+        """Still busy long after SIGTERM (loading a model, preparing a big file, exporting: no step to stop
+        at): hand the lease back so the job resumes elsewhere now, then exit. Any write this process had
+        in flight is rolled back with it, and the attempt counts as stopped, not as a death."""
+        lease = self.current
+        log.error("worker %s did not stop in time; releasing %s and exiting", self.worker_id,
+                  lease.job_id if lease else "nothing")
+        if lease is not None:
+            releasing = threading.Thread(target=self._release, args=(lease,), daemon=True)
+            releasing.start()
+            releasing.join(timeout=3.0)
         os._exit(1)
+
+    def _release(self, lease: Lease) -> None:
+        try:
+            with self.db.session() as s:
+                job_store.release(s, lease.job_id, self.worker_id)
+        except Exception:  # noqa: BLE001 - it then expires instead
+            log.warning("could not release %s", lease.job_id, exc_info=True)
 
     def run_once(self) -> str | None:
         """Claim and run at most one job. Returns its final status, or None when there was nothing to do."""
