@@ -57,7 +57,7 @@ def descendants(pid: int) -> dict[int, str]:
     out = {}
     for c in children:
         try:
-            out[c.pid] = " ".join(c.cmdline()[-3:])
+            out[c.pid] = " ".join(c.cmdline())
         except psutil.Error:
             pass
     return out
