@@ -5,6 +5,7 @@ SIGTERM with a job's event stream open and a worker training, SIGKILL of `aiaas 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from aiaas.sdk import Client
 from aiaas.store.models import FineTuningJob
-from tests.e2e.chaos import MODEL, descendants, make_stack, wait_for, wait_gone
+from tests.e2e.chaos import MODEL, alive, descendants, make_stack, wait_for, wait_gone
 from tests.e2e.server import AIAAS, start_server
 from tests.helpers.datasets import toy_csv
 
@@ -114,7 +115,7 @@ def test_sigterm_ends_event_streams_and_releases_the_training_lease(tmp_path, da
             def follow() -> None:
                 with Client(server.base_url, stack.key) as c2:
                     for ev in c2.fine_tuning.jobs.stream_events(job["id"]):
-                        streamed.append(ev)
+                        streamed.append(ev)  # noqa: PERF402 - filled as the events arrive
                 ended.set()
 
             threading.Thread(target=follow, daemon=True).start()
@@ -154,12 +155,17 @@ def test_kill9_of_serve_takes_its_workers_along(tmp_path, database_url):
         left, took = wait_gone(workers, 10)
     finally:
         server.stop()
-        for pid in descendants(os.getpid()):
-            if pid in workers:
-                os.kill(pid, signal.SIGKILL)
+        _kill(workers)
     print(f"kill -9 of serve: {len(workers)} workers gone in {took:.2f} s")
     assert not left, {p: workers[p] for p in left}
     assert took < 5
+
+
+def _kill(pids) -> None:  # type: ignore[no-untyped-def]
+    """Leave nothing running even when the protection under test failed."""
+    for pid in alive(pids):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _quickstart(stack, data_file) -> subprocess.Popen:  # type: ignore[no-untyped-def]
@@ -200,8 +206,7 @@ def test_quickstart_leaves_no_process_behind(tmp_path, how):
         left, took = wait_gone(seen, 30)
     finally:
         stop.set()
-        for pid in descendants(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        _kill(list(seen) + list(descendants(proc.pid)))
     kinds = sorted({" ".join(cmd.split()[3:4]) for cmd in seen.values()})
     print(f"quickstart {how}: {len(seen)} processes started ({kinds}); all gone {took:.2f} s after it ended")
     assert any(" serve " in c for c in seen.values()) and any(c.endswith(" worker") for c in seen.values()), seen
