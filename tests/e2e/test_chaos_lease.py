@@ -46,14 +46,14 @@ def test_r3_paused_worker_is_replaced_and_fenced(tmp_path, database_url):
                        AIAAS_HEARTBEAT_SECONDS=str(HEARTBEAT_S))
     server = start_server(stack.env, tmp_path)
     csv_path = tmp_path / "train.csv"
-    csv_path.write_bytes(toy_csv(60, seed=4))
+    csv_path.write_bytes(toy_csv(100, seed=4))
     procs: list[subprocess.Popen] = []
     db = stack.db()
     try:
         with Client(server.base_url, stack.key) as c:
             f = c.files.create(csv_path)
             job_id = c.fine_tuning.jobs.create(model="tiny-bert", training_file=f["id"], seed=1,
-                                               hyperparameters={"n_epochs": 3, "batch_size": 8})["id"]
+                                               hyperparameters={"n_epochs": 4, "batch_size": 8})["id"]
             a, a_log = _worker(stack, "a")
             procs.append(a)
             assert wait_for(lambda: list(c.fine_tuning.jobs.list_checkpoints(job_id)), 180), a_log.read_text()
