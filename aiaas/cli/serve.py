@@ -72,7 +72,9 @@ def serve(
         signal.signal(sig, lambda signum, _frame: received.append(signum))
     pool = _start_job_workers(settings)
     try:
-        if workers == 1:
+        if received:  # stopped while the workers were starting
+            pass
+        elif workers == 1:
             _graceful_server(uvicorn.Config("aiaas.api.app:create_app", **config_args), pool).run()
         else:  # uvicorn's own supervisor; its API processes cut open streams at the grace period
             uvicorn.run("aiaas.api.app:create_app", workers=workers, **config_args)
