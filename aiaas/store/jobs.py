@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from aiaas.core.errors import InvalidRequest, not_found
@@ -193,6 +193,7 @@ def fence(session: Session, job_id: str, worker_id: str, lease_s: float, attempt
     Called at the start of every worker write transaction: the UPDATE takes the row lock,
     so the writes that follow in the same transaction cannot interleave with a new owner.
     """
+    _bound_if_paused(session, lease_s)
     t = time.time()
     mine = [FineTuningJob.id == job_id, FineTuningJob.lease_owner == worker_id]
     if attempt is not None:
@@ -203,6 +204,15 @@ def fence(session: Session, job_id: str, worker_id: str, lease_s: float, attempt
     job = session.get(FineTuningJob, job_id, populate_existing=True)
     assert job is not None
     return job
+
+
+def _bound_if_paused(session: Session, lease_s: float) -> None:
+    """PostgreSQL: if this worker stops mid-transaction (SIGSTOP, a long GC pause, a partition), the server
+    ends the transaction once it has been idle for the lease, so its row lock does not hold up the worker
+    that claims the job next. (SQLite has no such timeout: a process frozen inside a write transaction,
+    which lasts milliseconds, holds the database until it resumes; use PostgreSQL for several nodes.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {max(1000, int(lease_s * 1000))}"))
 
 
 def release(session: Session, job_id: str, worker_id: str) -> None:
