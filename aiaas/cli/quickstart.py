@@ -97,9 +97,8 @@ def quickstart(
     """The main job: initialise, start the server, upload, fine-tune with live progress, deploy, predict."""
     from aiaas.cli.workflow import follow_job
     from aiaas.data import demo_dataset_path
-    from aiaas.sdk import Client
-
     from aiaas.jobs.lifetime import die_with_parent
+    from aiaas.sdk import Client
 
     die_with_parent()  # `make demo` names itself our parent: a killed make ends us too
     # SIGTERM (e.g. from make, or a service manager) unwinds like Ctrl-C, so the server is stopped below.
