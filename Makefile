@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast bench-serving bench-training bench-quality clean
+.PHONY: venv demo test test-fast soak bench-serving bench-training bench-quality clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not e2e" $(PYTEST_ARGS)
+
+# Chaos R6: 10 minutes of mixed traffic (uploads, jobs, predictions, listing) against a real server: 0 5xx and
+# RSS growth <= 10% after warm-up, or it fails. Figures in bench/results/soak.json (AIAAS_SOAK_SECONDS shortens it).
+soak: $(STAMP)
+	$(PY) -m bench.soak
 
 # Benchmarks: one command each; results land in bench/results/*.json and bench/README.md.
 BENCH_STAMP := $(VENV)/.bench-installed
