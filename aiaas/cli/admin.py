@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,56 +191,6 @@ def orgs_audit_logs(
     console.print(table)
 
 
-@handle_errors
-def serve(
-    host: str = typer.Option(None, "--host", envvar="AIAAS_HOST", help="Bind address (default 127.0.0.1)."),
-    port: int = typer.Option(None, "--port", envvar="AIAAS_PORT", help="Port (default 8000)."),
-    workers: int = typer.Option(
-        1, "--workers", help="API server processes (with more than one, share rate limits: AIAAS_RATE_LIMIT_URL)."
-    ),
-    job_workers: int = typer.Option(
-        None, "--job-workers", envvar="AIAAS_JOB_WORKERS", help="Training worker processes (0 disables)."
-    ),
-    data_dir: Path = DataDirOpt,
-    database_url: str = DbOpt,
-) -> None:
-    """Run the API server (uvicorn) and the local training worker pool."""
-    import uvicorn
-
-    from aiaas.core.settings import get_settings
-
-    apply_env(data_dir, database_url)
-    if job_workers is not None:
-        os.environ["AIAAS_JOB_WORKERS"] = str(job_workers)
-    settings = get_settings()
-    settings.master_secret()  # fail here, clearly, rather than in every server process
-    sweep_at_start(settings)
-    if settings.cluster_address and job_workers is None:
-        # On a cluster, training runs as Ray tasks started by `aiaas ray-dispatcher`, not local workers.
-        os.environ["AIAAS_JOB_WORKERS"] = "0"
-        get_settings.cache_clear()
-        settings = get_settings()
-    host = host or settings.host
-    port = port if port is not None else settings.port
-    warning = shared_limits_warning(workers, settings)
-    if warning:
-        typer.echo(f"warning: {warning}", err=True)
-    pool = _start_job_workers(settings.job_workers)
-    try:
-        uvicorn.run(
-            "aiaas.api.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="info",
-            proxy_headers=False,
-        )
-    finally:
-        if pool is not None:
-            pool.stop()
-
-
 def sweep_at_start(settings: Settings) -> None:
     """Remove plaintext that killed processes left behind: private /dev/shm copies of dead processes, and
     work directories of jobs that have ended (in any state) or no longer exist."""
@@ -282,36 +231,6 @@ def shared_limits_warning(workers: int, settings: Settings) -> str | None:
             "AIAAS_RATE_LIMIT_URL=redis://... to share the limits between processes."
         )
     return None
-
-
-def _start_job_workers(n: int) -> WorkerPool | None:
-    if n <= 0:
-        return None
-    try:
-        from aiaas.jobs.pool import WorkerPool
-    except ImportError:  # the job system is not part of this build yet
-        return None
-    pool = WorkerPool(n)
-    pool.start()
-    return pool
-
-
-@handle_errors
-def worker(data_dir: Path = DataDirOpt, database_url: str = DbOpt) -> None:
-    """Run one training worker: claim queued jobs under a lease and train them."""
-    # Before torch/transformers load: no OpenMP spin-waiting on shared hosts, no progress bars in logs.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from aiaas.core.settings import get_settings
-    from aiaas.jobs.worker import Worker
-
-    apply_env(data_dir, database_url)
-    settings = get_settings()
-    settings.master_secret()
-    sweep_at_start(settings)
-    w = Worker(settings)
-    w.install_signal_handlers()
-    w.run_forever()
 
 
 @handle_errors

@@ -8,6 +8,7 @@ from aiaas.cli import admin
 from aiaas.cli.keys import keys_app
 from aiaas.cli.quickstart import quickstart
 from aiaas.cli.secrets import secrets_app
+from aiaas.cli.serve import serve, worker
 from aiaas.cli.usage import usage
 from aiaas.cli.workflow import deploy, files_app, jobs_app, models_app, predict
 from aiaas.core.logging import configure_logging
@@ -18,8 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("init")(admin.init)
-app.command("serve")(admin.serve)
-app.command("worker")(admin.worker)
+app.command("serve")(serve)
+app.command("worker")(worker)
 app.command("ray-dispatcher")(admin.ray_dispatcher)
 app.command("quickstart")(quickstart)
 app.add_typer(admin.orgs_app, name="orgs")

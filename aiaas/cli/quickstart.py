@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +24,11 @@ def _free_port() -> int:
 
 
 def start_server(data_dir: Path, port: int, job_workers: int) -> subprocess.Popen:
-    env = os.environ | {"AIAAS_DATA_DIR": str(data_dir)}
+    from aiaas.jobs.lifetime import child_env
+
+    # The server ends with us whatever ends us (its own session keeps a terminal's Ctrl-C for us to
+    # handle; AIAAS_PARENT_PID arms its parent-death signal for a SIGKILL), and its workers with it.
+    env = child_env(os.environ | {"AIAAS_DATA_DIR": str(data_dir)})
     log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "aiaas.cli.main", "serve", "--port", str(port), "--job-workers", str(job_workers)],
@@ -32,18 +37,21 @@ def start_server(data_dir: Path, port: int, job_workers: int) -> subprocess.Pope
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err_console.print(f"server exited; see {data_dir / 'server.log'}")
-            raise typer.Exit(1)
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.terminate()
-    raise typer.Exit(1)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                err_console.print(f"server exited; see {data_dir / 'server.log'}")
+                raise typer.Exit(1)
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise typer.Exit(1)
+    except BaseException:  # not ready in time, or interrupted while waiting: leave nothing behind
+        stop_server(proc)
+        raise
 
 
 def ensure_initialised(data_dir: Path) -> str:
@@ -90,8 +98,12 @@ def quickstart(
     """The main job: initialise, start the server, upload, fine-tune with live progress, deploy, predict."""
     from aiaas.cli.workflow import follow_job
     from aiaas.data import demo_dataset_path
+    from aiaas.jobs.lifetime import die_with_parent
     from aiaas.sdk import Client
 
+    die_with_parent()  # `make demo` names itself our parent: a killed make ends us too
+    # SIGTERM (e.g. from make, or a service manager) unwinds like Ctrl-C, so the server is stopped below.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     t0 = time.monotonic()
     data_path = (data or demo_dataset_path()).resolve()
     data_dir = data_dir.resolve()
@@ -145,8 +157,22 @@ def quickstart(
         console.print(f"\ndone in {time.monotonic() - t0:.0f} s" + ("; server still running" if keep_running else ""))
     finally:
         if not keep_running:
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop_server(proc)
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM (the server stops its workers), then SIGKILL to the whole group if it is not gone in time."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group is the server and its workers
+        proc.wait()
 
 
 def _print_report(job: dict) -> None:

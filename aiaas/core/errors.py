@@ -44,6 +44,7 @@ HTTP_STATUS: dict[str, int] = {
     "idempotency_key_reused": 422,
     "idempotency_key_in_progress": 409,
     "upload_capacity": 503,
+    "worker_crashed": 500,  # a job's error (never an HTTP answer): its worker died AIAAS_JOB_MAX_ATTEMPTS times
 }
 
 # OpenAI-style "type" per status class.

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     poll_seconds: float = Field(default=0.5, gt=0)
     training_threads: int | None = Field(default=None, gt=0)
+    # A job whose worker dies this many times (lease expired, not released) ends `failed` with
+    # `worker_crashed` instead of being claimed again forever.
+    job_max_attempts: int = Field(default=3, ge=1)
+    # `aiaas serve` on SIGTERM: in-flight requests and streams get this long before they are cut, and
+    # training workers this long to stop at a step and release their leases (then they are killed).
+    shutdown_grace_seconds: float = Field(default=15.0, gt=0)
 
     # Uploads and idempotency keys (issue #13). Uploads are held in memory while they are checked, so
     # the declared bytes of the uploads being received at once are capped (None: 4 x max_upload_bytes);

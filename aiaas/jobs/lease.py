@@ -18,10 +18,13 @@ T = TypeVar("T")
 class Lease:
     """Holds the lease on one job. Every write goes through `write()`, which fences it."""
 
-    def __init__(self, db: Database, job_id: str, worker_id: str, *, lease_s: float, heartbeat_s: float) -> None:
+    def __init__(self, db: Database, job_id: str, worker_id: str, *, lease_s: float, heartbeat_s: float,
+                 attempt: int | None = None) -> None:
         self.db = db
         self.job_id = job_id
         self.worker_id = worker_id
+        self.attempt = attempt  # the claim's number (fence token); None: fenced by owner only
+        self.refused = 0  # writes dropped because the lease was lost
         self.lease_s = lease_s
         self.heartbeat_s = heartbeat_s
         self.lost = threading.Event()
@@ -37,6 +40,9 @@ class Lease:
     def __exit__(self, *exc: object) -> None:
         self._stop_heartbeat.set()
         self._thread.join(timeout=self.heartbeat_s * 2)
+        if self.refused:
+            log.warning("job %s attempt %s: %d writes refused after the lease was lost", self.job_id, self.attempt,
+                        self.refused)
         if not self.lost.is_set():
             try:
                 with self.db.session() as s:
@@ -55,16 +61,18 @@ class Lease:
         worker's writes are dropped, never applied.
         """
         if self.lost.is_set():
+            self.refused += 1
             return None
         try:
             with self.db.session() as s:
-                job = job_store.fence(s, self.job_id, self.worker_id, self.lease_s)
+                job = job_store.fence(s, self.job_id, self.worker_id, self.lease_s, self.attempt)
                 if job.cancel_requested:
                     self.cancelled.set()
                 return fn(s, job)
         except job_store.LeaseLost:
-            log.warning("lease on %s lost; this worker stops writing to it", self.job_id)
+            log.warning("lease on %s (attempt %s) lost; this worker stops writing to it", self.job_id, self.attempt)
             self.lost.set()
+            self.refused += 1
             return None
 
     def _beat(self) -> None:

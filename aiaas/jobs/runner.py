@@ -32,6 +32,7 @@ from aiaas.core.errors import AiaasError
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings, make_private_dir
 from aiaas.jobs.lease import Lease
+from aiaas.jobs.workdir import attempt_dir
 from aiaas.registry import models as registry
 from aiaas.services.usage import training_event
 from aiaas.store import files as file_store
@@ -135,6 +136,14 @@ def fail(lease: Lease, error: AiaasError | Exception, *, usage: UsageEvent | Non
 def run_job(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
     """Run the job; returns its final status ('lost' when the lease was lost, 'stopped' on shutdown)."""
     status = _run(lease, settings, blobs)
+    if lease.lost.is_set():
+        # Whatever this attempt concluded, it was not written: another attempt owns the job. Its
+        # directory is garbage; the job's other files are the live attempt's.
+        if lease.attempt is not None:
+            shutil.rmtree(settings.jobs_dir / lease.job_id / f"attempt-{lease.attempt}", ignore_errors=True)
+            with contextlib.suppress(OSError):  # the job's directory, unless the live attempt works in it
+                (settings.jobs_dir / lease.job_id).rmdir()
+        return "lost"
     if status in job_store.TERMINAL:
         # Checkpoints only serve a resume; the artifact is in the blob store (encrypted). No plaintext
         # weights or exported data stay behind on the worker's disk.
@@ -151,6 +160,8 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
     if snapshot is None:
         return "lost"
     job, train_file, val_file, org = snapshot
+    if lease.attempt is None:  # a lease handed over (Ray): the claim's number, read under the lease
+        lease.attempt = job.attempts
     if lease.cancelled.is_set():
         return _cancelled(lease)
     meter = CpuMeter()
@@ -168,9 +179,7 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
             seed=job.seed,
             num_threads=settings.training_threads,
         )
-        work_dir = settings.jobs_dir / job.id
-        make_private_dir(settings.jobs_dir)  # plaintext checkpoints: owner only (0700)
-        make_private_dir(work_dir)
+        work_dir = attempt_dir(settings.jobs_dir, job.id, lease.attempt)
         result = train_family(family, config, data, work_dir, JobCallbacks(lease),
                               base_models_dir=settings.base_models_dir,
                               time_budget_s=(job.options or {}).get("time_budget_s"))
@@ -187,7 +196,7 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
         return "failed"
 
     try:
-        return _finish(lease, settings, blobs, job, org, train_file, val_file, base, data, result, meter)
+        return _finish(lease, work_dir, blobs, job, org, train_file, val_file, base, data, result, meter)
     except Exception as exc:  # noqa: BLE001
         log.exception("job %s failed while registering its model", job.id)
         fail(lease, exc, usage=meter.usage(job))
@@ -316,25 +325,32 @@ def _token_lengths(model_dir: Path, texts: list[str]) -> list[int]:
     return [len(e.ids) for e in tok.encode_batch(texts)]
 
 
-def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJob, org: Organization,
+def _finish(lease: Lease, work_dir: Path, blobs: BlobStore, job: FineTuningJob, org: Organization,
             train_file: File, val_file: File | None, base: Any, data: Any, result: Any,
             meter: CpuMeter) -> str:
-    """Export, store the artifact, register the model version, write the results file."""
+    """Export, store the artifact, register the model version, write the results file.
+
+    The artifact goes under a key of this attempt's own (`.../models/<job>/attempt-<n>/`) and becomes
+    visible only through the lease-fenced transaction that registers it: a worker that lost its lease
+    can upload an orphan under its own attempt's key, but never replace what another attempt published.
+    """
     from aiaas.registry.card import build_card
     from aiaas.training.families import TRANSFORMER
 
     artifact_dir = result.model_dir
-    export_report = _export(artifact_dir, settings.jobs_dir / job.id / "onnx", data)
+    export_report = _export(artifact_dir, work_dir / "onnx", data)
     family = getattr(result, "family", TRANSFORMER)
     selection = getattr(result, "selection", None)
     # What the model is built on: its transformer base, or the family's name for tfidf-linear.
     base_id = base.id if family == TRANSFORMER else family
     hyperparameters = {**result.hyperparameters, "family": family}
     model_id = registry.fine_tuned_model_id(base=base_id, org_name=org.name, suffix=job.suffix, job_id=job.id)
-    key = f"{job.org_id}/models/{job.id}"
+    if lease.lost.is_set():  # lost while exporting: nothing of this attempt may be published
+        return "lost"
+    key = f"{job.org_id}/models/{job.id}/attempt-{lease.attempt}"
     uri = blobs.put_dir(key + "/model", artifact_dir)
     if export_report is not None:
-        blobs.put_dir(key + "/onnx", settings.jobs_dir / job.id / "onnx")
+        blobs.put_dir(key + "/onnx", work_dir / "onnx")
     artifact_uri = uri.rsplit("/model", 1)[0]
     lineage = {
         "base_model": base_id,
@@ -359,7 +375,7 @@ def _finish(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJ
     usage = meter.usage(job, trained_tokens=result.trained_tokens or 0)
 
     def write(s: Any, j: FineTuningJob) -> None:
-        stored = blobs.put(f"{j.org_id}/files/results-{j.id}.csv", io.BytesIO(results_csv))
+        stored = blobs.put(f"{j.org_id}/files/results-{j.id}-attempt-{lease.attempt}.csv", io.BytesIO(results_csv))
         results_id = new_id("file")
         file_store.add_file(s, file_id=results_id, org_id=j.org_id, filename=f"{j.id}-results.csv",
                             purpose="fine-tune-results", size=stored.size, sha256=stored.sha256,

@@ -28,9 +28,16 @@ class Worker:
         self.stopping = threading.Event()
         self.current: Lease | None = None
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, *, hard_exit_after: float | None = None) -> None:
+        """SIGTERM/SIGINT: stop at the next training step and release the lease. With `hard_exit_after`,
+        a worker still running that many seconds later (a step that never ends) exits anyway."""
+
         def stop(signum: int, _frame: object) -> None:
             log.info("worker %s stopping (signal %s)", self.worker_id, signum)
+            if not self.stopping.is_set() and hard_exit_after is not None:
+                timer = threading.Timer(hard_exit_after, self._hard_exit)
+                timer.daemon = True
+                timer.start()
             self.stopping.set()
             if self.current is not None:
                 self.current.shutdown.set()  # training stops at the next step; the lease is released
@@ -38,18 +45,41 @@ class Worker:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
+    def _hard_exit(self) -> None:
+        """Still busy long after SIGTERM (loading a model, preparing a big file, exporting: no step to stop
+        at): hand the lease back so the job resumes elsewhere now, then exit. Any write this process had
+        in flight is rolled back with it, and the attempt counts as stopped, not as a death."""
+        lease = self.current
+        log.error("worker %s did not stop in time; releasing %s and exiting", self.worker_id,
+                  lease.job_id if lease else "nothing")
+        if lease is not None:
+            releasing = threading.Thread(target=self._release, args=(lease,), daemon=True)
+            releasing.start()
+            releasing.join(timeout=3.0)
+        os._exit(1)
+
+    def _release(self, lease: Lease) -> None:
+        try:
+            with self.db.session() as s:
+                job_store.release(s, lease.job_id, self.worker_id)
+        except Exception:  # noqa: BLE001 - it then expires instead
+            log.warning("could not release %s", lease.job_id, exc_info=True)
+
     def run_once(self) -> str | None:
         """Claim and run at most one job. Returns its final status, or None when there was nothing to do."""
         with self.db.session() as s:
             candidates = job_store.claimable(s)
         for job_id in candidates:
+            if self.stopping.is_set():
+                return None
             with self.db.session() as s:
-                claimed = job_store.try_claim(s, job_id, self.worker_id, self.settings.lease_seconds)
-            if not claimed:
+                attempt = job_store.try_claim(s, job_id, self.worker_id, self.settings.lease_seconds,
+                                              max_attempts=self.settings.job_max_attempts)
+            if not attempt:
                 continue
-            log.info("worker %s claimed %s", self.worker_id, job_id)
+            log.info("worker %s claimed %s (attempt %s)", self.worker_id, job_id, attempt)
             lease = Lease(self.db, job_id, self.worker_id, lease_s=self.settings.lease_seconds,
-                          heartbeat_s=self.settings.heartbeat_seconds)
+                          heartbeat_s=self.settings.heartbeat_seconds, attempt=attempt)
             self.current = lease
             try:
                 with lease:

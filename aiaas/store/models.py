@@ -84,7 +84,11 @@ class FineTuningJob(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(80), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far; the current one is the fence token
+    # Attempts that ended with the worker dead (its lease expired instead of being released), and what
+    # is known of the last one; at AIAAS_JOB_MAX_ATTEMPTS the job fails with `worker_crashed`.
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_crash: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the API key; usage per key
 
 

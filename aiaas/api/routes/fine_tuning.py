@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -12,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
+from aiaas.core.lifecycle import shutting_down
 from aiaas.protocol.common import list_response
 from aiaas.protocol.jobs import TERMINAL, JobCreate, checkpoint_public, event_public, job_public
 from aiaas.services import audit, quotas
@@ -114,6 +116,14 @@ async def _event_stream(state, org_id: str, job_id: str, after: str | None) -> A
             yield f"data: {json.dumps(ev)}\n\n".encode()
         if status in TERMINAL and not events:
             yield b"data: [DONE]\n\n"
+            return
+        if shutting_down():
+            # Not [DONE]: the job goes on. The client reconnects (after=<cursor>) to another server.
+            final = {"object": "fine_tuning.job.event", "id": None, "created_at": int(time.time()), "level": "warn",
+                     "message": "The server is shutting down; this stream ends here. Reconnect with "
+                                f"after={cursor} to keep following the job.",
+                     "type": "message", "data": {"reason": "server_shutdown", "after": cursor, "status": status}}
+            yield f"event: shutdown\ndata: {json.dumps(final)}\n\n".encode()
             return
         if not events:
             await asyncio.sleep(SSE_POLL_S)

@@ -1,0 +1,101 @@
+"""Chaos R6: a soak of mixed traffic against a real `aiaas serve` (one training worker): uploads, job creations
+(tfidf-linear, so jobs finish), predictions and listings from a few clients at once, for AIAAS_SOAK_SECONDS
+(default 600). Counts 5xx answers and the API process's RSS growth after warm-up (the first fifth).
+
+    make soak            # writes bench/results/soak.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.e2e.chaos import MODEL, make_stack
+from tests.e2e.server import start_server
+from tests.helpers.datasets import toy_csv
+
+CLIENTS = 4
+
+
+def _client(base_url: str, key: str, stop: threading.Event, seed: int, stats: dict, lock: threading.Lock) -> None:
+    rng = random.Random(seed)
+    files: list[str] = []
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        while not stop.is_set():
+            op = rng.choices(["predict", "list", "upload", "job"], weights=[70, 20, 7, 3])[0]
+            if op == "predict":
+                r = c.post("/v1/deployments/soak/predict", json={"inputs": [f"my parcel {rng.random()} is late"] * 4})
+            elif op == "list":
+                r = c.get(rng.choice(["/v1/files", "/v1/fine_tuning/jobs", "/v1/models", "/v1/deployments"]))
+            elif op == "upload":
+                r = c.post("/v1/files", files={"file": ("s.csv", toy_csv(rng.randint(20, 200), seed=rng.randrange(9)),
+                                                        "text/csv")}, data={"purpose": "fine-tune"})
+                if r.status_code == 200:
+                    files.append(r.json()["id"])
+            elif files:
+                r = c.post("/v1/fine_tuning/jobs", json={"model": "tfidf-linear", "training_file": rng.choice(files)})
+            else:
+                continue
+            with lock:
+                stats[op] = stats.get(op, 0) + 1
+                if r.status_code >= 500:
+                    stats["5xx"] = stats.get("5xx", 0) + 1
+                    stats.setdefault("5xx_samples", []).append(f"{op} {r.status_code} {r.text[:200]}")
+
+
+def main() -> None:
+    seconds = float(os.environ.get("AIAAS_SOAK_SECONDS", "600"))
+    tmp = Path(tempfile.mkdtemp(prefix="aiaas-soak-"))
+    stack = make_stack(tmp, None, with_model=True, AIAAS_QUOTA_CONCURRENT_JOBS="0",
+                       AIAAS_RATE_LIMIT_REQUESTS_PER_MINUTE="0", AIAAS_RATE_LIMIT_TOKENS_PER_MINUTE="0")
+    server = start_server(stack.env, tmp, job_workers=1)
+    try:
+        httpx.post(server.base_url + "/v1/deployments", json={"name": "soak", "model": MODEL, "min_replicas": 1},
+                   headers={"Authorization": f"Bearer {stack.key}"}, timeout=60).raise_for_status()
+        api = psutil.Process(server.proc.pid)
+        stats: dict = {}
+        lock = threading.Lock()
+        stop = threading.Event()
+        threads = [threading.Thread(target=_client, args=(server.base_url, stack.key, stop, i, stats, lock))
+                   for i in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        t0 = time.monotonic()
+        samples: list[tuple[float, int]] = []
+        while time.monotonic() - t0 < seconds:
+            samples.append((time.monotonic() - t0, api.memory_info().rss))
+            time.sleep(min(5.0, seconds / 50))
+        stop.set()
+        for t in threads:
+            t.join(60)
+    finally:
+        server.stop()
+    warm = [rss for t, rss in samples if t >= seconds / 5]
+    growth = (warm[-1] - warm[0]) / warm[0] if len(warm) > 1 else 0.0
+    result = {
+        "seconds": seconds, "clients": CLIENTS, "requests": {k: v for k, v in stats.items() if k in
+                                                             ("predict", "list", "upload", "job")},
+        "5xx": stats.get("5xx", 0), "5xx_samples": stats.get("5xx_samples", [])[:5],
+        "rss_after_warmup_mb": round(warm[0] / 2**20, 1) if warm else None,
+        "rss_end_mb": round(warm[-1] / 2**20, 1) if warm else None,
+        "rss_growth_after_warmup": round(growth, 4),
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "processor": platform.processor() or platform.machine()},
+    }
+    out = Path(__file__).parent / "results" / "soak.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    ok = result["5xx"] == 0 and growth <= 0.10
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
