@@ -84,7 +84,7 @@ def quickstart(
     model: str = typer.Option("minilm-l6", "--model", help="Base model to fine-tune."),
     text_column: str = typer.Option("text", "--text-column"),
     label_column: str = typer.Option("label", "--label-column"),
-    data_dir: Path = typer.Option(Path(".aiaas"), "--data-dir", envvar="AIAAS_DATA_DIR"),
+    data_dir: Path = typer.Option(Path.home() / ".aiaas", "--data-dir", envvar="AIAAS_DATA_DIR"),
     keep_running: bool = typer.Option(False, "--keep-running", help="Leave the server running at the end."),
 ) -> None:
     """The main job: initialise, start the server, upload, fine-tune with live progress, deploy, predict."""

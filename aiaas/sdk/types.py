@@ -9,7 +9,7 @@ written against the dict-returning SDK keeps working for one release; prefer att
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,8 +26,11 @@ class Result(BaseModel):
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
+    # Item access follows the body the server sent, as the dicts did: a field it left out (a regression
+    # result's `score`) is missing (KeyError, `get` -> default, `in` -> False) though the attribute is None.
+
     def __getitem__(self, key: str) -> Any:
-        if key in type(self).model_fields:
+        if key in self.model_fields_set:
             return getattr(self, key)
         extra = self.__pydantic_extra__ or {}
         if key in extra:
@@ -41,10 +44,10 @@ class Result(BaseModel):
             return default
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and (key in type(self).model_fields or key in (self.__pydantic_extra__ or {}))
+        return isinstance(key, str) and (key in self.model_fields_set or key in (self.__pydantic_extra__ or {}))
 
     def keys(self) -> list[str]:
-        return list(self.model_dump(by_alias=True).keys())
+        return [*(k for k in type(self).model_fields if k in self.model_fields_set), *(self.__pydantic_extra__ or {})]
 
     def to_dict(self) -> dict[str, Any]:
         """The result as the server sent it (JSON-compatible)."""
@@ -301,5 +304,3 @@ class InferResponse(Result):
         flat = [float(v) for v in tensor.data]
         return [flat[i * c:(i + 1) * c] for i in range(n)]
 
-
-JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
