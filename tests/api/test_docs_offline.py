@@ -19,7 +19,6 @@ import pytest
 from aiaas.api.docs import ASSETS_DIR
 
 
-
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
     """The pages do not touch the database: SQLite only."""
@@ -59,8 +58,8 @@ async def test_docs_pages_reference_only_local_urls_that_answer(client, page):
 
 def test_vendored_assets_carry_their_licences_and_versions():
     versions = (ASSETS_DIR / "VERSIONS").read_text()
-    assert re.search(r"^swagger-ui-dist \d+\.\d+\.\d+ sha512-", versions, re.M)
-    assert re.search(r"^redoc \d+\.\d+\.\d+ sha512-", versions, re.M)
+    assert re.search(r"^swagger-ui-dist \d+\.\d+\.\d+ sha512-", versions, re.MULTILINE)
+    assert re.search(r"^redoc \d+\.\d+\.\d+ sha512-", versions, re.MULTILINE)
     for name in ("swagger-ui/LICENSE", "redoc/LICENSE"):
         assert (ASSETS_DIR / name).stat().st_size > 500, name
 
