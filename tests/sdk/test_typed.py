@@ -147,10 +147,28 @@ async def test_async_client_returns_the_same_types(app, org_a, deployed):  # noq
         assert await c.oip.ready(deployed) is True
 
 
-def test_the_package_is_marked_typed() -> None:
+@pytest.mark.slow
+def test_the_wheel_ships_py_typed_and_the_docs_assets(tmp_path: Path) -> None:
+    """Package data, as pip installs it: the py.typed marker and /docs's vendored assets with their licences."""
+    import subprocess
+    import sys
+    import zipfile
+
     import aiaas
 
-    root = Path(aiaas.__file__).parent
-    assert (root / "py.typed").is_file()
-    pyproject = (root.parent / "pyproject.toml").read_text()
-    assert '"py.typed"' in pyproject  # shipped as package data
+    import shutil
+
+    root = Path(aiaas.__file__).parent.parent
+    src = tmp_path / "src"  # a copy: an in-tree build/ left by an earlier build would hide missing package data
+    shutil.copytree(root / "aiaas", src / "aiaas", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (root / name).exists():
+            shutil.copy(root / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, timeout=600, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("aiaas-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "aiaas/py.typed" in names
+    for asset in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css", "swagger-ui/LICENSE",
+                  "redoc/redoc.standalone.js", "redoc/LICENSE", "VERSIONS"):
+        assert f"aiaas/api/static/docs/{asset}" in names, asset
