@@ -95,6 +95,9 @@ def test_quiet_prints_only_ids_and_json_the_objects(run, tmp_path: Path) -> None
     assert lines(run("jobs", "events", job_id, "-q")) == [e["id"] for e in events]
     assert events == sorted(events, key=lambda e: e["created_at"])  # oldest first, as in the text view
     assert lines(run("jobs", "cancel", job_id, "-q")) == [job_id]
+    streamed = [json.loads(line) for line in lines(run("jobs", "events", job_id, "--follow", "--json"))]
+    assert [e["id"] for e in streamed[:len(events)]] == [e["id"] for e in events]  # one JSON event per line
+    assert "cancel" in streamed[-1]["message"].lower()  # the stream ended with the job
 
     models = lines(run("models", "list", "-q"))
     assert "tfidf-linear" in models and all(" " not in m for m in models)
