@@ -107,7 +107,8 @@ def test_serve_in_production_needs_db_upgrade_first(tmp_path: Path) -> None:
 
     env = base_env(tmp_path / "data", AIAAS_SECRET_KEY=TEST_SECRET)
     assert env["AIAAS_ENV"] == "production"
-    refused = subprocess.run(AIAAS + ["serve", "--port", "9", "--job-workers", "0"], env=env, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(AIAAS + ["serve", "--port", "9", "--job-workers", "0"], env=env, capture_output=True,
+                             text=True, timeout=120, check=False)
     assert refused.returncode == 1, (refused.stdout, refused.stderr)
     assert "has never been migrated" in refused.stderr and "Run `aiaas db upgrade`" in refused.stderr
     assert "Traceback" not in refused.stderr

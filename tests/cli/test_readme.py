@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from aiaas.cli.main import app as cli_app
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-FENCE = re.compile(r"```(?:bash|sh|shell)\n(.*?)```", re.S)
+FENCE = re.compile(r"```(?:bash|sh|shell)\n(.*?)```", re.DOTALL)
 INLINE = re.compile(r"`((?:\.venv/bin/)?aiaas [^`]+)`")
 COMMAND = re.compile(r"^(?:\$\(|\S+=\$\()?(?:\.venv/bin/)?aiaas\s")
 ROOT = typer.main.get_command(cli_app)
@@ -86,7 +86,7 @@ def test_readme_documents_every_exit_code() -> None:
     from aiaas.cli import common
 
     text = README.read_text()
-    table = dict(re.findall(r"^\| (\d) \| (.+) \|$", text, re.M))
+    table = dict(re.findall(r"^\| (\d) \| (.+) \|$", text, re.MULTILINE))
     codes = {v for k, v in vars(common).items() if k.startswith("EXIT_")}
     assert set(map(int, table)) == codes, (table, codes)
 
@@ -107,7 +107,7 @@ def test_bash_completion_completes_commands_and_flags(tmp_path: Path) -> None:
         program = (f"source {shlex.quote(str(tmp_path / 'c.sh'))}; COMP_WORDS=({line}); "
                    f"COMP_CWORD={len(words) - 1}; _aiaas_completion aiaas {shlex.quote(words[-1])}; "
                    'printf "%s\\n" "${COMPREPLY[@]}"')
-        out = subprocess.run(["bash", "-c", program], env=env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["bash", "-c", program], env=env, capture_output=True, text=True, timeout=60, check=False)
         return set(out.stdout.split())
 
     (tmp_path / "c.sh").write_text(script)

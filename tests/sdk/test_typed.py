@@ -150,13 +150,12 @@ async def test_async_client_returns_the_same_types(app, org_a, deployed):  # noq
 @pytest.mark.slow
 def test_the_wheel_ships_py_typed_and_the_docs_assets(tmp_path: Path) -> None:
     """Package data, as pip installs it: the py.typed marker and /docs's vendored assets with their licences."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
     import aiaas
-
-    import shutil
 
     root = Path(aiaas.__file__).parent.parent
     src = tmp_path / "src"  # a copy: an in-tree build/ left by an earlier build would hide missing package data
