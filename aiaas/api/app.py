@@ -16,6 +16,7 @@ from starlette.types import Scope
 
 from aiaas import __version__
 from aiaas.api.deps import AppState, Services, verify_key
+from aiaas.api.docs import install_docs
 from aiaas.api.errors import install_error_handlers
 from aiaas.api.fastpath import FastPredictMiddleware
 from aiaas.api.idempotency import IdempotencyMiddleware
@@ -89,8 +90,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     settings = settings or get_settings()
     secret = settings.master_secret()  # refuses to start without a usable secret
     db = db or Database(settings.sqlalchemy_url)
-    if migrate_db:
-        migrate.upgrade(db.engine)
+    if migrate_db:  # production only checks the schema is current (`aiaas db upgrade` migrates)
+        migrate.prepare_for_serving(db.engine, env=settings.env)
     state = AppState(settings=settings, db=db, master_secret=secret, services=build_services(settings, db, secret))
 
     @contextlib.asynccontextmanager
@@ -114,6 +115,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         version=__version__,
         description="Self-hosted AI model as a service: fine-tune BERT-family models and serve them.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs: the same pages, with their assets served from the package
+        redoc_url=None,
     )
     app.state.aiaas = state
     app.state.metrics_registry = CollectorRegistry()
@@ -128,6 +131,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.include_router(health.router)
     for module in (keys, files, fine_tuning, models, usage, audit_logs):
         app.include_router(module.router, responses=declared_errors(ErrorResponse))
+    install_docs(app)  # last: the hot routes are matched first
 
     def limit_for(path: str) -> int:
         return settings.max_upload_bytes if path.startswith(UPLOAD_PATHS) else settings.max_request_bytes

@@ -211,7 +211,7 @@ def sweep_at_start(settings: Settings) -> None:
     try:
         with db.session() as s:
             live = set(s.scalars(select(FineTuningJob.id).where(FineTuningJob.status.not_in(job_store.TERMINAL))))
-    except Exception:  # noqa: BLE001 - not migrated yet (first start): the server migrates; sweep next time
+    except Exception:  # noqa: BLE001 - not migrated yet (`aiaas init` or `aiaas db upgrade` comes first): sweep next time
         log.debug("job directory sweep skipped", exc_info=True)
         return
     finally:

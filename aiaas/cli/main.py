@@ -5,12 +5,15 @@ from __future__ import annotations
 import typer
 
 from aiaas.cli import admin
+from aiaas.cli.db import db_app
+from aiaas.cli.deployments import create as deploy
+from aiaas.cli.deployments import deployments_app
 from aiaas.cli.keys import keys_app
 from aiaas.cli.quickstart import quickstart
 from aiaas.cli.secrets import secrets_app
 from aiaas.cli.serve import serve, worker
 from aiaas.cli.usage import usage
-from aiaas.cli.workflow import deploy, files_app, jobs_app, models_app, predict
+from aiaas.cli.workflow import files_app, jobs_app, models_app, predict
 from aiaas.core.logging import configure_logging
 
 app = typer.Typer(
@@ -29,7 +32,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(files_app, name="files")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
-app.command("deploy")(deploy)
+app.add_typer(deployments_app, name="deployments")
+app.add_typer(db_app, name="db")
+app.command("deploy", help="Alias of `aiaas deployments create`.")(deploy)
 app.command("predict")(predict)
 app.command("usage")(usage)
 

@@ -61,12 +61,13 @@ def ensure_initialised(data_dir: Path) -> str:
     from aiaas.store.db import Database
 
     key_file = data_dir / "quickstart.key"
-    if key_file.exists():
-        return key_file.read_text().strip()
     settings = Settings(data_dir=data_dir, database_url=os.environ.get("AIAAS_DATABASE_URL"))
     write_secret(settings)
     db = Database(settings.sqlalchemy_url)
-    migrate.upgrade(db.engine)
+    migrate.upgrade(db.engine)  # every run: the server it starts refuses an out-of-date schema in production
+    if key_file.exists():
+        db.dispose()
+        return key_file.read_text().strip()
     with db.session() as s:
         _org, _row, key = tenancy.create_organization(s, "quickstart")
     db.dispose()
@@ -92,10 +93,11 @@ def quickstart(
     model: str = typer.Option("minilm-l6", "--model", help="Base model to fine-tune."),
     text_column: str = typer.Option("text", "--text-column"),
     label_column: str = typer.Option("label", "--label-column"),
-    data_dir: Path = typer.Option(Path(".aiaas"), "--data-dir", envvar="AIAAS_DATA_DIR"),
+    data_dir: Path = typer.Option(Path.home() / ".aiaas", "--data-dir", envvar="AIAAS_DATA_DIR"),
     keep_running: bool = typer.Option(False, "--keep-running", help="Leave the server running at the end."),
 ) -> None:
     """The main job: initialise, start the server, upload, fine-tune with live progress, deploy, predict."""
+    from aiaas.cli.samples import sample_texts
     from aiaas.cli.workflow import follow_job
     from aiaas.data import demo_dataset_path
     from aiaas.jobs.lifetime import die_with_parent
@@ -106,6 +108,8 @@ def quickstart(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     t0 = time.monotonic()
     data_path = (data or demo_dataset_path()).resolve()
+    # Read before training, so a wrong --text-column fails now rather than after minutes of fine-tuning.
+    texts = DEMO_EXAMPLES if data is None else sample_texts(data_path, text_column)
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     key = ensure_initialised(data_dir)
@@ -137,10 +141,9 @@ def quickstart(
                 pass
             c.deployments.create(name, model=job["fine_tuned_model"], min_replicas=1)
             console.print(f"deployed        {name} -> {job['fine_tuned_model']}")
-            out = c.deployments.predict(name, DEMO_EXAMPLES if data is None else _sample_texts(c, f["id"]))
+            out = c.deployments.predict(name, texts)
             console.rule("predictions")
-            for row, text in zip(out["data"], DEMO_EXAMPLES if data is None else _sample_texts(c, f["id"]),
-                                 strict=False):
+            for row, text in zip(out["data"], texts, strict=False):
                 shown = row.get("label") or row.get("labels") or row.get("value")
                 score = f"{row['score']:.2f}" if "score" in row else ""
                 console.print(f"{str(shown):22} {score:>5}  {text}")
@@ -196,15 +199,3 @@ def _print_report(job: dict) -> None:
     console.print(f"model           {job['fine_tuned_model']}")
 
 
-def _sample_texts(c: Any, file_id: str) -> list[str]:
-    """A few texts from the user's own file to show predictions on."""
-    import csv
-    import io
-
-    raw = c.files.content(file_id)
-    try:
-        rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig", errors="replace"))))
-    except csv.Error:
-        return ["hello"]
-    texts = [text for r in rows if (text := r.get("text"))]
-    return texts[:: max(1, len(texts) // 5)][:5] or ["hello"]

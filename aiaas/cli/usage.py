@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -10,6 +11,7 @@ from rich.table import Table
 from aiaas.cli.common import (
     ApiKeyOpt,
     BaseUrlOpt,
+    JsonOpt,
     console,
     err_console,
     handle_errors,
@@ -39,7 +41,7 @@ def usage(
     start: str = typer.Option(None, "--start", help="First day (YYYY-MM-DD, UTC) or unix s; default -30d."),
     end: str = typer.Option(None, "--end", help="Last day, included (YYYY-MM-DD) or unix s; default now."),
     group_by: str = typer.Option("day", "--group-by", help="day, model or key."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = JsonOpt,
     base_url: str = BaseUrlOpt,
     api_key: str = ApiKeyOpt,
 ) -> None:
@@ -56,7 +58,7 @@ def usage(
     first = {"day": "day", "model": "model", "key": "key"}[group_by]
     table = Table(first, "requests", "input tokens", "trained tokens", "CPU s", f"cost ({currency})")
 
-    def row(label: str, item: dict) -> None:
+    def row(label: str, item: Any) -> None:
         table.add_row(label, str(item["requests"]), str(item["input_tokens"]), str(item["trained_tokens"]),
                       f"{item['cpu_seconds']:.1f}", f"{item['cost']['total']:.4f}")
 

@@ -1,4 +1,5 @@
-"""The aiaas Python SDK: `Client` (sync) and `AsyncClient`, typed errors rebuilt from the server's body."""
+"""The aiaas Python SDK: `Client` (sync) and `AsyncClient`, typed results (`aiaas.sdk.types`), typed errors
+rebuilt from the server's body."""
 
 from aiaas.sdk.client import AsyncClient, Client
 from aiaas.sdk.errors import (
@@ -13,6 +14,16 @@ from aiaas.sdk.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
+from aiaas.sdk.types import (
+    Deployment,
+    File,
+    FineTuningJob,
+    FineTuningJobEvent,
+    InferResponse,
+    Model,
+    Predictions,
+    Result,
+)
 
 __all__ = [
     "APIConnectionError",
@@ -22,9 +33,17 @@ __all__ = [
     "BadRequestError",
     "Client",
     "ConflictError",
+    "Deployment",
+    "File",
+    "FineTuningJob",
+    "FineTuningJobEvent",
+    "InferResponse",
     "InternalServerError",
+    "Model",
     "NotFoundError",
     "PermissionDeniedError",
+    "Predictions",
     "RateLimitError",
+    "Result",
     "ServiceUnavailableError",
 ]

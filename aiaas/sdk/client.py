@@ -27,11 +27,13 @@ from aiaas.sdk.errors import APIConnectionError, APIError, error_from_response
 from aiaas.sdk.resources import (
     ApiKeys,
     AuditLogs,
+    Classifications,
     Deployments,
     Embeddings,
     Files,
     FineTuning,
     Models,
+    Oip,
     Organizations,
     Request,
     Usage,
@@ -102,6 +104,8 @@ class _Base(ABC):
         self.embeddings = Embeddings(self)
         self.usage = Usage(self)
         self.audit_logs = AuditLogs(self)
+        self.classifications = Classifications(self)
+        self.oip = Oip(self)
 
     @abstractmethod
     def call(self, req: Request) -> Any:

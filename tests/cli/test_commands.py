@@ -71,9 +71,11 @@ def test_upload_train_deploy_and_predict_from_the_command_line(cli: Cli, tmp_pat
     job = json.loads(cli.run("jobs", "get", job_id.group(1)).stdout)
     assert job["status"] == "succeeded", job
     model = job["fine_tuned_model"]
+    assert cli.run("jobs", "wait", job_id.group(1), "-q").stdout.split() == [model]  # exit 0: it succeeded
     assert model in cli.run("models", "list").stdout
 
     assert "deployment cli-demo serves" in cli.run("deploy", model, "--name", "cli-demo").stdout
+    assert cli.run("deployments", "list", "-q").stdout.split() == ["cli-demo"]
     said = cli.run("predict", "cli-demo", "great service thank you", "my card was charged twice").stdout
     lines = [line for line in said.splitlines() if "<-" in line]
     assert len(lines) == 2, said

@@ -26,7 +26,7 @@ def make_client(responses: list[httpx.Response], calls: list[float], max_retries
 def test_retry_after_honoured():
     calls: list[float] = []
     limited = httpx.Response(429, headers={"retry-after": "0.3"}, json={"error": {"message": "slow", "code": "rate_limit_exceeded"}})
-    ok = httpx.Response(200, json={"id": "org-1", "name": "a"})
+    ok = httpx.Response(200, json={"id": "org-1", "name": "a", "created_at": 0})  # a whole organisation
     c = make_client([limited, ok], calls)
     assert c.organizations.me()["id"] == "org-1"
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.29
