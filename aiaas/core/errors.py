@@ -34,6 +34,8 @@ HTTP_STATUS: dict[str, int] = {
     # Encryption lifecycle and memory bounds (issue 13).
     "unencrypted_blob": 500,
     "insufficient_memory": 409,
+    # The web console (issue 15): a form posted without its session's CSRF token.
+    "csrf_failed": 403,
 }
 
 # OpenAI-style "type" per status class.
