@@ -26,10 +26,10 @@ SIGNIN_ATTEMPTS_PER_MINUTE = 20
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a console path may follow sign-in (never another site: no open redirect)."""
+    """Only a console path may follow sign-in (never another site: no open redirect); else ""."""
     if target and target.startswith("/ui/") and not target.startswith("//") and "\\" not in target:
         return target
-    return "/ui/overview"
+    return ""
 
 
 def _landing(principal: Principal) -> str:
@@ -86,7 +86,7 @@ async def signin(request: Request, api_key: Annotated[str, Form(max_length=200)]
             actor = audit.Actor(org_id=exc.org_id, key_id=exc.key_id, client_ip=ip)
             await run_in_threadpool(audit.record_auth_failure, state.db, actor, code=exc.code)
         return _signin_page(request, status=401, error=exc.message, next_url=next)
-    response = redirect(_safe_next(next) if next else _landing(principal))
+    response = redirect(_safe_next(next) or _landing(principal))
     set_cookie(response, request, token, SESSION_LIFETIME_S)
     response.delete_cookie(PRE_COOKIE, path="/ui")
     return response

@@ -70,7 +70,7 @@ async def test_sign_in_never_redirects_off_site(client, org_a):
     assert "evil" not in form.text
     r = await client.post("/ui/signin", data={"api_key": org_a.key, "csrf": csrf_of(form.text),
                                               "next": "//evil.example/x"})
-    assert r.headers["location"] == "/ui/overview"
+    assert r.headers["location"] == "/ui/overview"  # the landing page, not the requested one
 
 
 async def test_sign_out_ends_the_session_server_side(client, db, org_a):
