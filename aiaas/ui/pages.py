@@ -83,5 +83,5 @@ def file_page(request: Request, c: ConsoleDep, file_id: str, text_column: str | 
     c.require("files")
     row, chunks = file_service.content(c.db, c.state.services["blobs"], org_id=c.org_id, file_id=file_id)
     report = file_report(row, chunks, text_column=text_column, label_column=label_column)
-    pii_counts = {k: n for k, n in ((report["pii"].get("counts")) or {}).items()}
+    pii_counts = {k: n for k, n in ((report["pii"].get("counts")) or {}).items() if n}
     return render(request, "file.html", file=row, report=report, pii=bar_rows(pii_counts), nav="files")

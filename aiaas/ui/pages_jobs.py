@@ -85,7 +85,7 @@ def create_job(
 def job_page(request: Request, c: ConsoleDep, job_id: str, events_after: str | None = None) -> HTMLResponse:
     c.require("jobs")
     job = job_store.get_job(c.db, c.org_id, job_id)
-    events, more_events = job_store.list_events(c.db, c.org_id, job_id, after=events_after, limit=50)
+    events, more_events = job_store.list_events(c.db, c.org_id, job_id, after=events_after, limit=25)
     checkpoints, _ = job_store.list_checkpoints(c.db, c.org_id, job_id, after=None, limit=20)
     metrics = job.metrics or {}
     report = job.data_report or {}

@@ -94,3 +94,18 @@ def sign_in(page: Any, key: str) -> None:
     page.fill("#api_key", key)
     page.click("button[type=submit]")
     page.wait_for_load_state()
+
+
+def wait_until(page: Any, expression: str, *, timeout: float) -> Any:
+    """Poll `expression` (page.evaluate) until truthy. Playwright's wait_for_function evaluates a string
+    in the page, which the console's CSP (no 'unsafe-eval') rightly refuses; evaluate() is not affected."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {expression}")
+        page.wait_for_timeout(100)
