@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -27,11 +28,19 @@ from aiaas.ui.render import SECURITY_HEADERS, ConsoleRoute, bar_rows, heat, redi
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute)
 TASKS = ("single_label_classification", "multi_label_classification", "regression")
 STREAM_POLL_S = 0.5
+CHOICES_TTL_S = 10.0  # listing the base models reads each one's config (~40 ms): the form reuses it briefly
+_choices: dict[str, tuple[float, list[dict]]] = {}
 
 
 def _model_choices(c: ConsoleDep) -> list[dict]:
+    where = str(c.state.settings.base_models_dir)
+    hit = _choices.get(where)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
     bases = [{"id": m["id"], "kind": "base model"} for m in catalog.base_models(c.state.settings.base_models_dir)]
-    return bases + [{"id": f["id"], "kind": "family"} for f in catalog.model_families()]
+    choices = bases + [{"id": f["id"], "kind": "family"} for f in catalog.model_families()]
+    _choices[where] = (time.monotonic() + CHOICES_TTL_S, choices)
+    return choices
 
 
 @router.get("/jobs")
