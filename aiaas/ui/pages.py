@@ -16,8 +16,8 @@ from aiaas.store import deployments as dep_store
 from aiaas.store import files as file_store
 from aiaas.store import jobs as job_store
 from aiaas.ui.auth import ConsoleDep
+from aiaas.ui.render import SECURITY_HEADERS, ConsoleRoute, bar_rows, render
 from aiaas.ui.reports import file_report
-from aiaas.ui.render import ConsoleRoute, SECURITY_HEADERS, bar_rows, render
 
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute)
 PAGE = 20

@@ -153,7 +153,7 @@ def usage(request: Request, c: ConsoleDep, days: int = 30) -> HTMLResponse:
     end = int(time.time()) + 1
     start = end - days * DAY_S
     prices = usage_service.PriceSheet.from_settings(c.state.settings)
-    groups = {g: usage_service.summarize(c.db, c.org_id, start=start, end=end, group_by=g, prices=prices)  # type: ignore[arg-type]
+    groups = {g: usage_service.summarize(c.db, c.org_id, start=start, end=end, group_by=g, prices=prices)
               for g in ("day", "model", "key")}
     cost_by_day = bar_rows({b["day"]: b["cost"]["total"] if isinstance(b.get("cost"), dict) else 0
                             for b in groups["day"]["data"]})

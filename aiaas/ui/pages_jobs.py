@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from aiaas.core.errors import InvalidRequest
-from aiaas.protocol.jobs import TERMINAL, JobCreate, event_public
+from aiaas.protocol.jobs import TERMINAL, Hyperparameters, JobCreate, event_public
 from aiaas.registry import models as registry
 from aiaas.services import audit, catalog, quotas
 from aiaas.services import jobs as job_service
@@ -77,7 +77,8 @@ def create_job(
     try:
         body = JobCreate(model=model, training_file=training_file, text_column=text_column,
                          label_column=label_column, task=task, suffix=suffix or None,  # type: ignore[arg-type]
-                         hyperparameters={"n_epochs": int(n_epochs) if n_epochs.strip().isdigit() else "auto"})
+                         hyperparameters=Hyperparameters(
+                             n_epochs=int(n_epochs) if n_epochs.strip().isdigit() else "auto"))
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])

@@ -37,7 +37,7 @@ class SignInRequired(Exception):
     """No live console session: the page answers with a redirect to the sign-in form."""
 
 
-def _when(ts: int | float | None) -> str:
+def _when(ts: float | None) -> str:
     if not ts:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))

@@ -59,10 +59,11 @@ def file_report(row: Any, chunks: Any, *, text_column: str | None, label_column:
         return report
     head, truncated = _read_head(chunks, SAMPLE_BYTES)
     columns, rows = _rows(head, fmt, truncated)
-    text_col = text_column if text_column in columns else ("text" if "text" in columns else (columns or [None])[0])
+    text_col = text_column if text_column in columns else ("text" if "text" in columns else
+                                                          (columns[0] if columns else None))
     label_col = label_column if label_column in columns else (
         "label" if "label" in columns else (columns[1] if len(columns) > 1 else None))
-    dropped = Counter()
+    dropped: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     lengths = []
     seen = set()

@@ -7,7 +7,7 @@ import logging
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -53,14 +53,14 @@ def root() -> RedirectResponse:
 
 
 @router.get("/signin")
-def signin_form(request: Request, next: str | None = None) -> HTMLResponse:  # noqa: A002 - the query name
+def signin_form(request: Request, next: str | None = None) -> HTMLResponse:
     return _signin_page(request, next_url=next)
 
 
 @router.post("/signin")
 async def signin(request: Request, api_key: Annotated[str, Form(max_length=200)],
                  csrf: Annotated[str, Form(max_length=100)] = "",
-                 next: Annotated[str, Form(max_length=2000)] = "") -> HTMLResponse:  # noqa: A002
+                 next: Annotated[str, Form(max_length=2000)] = "") -> Response:
     state = app_state(request)
     pre = request.cookies.get(PRE_COOKIE, "")
     if not pre or not hmac.compare_digest(pre.encode(), csrf.encode()):

@@ -59,6 +59,7 @@ def test_new_user_journey(browser, tmp_path):
         assert page.locator("svg.bars text.blabel", has_text="positive").count() == 1
         assert page.locator("svg.histogram rect").count() > 0 and page.locator("table.preview tbody tr").count() > 0
         shot(page, "file-report")
+        shot(page, "docs-file-report", full_page=False)  # one screen, for docs/ui/
 
         # Start a job from the file: the form offers its columns, the task and the model family.
         page.click("text=Start a fine-tuning job on this file")
@@ -80,12 +81,14 @@ def test_new_user_journey(browser, tmp_path):
         shot(page, "job-training")
         wait_until(page, "document.getElementById('curves').dataset.done === '1'", timeout=300)
         assert points(page) > first  # more arrived after we first looked
+        assert page.inner_text("#job-status") == "succeeded"  # the badge follows the stream
         assert job_status(server, key, job_id) == "succeeded", server.logs()[-3000:]
         page.reload()
         wait_until(page, "document.getElementById('curves').dataset.done === '1'", timeout=60)
         assert page.locator("table.heatmap td").count() == 4  # 2 labels: a 2x2 confusion matrix
         assert page.locator("#loss-chart canvas").count() == 1 and page.locator("#score-chart canvas").count() == 1
         shot(page, "job-done")
+        shot(page, "docs-job-done", full_page=False)  # one screen, for docs/ui/
 
         page.goto("/ui/models")
         shot(page, "models")
@@ -107,6 +110,7 @@ def test_new_user_journey(browser, tmp_path):
         assert sorted(labels) == ["negative", "positive"]
         assert page.inner_text(".try-top").startswith("Prediction: ")
         shot(page, "deployment-try-it")
+        shot(page, "docs-deployment-try-it", full_page=False)  # one screen, for docs/ui/
 
         # The request shows in usage (metered like an API call, on the signed-in key).
         page.goto("/ui/usage")
@@ -115,6 +119,7 @@ def test_new_user_journey(browser, tmp_path):
         shot(page, "usage")
         page.goto("/ui/overview")
         shot(page, "overview")
+        shot(page, "docs-overview", full_page=False)  # one screen, for docs/ui/
         page.goto("/ui/deployments")
         shot(page, "deployments")
         page.goto("/ui/jobs")

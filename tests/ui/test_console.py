@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from aiaas.store import tenancy
 from aiaas.store.models import ApiKey, UiSession
 from tests.helpers.datasets import toy_csv
-from tests.ui.conftest import csrf_of, make_key, make_org, new_client, sign_in
+from tests.ui.conftest import csrf_of, make_key, new_client, sign_in
 
 PAGES = ["/ui/overview", "/ui/files", "/ui/jobs", "/ui/jobs/new", "/ui/models", "/ui/deployments", "/ui/usage",
          "/ui/keys", "/ui/audit"]
@@ -163,7 +163,7 @@ async def test_foreign_ids_answer_the_same_404_as_missing_ones(app, db, org_a, o
                                  ("/ui/deployments/theirs", "/ui/deployments/nothing")]:
             r1, r2 = await a.get(foreign), await a.get(missing)
             assert r1.status_code == r2.status_code == 404
-            strip = lambda t: re.sub(r"[\w-]{6,}", "ID", re.sub(r'value="[^"]+"', "", t))  # noqa: E731
+            strip = lambda t: re.sub(r"[\w-]{6,}", "ID", re.sub(r'value="[^"]+"', "", t))
             assert strip(r1.text) == strip(r2.text)
         # A foreign file cannot be trained on either: the job form answers as for a missing file.
         r = await a.get(f"/ui/jobs/new?file={foreign_file}")

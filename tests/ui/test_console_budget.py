@@ -25,35 +25,35 @@ TRIES = 5
 def fill(db, org_id: str) -> dict[str, str]:
     t = int(time.time())
     with db.session() as s:
-        files = [dict(id=new_id("file"), org_id=org_id, filename=f"data-{i}.csv", purpose="fine-tune", bytes=1000 + i,
-                      sha256="0" * 64, storage_uri=f"file:///nowhere/{i}", created_at=t - i, status="processed",
-                      summary={"rows": 100, "columns": ["text", "label"]}) for i in range(10_000)]
+        files = [{"id": new_id("file"), "org_id": org_id, "filename": f"data-{i}.csv", "purpose": "fine-tune", "bytes": 1000 + i,
+                      "sha256": "0" * 64, "storage_uri": f"file:///nowhere/{i}", "created_at": t - i, "status": "processed",
+                      "summary": {"rows": 100, "columns": ["text", "label"]}} for i in range(10_000)]
         s.execute(insert(File), files)
-        jobs = [dict(id=new_id("ftjob"), org_id=org_id, model="tiny-bert", training_file=files[i]["id"],
-                     status="succeeded", hyperparameters={"n_epochs": 3}, options={}, seed=1, created_at=t - i,
-                     result_files=[], cancel_requested=False, attempts=1,
-                     metrics={"accuracy": 0.9, "confusion_matrix": [[5, 1], [1, 5]],
-                              "per_label": {"a": {"precision": 1, "recall": 1, "f1": 1, "support": 5}}})
+        jobs = [{"id": new_id("ftjob"), "org_id": org_id, "model": "tiny-bert", "training_file": files[i]["id"],
+                     "status": "succeeded", "hyperparameters": {"n_epochs": 3}, "options": {}, "seed": 1, "created_at": t - i,
+                     "result_files": [], "cancel_requested": False, "attempts": 1,
+                     "metrics": {"accuracy": 0.9, "confusion_matrix": [[5, 1], [1, 5]],
+                              "per_label": {"a": {"precision": 1, "recall": 1, "f1": 1, "support": 5}}}}
                 for i in range(1000)]
         s.execute(insert(FineTuningJob), jobs)
         busy = jobs[0]["id"]
-        s.execute(insert(JobEvent), [dict(id=new_id("ftevent"), org_id=org_id, job_id=busy, created_at=t, level="info",
-                                          message=f"Step {i}: loss 0.5", type="metrics",
-                                          data={"split": "train", "step": i, "loss": 0.5}) for i in range(2000)])
-        s.execute(insert(Model), [dict(id=f"ft:tiny-bert:org:m{i}:{jobs[i]['id']}", org_id=org_id, job_id=jobs[i]["id"],
-                                       base_model="tiny-bert", task="single_label_classification",
-                                       artifact_uri="file:///nowhere", created_at=t, lineage={"seed": 1},
-                                       card={"labels": ["a", "b"]}) for i in range(200)])
-        s.execute(insert(Deployment), [dict(id=new_id("dep"), org_id=org_id, name=f"dep-{i}",
-                                            model=f"ft:tiny-bert:org:m{i}:{jobs[i]['id']}", min_replicas=0,
-                                            created_at=t, updated_at=t) for i in range(100)])
-        s.execute(insert(UsageEvent), [dict(id=new_id("usage"), org_id=org_id, key_id=None, kind="inference",
-                                            model=f"ft:tiny-bert:org:m{i % 100}:x", requests=10, input_tokens=100,
-                                            trained_tokens=0, cpu_seconds=0.0, created_at=t - i * 600)
+        s.execute(insert(JobEvent), [{"id": new_id("ftevent"), "org_id": org_id, "job_id": busy, "created_at": t, "level": "info",
+                                          "message": f"Step {i}: loss 0.5", "type": "metrics",
+                                          "data": {"split": "train", "step": i, "loss": 0.5}} for i in range(2000)])
+        s.execute(insert(Model), [{"id": f"ft:tiny-bert:org:m{i}:{jobs[i]['id']}", "org_id": org_id, "job_id": jobs[i]["id"],
+                                       "base_model": "tiny-bert", "task": "single_label_classification",
+                                       "artifact_uri": "file:///nowhere", "created_at": t, "lineage": {"seed": 1},
+                                       "card": {"labels": ["a", "b"]}} for i in range(200)])
+        s.execute(insert(Deployment), [{"id": new_id("dep"), "org_id": org_id, "name": f"dep-{i}",
+                                            "model": f"ft:tiny-bert:org:m{i}:{jobs[i]['id']}", "min_replicas": 0,
+                                            "created_at": t, "updated_at": t} for i in range(100)])
+        s.execute(insert(UsageEvent), [{"id": new_id("usage"), "org_id": org_id, "key_id": None, "kind": "inference",
+                                            "model": f"ft:tiny-bert:org:m{i % 100}:x", "requests": 10, "input_tokens": 100,
+                                            "trained_tokens": 0, "cpu_seconds": 0.0, "created_at": t - i * 600}
                                        for i in range(5000)])
-        s.execute(insert(AuditLog), [dict(id=new_id("audit"), org_id=org_id, created_at=t, actor_key_id=None,
-                                          action="file.uploaded", target_type="file", target_id=files[i]["id"],
-                                          details={"filename": "x.csv"}) for i in range(5000)])
+        s.execute(insert(AuditLog), [{"id": new_id("audit"), "org_id": org_id, "created_at": t, "actor_key_id": None,
+                                          "action": "file.uploaded", "target_type": "file", "target_id": files[i]["id"],
+                                          "details": {"filename": "x.csv"}} for i in range(5000)])
     return {"file": files[5000]["id"], "job": busy, "job_after": jobs[500]["id"]}
 
 

@@ -143,6 +143,14 @@ function setupCurves() {
     }
   }
 
+  function showStatus(status) {  // the badge was drawn when the page loaded; the stream keeps it current
+    const badge = document.querySelector("#job-status .status");
+    if (badge && badge.textContent !== status) {
+      badge.textContent = status;
+      badge.className = "status s-" + status;
+    }
+  }
+
   const seen = new Set();  // a reconnecting EventSource replays from the start: count each event once
   const source = new EventSource(box.dataset.stream);
   source.onmessage = (msg) => {
@@ -150,12 +158,18 @@ function setupCurves() {
     if (seen.has(ev.id)) return;
     seen.add(ev.id);
     if (ev.type !== "metrics" || !ev.data) return;
+    if (!box.dataset.done) showStatus("running");
     const d = ev.data;
     if (d.split === "validation") evalPts.push([d.step, d.loss, d.accuracy, d.macro_f1]);
     else if (typeof d.loss === "number") trainPts.push([d.step, d.loss]);
     redraw();
   };
-  source.addEventListener("end", () => { source.close(); box.dataset.done = "1"; redraw(); });
+  source.addEventListener("end", (msg) => {
+    source.close();
+    box.dataset.done = "1";
+    showStatus(JSON.parse(msg.data).status);
+    redraw();
+  });
   source.onerror = () => { if (box.dataset.done) source.close(); };
   window.addEventListener("resize", () => {
     if (lossPlot) { lossPlot.setSize({ width: width(), height: 220 }); scorePlot.setSize({ width: width(), height: 220 }); }
