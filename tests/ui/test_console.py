@@ -198,3 +198,16 @@ async def test_pages_carry_a_strict_csp_and_no_inline_script_or_style(client, or
 async def test_static_assets_are_served_from_the_package(client, path):
     r = await client.get(path)
     assert r.status_code == 200 and len(r.content) > 1000
+
+
+async def test_sign_in_attempts_are_rate_limited_per_client(client, org_a):
+    form = await client.get("/ui/signin")
+    token = csrf_of(form.text)
+    statuses = []
+    for _ in range(22):
+        r = await client.post("/ui/signin", data={"api_key": "aiaas_sk_wrong", "csrf": token})
+        statuses.append(r.status_code)
+        token = csrf_of(r.text)  # each answer carries a fresh sign-in form
+    assert statuses[:20] == [401] * 20 and statuses[-1] == 429
+    r = await client.post("/ui/signin", data={"api_key": org_a.key, "csrf": token})
+    assert r.status_code == 429  # even the right key waits out the minute
