@@ -15,10 +15,9 @@ PREFIX = "/ui"
 
 def install(app: Any) -> None:
     """Add the console's routes and its static files to the FastAPI app (called by create_app)."""
-    from fastapi.staticfiles import StaticFiles
-
     from aiaas.ui import pages, pages_admin, pages_jobs, signin
+    from aiaas.ui.render import ConsoleStatic
 
     for module in (signin, pages, pages_jobs, pages_admin):
         app.include_router(module.router)
-    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
+    app.mount(f"{PREFIX}/static", ConsoleStatic(directory=STATIC_DIR), name="ui-static")

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from aiaas.core.errors import InvalidRequest
@@ -21,6 +22,7 @@ from aiaas.services import audit, catalog, quotas
 from aiaas.services import jobs as job_service
 from aiaas.store import files as file_store
 from aiaas.store import jobs as job_store
+from aiaas.store.models import JobEvent
 from aiaas.ui.auth import ConsoleDep
 from aiaas.ui.pages import PAGE, actor
 from aiaas.ui.render import SECURITY_HEADERS, ConsoleRoute, bar_rows, heat, redirect, render
@@ -108,9 +110,13 @@ def job_page(request: Request, c: ConsoleDep, job_id: str, events_after: str | N
         except Exception:  # noqa: BLE001 - a deleted model leaves the job page intact
             selection = None
     counts = (report.get("label_counts") or {})
+    # The automatic choices' reasons, wherever they fall in a long event log ("auto: ..." events).
+    reasons = list(c.db.scalars(
+        select(JobEvent.message).where(JobEvent.org_id == c.org_id, JobEvent.job_id == job.id,
+                                       JobEvent.message.like("auto:%")).order_by(JobEvent.id).limit(20)))
     return render(
         request, "job.html", job=job, events=events, more_events=more_events, checkpoints=checkpoints,
-        metrics=metrics, report=report, labels=labels, selection=selection,
+        metrics=metrics, report=report, labels=labels, selection=selection, reasons=reasons,
         matrix=heat(metrics.get("confusion_matrix") or []),
         train_counts=bar_rows(counts.get("train") or {}), validation_counts=bar_rows(counts.get("validation") or {}),
         dropped=bar_rows(report.get("rows_dropped") or {}), terminal=job.status in TERMINAL, nav="jobs",

@@ -198,6 +198,7 @@ async def test_pages_carry_a_strict_csp_and_no_inline_script_or_style(client, or
 async def test_static_assets_are_served_from_the_package(client, path):
     r = await client.get(path)
     assert r.status_code == 200 and len(r.content) > 1000
+    assert r.headers["x-content-type-options"] == "nosniff" and "max-age=3600" in r.headers["cache-control"]
 
 
 async def test_sign_in_attempts_are_rate_limited_per_client(client, org_a):

@@ -105,3 +105,22 @@ async def test_revoking_a_key_in_the_console_ends_its_sessions(app, db, org_a):
         assert (await holder.get("/ui/files")).status_code == 303  # back to sign-in
         form = await holder.get("/ui/signin")
         assert form.status_code == 200
+
+
+async def test_job_page_shows_the_automatic_choices_reasons_from_a_long_log(client, db, org_a):
+    from aiaas.store import jobs as job_store
+
+    csrf = await sign_in(client, org_a.key)
+    fid = await upload(client, csrf)
+    r = await client.post("/ui/jobs", data={"training_file": fid, "model": "tfidf-linear", "csrf": csrf})
+    job_id = r.headers["location"].rsplit("/", 1)[-1]
+    with db.session() as s:
+        job = job_store.get_job(s, org_a.id, job_id)
+        job_store.add_event(s, job, "info", "auto: <b>tfidf-linear</b> first: 60 rows is too few for a transformer")
+    with db.session() as s:
+        job = job_store.get_job(s, org_a.id, job_id)
+        for i in range(60):  # pushes the reason off the first page of events
+            job_store.add_event(s, job, "info", f"Step {i}: loss 0.5")
+    page = (await client.get(f"/ui/jobs/{job_id}")).text
+    assert "auto: &lt;b&gt;tfidf-linear&lt;/b&gt; first: 60 rows is too few" in page
+    assert "Older events" in page
