@@ -157,7 +157,9 @@ def usage(request: Request, c: ConsoleDep, days: int = 30) -> HTMLResponse:
               for g in ("day", "model", "key")}
     cost_by_day = bar_rows({b["day"]: b["cost"]["total"] if isinstance(b.get("cost"), dict) else 0
                             for b in groups["day"]["data"]})
-    return render(request, "usage.html", groups=groups, days=days, cost_by_day=cost_by_day, nav="usage")
+    requests_by_day = bar_rows({b["day"]: b["requests"] for b in groups["day"]["data"]})
+    return render(request, "usage.html", groups=groups, days=days, cost_by_day=cost_by_day,
+                  requests_by_day=requests_by_day, nav="usage")
 
 
 # ---- API keys -----------------------------------------------------------------------------------

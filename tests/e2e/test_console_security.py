@@ -145,9 +145,12 @@ def test_sign_in_and_pages_fit_a_phone(browser, stack):
     page.goto("/ui/signin")
     shot(page, "phone-signin")
     sign_in(page, keys["admin"])
-    for path in ["/ui/overview", "/ui/files", "/ui/usage"]:
+    file_page = "/ui/files/" + upload_via_page(page, "a-rather-long-file-name-for-a-phone-screen.csv",
+                                               b"text,label\nhello there,a\nbye now,b\n")
+    for path in ["/ui/overview", "/ui/files", file_page, "/ui/jobs", "/ui/jobs/new", "/ui/models", "/ui/deployments",
+                 "/ui/usage", "/ui/keys", "/ui/audit"]:
         page.goto(path)
         # Usable: nothing wider than the screen, so no sideways scrolling of the page itself.
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 1, path
-        shot(page, "phone-" + path.rsplit("/", 1)[-1])
+        shot(page, "phone-file" if path == file_page else "phone-" + path[len("/ui/"):].replace("/", "-"))
     assert watch.errors == [], watch.errors
