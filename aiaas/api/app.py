@@ -44,8 +44,9 @@ from aiaas.store import migrate
 from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.db import Database
 from aiaas.store.encrypted import encrypted
+from aiaas.ui import install as install_console
 
-UPLOAD_PATHS = ("/v1/files",)
+UPLOAD_PATHS = ("/v1/files", "/ui/files")  # /ui/files: the web console's upload form
 log = logging.getLogger(__name__)
 
 
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.include_router(health.router)
     for module in (keys, files, fine_tuning, models, usage, audit_logs):
         app.include_router(module.router, responses=declared_errors(ErrorResponse))
+    install_console(app)  # the web console at /ui (aiaas.ui): its pages and its static files
     install_docs(app)  # last: the hot routes are matched first
 
     def limit_for(path: str) -> int:

@@ -119,6 +119,7 @@ def quickstart(
     proc = start_server(data_dir, port, job_workers=1)
     base = f"http://127.0.0.1:{port}"
     console.print(f"server          {base} (pid {proc.pid}, 1 training worker)")
+    console.print(f"web console     {base}/ui  (sign in with the key in {data_dir / 'quickstart.key'})")
     try:
         with Client(base, key) as c:
             f = c.files.create(data_path)

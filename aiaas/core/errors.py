@@ -45,6 +45,8 @@ HTTP_STATUS: dict[str, int] = {
     "idempotency_key_in_progress": 409,
     "upload_capacity": 503,
     "worker_crashed": 500,  # a job's error (never an HTTP answer): its worker died AIAAS_JOB_MAX_ATTEMPTS times
+    # The web console (issue 15): a form posted without its session's CSRF token.
+    "csrf_failed": 403,
 }
 
 # OpenAI-style "type" per status class.

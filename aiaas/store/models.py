@@ -207,3 +207,18 @@ class IdempotencyKey(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     owner: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the claim that holds the key
     locked_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class UiSession(Base):
+    """A web console session (issue 15). The cookie carries a random token; only its SHA-256 is stored
+    here, with the key it was opened with (never the key itself), the key's organisation and scopes."""
+
+    __tablename__ = "ui_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the cookie's token
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    scopes: Mapped[list[Any]] = mapped_column(JSON)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)

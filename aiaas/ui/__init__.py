@@ -1,0 +1,23 @@
+"""The web console: server-rendered pages at /ui, served by `aiaas serve` beside the API.
+
+Same process, same policy table and tenancy as the API; its own sign-in (an API key becomes a
+server-side session, see aiaas.store.ui_sessions). Imports services and the store, never aiaas.api.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+STATIC_DIR = Path(__file__).parent / "static"
+PREFIX = "/ui"
+
+
+def install(app: Any) -> None:
+    """Add the console's routes and its static files to the FastAPI app (called by create_app)."""
+    from aiaas.ui import pages, pages_admin, pages_jobs, signin
+    from aiaas.ui.render import ConsoleStatic
+
+    for module in (signin, pages, pages_jobs, pages_admin):
+        app.include_router(module.router)
+    app.mount(f"{PREFIX}/static", ConsoleStatic(directory=STATIC_DIR), name="ui-static")

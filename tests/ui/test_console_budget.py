@@ -1,0 +1,86 @@
+"""Page budgets with a big organisation: 1,000 jobs, 10,000 files (rows inserted straight into the store),
+every page's server time <= 100 ms and its HTML <= 300 KB (static assets are cached and not counted).
+
+Server time is measured in process (httpx's ASGI transport: the whole app, middleware included, no
+network); the best of several tries, so a loaded machine does not fail it. Run with -s to see the table."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import insert
+
+from aiaas.core.ids import new_id
+from aiaas.store.models import AuditLog, Deployment, File, FineTuningJob, JobEvent, Model, UsageEvent
+from tests.ui.conftest import make_org, new_client, sign_in
+from tests.ui.test_console import upload
+
+pytestmark = pytest.mark.slow
+BUDGET_S = 0.100
+BUDGET_BYTES = 300 * 1024
+TRIES = 5
+
+
+def fill(db, org_id: str) -> dict[str, str]:
+    t = int(time.time())
+    with db.session() as s:
+        files = [{"id": new_id("file"), "org_id": org_id, "filename": f"data-{i}.csv", "purpose": "fine-tune", "bytes": 1000 + i,
+                      "sha256": "0" * 64, "storage_uri": f"file:///nowhere/{i}", "created_at": t - i, "status": "processed",
+                      "summary": {"rows": 100, "columns": ["text", "label"]}} for i in range(10_000)]
+        s.execute(insert(File), files)
+        jobs = [{"id": new_id("ftjob"), "org_id": org_id, "model": "tiny-bert", "training_file": files[i]["id"],
+                     "status": "succeeded", "hyperparameters": {"n_epochs": 3}, "options": {}, "seed": 1, "created_at": t - i,
+                     "result_files": [], "cancel_requested": False, "attempts": 1,
+                     "metrics": {"accuracy": 0.9, "confusion_matrix": [[5, 1], [1, 5]],
+                              "per_label": {"a": {"precision": 1, "recall": 1, "f1": 1, "support": 5}}}}
+                for i in range(1000)]
+        s.execute(insert(FineTuningJob), jobs)
+        busy = jobs[0]["id"]
+        s.execute(insert(JobEvent), [{"id": new_id("ftevent"), "org_id": org_id, "job_id": busy, "created_at": t, "level": "info",
+                                          "message": f"Step {i}: loss 0.5", "type": "metrics",
+                                          "data": {"split": "train", "step": i, "loss": 0.5}} for i in range(2000)])
+        s.execute(insert(Model), [{"id": f"ft:tiny-bert:org:m{i}:{jobs[i]['id']}", "org_id": org_id, "job_id": jobs[i]["id"],
+                                       "base_model": "tiny-bert", "task": "single_label_classification",
+                                       "artifact_uri": "file:///nowhere", "created_at": t, "lineage": {"seed": 1},
+                                       "card": {"labels": ["a", "b"]}} for i in range(200)])
+        s.execute(insert(Deployment), [{"id": new_id("dep"), "org_id": org_id, "name": f"dep-{i}",
+                                            "model": f"ft:tiny-bert:org:m{i}:{jobs[i]['id']}", "min_replicas": 0,
+                                            "created_at": t, "updated_at": t} for i in range(100)])
+        s.execute(insert(UsageEvent), [{"id": new_id("usage"), "org_id": org_id, "key_id": None, "kind": "inference",
+                                            "model": f"ft:tiny-bert:org:m{i % 100}:x", "requests": 10, "input_tokens": 100,
+                                            "trained_tokens": 0, "cpu_seconds": 0.0, "created_at": t - i * 600}
+                                       for i in range(5000)])
+        s.execute(insert(AuditLog), [{"id": new_id("audit"), "org_id": org_id, "created_at": t, "actor_key_id": None,
+                                          "action": "file.uploaded", "target_type": "file", "target_id": files[i]["id"],
+                                          "details": {"filename": "x.csv"}} for i in range(5000)])
+    return {"file": files[5000]["id"], "job": busy, "job_after": jobs[500]["id"]}
+
+
+async def test_every_page_within_budget_in_a_big_organisation(app, db):
+    org = make_org(db, "big-org")
+    ids = fill(db, org.id)
+    async with new_client(app) as client:
+        csrf = await sign_in(client, org.key)
+        real_file = await upload(client, csrf)
+        pages = ["/ui/overview", "/ui/files", f"/ui/files?after={ids['file']}", f"/ui/files/{real_file}",
+                 "/ui/jobs", f"/ui/jobs?after={ids['job_after']}", f"/ui/jobs/{ids['job']}", "/ui/jobs/new",
+                 "/ui/models", "/ui/deployments", "/ui/deployments/dep-7", "/ui/usage", "/ui/usage?days=366",
+                 "/ui/keys", "/ui/audit", "/ui/audit?action=file.uploaded"]
+        results = []
+        for path in pages:
+            best = float("inf")
+            for _ in range(TRIES):
+                t0 = time.perf_counter()
+                r = await client.get(path)
+                best = min(best, time.perf_counter() - t0)
+                assert r.status_code == 200, (path, r.text[:500])
+            results.append((path, best, len(r.content)))
+    print("\nconsole page budgets (10,000 files, 1,000 jobs, 2,000 events on one job, 5,000 usage rows, "
+          "5,000 audit rows):")
+    for path, best, size in results:
+        print(f"  {path:<52} {best * 1000:7.1f} ms {size / 1024:7.1f} KB")
+    slow = [(p, round(b * 1000, 1)) for p, b, _ in results if b > BUDGET_S]
+    heavy = [(p, s) for p, _, s in results if s > BUDGET_BYTES]
+    assert not slow, f"pages over {BUDGET_S * 1000:.0f} ms: {slow}"
+    assert not heavy, f"pages over {BUDGET_BYTES} bytes: {heavy}"
