@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from aiaas.security.keys import Principal
 from aiaas.store.models import ApiKey, UiSession
-from aiaas.store.tenancy import now
+from aiaas.core.clock import now
 
 
 @dataclass(frozen=True)

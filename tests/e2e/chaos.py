@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 
 from aiaas.core.settings import Settings
+from aiaas.services import authn
 from aiaas.store import tenancy
 from aiaas.store.db import Database
 from tests.e2e.server import base_env, init
@@ -41,7 +42,7 @@ def make_stack(tmp: Path, database_url: str | None, *, with_model: bool = False,
     if with_model:
         db = Database(settings.sqlalchemy_url)
         with db.session() as s:
-            org_id = tenancy.authenticate(s, key).org_id
+            org_id = authn.authenticate(s, key).org_id
         register(settings, db, org_id, export_tiny_classifier(tmp / "model"), model_id=MODEL,
                  task="single_label_classification", labels=["negative", "positive"])
         db.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from aiaas.services import authn
 from aiaas.store import tenancy
 from aiaas.store.db import Database
 from tests.e2e.server import base_env, init, start_server
@@ -34,7 +35,7 @@ def stack(tmp_path_factory):
     admin = init(env)
     db = Database(url)
     with db.session() as s:
-        principal = tenancy.authenticate(s, admin)
+        principal = authn.authenticate(s, admin)
         _, read_key = tenancy.create_key(s, principal.org_id, name="reader", scopes=["read"])
         _, infer_key = tenancy.create_key(s, principal.org_id, name="app", scopes=["infer"])
         _org_b, _row, other_key = tenancy.create_organization(s, "org-b")
