@@ -11,7 +11,6 @@ import psutil
 
 from aiaas.core.settings import Settings
 from aiaas.services import authn
-from aiaas.store import tenancy
 from aiaas.store.db import Database
 from tests.e2e.server import base_env, init
 from tests.helpers.deployed import export_tiny_classifier, register
