@@ -44,7 +44,10 @@ from aiaas.store import migrate
 from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.db import Database
 from aiaas.store.encrypted import encrypted
+from aiaas.ui import PREFIX as CONSOLE_PREFIX
+from aiaas.ui import SIGNIN_PATH as CONSOLE_SIGNIN
 from aiaas.ui import install as install_console
+from aiaas.ui.auth import authenticate_body_request as authenticate_console
 
 UPLOAD_PATHS = ("/v1/files", "/ui/files")  # /ui/files: the web console's upload form
 log = logging.getLogger(__name__)
@@ -145,9 +148,13 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
                        data_key=lambda org_id: state.services.blobs.keyring.data_key(org_id, create=True))
 
     async def authenticate(scope: Scope) -> None:
-        await verify_key(Request(scope))
+        if scope["path"].startswith(CONSOLE_PREFIX + "/"):  # the console's session cookie stands for the key
+            await authenticate_console(scope, db)
+        else:
+            await verify_key(Request(scope))
 
     public = {path for (_method, path), scope in POLICY.items() if scope is PUBLIC}
+    public.add(CONSOLE_SIGNIN)  # its form carries the key; small (max_request_bytes)
     public |= {p for p in (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p}
     uploads = ByteBudget(settings.upload_bytes_in_flight or 4 * settings.max_upload_bytes)
     # Request id, NUL check, catch-all 500, metrics, key before body, body limit, upload bytes in flight,

@@ -11,6 +11,7 @@ from typing import Any
 
 STATIC_DIR = Path(__file__).parent / "static"
 PREFIX = "/ui"
+SIGNIN_PATH = f"{PREFIX}/signin"  # the one console form posted without a session
 
 
 def install(app: Any) -> None:

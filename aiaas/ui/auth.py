@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from aiaas.core.errors import PermissionDenied
+from aiaas.core.errors import AuthenticationFailed, PermissionDenied
 from aiaas.security.keys import Principal
 from aiaas.security.policy import required_scope
 from aiaas.store import ui_sessions
@@ -113,3 +113,21 @@ def set_cookie(response: Any, request: Request, token: str, max_age: int) -> Non
 def clear_cookie(response: Any, request: Request) -> None:
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict",
                            secure=request.url.scheme == "https")
+
+
+async def authenticate_body_request(scope: Any, db: Any) -> None:
+    """The edge's check before a console request's body is read (as an API key is checked for /v1): a form
+    post or an upload without a live session is answered 401 before any body byte is read or spooled."""
+    from starlette.concurrency import run_in_threadpool
+
+    request = Request(scope)
+    token = request.cookies.get(COOKIE)
+    if not token:
+        raise AuthenticationFailed("Sign in to the console first (no session cookie).")
+
+    def find() -> bool:
+        with db.session() as s:
+            return ui_sessions.find_session(s, token) is not None
+
+    if not await run_in_threadpool(find):
+        raise AuthenticationFailed("Your console session has ended; sign in again.")
