@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aiaas.core.cpu import usable_cores
 from aiaas.core.errors import ConfigurationError
 
 SECRET_FILE = "secret.key"
@@ -73,7 +74,7 @@ class Settings(BaseSettings):
     # One more inference thread than usable cores: the event loop shares the GIL with them, and while
     # one waits for it the spare keeps the cores busy. 2 cores: 1.86 vs 1.68 cores busy, +4.7% requests
     # served (median of 6 same-run windows; bench/README.md, "Serving: what changed").
-    inference_threads: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)) + 1, gt=0)
+    inference_threads: int = Field(default_factory=lambda: usable_cores() + 1, gt=0)
     # Move the server's start-up objects (imported modules, the app) out of the garbage collector's
     # reach once started: a full collection then walks ~16k objects instead of ~160k, pausing
     # requests 4-8 ms instead of 45-60 ms (bench/README.md, "Serving: what changed").

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 
+from aiaas.core.cpu import usable_cores
+
 log = logging.getLogger(__name__)
 
 
@@ -20,7 +22,7 @@ class WorkerPool:
 
     def _spawn(self) -> subprocess.Popen:
         env = dict(os.environ)
-        cores = max(1, len(os.sched_getaffinity(0)))
+        cores = usable_cores()
         # Share the cores between workers instead of letting each spin up every core.
         env.setdefault("AIAAS_TRAINING_THREADS", str(max(1, cores // self.size)))
         return subprocess.Popen([sys.executable, "-m", "aiaas.cli.main", "worker"], env=env)
