@@ -229,7 +229,10 @@ def serve(
             port=port,
             workers=workers,
             log_level="info",
-            proxy_headers=False,
+            # Forwarded headers only from AIAAS_TRUSTED_PROXIES (uvicorn's middleware rewrites the client
+            # address and scheme the app sees); none trusted, none honoured.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or None,
         )
     finally:
         if pool is not None:

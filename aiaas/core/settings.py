@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -28,6 +29,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     secret_key: str | None = None
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed: comma-separated
+    # addresses or networks ("10.0.0.5,172.16.0.0/12"), "*" for any peer (only where nothing else can
+    # reach the port). Then the audit log and per-address limits see the client, not the proxy. Empty:
+    # the headers are ignored, and a client cannot claim another address by sending them.
+    trusted_proxies: str = ""
 
     # Limits.
     max_request_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
@@ -95,6 +101,22 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     poll_seconds: float = Field(default=0.5, gt=0)
     training_threads: int | None = Field(default=None, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        entries = [e.strip() for e in v.split(",") if e.strip()]
+        for entry in entries:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"AIAAS_TRUSTED_PROXIES: {entry!r} is not an IP address or network; give comma-separated "
+                    "addresses or CIDR networks, e.g. 10.0.0.5,172.16.0.0/12"
+                ) from None
+        return ",".join(entries)
 
     @field_validator("data_dir")
     @classmethod
