@@ -9,6 +9,7 @@ import sys
 import threading
 
 from aiaas.core.cpu import usable_cores
+from aiaas.core.extras import train_missing_message
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ class WorkerPool:
         return subprocess.Popen([sys.executable, "-m", "aiaas.cli.main", "worker"], env=env)
 
     def start(self) -> None:
+        why_not = train_missing_message(f"Starting {self.size} training worker(s)")
+        if why_not:  # an API-only install: serve, and say once why jobs stay queued here
+            log.warning("%s Jobs wait for a worker started elsewhere.", why_not)
+            return
         self.procs = [self._spawn() for _ in range(self.size)]
         self._thread.start()
 
