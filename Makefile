@@ -55,8 +55,8 @@ bench-quality: $(BENCH_STAMP)
 #   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm /tmp/rootfs
 #   tar -C /tmp/rootfs -c . | podman import - localhost/debian-python:bookworm
 #   make image IMAGE_BASE=localhost/debian-python:bookworm
-# IMAGE_BUILD_FLAGS passes engine flags (e.g. a local torch wheel: -v /opt/wheels:/wheels:ro
-# --build-arg PIP_EXTRA_ARGS="--find-links /wheels").
+# IMAGE_BUILD_FLAGS passes engine flags (e.g. a local torch wheel: -v /opt/wheels:/local-wheels:ro
+# --build-arg PIP_EXTRA_ARGS="--find-links /local-wheels").
 IMAGE_ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
 IMAGE_BASE ?= python:3.11-slim-bookworm
 IMAGE_TAG ?= 0.1.0
