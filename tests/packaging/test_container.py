@@ -98,7 +98,10 @@ def test_images_come_from_the_dockerfile_targets(compose, dockerfile):
     # The API image installs no torch (the build fails if it does); the worker's adds the train extra.
     api_stage = dockerfile.split("AS build\n", 1)[1].split("AS build-worker", 1)[0]
     assert "[train" not in api_stage and '! /opt/aiaas/bin/python -c "import torch"' in api_stage
-    assert "[train,postgres,redis,s3]" in dockerfile.split("AS build-worker", 1)[1]
+    worker_stage = dockerfile.split("AS build-worker", 1)[1].split("\nFROM ", 1)[0]
+    assert "[train,postgres,redis,s3]" in worker_stage
+    # The CPU torch build, pinned with its local label (PyPI's same version is the CUDA build), and checked.
+    assert "ARG TORCH_REQUIREMENT=torch==2.13.0+cpu" in worker_stage and "torch.version.cuda" in worker_stage
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^image:", makefile, re.M) and "--target api" in makefile and "--target worker" in makefile
 
