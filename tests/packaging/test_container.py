@@ -91,7 +91,7 @@ def test_secrets_must_be_given(compose):
 
 
 def test_images_come_from_the_dockerfile_targets(compose, dockerfile):
-    stages = set(re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.M))
+    stages = set(re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.MULTILINE))
     assert {"build", "build-worker", "api", "worker"} <= stages
     for name, target in (("api", "api"), ("worker", "worker"), ("init", "api")):
         assert compose["services"][name]["build"]["target"] == target
@@ -103,13 +103,13 @@ def test_images_come_from_the_dockerfile_targets(compose, dockerfile):
     # The CPU torch build, pinned with its local label (PyPI's same version is the CUDA build), and checked.
     assert "ARG TORCH_REQUIREMENT=torch==2.13.0+cpu" in worker_stage and "torch.version.cuda" in worker_stage
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^image:", makefile, re.M) and "--target api" in makefile and "--target worker" in makefile
+    assert re.search(r"^image:", makefile, re.MULTILINE) and "--target api" in makefile and "--target worker" in makefile
 
 
 @pytest.mark.parametrize("command", ["serve", "worker", "init"])
 def test_container_commands_exist(compose, dockerfile, command):
     commands = [svc.get("command") for svc in compose["services"].values()]
-    commands += [[c.strip('" ') for c in m.split(",")] for m in re.findall(r'^CMD \[(.+)\]$', dockerfile, re.M)]
+    commands += [[c.strip('" ') for c in m.split(",")] for m in re.findall(r'^CMD \[(.+)\]$', dockerfile, re.MULTILINE)]
     assert ["aiaas", command] in commands
     out = subprocess.run([sys.executable, "-m", "aiaas.cli.main", command, "--help"], capture_output=True,
                          text=True, timeout=60, check=False)
@@ -120,6 +120,6 @@ def test_dockerignore_keeps_the_context_to_what_the_build_copies(dockerfile):
     allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.startswith("!")}
     copied = set()
-    for m in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.M):
+    for m in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.MULTILINE):
         copied |= {p.rstrip("/") for p in m.split()}
     assert copied == allowed
