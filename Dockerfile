@@ -26,6 +26,7 @@ FROM build AS build-worker
 # torch first, the CPU build: "+cpu" in the pin, because PyPI's torch of the same version is the CUDA
 # build (measured here: a 6.2 GB layer instead of ~1.2 GB). The last line fails the build if CUDA got in.
 ARG TORCH_REQUIREMENT=torch==2.13.0+cpu
+ARG PIP_EXTRA_ARGS=""
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN /opt/aiaas/bin/pip install $PIP_EXTRA_ARGS --extra-index-url "$TORCH_INDEX_URL" "$TORCH_REQUIREMENT" \
  && /opt/aiaas/bin/pip install $PIP_EXTRA_ARGS "$(ls /src/dist/aiaas-*.whl)[train,postgres,redis,s3]" \
