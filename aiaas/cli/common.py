@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from aiaas.core.errors import AiaasError
 
@@ -44,7 +45,8 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except AiaasError as exc:
             where = f" (param: {exc.param})" if exc.param else ""
-            err_console.print(f"[red]error[/red] {exc.code}: {exc.message}{where}")
+            # escape: a message such as "pip install 'aiaas[train]'" is text, not Rich markup.
+            err_console.print(f"[red]error[/red] {exc.code}: {escape(exc.message + where)}")
             raise typer.Exit(EXIT_UNREACHABLE if exc.code == "connection_error" else EXIT_ERROR) from None
 
     return wrapper

@@ -68,8 +68,12 @@ def serve(
     if warning:
         typer.echo(f"warning: {warning}", err=True)
     grace = settings.shutdown_grace_seconds
+    # Forwarded headers only from AIAAS_TRUSTED_PROXIES (uvicorn's middleware rewrites the client address and
+    # scheme the app sees); none trusted, none honoured.
     config_args: dict[str, Any] = {"factory": True, "host": host, "port": port, "log_level": "info",
-                                   "proxy_headers": False, "timeout_graceful_shutdown": grace}
+                                   "proxy_headers": bool(settings.trusted_proxies),
+                                   "forwarded_allow_ips": settings.trusted_proxies or None,
+                                   "timeout_graceful_shutdown": grace}
     # uvicorn re-raises the stop signal once it has shut down; this handler takes it instead of the
     # default (which would end the process before the workers are stopped).
     received: list[int] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import secrets
@@ -13,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aiaas.core.cpu import usable_cores
 from aiaas.core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     secret_key: str | None = None
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed: comma-separated
+    # addresses or networks ("10.0.0.5,172.16.0.0/12"), "*" for any peer (only where nothing else can
+    # reach the port). Then the audit log and per-address limits see the client, not the proxy. Empty:
+    # the headers are ignored, and a client cannot claim another address by sending them.
+    trusted_proxies: str = ""
 
     # Limits.
     max_request_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
@@ -87,7 +94,7 @@ class Settings(BaseSettings):
     # One more inference thread than usable cores: the event loop shares the GIL with them, and while
     # one waits for it the spare keeps the cores busy. 2 cores: 1.86 vs 1.68 cores busy, +4.7% requests
     # served (median of 6 same-run windows; bench/README.md, "Serving: what changed").
-    inference_threads: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)) + 1, gt=0)
+    inference_threads: int = Field(default_factory=lambda: usable_cores() + 1, gt=0)
     # Move the server's start-up objects (imported modules, the app) out of the garbage collector's
     # reach once started: a full collection then walks ~16k objects instead of ~160k, pausing
     # requests 4-8 ms instead of 45-60 ms (bench/README.md, "Serving: what changed").
@@ -124,6 +131,22 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
     idempotency_lock_seconds: float = Field(default=30.0, gt=0)
     idempotency_max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        entries = [e.strip() for e in v.split(",") if e.strip()]
+        for entry in entries:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"AIAAS_TRUSTED_PROXIES: {entry!r} is not an IP address or network; give comma-separated "
+                    "addresses or CIDR networks, e.g. 10.0.0.5,172.16.0.0/12"
+                ) from None
+        return ",".join(entries)
 
     @field_validator("data_dir")
     @classmethod

@@ -17,9 +17,10 @@ import subprocess
 import sys
 import threading
 import time
-
 from typing import TYPE_CHECKING
 
+from aiaas.core.cpu import usable_cores
+from aiaas.core.extras import train_missing_message
 from aiaas.jobs.lifetime import child_env
 
 if TYPE_CHECKING:
@@ -51,12 +52,16 @@ class WorkerPool:
 
     def _spawn(self) -> subprocess.Popen:
         env = child_env()
-        cores = max(1, len(os.sched_getaffinity(0)))
+        cores = usable_cores()
         # Share the cores between workers instead of letting each spin up every core.
         env.setdefault("AIAAS_TRAINING_THREADS", str(max(1, cores // self.size)))
         return subprocess.Popen([sys.executable, "-m", "aiaas.cli.main", "worker"], env=env)
 
     def start(self) -> None:
+        why_not = train_missing_message(f"Starting {self.size} training worker(s)")
+        if why_not:  # an API-only install: serve, and say once why jobs stay queued here
+            log.warning("%s Jobs wait for a worker started elsewhere.", why_not)
+            return
         self.procs = [self._spawn() for _ in range(self.size)]
         self._thread.start()
 

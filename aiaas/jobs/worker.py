@@ -9,6 +9,7 @@ import socket
 import threading
 import uuid
 
+from aiaas.core.extras import require_train
 from aiaas.core.settings import Settings
 from aiaas.jobs.lease import Lease
 from aiaas.jobs.runner import run_job
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 class Worker:
     def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+        require_train("A training worker")  # before claiming a job it could only fail
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.db = Database(settings.sqlalchemy_url)

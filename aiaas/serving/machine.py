@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
-import os
 import platform
 from pathlib import Path
+
+from aiaas.core.cpu import usable_cores  # one count for every package
 
 logger = logging.getLogger(__name__)
 
@@ -26,32 +26,6 @@ def _cpuinfo_flags(text: str) -> set[str]:
         if key.strip() in ("flags", "Features"):
             return set(value.split())
     return set()
-
-
-def _cgroup_cpu_limit() -> float | None:
-    """CPUs allowed by a cgroup v2 quota (containers), or None when unlimited/unknown."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-    except (OSError, ValueError):
-        return None
-    if quota == "max":
-        return None
-    try:
-        return max(int(quota) / int(period), 1.0)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def usable_cores() -> int:
-    """Cores this process may actually run on: affinity mask, then a container quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 1
-    limit = _cgroup_cpu_limit()
-    if limit is not None:
-        cores = min(cores, math.ceil(limit))
-    return max(cores, 1)
 
 
 @functools.cache

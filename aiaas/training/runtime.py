@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from aiaas.core.cpu import usable_cores
+
 logger = logging.getLogger(__name__)
+
+# The training engine's name for the one core count (affinity mask capped by a cgroup quota).
+available_cores = usable_cores
 
 # setdefault: an operator who chose a policy keeps it.
 if "torch" not in sys.modules:
@@ -33,33 +37,6 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 def omp_passive_in_effect() -> bool:
     """True when OpenMP threads sleep instead of spinning in this process."""
     return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-
-
-def available_cores() -> int:
-    """Cores this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    if quota is not None:
-        cores = min(cores, max(1, math.ceil(quota)))
-    return max(1, cores)
-
-
-def _cgroup_cpu_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> float | None:
-    # Containers often pin a CPU quota without shrinking the affinity mask; running
-    # more threads than the quota just gets them throttled.
-    try:
-        limit, period = path.read_text().split()[:2]
-    except (OSError, ValueError):
-        return None
-    if limit == "max":
-        return None
-    try:
-        return int(limit) / int(period)
-    except (ValueError, ZeroDivisionError):
-        return None
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:

@@ -26,13 +26,11 @@ def test_precision_choice_says_why() -> None:
     assert why.startswith("auto")
 
 
-def test_available_cores_respects_affinity_and_quota(tmp_path: Path) -> None:
-    assert 1 <= runtime.available_cores() <= len(os.sched_getaffinity(0))
-    quota = tmp_path / "cpu.max"
-    quota.write_text("150000 100000\n")
-    assert runtime._cgroup_cpu_quota(quota) == 1.5
-    quota.write_text("max 100000\n")
-    assert runtime._cgroup_cpu_quota(quota) is None
+def test_available_cores_is_the_one_core_count() -> None:
+    # Quota and affinity parsing are tested in tests/core/test_cpu.py.
+    from aiaas.core.cpu import usable_cores
+
+    assert runtime.available_cores is usable_cores
 
 
 def test_omp_wait_policy_is_set_passive_before_torch_loads() -> None:
