@@ -200,10 +200,17 @@ class IdempotencyMiddleware:
         hasher = BodyHasher(scope)
         if claim.owner is None:
             if claim.state != store.COMPLETED:
+                # A small body is read (and dropped) first: closing a socket with unread bytes in it resets the
+                # connection, and the client may lose this answer. A large one is not read: the connection closes.
+                declared = scope_header(scope, b"content-length")
+                small = declared is not None and declared.isdigit() and int(declared) <= settings.max_request_bytes
+                if small and not await _drain(receive, hasher, False):
+                    return
                 await self._error(scope, send, AiaasError(
                     "A request with this Idempotency-Key is still running; retry after the Retry-After "
                     "seconds to get its result.", code="idempotency_key_in_progress",
-                    param="Idempotency-Key", headers={"Retry-After": "1", "Connection": "close"}))
+                    param="Idempotency-Key",
+                    headers={"Retry-After": "1"} if small else {"Retry-After": "1", "Connection": "close"}))
                 return
             if not await _drain(receive, hasher, False):
                 return
