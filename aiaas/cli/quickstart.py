@@ -148,16 +148,26 @@ def quickstart(
                 score = f"{row['score']:.2f}" if "score" in row else ""
                 console.print(f"{str(shown):22} {score:>5}  {text}")
         console.rule("call it yourself")
-        console.print(f"export AIAAS_API_KEY=$(cat {data_dir / 'quickstart.key'})")
+        if keep_running:
+            console.print(f"the server is still running at {base} (pid {proc.pid})")
+        else:
+            # This command stops its server when it ends; the deployment stays in the data dir.
+            base = "http://127.0.0.1:8000"
+            console.print(f"the server has stopped; deployment '{name}' stays in {data_dir}. Start it again with:")
+            console.print(f"  aiaas serve --data-dir {data_dir} --port 8000", soft_wrap=True)
+        console.print(f"export AIAAS_API_KEY=$(cat {data_dir / 'quickstart.key'})", soft_wrap=True)
         console.print(
             f"curl -s {base}/v1/deployments/{name}/predict -H \"Authorization: Bearer $AIAAS_API_KEY\" "
-            '-H "Content-Type: application/json" -d \'{"inputs": ["where is my order?"]}\''
+            '-H "Content-Type: application/json" -d \'{"inputs": ["where is my order?"]}\'',
+            soft_wrap=True,  # commands to copy: never wrapped at the terminal's width
         )
         console.print(
             f"python -c \"from aiaas.sdk import Client; import os; "
-            f"print(Client('{base}', os.environ['AIAAS_API_KEY']).deployments.predict('{name}', ['where is my order?']))\""
+            f"print(Client('{base}', os.environ['AIAAS_API_KEY']).deployments.predict('{name}', ['where is my order?']))\"",
+            soft_wrap=True,
         )
-        console.print(f"\ndone in {time.monotonic() - t0:.0f} s" + ("; server still running" if keep_running else ""))
+        console.print(f"web console: {base}/ui (sign in with the key above)")
+        console.print(f"\ndone in {time.monotonic() - t0:.0f} s")
     finally:
         if not keep_running:
             stop_server(proc)

@@ -196,6 +196,10 @@ def test_quickstart_leaves_no_process_behind(tmp_path, how):
     try:
         if how == "to_the_end":
             assert proc.wait(timeout=300) == 0, (stack.tmp / "quickstart.log").read_text()[-3000:]
+            # Its server is gone when it ends: its last lines say how to start one again on the same data.
+            out = (stack.tmp / "quickstart.log").read_text()
+            assert "the server has stopped" in out and f"aiaas serve --data-dir {stack.data.resolve()}" in out, out[-2000:]
+            assert "/ui" in out, out[-2000:]
         else:
             log = stack.tmp / "quickstart.log"
             assert wait_for(lambda: "Files validated" in log.read_text(errors="replace"), 180), log.read_text()[-3000:]
