@@ -30,6 +30,7 @@ from aiaas.api.routes import (
     keys,
     models,
     oip,
+    registered_models,
     usage,
 )
 from aiaas.core.settings import Settings, get_settings
@@ -126,7 +127,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.include_router(inference.router, responses=declared_errors(ErrorResponse))
     app.include_router(oip.router, responses=declared_errors(OipErrorResponse))
     app.include_router(health.router)
-    for module in (keys, files, fine_tuning, models, usage, audit_logs):
+    for module in (keys, files, fine_tuning, models, registered_models, usage, audit_logs):
         app.include_router(module.router, responses=declared_errors(ErrorResponse))
 
     def limit_for(path: str) -> int:

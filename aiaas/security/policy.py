@@ -55,6 +55,17 @@ POLICY: dict[tuple[str, str], str | None] = {
     ("GET", "/v2/models/{model_name}/versions/{model_version}"): "infer",
     ("GET", "/v2/models/{model_name}/versions/{model_version}/ready"): "infer",
     ("POST", "/v2/models/{model_name}/versions/{model_version}/infer"): "infer",
+    # Registered models, versions, aliases; deployment changes and revisions (issue 14).
+    ("GET", "/v1/registered_models"): "read",
+    ("GET", "/v1/registered_models/{name}"): "read",
+    ("GET", "/v1/registered_models/{name}/versions"): "read",
+    ("GET", "/v1/registered_models/{name}/versions/{version}"): "read",
+    ("DELETE", "/v1/registered_models/{name}/versions/{version}"): "write",
+    ("PUT", "/v1/registered_models/{name}/aliases/{alias}"): "write",
+    ("DELETE", "/v1/registered_models/{name}/aliases/{alias}"): "write",
+    ("PATCH", "/v1/deployments/{name}"): "write",
+    ("POST", "/v1/deployments/{name}/rollback"): "write",
+    ("GET", "/v1/deployments/{name}/revisions"): "read",
     # Metering and audit.
     ("GET", "/v1/usage"): "read",
     ("GET", "/v1/audit_logs"): "admin",

@@ -12,6 +12,7 @@ from aiaas.core.errors import InvalidRequest, not_found
 from aiaas.protocol.common import list_response
 from aiaas.registry import models as registry
 from aiaas.services import audit, catalog
+from aiaas.store import versions
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -48,7 +49,9 @@ def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state
             )
         raise not_found("model", model, param="model")
     row = registry.get_model(session, principal.org_id, model)
+    versions.check_unused(session, principal.org_id, model, what=f"Model '{model}'")  # 409 while deployed
     uri = row.artifact_uri
+    versions.delete_version_of(session, principal.org_id, model)
     session.delete(row)
     audit.record(session, actor, "model.deleted", target_type="model", target_id=model)
     session.flush()

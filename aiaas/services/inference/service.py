@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aiaas.core.errors import InvalidRequest, NotFound
+from aiaas.core.errors import InvalidRequest
 from aiaas.core.settings import Settings
 from aiaas.security.ratelimit import RateLimiter
 from aiaas.services.inference import shaping
@@ -93,14 +94,16 @@ class InferenceService:
 
     # -- operations ---------------------------------------------------------------------------
     async def classify(self, caller: Caller, name: str, inputs: Any, *, top_k: int | None = None,
-                       field: str = "inputs", deployment_only: bool = False) -> Answer:
-        """Label each text. `deployment_only`: `name` is a deployment's (the native predict route)."""
+                       field: str = "inputs", deployment_only: bool = False,
+                       headers: Mapping[str, str] | None = None) -> Answer:
+        """Label each text. `deployment_only`: `name` is a deployment's (the native predict route).
+        `headers`: the request's, for a deployment's sticky traffic split."""
         texts = check_inputs(inputs, self.settings, field=field)
         estimate = await self._precharge(caller, texts)
         if deployment_only:
-            target = await self.targets.deployment(caller.org_id, name)
+            target = await self.targets.deployment(caller.org_id, name, headers=headers)
         else:
-            target = await self.targets.any(caller.org_id, name)
+            target = await self.targets.any(caller.org_id, name, headers=headers)
             if target.task == EMBEDDING:
                 raise InvalidRequest(f"'{name}' is a base model without a classification head; fine-tune it first.",
                                      param="model")
@@ -110,22 +113,22 @@ class InferenceService:
         return self._meter(caller, target, results, out)
 
     async def embed(self, caller: Caller, name: str, inputs: Any, *, dimensions: int | None = None,
-                    field: str = "input") -> Answer:
+                    field: str = "input", headers: Mapping[str, str] | None = None) -> Answer:
         """[N, H] float32 embeddings, L2-normalised (after trimming to `dimensions`)."""
         texts = check_inputs(inputs, self.settings, field=field)
         estimate = await self._precharge(caller, texts)
-        target = await self.targets.any(caller.org_id, name)
+        target = await self.targets.any(caller.org_id, name, headers=headers)
         out = await self.local.embed(target.ref, texts)
         await settle(self.limiter, caller, estimate, out.tokens)
         vectors = shaping.trim_embeddings(out.rows, dimensions).astype(np.float32, copy=False)
         return self._meter(caller, target, vectors, out)
 
     async def infer_tensors(self, caller: Caller, name: str, version: str | None,
-                            request: codec.InferRequest) -> Answer:
+                            request: codec.InferRequest, *, headers: Mapping[str, str] | None = None) -> Answer:
         """Open Inference Protocol: the `text` input in, the outputs the request names out."""
         texts = check_inputs(shaping.texts_of(request), self.settings, field="text")
         estimate = await self._precharge(caller, texts)
-        target = await self.oip_target(caller.org_id, name, version)
+        target = await self.oip_target(caller.org_id, name, version, headers=headers)
         if target.task == EMBEDDING:
             out = await self.local.embed(target.ref, texts)
         else:
@@ -143,10 +146,12 @@ class InferenceService:
         """Whether every runtime can serve (in process: not shut down; Ray: the gateway answers)."""
         return await self.local.healthy() and (self.remote is None or await self.remote.healthy())
 
-    async def oip_target(self, org_id: str, name: str, version: str | None) -> Target:
-        if version is not None and version != OIP_VERSION:
-            raise NotFound(f"Model '{name}' has no version '{version}'; available: {OIP_VERSION}.")
-        return await self.targets.any(org_id, name)
+    async def oip_target(self, org_id: str, name: str, version: str | None, *,
+                         headers: Mapping[str, str] | None = None) -> Target:
+        """`name` (a version of it when `version` is given: see Targets.version)."""
+        if version is None:
+            return await self.targets.any(org_id, name, headers=headers)
+        return await self.targets.version(org_id, name, version)
 
     # -- deployments ----------------------------------------------------------------------------
     async def deployed(self, deployment_id: str, artifact: str, min_replicas: int) -> None:
