@@ -101,6 +101,8 @@ async def test_alias_moves_are_audited_and_deployments_follow_them(client, org_a
 
 async def test_patch_traffic_revisions_and_rollback(client, org_a, two_versions):
     await client.post("/v1/deployments", headers=org_a.headers, json={"name": "sup", "model": "support/1"})
+    ready = "/v2/models/support/versions/{}/ready"
+    assert (await client.get(ready.format(2), headers=org_a.headers)).status_code == 503  # not loaded yet
     r = await client.patch("/v1/deployments/sup", headers=org_a.headers,
                            json={"traffic": [{"model": "support/1", "weight": 60},
                                              {"model": "support/2", "weight": 50}]})
@@ -114,6 +116,8 @@ async def test_patch_traffic_revisions_and_rollback(client, org_a, two_versions)
                                              {"model": "support/2", "weight": 50}], "sticky_header": "X-User"})
     assert r.status_code == 200, r.text
     assert r.json()["revision"] == 2 and r.json()["sticky_header"] == "x-user"
+    # the new version was loaded and warmed before the PATCH answered, before any request reached it
+    assert (await client.get(ready.format(2), headers=org_a.headers)).status_code == 200
     seen = set()
     for _ in range(40):
         r = await client.post("/v1/deployments/sup/predict", headers=org_a.headers, json=TEXTS)
@@ -126,6 +130,8 @@ async def test_patch_traffic_revisions_and_rollback(client, org_a, two_versions)
         assert len(got) == 1
     r = await client.patch("/v1/deployments/sup", headers=org_a.headers, json={"model": "support/2"})
     assert r.json()["revision"] == 3 and r.json()["model"] == V2
+    # support/1 serves no deployment now: unloaded (no request was holding it)
+    assert (await client.get(ready.format(1), headers=org_a.headers)).status_code == 503
     for _ in range(5):
         assert (await client.post("/v1/deployments/sup/predict", headers=org_a.headers,
                                   json=TEXTS)).json()["model"] == V2

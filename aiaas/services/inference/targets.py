@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,6 +173,15 @@ class Targets:
         self.db = db
         self.settings = settings
         self.lookups = TtlCache(settings.lookup_cache_seconds)
+        # Bumped by forget(): a lookup that read the database before a change and finishes after it
+        # must not cache what it read (it would serve the old deployment for a whole TTL).
+        self.generation = 0
+        self._generation_lock = threading.Lock()
+
+    def _put(self, key: Any, value: Any, generation: int) -> None:
+        with self._generation_lock:
+            if generation == self.generation:
+                self.lookups.put(key, value)
 
     async def any(self, org_id: str, name: str, *, param: str = "model",
                   headers: Mapping[str, str] | None = None) -> Target:
@@ -183,24 +193,27 @@ class Targets:
         key = ("target", org_id, name)
         target: Target | Split | None = self.lookups.get(key)
         if target is None:
+            generation = self.generation
             target = await run_in_threadpool(resolve_target, self.db, self.settings, org_id, name, param=param)
-            self.lookups.put(key, target)
+            self._put(key, target, generation)
         return target
 
     async def deployment(self, org_id: str, name: str, *, headers: Mapping[str, str] | None = None) -> Target:
         key = ("deployment", org_id, name)
         split: Split | None = self.lookups.get(key)
         if split is None:
+            generation = self.generation
             split = await run_in_threadpool(deployment_target, self.db, org_id, name)
-            self.lookups.put(key, split)
+            self._put(key, split, generation)
         return split.pick(headers)
 
     async def version(self, org_id: str, name: str, version: str) -> Target:
         key = ("version", org_id, name, version)
         target: Target | None = self.lookups.get(key)
         if target is None:
+            generation = self.generation
             target = await run_in_threadpool(version_target, self.db, self.settings, org_id, name, version)
-            self.lookups.put(key, target)
+            self._put(key, target, generation)
         return target
 
     async def version_names(self, org_id: str, name: str) -> list[str]:
@@ -218,4 +231,6 @@ class Targets:
                 or (model is not None and (key[2] == model or any(t.model_id == model for t in _targets(target))))
             )
 
-        self.lookups.invalidate(stale)
+        with self._generation_lock:  # a lookup that read before this point will not cache what it read
+            self.generation += 1
+            self.lookups.invalidate(stale)
