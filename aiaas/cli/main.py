@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aiaas.cli import admin
+from aiaas.cli import admin, models_versions
 from aiaas.cli.keys import keys_app
 from aiaas.cli.quickstart import quickstart
 from aiaas.cli.secrets import secrets_app
@@ -31,6 +31,7 @@ app.add_typer(models_app, name="models")
 app.command("deploy")(deploy)
 app.command("predict")(predict)
 app.command("usage")(usage)
+app.add_typer(models_versions.attach(models_app), name="deployments")  # versions, aliases, rollouts, download
 
 
 @app.callback()
