@@ -66,6 +66,7 @@ POLICY: dict[tuple[str, str], str | None] = {
     ("PATCH", "/v1/deployments/{name}"): "write",
     ("POST", "/v1/deployments/{name}/rollback"): "write",
     ("GET", "/v1/deployments/{name}/revisions"): "read",
+    ("GET", "/v1/deployments/{name}/shadow"): "read",
     ("GET", "/v1/models/{model}/content"): "read",
     # Metering and audit.
     ("GET", "/v1/usage"): "read",

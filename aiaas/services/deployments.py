@@ -37,6 +37,11 @@ class TrafficEntry(StrictModel):
     weight: int = Field(ge=0, le=100)
 
 
+class ShadowSpec(StrictModel):
+    model: str = Field(min_length=1, max_length=300)
+    percent: int = Field(ge=1, le=100)
+
+
 class DeploymentUpdate(StrictModel):
     """PATCH /v1/deployments/{name}: any of these; what is left out stays as it is."""
 
@@ -44,6 +49,7 @@ class DeploymentUpdate(StrictModel):
     traffic: list[TrafficEntry] | None = Field(default=None, min_length=1, max_length=MAX_TRAFFIC_ENTRIES)
     sticky_header: str | None = Field(default=None, max_length=64)
     min_replicas: int | None = Field(default=None, ge=0, le=1)
+    shadow: ShadowSpec | None = None  # mirror `percent` of requests to `model`; null stops it
 
 
 def resolve_model(session: Session, org_id: str, ref: str, *, param: str = "model") -> Model:
@@ -57,10 +63,12 @@ def resolve_model(session: Session, org_id: str, ref: str, *, param: str = "mode
 def _resolve_spec(session: Session, org_id: str, spec: dict[str, Any]) -> list[Model]:
     models = [resolve_model(session, org_id, e["model"], param=f"traffic.{i}.model")
               for i, e in enumerate(spec["traffic"])]
+    if spec.get("shadow"):
+        models = [*models, resolve_model(session, org_id, spec["shadow"]["model"], param="shadow.model")]
     tasks = {m.task for m in models}
     if len(tasks) > 1:
-        raise InvalidRequest(f"Every model of a traffic split must have the same task; got {sorted(tasks)}.",
-                             param="traffic")
+        raise InvalidRequest(f"Every model of a traffic split (and its shadow) must have the same task; "
+                             f"got {sorted(tasks)}.", param="traffic")
     if EMBEDDING in tasks:
         raise InvalidRequest("A deployment serves fine-tuned models, not base models.", param="model")
     return models
@@ -79,6 +87,10 @@ def _new_spec(current: dict[str, Any], change: DeploymentUpdate) -> dict[str, An
                                  f"{sum(e.weight for e in change.traffic)}.", param="traffic")
         if len({e.model for e in change.traffic}) != len(change.traffic):
             raise InvalidRequest("Each model may appear once in 'traffic'.", param="traffic")
+    if current.get("shadow"):
+        spec["shadow"] = current["shadow"]
+    if "shadow" in change.model_fields_set:
+        spec["shadow"] = change.shadow.model_dump() if change.shadow is not None else None
     if "sticky_header" in change.model_fields_set:
         spec["sticky_header"] = change.sticky_header.lower() if change.sticky_header else None
     return spec
@@ -87,7 +99,7 @@ def _new_spec(current: dict[str, Any], change: DeploymentUpdate) -> dict[str, An
 def _primary(spec: dict[str, Any], models: list[Model]) -> Model:
     """The model with the most traffic (the first on a tie): what `model` of the deployment says."""
     weights = [e["weight"] for e in spec["traffic"]]
-    return models[weights.index(max(weights))]
+    return models[weights.index(max(weights))]  # models[len(traffic)] is the shadow, never the primary
 
 
 def _warm(state: AppState, artifacts: list[str], *, keep_loaded: bool) -> None:
@@ -191,7 +203,7 @@ def deployment_public(session: Session, dep: Any) -> dict[str, Any]:
     rev = versions.latest_revision(session, dep)
     spec = rev.spec if rev is not None else versions.initial_spec(dep.model)
     return {**dep_store.deployment_public(dep), "traffic": spec["traffic"],
-            "sticky_header": spec.get("sticky_header"), "revision": rev.revision if rev is not None else 0}
+            "sticky_header": spec.get("sticky_header"), "shadow": spec.get("shadow"), "revision": rev.revision if rev is not None else 0}
 
 
 def create_spec(session: Session, org_id: str, ref: str) -> Model:

@@ -230,7 +230,7 @@ def models_in_use(session: Session, org_id: str) -> dict[str, list[str]]:
     used: dict[str, list[str]] = {}
     for dep, spec in current_specs(session, org_id):
         ids = {dep.model}
-        for entry in spec["traffic"]:
+        for entry in [*spec["traffic"], *([spec["shadow"]] if spec.get("shadow") else [])]:
             try:
                 model = resolve_ref(session, org_id, entry["model"], param=None)
             except Exception:  # noqa: BLE001 - a dangling reference uses nothing

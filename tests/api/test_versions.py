@@ -148,3 +148,28 @@ async def test_patch_traffic_revisions_and_rollback(client, org_a, two_versions)
     assert all(x["actor"] for x in revs)
     r = await client.post("/v1/deployments/nope/rollback", headers=org_a.headers)
     assert r.status_code == 404
+
+
+async def test_shadow_mirrors_requests_and_records_agreement(client, org_a, two_versions):
+    await client.post("/v1/deployments", headers=org_a.headers, json={"name": "sup", "model": "support/1"})
+    r = await client.patch("/v1/deployments/sup", headers=org_a.headers,
+                           json={"shadow": {"model": "support/2", "percent": 100}})
+    assert r.status_code == 200, r.text
+    assert r.json()["shadow"] == {"model": "support/2", "percent": 100} and r.json()["model"] == V1
+    for _ in range(10):
+        r = await client.post("/v1/deployments/sup/predict", headers=org_a.headers, json={"inputs": ["a", "b c"]})
+        assert r.json()["model"] == V1  # callers only see the primary
+    import asyncio
+
+    for _ in range(100):  # the mirrored calls finish after the answers
+        stats = (await client.get("/v1/deployments/sup/shadow", headers=org_a.headers)).json()["stats"]
+        if stats["compared_requests"] == 10:
+            break
+        await asyncio.sleep(0.05)
+    assert stats["candidate"] == V2 and stats["mirrored_requests"] == 10 and stats["compared_texts"] == 20
+    assert stats["agreement_rate"] == 1.0 and stats["max_abs_score_delta"] < 1e-5  # same weights
+    assert stats["candidate_latency_ms"]["p50"] > 0 and stats["errors"] == 0
+    r = await client.delete("/v1/registered_models/support/versions/2", headers=org_a.headers)
+    assert r.status_code == 409  # the shadow candidate is in use
+    r = await client.patch("/v1/deployments/sup", headers=org_a.headers, json={"shadow": None})
+    assert r.json()["shadow"] is None

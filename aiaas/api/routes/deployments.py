@@ -91,6 +91,16 @@ def rollback_deployment(name: str, principal: PrincipalDep, state: StateDep, act
     return dep_service.rollback(state, actor, principal.org_id, name, body.revision if body else None)
 
 
+@router.get("/deployments/{name}/shadow")
+def deployment_shadow(name: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
+    """What the shadow candidate did with the requests mirrored to it (in this server process)."""
+    dep = dep_store.get_deployment(session, principal.org_id, name)
+    spec = versions.current_spec(session, dep)
+    stats = state.services.inference.shadows.stats(principal.org_id, name)
+    return {"object": "deployment.shadow", "deployment": name, "shadow": spec.get("shadow"),
+            **({"stats": stats.public()} if stats is not None else {"stats": None})}
+
+
 @router.get("/deployments/{name}/revisions")
 def list_deployment_revisions(name: str, principal: PrincipalDep, session: SessionDep) -> dict:
     dep = dep_store.get_deployment(session, principal.org_id, name)

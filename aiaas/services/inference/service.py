@@ -10,6 +10,7 @@ what these methods return; the runtimes (serving/interface.py) run the model.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,8 @@ from aiaas.security.ratelimit import RateLimiter
 from aiaas.services.inference import shaping
 from aiaas.services.inference.loader import ArtifactLoader
 from aiaas.services.inference.metering import Caller, precharge, settle
-from aiaas.services.inference.targets import Target, Targets
+from aiaas.services.inference.shadow import Shadows
+from aiaas.services.inference.targets import Split, Target, Targets
 from aiaas.services.inference.tokens import estimate_tokens
 from aiaas.services.usage import UsageRecorder
 from aiaas.serving import oip_codec as codec
@@ -76,6 +78,7 @@ class InferenceService:
         self.limiter = limiter
         self.usage = usage
         self.targets = Targets(db, settings)
+        self.shadows = Shadows()
         self.local = LocalRuntime(
             ArtifactLoader(settings, blobs),
             threads=settings.inference_threads,
@@ -100,14 +103,19 @@ class InferenceService:
         `headers`: the request's, for a deployment's sticky traffic split."""
         texts = check_inputs(inputs, self.settings, field=field)
         estimate = await self._precharge(caller, texts)
-        if deployment_only:
-            target = await self.targets.deployment(caller.org_id, name, headers=headers)
-        else:
-            target = await self.targets.any(caller.org_id, name, headers=headers)
-            if target.task == EMBEDDING:
-                raise InvalidRequest(f"'{name}' is a base model without a classification head; fine-tune it first.",
-                                     param="model")
+        found = await (self.targets.split(caller.org_id, name) if deployment_only
+                       else self.targets.resolve(caller.org_id, name))
+        target = found.pick(headers) if isinstance(found, Split) else found
+        if target.task == EMBEDDING:
+            raise InvalidRequest(f"'{name}' is a base model without a classification head; fine-tune it first.",
+                                 param="model")
+        t0 = time.perf_counter()
         out = await self._runtime(target).predict(target.ref, texts)
+        if isinstance(found, Split) and found.shadow is not None:  # the caller never waits for the candidate
+            candidate = found.shadow
+            self.shadows.maybe_mirror(caller.org_id, found.deployment or name, candidate.model_id,
+                                      found.shadow_percent, out, (time.perf_counter() - t0) * 1000,
+                                      lambda: self.local.predict(candidate.ref, texts))
         await settle(self.limiter, caller, estimate, out.tokens)
         results = shaping.classification_results(out.info, out.rows, top_k=top_k, thresholds=target.thresholds)
         return self._meter(caller, target, results, out)
@@ -185,6 +193,7 @@ class InferenceService:
                 log.warning("could not preload %s", artifact, exc_info=True)
 
     async def aclose(self) -> None:
+        await self.shadows.aclose()
         if self.remote is not None:
             await self.remote.aclose()
         await self.local.aclose()

@@ -88,7 +88,15 @@ def _split(s: Any, org_id: str, dep: Any) -> Split:
             raise not_found("model", entry["model"], param=f"traffic.{i}.model")
         targets.append(_model_target(model, dep))
         weights.append(int(entry["weight"]))
-    return Split(tuple(targets), tuple(weights), spec.get("sticky_header"), dep.name)
+    shadow, percent = None, 0
+    if spec.get("shadow"):
+        try:  # a candidate that went away stops shadowing, never serving
+            candidate = versions.resolve_ref(s, org_id, spec["shadow"]["model"], param="shadow.model")
+        except AiaasError:
+            candidate = None
+        if candidate is not None:
+            shadow, percent = _model_target(candidate), int(spec["shadow"]["percent"])
+    return Split(tuple(targets), tuple(weights), spec.get("sticky_header"), dep.name, shadow, percent)
 
 
 def deployment_target(db: Database, org_id: str, name: str) -> Split:
@@ -144,6 +152,8 @@ class Split:
     weights: tuple[int, ...]
     sticky_header: str | None = None
     deployment: str | None = None
+    shadow: Target | None = None  # a candidate that a share of requests is mirrored to
+    shadow_percent: int = 0
 
     def pick(self, headers: Mapping[str, str] | None = None) -> Target:
         if len(self.targets) == 1:
@@ -199,13 +209,17 @@ class Targets:
         return target
 
     async def deployment(self, org_id: str, name: str, *, headers: Mapping[str, str] | None = None) -> Target:
+        return (await self.split(org_id, name)).pick(headers)
+
+    async def split(self, org_id: str, name: str) -> Split:
+        """A deployment's traffic (never a model id), for the native predict route."""
         key = ("deployment", org_id, name)
         split: Split | None = self.lookups.get(key)
         if split is None:
             generation = self.generation
             split = await run_in_threadpool(deployment_target, self.db, org_id, name)
             self._put(key, split, generation)
-        return split.pick(headers)
+        return split
 
     async def version(self, org_id: str, name: str, version: str) -> Target:
         key = ("version", org_id, name, version)
