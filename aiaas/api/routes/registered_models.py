@@ -22,33 +22,35 @@ def list_registered_models(principal: PrincipalDep, state: StateDep) -> dict:
     return list_response(service.list_registered(state, principal.org_id), has_more=False)
 
 
-@router.get("/registered_models/{name}")
-def retrieve_registered_model(name: str, principal: PrincipalDep, state: StateDep) -> dict:
-    return service.get_registered(state, principal.org_id, name)
+@router.get("/registered_models/{registered_model}")
+def retrieve_registered_model(registered_model: str, principal: PrincipalDep, state: StateDep) -> dict:
+    return service.get_registered(state, principal.org_id, registered_model)
 
 
-@router.get("/registered_models/{name}/versions")
-def list_model_versions(name: str, principal: PrincipalDep, state: StateDep) -> dict:
-    return list_response(service.list_versions(state, principal.org_id, name), has_more=False)
+@router.get("/registered_models/{registered_model}/versions")
+def list_model_versions(registered_model: str, principal: PrincipalDep, state: StateDep) -> dict:
+    return list_response(service.list_versions(state, principal.org_id, registered_model), has_more=False)
 
 
-@router.get("/registered_models/{name}/versions/{version}")
-def retrieve_model_version(name: str, principal: PrincipalDep, state: StateDep, version: int = Version) -> dict:
-    return service.get_version(state, principal.org_id, name, version)
+@router.get("/registered_models/{registered_model}/versions/{version}")
+def retrieve_model_version(registered_model: str, principal: PrincipalDep, state: StateDep,
+                           version: int = Version) -> dict:
+    return service.get_version(state, principal.org_id, registered_model, version)
 
 
-@router.delete("/registered_models/{name}/versions/{version}")
-def delete_model_version(name: str, principal: PrincipalDep, state: StateDep, actor: ActorDep,
+@router.delete("/registered_models/{registered_model}/versions/{version}")
+def delete_model_version(registered_model: str, principal: PrincipalDep, state: StateDep, actor: ActorDep,
                          version: int = Version) -> dict:
-    return service.delete_version(state, actor, principal.org_id, name, version)
+    return service.delete_version(state, actor, principal.org_id, registered_model, version)
 
 
-@router.put("/registered_models/{name}/aliases/{alias}")
-def set_alias(name: str, alias: str, body: AliasSet, principal: PrincipalDep, state: StateDep,
+@router.put("/registered_models/{registered_model}/aliases/{alias}")
+def set_alias(registered_model: str, alias: str, body: AliasSet, principal: PrincipalDep, state: StateDep,
               actor: ActorDep) -> dict:
-    return service.set_alias(state, actor, principal.org_id, name, alias, body.version)
+    return service.set_alias(state, actor, principal.org_id, registered_model, alias, body.version)
 
 
-@router.delete("/registered_models/{name}/aliases/{alias}")
-def delete_alias(name: str, alias: str, principal: PrincipalDep, state: StateDep, actor: ActorDep) -> dict:
-    return service.delete_alias(state, actor, principal.org_id, name, alias)
+@router.delete("/registered_models/{registered_model}/aliases/{alias}")
+def delete_alias(registered_model: str, alias: str, principal: PrincipalDep, state: StateDep,
+                 actor: ActorDep) -> dict:
+    return service.delete_alias(state, actor, principal.org_id, registered_model, alias)
