@@ -118,12 +118,15 @@ async def test_patch_traffic_revisions_and_rollback(client, org_a, two_versions)
     assert r.json()["revision"] == 2 and r.json()["sticky_header"] == "x-user"
     # the new version was loaded and warmed before the PATCH answered, before any request reached it
     assert (await client.get(ready.format(2), headers=org_a.headers)).status_code == 200
-    seen = set()
+    seen: dict[str, int] = {}
     for _ in range(40):
         r = await client.post("/v1/deployments/sup/predict", headers=org_a.headers, json=TEXTS)
         assert r.json()["model"] == r.headers["x-aiaas-model"]
-        seen.add(r.json()["model"])
-    assert seen == {V1, V2}
+        seen[r.json()["model"]] = seen.get(r.json()["model"], 0) + 1
+    assert set(seen) == {V1, V2}
+    # usage is metered per version: each bucket counts exactly the requests that version answered
+    usage = (await client.get("/v1/usage", headers=org_a.headers, params={"group_by": "model"})).json()["data"]
+    assert {b["model"]: b["requests"] for b in usage} == seen
     for user in ("alice", "bob", "carol"):  # sticky: one user, one version
         got = {(await client.post("/v1/deployments/sup/predict", headers={**org_a.headers, "x-user": user},
                                   json=TEXTS)).json()["model"] for _ in range(8)}
