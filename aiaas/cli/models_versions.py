@@ -17,7 +17,15 @@ from pathlib import Path
 
 import typer
 
-from aiaas.cli.common import ApiKeyOpt, BaseUrlOpt, console, err_console, handle_errors, print_json, sdk_client
+from aiaas.cli.common import (
+    ApiKeyOpt,
+    BaseUrlOpt,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    sdk_client,
+)
 
 alias_app = typer.Typer(help="Aliases: a name (production, staging) that points at one version.", no_args_is_help=True)
 deployments_app = typer.Typer(help="Deployments: update, canary, roll back.", no_args_is_help=True)

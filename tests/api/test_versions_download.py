@@ -39,7 +39,8 @@ def _extract(content: bytes, archive: str, dest):
     if archive == "zip":
         zipfile.ZipFile(io.BytesIO(content)).extractall(dest)
     else:
-        tarfile.open(fileobj=io.BytesIO(content), mode="r:gz").extractall(dest, filter="data")
+        with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as t:
+            t.extractall(dest, filter="data")
     (top,) = list(dest.iterdir())
     return top
 
