@@ -31,6 +31,7 @@ from aiaas.api.routes import (
     keys,
     models,
     oip,
+    registered_models,
     usage,
 )
 from aiaas.core.settings import Settings, get_settings
@@ -133,7 +134,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.include_router(inference.router, responses=declared_errors(ErrorResponse))
     app.include_router(oip.router, responses=declared_errors(OipErrorResponse))
     app.include_router(health.router)
-    for module in (keys, files, fine_tuning, models, usage, audit_logs):
+    for module in (keys, files, fine_tuning, models, registered_models, usage, audit_logs):
         app.include_router(module.router, responses=declared_errors(ErrorResponse))
     install_console(app)  # the web console at /ui (aiaas.ui): its pages and its static files
     install_docs(app)  # last: the hot routes are matched first

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,7 +83,7 @@ class FastPredictMiddleware:
         try:
             principal = await get_principal(request)
             result = await deployments.predict(name, payload, request, principal, app_state(request))
-            response = JSONResponse(result)
+            response = result if isinstance(result, Response) else JSONResponse(result)
         except Exception as exc:
             handler = self._handler_for(exc)
             if handler is None:

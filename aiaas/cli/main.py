@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aiaas.cli import admin
+from aiaas.cli import admin, models_versions
 from aiaas.cli.db import db_app
 from aiaas.cli.deployments import create as deploy
 from aiaas.cli.deployments import deployments_app
@@ -37,6 +37,8 @@ app.add_typer(db_app, name="db")
 app.command("deploy", help="Alias of `aiaas deployments create`.")(deploy)
 app.command("predict")(predict)
 app.command("usage")(usage)
+# versions, aliases and download join `models`; update, rollback and revisions join `deployments`
+models_versions.attach(models_app, deployments_app)
 
 
 @app.callback()

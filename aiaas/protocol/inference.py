@@ -15,8 +15,9 @@ class DeploymentCreate(StrictModel):
     min_replicas: Literal[0, 1] = 0
 
 
-def deployment_public(row: Any) -> dict[str, Any]:
-    return {
+def deployment_public(row: Any, spec: dict[str, Any] | None = None, revision: int = 0) -> dict[str, Any]:
+    """A deployment; with its current spec (issue 14), also its traffic split, sticky header, shadow and revision."""
+    shape = {
         "id": row.id,
         "object": "deployment",
         "name": row.name,
@@ -25,6 +26,10 @@ def deployment_public(row: Any) -> dict[str, Any]:
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
+    if spec is not None:
+        shape |= {"traffic": spec["traffic"], "sticky_header": spec.get("sticky_header"),
+                  "shadow": spec.get("shadow"), "revision": revision}
+    return shape
 
 
 class PredictRequest(StrictModel):

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from aiaas.core.clock import now
 from aiaas.core.errors import not_found
+from aiaas.store import versions
 from aiaas.store.models import Model
 
 _SLUG = re.compile(r"[^a-z0-9-]+")
@@ -42,6 +43,7 @@ def register_model(
     )
     session.add(row)
     session.flush()
+    versions.add_version(session, row)  # version N+1 of its registered model, in the same transaction
     return row
 
 

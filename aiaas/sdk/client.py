@@ -38,6 +38,7 @@ from aiaas.sdk.resources import (
     Request,
     Usage,
 )
+from aiaas.sdk.versions import RegisteredModels
 
 RETRY_STATUSES = frozenset({429, 503})
 IN_PROGRESS = "idempotency_key_in_progress"  # 409: the first try of this POST still runs; its answer will come
@@ -106,6 +107,7 @@ class _Base(ABC):
         self.audit_logs = AuditLogs(self)
         self.classifications = Classifications(self)
         self.oip = Oip(self)
+        self.registered_models = RegisteredModels(self)  # aiaas/sdk/versions.py
 
     @abstractmethod
     def call(self, req: Request) -> Any:

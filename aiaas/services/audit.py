@@ -28,6 +28,7 @@ ACTIONS = frozenset({
     "fine_tuning.job.created", "fine_tuning.job.cancelled",
     "model.deleted",
     "deployment.created", "deployment.deleted",
+    "deployment.updated", "model.alias.set", "model.alias.deleted", "model.version.deleted", "model.downloaded",
     "auth.failed",
     "organization.deleted",
 })

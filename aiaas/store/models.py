@@ -222,3 +222,71 @@ class UiSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+# -- Registered models, versions, aliases and deployment revisions (issue 14) -----------------------------
+
+
+class RegisteredModel(Base):
+    """A named model whose fine-tuning jobs add numbered versions (`support` -> `support/1`, `support/2`)."""
+
+    __tablename__ = "registered_models"
+    __table_args__ = (Index("ux_registered_models_org_name", "org_id", "name", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ModelVersion(Base):
+    """Version N of a registered model: one fine-tuned model (`model_id`, an `ft:` id) with its lineage."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        Index("ux_model_versions_rm_version", "registered_model_id", "version", unique=True),
+        Index("ux_model_versions_org_model", "org_id", "model_id", unique=True),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    registered_model_id: Mapped[str] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    model_id: Mapped[str] = mapped_column(String(300))
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    parent_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ModelAlias(Base):
+    """`name@alias` -> one version of a registered model."""
+
+    __tablename__ = "model_aliases"
+
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeploymentRevision(Base):
+    """Every change to a deployment, numbered; the newest is what it serves (`spec`: traffic and stickiness)."""
+
+    __tablename__ = "deployment_revisions"
+    __table_args__ = (Index("ux_deployment_revisions_dep_rev", "deployment_id", "revision", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor_key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reason: Mapped[str] = mapped_column(String(40))  # created | updated | alias_moved | rollback
+    created_at: Mapped[int] = mapped_column(BigInteger)

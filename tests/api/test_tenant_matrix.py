@@ -27,6 +27,9 @@ PATH_PARAMS = {
     "name": "deployment",
     "model_name": "deployment",
     "model_version": "version",
+    "registered_model": "registered_model",
+    "version": "version",
+    "alias": "alias",
 }
 # Request bodies that name objects: (method, path) -> body template, "{x}" filled with A's (or a missing) id.
 BODY_REFS = {
@@ -37,6 +40,7 @@ BODY_REFS = {
     ("POST", "/v1/deployments"): [{"name": "stolen", "model": "{model}"}],
     ("POST", "/v1/embeddings"): [{"model": "{model}", "input": "x"}, {"model": "{deployment}", "input": "x"}],
     ("POST", "/v1/classifications"): [{"model": "{model}", "input": "x"}, {"model": "{deployment}", "input": "x"}],
+    ("PATCH", "/v1/deployments/{name}"): [{"model": "{model}"}, {"traffic": [{"model": "{model}", "weight": 100}]}],
 }
 # Body fields that name objects; any request schema with one of these must appear in BODY_REFS.
 REF_FIELDS = {"training_file", "validation_file", "model", "file_id", "deployment", "key_id"}
@@ -47,10 +51,12 @@ PATH_BODIES = {
                                                   "data": ["x"]}]},
     "/v2/models/{model_name}/versions/{model_version}/infer": {
         "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]},
+    "/v1/registered_models/{registered_model}/aliases/{alias}": {"version": 1},
+    "/v1/deployments/{name}": {"model": "x"},
 }
 MISSING = {"key": "key-0000000000000000000000000", "file": "file-0000000000000000000000000",
            "job": "ftjob-0000000000000000000000000", "model": "ft:tiny-bert:x::ftjob-0", "deployment": "nothing-here",
-           "version": "1"}
+           "version": "1", "registered_model": "nothing-registered", "alias": "no-alias"}
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +76,11 @@ async def objects_a(client, settings, db, org_a, org_b, artifact):
              labels=["negative", "positive"])
     dep = (await client.post("/v1/deployments", headers=h, json={"name": "secret-dep", "model": MODEL})).json()
     key = (await client.post("/v1/api_keys", headers=h, json={"name": "a-key"})).json()
+    await client.put("/v1/registered_models/matrix/aliases/production", headers=h, json={"version": 1})
     fb = (await client.post("/v1/files", headers=org_b.headers, files={"file": ("b.csv", toy_csv(seed=1))},
                             data={"purpose": "fine-tune"})).json()
     return {"key": key["id"], "file": f["id"], "job": job["id"], "model": MODEL, "deployment": dep["name"],
-            "version": "1", "file_b": fb["id"], "_secrets": [f["id"], job["id"], MODEL, "secret-dep", key["id"],
+            "version": "1", "registered_model": "matrix", "alias": "production", "file_b": fb["id"], "_secrets": [f["id"], job["id"], MODEL, "secret-dep", key["id"],
                                                              "a.csv"]}
 
 

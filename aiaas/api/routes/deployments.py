@@ -7,44 +7,54 @@ from typing import Annotated, Literal
 
 from anyio import from_thread
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, caller
-from aiaas.protocol.common import Deleted, list_response
-from aiaas.protocol.inference import DeploymentCreate, PredictRequest, deployment_public
+from aiaas.protocol.common import Deleted, StrictModel, list_response
+from aiaas.protocol.inference import DeploymentCreate, PredictRequest
+from aiaas.protocol.versions import revision_public
 from aiaas.registry import models as registry
 from aiaas.services import audit, quotas
+from aiaas.services import deployments as dep_service
+from aiaas.services.deployments import DeploymentUpdate
 from aiaas.store import deployments as dep_store
+from aiaas.store import versions
 
 router = APIRouter(prefix="/v1", tags=["deployments"])
+MODEL_HEADER = "x-aiaas-model"  # the model (version) that answered
 
 
 # The predict route is registered first: routes are matched in order, and it takes most requests.
 @router.post("/deployments/{name}/predict")
 async def predict(name: str, body: PredictRequest, request: Request, principal: PrincipalDep,
-                  state: StateDep) -> dict:
+                  state: StateDep) -> JSONResponse:
     answer = await state.services.inference.classify(caller(request, principal), name, body.inputs,
-                                                     top_k=body.top_k, deployment_only=True)
-    return {
+                                                     top_k=body.top_k, deployment_only=True,
+                                                     headers=request.headers)
+    return JSONResponse({
         "object": "list",
         "model": answer.model_id,
         "deployment": name,
         "data": [{"index": i, **r} for i, r in enumerate(answer.results)],
         "usage": {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens},
-    }
+    }, headers={MODEL_HEADER: answer.model_id})
 
 
 @router.post("/deployments", status_code=201)
 def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: SessionDep, state: StateDep,
                       actor: ActorDep) -> dict:
-    model = registry.get_model(session, principal.org_id, body.model)
+    model = dep_service.create_spec(session, principal.org_id, body.model)  # `ft:…`, `name/N`, `name@alias`
     quotas.check_deployments(session, state.settings, principal.org_id)
     row = dep_store.create_deployment(session, principal.org_id, name=body.name, model=model.id,
                                       min_replicas=body.min_replicas)
+    versions.add_revision(session, row, versions.initial_spec(body.model), actor_key_id=actor.key_id,
+                          reason="created")
     audit.record(session, actor, "deployment.created", target_type="deployment", target_id=row.id,
                  details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
     session.flush()  # a conflict answers before anything starts serving
     from_thread.run(state.services.inference.deployed, row.id, model.artifact_uri, row.min_replicas)
-    return deployment_public(row)
+    return dep_service.describe(session, row)
 
 
 @router.get("/deployments")
@@ -56,12 +66,47 @@ def list_deployments(
     order: Literal["asc", "desc"] = "desc",
 ) -> dict:
     rows, has_more = dep_store.list_deployments(session, principal.org_id, after=after, limit=limit, order=order)
-    return list_response([deployment_public(r) for r in rows], has_more=has_more)
+    return list_response([dep_service.describe(session, r) for r in rows], has_more=has_more)
 
 
 @router.get("/deployments/{name}")
 def retrieve_deployment(name: str, principal: PrincipalDep, session: SessionDep) -> dict:
-    return deployment_public(dep_store.get_deployment(session, principal.org_id, name))
+    return dep_service.describe(session, dep_store.get_deployment(session, principal.org_id, name))
+
+
+@router.patch("/deployments/{name}")
+def update_deployment(name: str, body: DeploymentUpdate, principal: PrincipalDep, state: StateDep,
+                      actor: ActorDep) -> dict:
+    """Change the model, the alias followed or the traffic split without downtime (a new revision)."""
+    return dep_service.apply(state, actor, principal.org_id, name, body)
+
+
+class Rollback(StrictModel):
+    revision: int | None = Field(default=None, ge=1)
+
+
+@router.post("/deployments/{name}/rollback")
+def rollback_deployment(name: str, principal: PrincipalDep, state: StateDep, actor: ActorDep,
+                        body: Rollback | None = None) -> dict:
+    """Back to the previous revision (or `revision`), as a new revision."""
+    return dep_service.rollback(state, actor, principal.org_id, name, body.revision if body else None)
+
+
+@router.get("/deployments/{name}/shadow")
+def deployment_shadow(name: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
+    """What the shadow candidate did with the requests mirrored to it (in this server process)."""
+    dep = dep_store.get_deployment(session, principal.org_id, name)
+    spec = versions.current_spec(session, dep)
+    stats = state.services.inference.shadows.stats(principal.org_id, name)
+    return {"object": "deployment.shadow", "deployment": name, "shadow": spec.get("shadow"),
+            **({"stats": stats.public()} if stats is not None else {"stats": None})}
+
+
+@router.get("/deployments/{name}/revisions")
+def list_deployment_revisions(name: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    dep = dep_store.get_deployment(session, principal.org_id, name)
+    return list_response([revision_public(r) for r in versions.list_revisions(session, dep)],
+                         has_more=False)
 
 
 @router.delete("/deployments/{name}", response_model=Deleted)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
 from aiaas.api.deps import PrincipalDep, StateDep, caller
@@ -14,6 +14,7 @@ from aiaas.core.errors import InvalidRequest
 from aiaas.protocol.common import StrictModel
 
 router = APIRouter(prefix="/v1", tags=["inference"])
+MODEL_HEADER = "x-aiaas-model"  # the model (version) that answered
 
 
 class EmbeddingsRequest(StrictModel):
@@ -41,9 +42,11 @@ def _input(value: Any) -> Any:
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingsRequest, request: Request, principal: PrincipalDep, state: StateDep) -> dict:
+async def embeddings(body: EmbeddingsRequest, request: Request, response: Response, principal: PrincipalDep,
+                     state: StateDep) -> dict:
     answer = await state.services.inference.embed(caller(request, principal), body.model, _input(body.input),
-                                                  dimensions=body.dimensions)
+                                                  dimensions=body.dimensions, headers=request.headers)
+    response.headers[MODEL_HEADER] = answer.model_id
     base64_out = body.encoding_format == "base64"
     data = [{"object": "embedding", "index": i,
              "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if base64_out else v.tolist()}
@@ -53,10 +56,11 @@ async def embeddings(body: EmbeddingsRequest, request: Request, principal: Princ
 
 
 @router.post("/classifications")
-async def classifications(body: ClassificationsRequest, request: Request, principal: PrincipalDep,
-                          state: StateDep) -> dict:
+async def classifications(body: ClassificationsRequest, request: Request, response: Response,
+                          principal: PrincipalDep, state: StateDep) -> dict:
     answer = await state.services.inference.classify(caller(request, principal), body.model, _input(body.input),
-                                                     top_k=body.top_k, field="input")
+                                                     top_k=body.top_k, field="input", headers=request.headers)
+    response.headers[MODEL_HEADER] = answer.model_id
     return {
         "object": "list",
         "model": answer.model_id,

@@ -5,14 +5,19 @@ Base models and families are what a fine-tuning job's `model` may name; only bas
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.core.errors import InvalidRequest, not_found
 from aiaas.protocol.common import list_response
 from aiaas.protocol.models import base_model_public, family_public, model_public
 from aiaas.registry import models as registry
-from aiaas.services import audit, catalog
+from aiaas.services import audit, catalog, download
+from aiaas.store import versions
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -39,6 +44,20 @@ def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, sta
     raise not_found("model", model, param="model")
 
 
+@router.get("/models/{model}/content", response_class=StreamingResponse,
+            responses={200: {"content": {"application/gzip": {}, "application/zip": {}}}})
+async def download_model(model: str, principal: PrincipalDep, state: StateDep, actor: ActorDep,
+                         format: Literal["hf", "onnx"] = "hf",  # noqa: A002 - the query parameter's name
+                         archive: Literal["tar.gz", "zip"] = "tar.gz") -> StreamingResponse:
+    """The decrypted artifact as an archive (`hf`: transformers directory + model card; `onnx`: the served
+    graph, tokenizer and label map). `model`: `ft:…`, `name/N` or `name@alias`."""
+    filename, chunks = await run_in_threadpool(download.build_archive, state, actor, principal.org_id, model,
+                                               format, archive)
+    return StreamingResponse(iterate_in_threadpool(chunks),
+                             media_type="application/zip" if archive == "zip" else "application/gzip",
+                             headers={"content-disposition": f'attachment; filename="{filename}"'})
+
+
 @router.delete("/models/{model}")
 def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state: StateDep,
                  actor: ActorDep) -> dict:
@@ -49,7 +68,9 @@ def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state
             )
         raise not_found("model", model, param="model")
     row = registry.get_model(session, principal.org_id, model)
+    versions.check_unused(session, principal.org_id, model, what=f"Model '{model}'")  # 409 while deployed
     uri = row.artifact_uri
+    versions.delete_version_of(session, principal.org_id, model)
     session.delete(row)
     audit.record(session, actor, "model.deleted", target_type="model", target_id=model)
     session.flush()

@@ -1,7 +1,10 @@
 """Open Inference Protocol v2 (KServe / Triton): health, metadata, readiness and inference, with the
 binary tensor extension and gzip/deflate request bodies. Errors answer `{"error": "..."}`.
 
-Model names are deployment names or fine-tuned model ids; the one version is "1".
+Model names are deployment names, fine-tuned model ids, registered model names (`support`, its latest
+version), `name/N` and `name@alias`; a registered model's versions are its version numbers
+(`/v2/models/support/versions/3`), a deployment's those of its model's registered model, and a model
+outside any registered model has the one version "1".
 Input `text` (BYTES, shape [N]); outputs `label` (BYTES [N]) and `scores` (FP32 [N, C]) for
 classifiers, `value` (FP32 [N]) for regression, `embeddings` (FP32 [N, H]) for base models.
 """
@@ -23,9 +26,11 @@ from aiaas.services.inference import OIP_VERSION, Target
 from aiaas.serving import oip_codec as codec
 from aiaas.serving.interface import EMBEDDING, REGRESSION
 from aiaas.store import deployments as dep_store
+from aiaas.store import versions
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol"])
 VERSION = OIP_VERSION
+MODEL_HEADER = "x-aiaas-model"  # the model (version) that answered
 
 
 @router.get("")
@@ -49,9 +54,14 @@ def list_models(principal: PrincipalDep, state: StateDep) -> dict:
     with state.db.session() as s:
         deps, _ = dep_store.list_deployments(s, principal.org_id, after=None, limit=100)
         models = registry.list_models(s, principal.org_id)
+        registered = [(rm.name, [str(v.version) for v in versions.list_versions(s, rm)])
+                      for rm in versions.list_registered(s, principal.org_id)]
+        own = {m.id: versions.version_of_model(s, principal.org_id, m.id) for m in models}
     entries = [{"name": d.name, "versions": [VERSION], "platform": "onnxruntime_onnx", "model": d.model}
                for d in deps]
-    entries += [{"name": m.id, "versions": [VERSION], "platform": "onnxruntime_onnx"} for m in models]
+    entries += [{"name": name, "versions": vs, "platform": "onnxruntime_onnx"} for name, vs in registered]
+    entries += [{"name": m.id, "versions": [str(v.version) if (v := own[m.id]) is not None else VERSION],
+                 "platform": "onnxruntime_onnx"} for m in models]
     return {"models": entries}
 
 
@@ -69,7 +79,7 @@ async def _metadata(state: AppState, principal: Principal, name: str, version: s
     labels = list(target.labels) if target.task != EMBEDDING else []
     return {
         "name": name,
-        "versions": [VERSION],
+        "versions": await state.services.inference.targets.version_names(principal.org_id, name),
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
         "outputs": _outputs_meta(target, len(labels) if labels else None),
@@ -140,10 +150,12 @@ async def _infer(request: Request, state: AppState, principal: Principal, name: 
     raw = _decompress(await request.body(), request.headers.get("content-encoding"),
                       state.settings.max_request_bytes)
     req = await run_in_threadpool(codec.decode_request, raw, request.headers.get(codec.HEADER_LENGTH_HEADER))
-    answer = await state.services.inference.infer_tensors(caller(request, principal), name, version, req)
-    body, header_len = codec.encode_response(model_name=name, model_version=VERSION, outputs=answer.results,
-                                             request=req)
+    answer = await state.services.inference.infer_tensors(caller(request, principal), name, version, req,
+                                                          headers=request.headers)
+    body, header_len = codec.encode_response(model_name=name, model_version=version or VERSION,
+                                             outputs=answer.results, request=req)
+    headers = {MODEL_HEADER: answer.model_id}
     if header_len is None:
-        return Response(body, media_type="application/json")
+        return Response(body, media_type="application/json", headers=headers)
     return Response(body, media_type="application/octet-stream",
-                    headers={codec.HEADER_LENGTH_HEADER: str(header_len)})
+                    headers={codec.HEADER_LENGTH_HEADER: str(header_len), **headers})

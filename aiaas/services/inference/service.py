@@ -10,18 +10,21 @@ what these methods return; the runtimes (serving/interface.py) run the model.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aiaas.core.errors import InvalidRequest, NotFound
+from aiaas.core.errors import InvalidRequest
 from aiaas.core.settings import Settings
 from aiaas.security.ratelimit import RateLimiter
 from aiaas.services.inference import shaping
 from aiaas.services.inference.loader import ArtifactLoader
 from aiaas.services.inference.metering import Caller, precharge, settle
-from aiaas.services.inference.targets import Target, Targets
+from aiaas.services.inference.shadow import Shadows
+from aiaas.services.inference.targets import Split, Target, Targets
 from aiaas.services.inference.tokens import estimate_tokens
 from aiaas.services.usage import UsageRecorder
 from aiaas.serving import oip_codec as codec
@@ -75,6 +78,7 @@ class InferenceService:
         self.limiter = limiter
         self.usage = usage
         self.targets = Targets(db, settings)
+        self.shadows = Shadows()
         self.local = LocalRuntime(
             ArtifactLoader(settings, blobs),
             threads=settings.inference_threads,
@@ -93,39 +97,46 @@ class InferenceService:
 
     # -- operations ---------------------------------------------------------------------------
     async def classify(self, caller: Caller, name: str, inputs: Any, *, top_k: int | None = None,
-                       field: str = "inputs", deployment_only: bool = False) -> Answer:
-        """Label each text. `deployment_only`: `name` is a deployment's (the native predict route)."""
+                       field: str = "inputs", deployment_only: bool = False,
+                       headers: Mapping[str, str] | None = None) -> Answer:
+        """Label each text. `deployment_only`: `name` is a deployment's (the native predict route).
+        `headers`: the request's, for a deployment's sticky traffic split."""
         texts = check_inputs(inputs, self.settings, field=field)
         estimate = await self._precharge(caller, texts)
-        if deployment_only:
-            target = await self.targets.deployment(caller.org_id, name)
-        else:
-            target = await self.targets.any(caller.org_id, name)
-            if target.task == EMBEDDING:
-                raise InvalidRequest(f"'{name}' is a base model without a classification head; fine-tune it first.",
-                                     param="model")
+        found = await (self.targets.split(caller.org_id, name) if deployment_only
+                       else self.targets.resolve(caller.org_id, name))
+        target = found.pick(headers) if isinstance(found, Split) else found
+        if target.task == EMBEDDING:
+            raise InvalidRequest(f"'{name}' is a base model without a classification head; fine-tune it first.",
+                                 param="model")
+        t0 = time.perf_counter()
         out = await self._runtime(target).predict(target.ref, texts)
+        if isinstance(found, Split) and found.shadow is not None:  # the caller never waits for the candidate
+            candidate = found.shadow
+            self.shadows.maybe_mirror(caller.org_id, found.deployment or name, candidate.model_id,
+                                      found.shadow_percent, out, (time.perf_counter() - t0) * 1000,
+                                      lambda: self.local.predict(candidate.ref, texts))
         await settle(self.limiter, caller, estimate, out.tokens)
         results = shaping.classification_results(out.info, out.rows, top_k=top_k, thresholds=target.thresholds)
         return self._meter(caller, target, results, out)
 
     async def embed(self, caller: Caller, name: str, inputs: Any, *, dimensions: int | None = None,
-                    field: str = "input") -> Answer:
+                    field: str = "input", headers: Mapping[str, str] | None = None) -> Answer:
         """[N, H] float32 embeddings, L2-normalised (after trimming to `dimensions`)."""
         texts = check_inputs(inputs, self.settings, field=field)
         estimate = await self._precharge(caller, texts)
-        target = await self.targets.any(caller.org_id, name)
+        target = await self.targets.any(caller.org_id, name, headers=headers)
         out = await self.local.embed(target.ref, texts)
         await settle(self.limiter, caller, estimate, out.tokens)
         vectors = shaping.trim_embeddings(out.rows, dimensions).astype(np.float32, copy=False)
         return self._meter(caller, target, vectors, out)
 
     async def infer_tensors(self, caller: Caller, name: str, version: str | None,
-                            request: codec.InferRequest) -> Answer:
+                            request: codec.InferRequest, *, headers: Mapping[str, str] | None = None) -> Answer:
         """Open Inference Protocol: the `text` input in, the outputs the request names out."""
         texts = check_inputs(shaping.texts_of(request), self.settings, field="text")
         estimate = await self._precharge(caller, texts)
-        target = await self.oip_target(caller.org_id, name, version)
+        target = await self.oip_target(caller.org_id, name, version, headers=headers)
         if target.task == EMBEDDING:
             out = await self.local.embed(target.ref, texts)
         else:
@@ -143,10 +154,12 @@ class InferenceService:
         """Whether every runtime can serve (in process: not shut down; Ray: the gateway answers)."""
         return await self.local.healthy() and (self.remote is None or await self.remote.healthy())
 
-    async def oip_target(self, org_id: str, name: str, version: str | None) -> Target:
-        if version is not None and version != OIP_VERSION:
-            raise NotFound(f"Model '{name}' has no version '{version}'; available: {OIP_VERSION}.")
-        return await self.targets.any(org_id, name)
+    async def oip_target(self, org_id: str, name: str, version: str | None, *,
+                         headers: Mapping[str, str] | None = None) -> Target:
+        """`name` (a version of it when `version` is given: see Targets.version)."""
+        if version is None:
+            return await self.targets.any(org_id, name, headers=headers)
+        return await self.targets.version(org_id, name, version)
 
     # -- deployments ----------------------------------------------------------------------------
     async def deployed(self, deployment_id: str, artifact: str, min_replicas: int) -> None:
@@ -180,6 +193,7 @@ class InferenceService:
                 log.warning("could not preload %s", artifact, exc_info=True)
 
     async def aclose(self) -> None:
+        await self.shadows.aclose()
         if self.remote is not None:
             await self.remote.aclose()
         await self.local.aclose()

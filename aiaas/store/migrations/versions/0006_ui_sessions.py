@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0006_ui_sessions'
-down_revision = '0004_job_attempts'
+down_revision = '0005_model_versions'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,56 @@
+"""/v1/registered_models — named models, their numbered versions and aliases (logic: services/versions.py)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+from pydantic import Field
+
+from aiaas.api.deps import ActorDep, PrincipalDep, StateDep
+from aiaas.protocol.common import StrictModel, list_response
+from aiaas.services import versions as service
+
+router = APIRouter(prefix="/v1", tags=["registered models"])
+Version = Path(ge=1, le=10**9)
+
+
+class AliasSet(StrictModel):
+    version: int = Field(ge=1, le=10**9)
+
+
+@router.get("/registered_models")
+def list_registered_models(principal: PrincipalDep, state: StateDep) -> dict:
+    return list_response(service.list_registered(state, principal.org_id), has_more=False)
+
+
+@router.get("/registered_models/{registered_model}")
+def retrieve_registered_model(registered_model: str, principal: PrincipalDep, state: StateDep) -> dict:
+    return service.get_registered(state, principal.org_id, registered_model)
+
+
+@router.get("/registered_models/{registered_model}/versions")
+def list_model_versions(registered_model: str, principal: PrincipalDep, state: StateDep) -> dict:
+    return list_response(service.list_versions(state, principal.org_id, registered_model), has_more=False)
+
+
+@router.get("/registered_models/{registered_model}/versions/{version}")
+def retrieve_model_version(registered_model: str, principal: PrincipalDep, state: StateDep,
+                           version: int = Version) -> dict:
+    return service.get_version(state, principal.org_id, registered_model, version)
+
+
+@router.delete("/registered_models/{registered_model}/versions/{version}")
+def delete_model_version(registered_model: str, principal: PrincipalDep, state: StateDep, actor: ActorDep,
+                         version: int = Version) -> dict:
+    return service.delete_version(state, actor, principal.org_id, registered_model, version)
+
+
+@router.put("/registered_models/{registered_model}/aliases/{alias}")
+def set_alias(registered_model: str, alias: str, body: AliasSet, principal: PrincipalDep, state: StateDep,
+              actor: ActorDep) -> dict:
+    return service.set_alias(state, actor, principal.org_id, registered_model, alias, body.version)
+
+
+@router.delete("/registered_models/{registered_model}/aliases/{alias}")
+def delete_alias(registered_model: str, alias: str, principal: PrincipalDep, state: StateDep,
+                 actor: ActorDep) -> dict:
+    return service.delete_alias(state, actor, principal.org_id, registered_model, alias)

@@ -1,0 +1,145 @@
+"""CLI for versions, aliases, rollouts and download:
+
+    aiaas models versions support
+    aiaas models alias set support production 3
+    aiaas deployments update support --canary support/4=10
+    aiaas deployments rollback support
+    aiaas models download ft:… --format hf -o ./model
+
+`attach(models_app, deployments_app)` adds the commands to the `models` and `deployments` groups."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import typer
+
+from aiaas.cli.common import (
+    ApiKeyOpt,
+    BaseUrlOpt,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    sdk_client,
+)
+
+alias_app = typer.Typer(help="Aliases: a name (production, staging) that points at one version.", no_args_is_help=True)
+deployments_app = typer.Typer(help="Deployments: update, canary, roll back.", no_args_is_help=True)
+
+
+@handle_errors
+def versions(name: str = typer.Argument(..., help="Registered model name."),
+             base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
+    """List a registered model's versions, newest first, with aliases and metrics."""
+    with sdk_client(base_url, api_key) as c:
+        for v in c.registered_models.versions(name)["data"]:
+            aliases = ",".join(v["aliases"]) or "-"
+            metrics = " ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())
+                               if isinstance(val, int | float))
+            console.print(f"{v['name']:<24} {aliases:<20} {v['model']}  {metrics}")
+
+
+@alias_app.command("set")
+@handle_errors
+def alias_set(name: str, alias: str, version: int, base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
+    """Point NAME@ALIAS at VERSION (deployments following the alias move with it)."""
+    with sdk_client(base_url, api_key) as c:
+        r = c.registered_models.set_alias(name, alias, version)
+    was = f" (was {r['previous_version']})" if r.get("previous_version") else ""
+    console.print(f"{name}@{alias} -> {version}{was}")
+
+
+@alias_app.command("delete")
+@handle_errors
+def alias_delete(name: str, alias: str, base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
+    with sdk_client(base_url, api_key) as c:
+        c.registered_models.delete_alias(name, alias)
+    console.print(f"deleted {name}@{alias}")
+
+
+@handle_errors
+def download(model: str = typer.Argument(..., help="ft:… id, name/N or name@alias."),
+             fmt: str = typer.Option("hf", "--format", help="hf (transformers) or onnx."),
+             out: Path = typer.Option(..., "-o", "--output", help="Directory to unpack into."),
+             archive: str = typer.Option("tar.gz", "--archive", help="tar.gz or zip (as transferred)."),
+             base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
+    """Download a model and unpack it into OUT (the archive's top folder's files land in OUT)."""
+    with sdk_client(base_url, api_key) as c:
+        data = c.registered_models.download(model, format=fmt, archive=archive)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".download"
+    if archive == "zip":
+        zipfile.ZipFile(io.BytesIO(data)).extractall(tmp)
+    else:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
+            t.extractall(tmp, filter="data")
+    (top,) = list(tmp.iterdir())
+    for p in top.iterdir():
+        p.replace(out / p.name)
+    top.rmdir()
+    tmp.rmdir()
+    console.print(f"{model} ({fmt}) -> {out}")
+
+
+@deployments_app.command("update")
+@handle_errors
+def update(name: str,
+           model: str = typer.Option(None, "--model", help="Send all traffic to this model (ft:…, name/N, name@alias)."),
+           canary: str = typer.Option(None, "--canary", help="MODEL=PERCENT: that share to MODEL, the rest to the "
+                                                             "deployment's main model."),
+           sticky_header: str = typer.Option(None, "--sticky-header", help="Request header that pins a caller."),
+           base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
+    """Change a deployment without downtime (the new model is loaded before traffic moves)."""
+    if (model is None) == (canary is None):
+        err_console.print("[red]error[/red] give exactly one of --model and --canary")
+        raise typer.Exit(2)
+    with sdk_client(base_url, api_key) as c:
+        traffic = None
+        if canary is not None:
+            ref, _, pct = canary.rpartition("=")
+            if not ref or not pct.isdigit() or not 0 < int(pct) < 100:
+                err_console.print("[red]error[/red] --canary takes MODEL=PERCENT with 0 < PERCENT < 100")
+                raise typer.Exit(2)
+            current = c.deployments.retrieve(name)
+            main = max(current["traffic"], key=lambda e: e["weight"])["model"]
+            traffic = [{"model": main, "weight": 100 - int(pct)}, {"model": ref, "weight": int(pct)}]
+        dep = c.registered_models.update_deployment(name, model=model, traffic=traffic, sticky_header=sticky_header)
+    _show(dep)
+
+
+@deployments_app.command("rollback")
+@handle_errors
+def rollback(name: str, revision: int = typer.Option(None, "--revision", help="Default: the previous one."),
+             base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
+    """Return a deployment to its previous revision (or --revision N), as a new revision."""
+    with sdk_client(base_url, api_key) as c:
+        _show(c.registered_models.rollback_deployment(name, revision=revision))
+
+
+@deployments_app.command("revisions")
+@handle_errors
+def revisions(name: str, base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
+    with sdk_client(base_url, api_key) as c:
+        print_json(c.registered_models.deployment_revisions(name)["data"])
+
+
+def _show(dep: dict) -> None:
+    split = ", ".join(f"{e['model']}={e['weight']}%" for e in dep["traffic"])
+    console.print(f"{dep['name']} revision {dep['revision']}: {split}")
+
+
+def attach(models_app: typer.Typer, deployments: typer.Typer | None = None) -> typer.Typer:
+    """Add these commands to the `models` group and to a `deployments` group (this module's own when
+    none is given); returns the deployments group."""
+    models_app.command("versions")(versions)
+    models_app.command("download")(download)
+    models_app.add_typer(alias_app, name="alias")
+    if deployments is not None:
+        for cmd in deployments_app.registered_commands:
+            deployments.registered_commands.append(cmd)
+        return deployments
+    return deployments_app
