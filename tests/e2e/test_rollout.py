@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from aiaas.core.settings import Settings
-from aiaas.store import tenancy
+from aiaas.services import authn
 from aiaas.store.db import Database
 from tests.e2e.server import base_env, init, start_server
 from tests.helpers.deployed import export_tiny_classifier, register
@@ -37,7 +37,7 @@ def server(tmp_path_factory):
     settings = Settings(data_dir=data)
     db = Database(settings.sqlalchemy_url)
     with db.session() as s:
-        org_id = tenancy.authenticate(s, key).org_id
+        org_id = authn.authenticate(s, key).org_id
     artifact = export_tiny_classifier(tmp)
     for model_id in (V1, V2):
         register(settings, db, org_id, artifact, model_id=model_id, task="single_label_classification",

@@ -109,7 +109,7 @@ def test_base_role_serves_an_onnx_model_over_http(base_venv, tmp_path):
     """init + serve from the base venv; the model is exported here (torch) and served there (no torch)."""
     from aiaas.core.settings import Settings
     from aiaas.store.db import Database
-    from aiaas.store.tenancy import authenticate_with_settings
+    from aiaas.services.authn import authenticate_with_settings
     from tests.helpers.deployed import export_tiny_classifier, register
 
     aiaas_bin = str(base_venv.parent / "aiaas")
