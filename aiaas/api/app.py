@@ -29,8 +29,10 @@ from aiaas.api.routes import (
     inference,
     keys,
     models,
+    monitoring,
     oip,
     usage,
+    webhooks,
 )
 from aiaas.core.settings import Settings, get_settings
 from aiaas.protocol.common import ErrorResponse, OipErrorResponse, declared_errors
@@ -38,7 +40,9 @@ from aiaas.security.policy import POLICY, PUBLIC
 from aiaas.security.ratelimit import create_rate_limiter
 from aiaas.security.ttlcache import TtlCache
 from aiaas.services.inference import InferenceService
+from aiaas.services.monitoring import drift_monitor
 from aiaas.services.usage import UsageRecorder
+from aiaas.services.webhooks import webhook_dispatcher
 from aiaas.store import migrate
 from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.db import Database
@@ -76,12 +80,15 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
     blobs = encrypted(create_blob_store(settings.blobs_url, settings), db, secret)  # per-organisation keys at rest
     ratelimit = create_rate_limiter(settings.rate_limit_url)
     usage = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds)
+    monitoring = drift_monitor(settings, db) if settings.monitoring_enabled else None
     return Services(
         blobs=blobs,
         ratelimit=ratelimit,
         usage=usage,
-        inference=InferenceService(settings, db, blobs, limiter=ratelimit, usage=usage),
+        inference=InferenceService(settings, db, blobs, limiter=ratelimit, usage=usage, monitor=monitoring),
         auth_cache=TtlCache(settings.lookup_cache_seconds),
+        monitoring=monitoring,
+        webhooks=webhook_dispatcher(settings, db, blobs.keyring),
     )
 
 
@@ -100,6 +107,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         warm = asyncio.create_task(_warm_pinned(state))
+        for background in (state.services.monitoring, state.services.webhooks):
+            if background is not None:
+                background.start()
         try:
             yield
         finally:
@@ -126,7 +136,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.include_router(inference.router, responses=declared_errors(ErrorResponse))
     app.include_router(oip.router, responses=declared_errors(OipErrorResponse))
     app.include_router(health.router)
-    for module in (keys, files, fine_tuning, models, usage, audit_logs):
+    for module in (keys, files, fine_tuning, models, usage, audit_logs, monitoring, webhooks):
         app.include_router(module.router, responses=declared_errors(ErrorResponse))
 
     def limit_for(path: str) -> int:

@@ -38,6 +38,7 @@ HTTP_STATUS: dict[str, int] = {
     "idempotency_key_reused": 422,
     "idempotency_key_in_progress": 409,
     "upload_capacity": 503,
+    "monitoring_disabled": 503,  # issue #16: AIAAS_MONITORING_ENABLED=false
 }
 
 # OpenAI-style "type" per status class.

@@ -16,6 +16,7 @@ from aiaas.core.errors import InvalidFile, InvalidRequest
 from aiaas.data.cleaning import Cleaned, clean_table
 from aiaas.data.readers import Table, load_table
 from aiaas.data.report import label_counts, label_warnings, percentiles
+from aiaas.serving.stats import text_profile
 from aiaas.data.split import auto_fraction, multilabel_split, random_split, stratified_split
 from aiaas.data.types import TASKS, CleaningConfig, Example, PreparedData, Task
 
@@ -128,6 +129,8 @@ def prepare_dataset(
             "validation": label_counts([e.label for e in validation_examples]) if classification else {},
         },
         "text_length_chars": percentiles([len(e.text) for e in train_examples + validation_examples]),
+        # Length and script histograms in the bins live-traffic monitoring uses (serving/stats.py).
+        "text_profile": text_profile([e.text for e in train_examples + validation_examples]),
         "warnings": _warnings(train, train_counts),
     }
     if not classification:

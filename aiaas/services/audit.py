@@ -27,7 +27,8 @@ ACTIONS = frozenset({
     "file.uploaded", "file.deleted",
     "fine_tuning.job.created", "fine_tuning.job.cancelled",
     "model.deleted",
-    "deployment.created", "deployment.deleted",
+    "deployment.created", "deployment.deleted", "deployment.drift",
+    "webhook.created", "webhook.deleted",
     "auth.failed",
     "organization.deleted",
 })
