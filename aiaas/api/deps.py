@@ -29,8 +29,8 @@ from aiaas.security.ttlcache import TtlCache
 from aiaas.services import audit
 from aiaas.services.inference import Caller, InferenceService
 from aiaas.services.inference.metering import refusal
-from aiaas.services.quotas import OrgLimits, org_limits
 from aiaas.services.monitoring import TrafficMonitor
+from aiaas.services.quotas import OrgLimits, org_limits
 from aiaas.services.usage import UsageRecorder
 from aiaas.services.webhooks import WebhookDispatcher
 from aiaas.store import tenancy

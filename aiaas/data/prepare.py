@@ -16,9 +16,9 @@ from aiaas.core.errors import InvalidFile, InvalidRequest
 from aiaas.data.cleaning import Cleaned, clean_table
 from aiaas.data.readers import Table, load_table
 from aiaas.data.report import label_counts, label_warnings, percentiles
-from aiaas.serving.stats import text_profile
 from aiaas.data.split import auto_fraction, multilabel_split, random_split, stratified_split
 from aiaas.data.types import TASKS, CleaningConfig, Example, PreparedData, Task
+from aiaas.serving.stats import text_profile
 
 logger = logging.getLogger(__name__)
 

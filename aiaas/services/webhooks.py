@@ -159,10 +159,11 @@ def poll_jobs(session: Session, *, at: int) -> int:
     jobs = session.scalars(select(FineTuningJob).where(
         FineTuningJob.org_id.in_(orgs),
         or_(FineTuningJob.created_at >= since, FineTuningJob.started_at >= since, FineTuningJob.finished_at >= since)))
-    seen = set(session.execute(select(WebhookDelivery.endpoint_id, WebhookDelivery.event_key).where(
+    announced = select(WebhookDelivery.endpoint_id, WebhookDelivery.event_key).where(
         WebhookDelivery.endpoint_id.in_([e.id for e in endpoints]),
         WebhookDelivery.event_type.like("fine_tuning.job.%"),
-        WebhookDelivery.created_at >= since - JOB_LOOKBACK_S)).tuples())
+        WebhookDelivery.created_at >= since - JOB_LOOKBACK_S)
+    seen = {tuple(r) for r in session.execute(announced)}
     added = 0
     for job in jobs:
         key = f"{job.id}:{job.status}"
