@@ -32,16 +32,17 @@ def russian(rng: random.Random, n: int) -> list[str]:
     return [" ".join(rng.choice(RUSSIAN) for _ in range(rng.randint(2, 30))) for _ in range(n)]
 
 
-def store_training_reference(db, org_id: str, artifact, rng: random.Random, model_id: str = MODEL) -> None:
+def store_training_reference(db, org_id: str, artifact, rng: random.Random, model_id: str = MODEL,
+                             labels: list[str] = LABELS) -> None:
     """What a fine-tuning job stores: the data report's text profile (prepare.py) and the validation
     metrics with their top-score histogram (training/metrics.py), computed on the real model."""
     train, validation = english(rng, 400), english(rng, 200)
     probs = load_predictor(artifact / "onnx").predict(validation)
-    scores = metrics.single_label(np.log(probs), np.array([rng.randint(0, 1) for _ in validation]), LABELS)
+    scores = metrics.single_label(np.log(probs), np.array([rng.randint(0, 1) for _ in validation]), labels)
     report = {"n_train": 400, "text_length_chars": {}, "text_profile": stats.text_profile(train + validation)}
     with db.session() as s:
         model = s.scalar(select(Model).where(Model.id == model_id))
-        model.card = {"labels": LABELS, "metrics": scores}
+        model.card = {"labels": labels, "metrics": scores}
         s.add(FineTuningJob(id=model.job_id, org_id=org_id, model="tiny-bert", training_file="file-x",
                             status="succeeded", seed=0, created_at=1, data_report=report))
 
