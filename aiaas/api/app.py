@@ -40,7 +40,7 @@ from aiaas.security.policy import POLICY, PUBLIC
 from aiaas.security.ratelimit import create_rate_limiter
 from aiaas.security.ttlcache import TtlCache
 from aiaas.services.inference import InferenceService
-from aiaas.services.monitoring import drift_monitor
+from aiaas.services.monitoring import MonitorCollector, drift_monitor
 from aiaas.services.usage import UsageRecorder
 from aiaas.services.webhooks import webhook_dispatcher
 from aiaas.store import migrate
@@ -127,6 +127,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     )
     app.state.aiaas = state
     app.state.metrics_registry = CollectorRegistry()
+    if state.services.monitoring is not None:  # per-deployment counters and drift flags, read at scrape time
+        app.state.metrics_registry.register(MonitorCollector(state.services.monitoring))
 
     install_error_handlers(app)
     # Serving routes first: FastAPI finds a route by trying each in order (an included router's

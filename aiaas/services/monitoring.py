@@ -75,6 +75,7 @@ class _Deployment:
     ring_sum: np.ndarray = field(init=False)
     ring_pos: int = 0
     requests: int = 0
+    total: np.ndarray = field(init=False)  # since this process started: Prometheus counters
     minutes: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
     minute_requests: OrderedDict[int, int] = field(default_factory=OrderedDict)
     flagged: frozenset[str] = frozenset()
@@ -83,6 +84,7 @@ class _Deployment:
     def __post_init__(self) -> None:
         self.ring = np.zeros((RING, self.layout.size), dtype=np.int64)
         self.ring_sum = np.zeros(self.layout.size, dtype=np.int64)
+        self.total = np.zeros(self.layout.size, dtype=np.int64)
 
     def add(self, vec: np.ndarray, minute: int) -> None:
         slot = self.ring_pos % RING
@@ -90,6 +92,7 @@ class _Deployment:
         self.ring[slot] = vec
         self.ring_pos += 1
         self.requests += 1
+        self.total += vec
         bucket = self.minutes.get(minute)
         if bucket is None:
             bucket = self.minutes[minute] = np.zeros(self.layout.size, dtype=np.int64)
@@ -324,3 +327,37 @@ def drift_monitor(settings: Any, db: Database) -> TrafficMonitor:
                           min_samples=settings.monitoring_min_samples,
                           check_seconds=settings.monitoring_check_seconds,
                           emit=lambda org_id, name, data: record_drift(db, org_id, name, data))
+
+
+class MonitorCollector:
+    """Prometheus metrics per deployment and model version, read from the monitor at scrape time (nothing
+    per request beyond what `observe` already counts). Register with `registry.register(...)`."""
+
+    def __init__(self, monitor: TrafficMonitor) -> None:
+        self.monitor = monitor
+
+    def describe(self) -> list[Any]:
+        return []  # no fixed set: families depend on the deployments seen
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        labels = ["deployment", "model"]
+        requests = CounterMetricFamily("aiaas_deployment_requests", "Inference requests per deployment", labels=labels)
+        texts = CounterMetricFamily("aiaas_deployment_texts", "Texts scored per deployment", labels=labels)
+        tokens = CounterMetricFamily("aiaas_deployment_tokens", "Input tokens per deployment", labels=labels)
+        unknown = CounterMetricFamily("aiaas_deployment_unknown_tokens",
+                                      "Input tokens the tokenizer did not know ([UNK])", labels=labels)
+        drift = GaugeMetricFamily("aiaas_deployment_drift", "1 while a feature is flagged as drifted",
+                                  labels=[*labels, "feature"])
+        with self.monitor._lock:
+            rows = [(d.name, d.model_id, d.requests, d.total.copy(), d.layout, d.flagged)
+                    for d in self.monitor._deployments.values()]
+        for name, model, n, total, lay, flagged in rows:
+            requests.add_metric([name, model], n)
+            texts.add_metric([name, model], int(total[lay.texts]))
+            tokens.add_metric([name, model], int(total[lay.tokens]))
+            unknown.add_metric([name, model], int(total[lay.unknown]))
+            for feature in FEATURES:
+                drift.add_metric([name, model, feature], 1.0 if feature in flagged else 0.0)
+        yield from (requests, texts, tokens, unknown, drift)

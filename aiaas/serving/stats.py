@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 
@@ -36,7 +37,7 @@ SCRIPTS = ("Latin", "Han", "Cyrillic", "Arabic", "Greek", "Hebrew", "Devanagari"
            "Other", "None")
 _SCRIPT_INDEX = {name: i for i, name in enumerate(SCRIPTS)}
 _STARTS = [r[0] for r in _RANGES]
-SCRIPT_SCAN_CHARS = 256  # a text's script is decided by its first letters; longer texts cost no more
+SCRIPT_SCAN_CHARS = 64  # a text's script is decided by its first characters; longer texts cost no more
 
 # Smoothing. The live side gets PSI_PRIOR_COUNTS counts spread as the reference is (a prior that the
 # traffic looks like training), so a small window's empty bins do not read as a shift: with a plain 1e-4
@@ -58,21 +59,34 @@ def length_histogram(texts: Iterable[str]) -> list[int]:
     return counts
 
 
+def _bucket_of(c: str) -> int:
+    if not c.isalpha():
+        return -1
+    o = ord(c)
+    i = bisect_right(_STARTS, o) - 1
+    return _SCRIPT_INDEX[_RANGES[i][2]] if i >= 0 and o <= _RANGES[i][1] else _SCRIPT_INDEX["Other"]
+
+
+_CHAR_BUCKETS: dict[str, int] = {}  # character -> bucket (-1: not a letter), filled as characters are seen
+_CHAR_BUCKETS_MAX = 1 << 16
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
+
+
 def script_of(text: str) -> int:
     """Index in SCRIPTS of the script most of the text's first letters are written in."""
-    if text.isascii():  # the common case, in C: Latin if it has a letter at all
-        return _SCRIPT_INDEX["Latin"] if any(c.isalpha() for c in text[:SCRIPT_SCAN_CHARS]) else \
-            _SCRIPT_INDEX["None"]
+    head = text[:SCRIPT_SCAN_CHARS]
+    if head.isascii():  # the common case, in C: Latin if it has a letter at all
+        return _SCRIPT_INDEX["Latin"] if _ASCII_LETTER.search(head) else _SCRIPT_INDEX["None"]
     votes = [0] * len(SCRIPTS)
-    for c in text[:SCRIPT_SCAN_CHARS]:
-        if not c.isalpha():
-            continue
-        o = ord(c)
-        i = bisect_right(_STARTS, o) - 1
-        if i >= 0 and o <= _RANGES[i][1]:
-            votes[_SCRIPT_INDEX[_RANGES[i][2]]] += 1
-        else:
-            votes[_SCRIPT_INDEX["Other"]] += 1
+    buckets = _CHAR_BUCKETS
+    for c in head:
+        b = buckets.get(c)
+        if b is None:
+            b = _bucket_of(c)
+            if len(buckets) < _CHAR_BUCKETS_MAX:
+                buckets[c] = b
+        if b >= 0:
+            votes[b] += 1
     best = max(range(len(SCRIPTS)), key=votes.__getitem__)
     return best if votes[best] else _SCRIPT_INDEX["None"]
 

@@ -67,8 +67,15 @@ def test_json_access_lines_leak_nothing_and_drift_reaches_a_webhook(tmp_path, re
             while not receiver.received and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert c.get("/v1/deployments/tele/monitoring").json()["drifted"] is True
+            metrics = c.get("/metrics").text
     finally:
         server.stop()
+
+    labels = f'deployment="tele",model="{MODEL}"'
+    assert f"aiaas_deployment_requests_total{{{labels}}} 21.0" in metrics
+    assert f"aiaas_deployment_texts_total{{{labels}}} 61.0" in metrics
+    assert f'aiaas_deployment_drift{{deployment="tele",feature="script",model="{MODEL}"}} 1.0' in metrics
+    assert f'aiaas_deployment_drift{{deployment="tele",feature="top_score",model="{MODEL}"}} 0.0' in metrics
 
     assert receiver.received, "no deployment.drift webhook arrived"
     headers, body = receiver.received[0]
