@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from aiaas.serving.interface import ModelInfo, Outputs
 from aiaas.services.monitoring import TrafficMonitor
+from aiaas.serving.interface import ModelInfo, Outputs
 from aiaas.store.db import Database
 
 WORDS = ["the", "a", "service", "great", "terrible", "slow", "fast", "delivery", "refund"]
