@@ -76,6 +76,10 @@ def test_json_access_lines_leak_nothing_and_drift_reaches_a_webhook(tmp_path, re
     assert f"aiaas_deployment_texts_total{{{labels}}} 61.0" in metrics
     assert f'aiaas_deployment_drift{{deployment="tele",feature="script",model="{MODEL}"}} 1.0' in metrics
     assert f'aiaas_deployment_drift{{deployment="tele",feature="top_score",model="{MODEL}"}} 0.0' in metrics
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
+              if line.startswith("aiaas_model_cache_")}
+    assert values["aiaas_model_cache_misses_total"] == 1 and values["aiaas_model_cache_hits_total"] >= 20
+    assert values["aiaas_model_cache_resident_bytes"] > 0 and values["aiaas_model_cache_models"] == 1
 
     assert receiver.received, "no deployment.drift webhook arrived"
     headers, body = receiver.received[0]
