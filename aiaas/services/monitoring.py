@@ -22,7 +22,6 @@ import logging
 import threading
 import time
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,15 +75,21 @@ class _Deployment:
     ring_pos: int = 0
     requests: int = 0
     total: np.ndarray = field(init=False)  # since this process started: Prometheus counters
-    minutes: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
-    minute_requests: OrderedDict[int, int] = field(default_factory=OrderedDict)
     flagged: frozenset[str] = frozenset()
     changed: bool = False
+    newest_minute: int = -1
+    minutes: np.ndarray = field(init=False)  # [MINUTES_KEPT, size] counts, row = minute % MINUTES_KEPT
+    minute_of: np.ndarray = field(init=False)  # the minute each row holds (-1: none)
+    minute_requests: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.ring = np.zeros((RING, self.layout.size), dtype=np.int64)
+        # int32: a request's (or a minute's) counts fit, and the structures take half the memory.
+        self.ring = np.zeros((RING, self.layout.size), dtype=np.int32)
         self.ring_sum = np.zeros(self.layout.size, dtype=np.int64)
         self.total = np.zeros(self.layout.size, dtype=np.int64)
+        self.minutes = np.zeros((MINUTES_KEPT, self.layout.size), dtype=np.int32)
+        self.minute_of = np.full(MINUTES_KEPT, -1, dtype=np.int64)
+        self.minute_requests = np.zeros(MINUTES_KEPT, dtype=np.int32)
 
     def add(self, vec: np.ndarray, minute: int) -> None:
         slot = self.ring_pos % RING
@@ -93,28 +98,22 @@ class _Deployment:
         self.ring_pos += 1
         self.requests += 1
         self.total += vec
-        bucket = self.minutes.get(minute)
-        if bucket is None:
-            bucket = self.minutes[minute] = np.zeros(self.layout.size, dtype=np.int64)
-            self.minute_requests[minute] = 0
-            while len(self.minutes) > MINUTES_KEPT + 1:
-                self.minutes.popitem(last=False)
-                self.minute_requests.popitem(last=False)
-        bucket += vec
-        self.minute_requests[minute] += 1
+        row = minute % MINUTES_KEPT
+        if self.minute_of[row] != minute:  # a minute a day old (or none) gives way
+            self.minutes[row] = 0
+            self.minute_requests[row] = 0
+            self.minute_of[row] = minute
+        self.minutes[row] += vec
+        self.minute_requests[row] += 1
+        self.newest_minute = max(self.newest_minute, minute)
         self.changed = True
 
     def window(self, minutes: int | None, now_minute: int) -> tuple[np.ndarray, int]:
         """The summed counts and the request count of one window."""
         if minutes is None:
             return self.ring_sum.copy(), min(self.ring_pos, RING)
-        total = np.zeros(self.layout.size, dtype=np.int64)
-        requests = 0
-        for m, vec in self.minutes.items():
-            if m > now_minute - minutes:
-                total += vec
-                requests += self.minute_requests[m]
-        return total, requests
+        inside = (self.minute_of > now_minute - minutes) & (self.minute_of <= now_minute)
+        return self.minutes[inside].sum(axis=0, dtype=np.int64), int(self.minute_requests[inside].sum())
 
 
 class TrafficMonitor:
@@ -256,7 +255,10 @@ class TrafficMonitor:
 
     def check_all(self) -> int:
         """Evaluate every deployment that saw traffic since the last check; returns how many."""
+        stale = int(self.clock() // 60) - MINUTES_KEPT
         with self._lock:
+            for k in [k for k, d in self._deployments.items() if d.newest_minute < stale]:
+                del self._deployments[k]  # a day without traffic: nothing left in any window but the ring
             todo = [(k, d) for k, d in self._deployments.items() if d.changed]
             for _, d in todo:
                 d.changed = False
