@@ -19,7 +19,7 @@ from aiaas.api.deps import AppState, Services, verify_key
 from aiaas.api.errors import install_error_handlers
 from aiaas.api.fastpath import FastPredictMiddleware
 from aiaas.api.idempotency import IdempotencyMiddleware
-from aiaas.api.metrics import ModelCacheCollector
+from aiaas.api.metrics import JobsCollector, ModelCacheCollector
 from aiaas.api.middleware import ByteBudget, EdgeMiddleware
 from aiaas.api.routes import (
     audit_logs,
@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     if state.services.monitoring is not None:  # per-deployment counters and drift flags, read at scrape time
         app.state.metrics_registry.register(MonitorCollector(state.services.monitoring))
     app.state.metrics_registry.register(ModelCacheCollector(state.services.inference.local))
+    app.state.metrics_registry.register(JobsCollector(db))
 
     install_error_handlers(app)
     # Serving routes first: FastAPI finds a route by trying each in order (an included router's

@@ -67,6 +67,8 @@ def test_json_access_lines_leak_nothing_and_drift_reaches_a_webhook(tmp_path, re
             while not receiver.received and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert c.get("/v1/deployments/tele/monitoring").json()["drifted"] is True
+            c.get("/metrics")  # starts the jobs count in the background
+            time.sleep(1.0)
             metrics = c.get("/metrics").text
     finally:
         server.stop()
@@ -80,6 +82,8 @@ def test_json_access_lines_leak_nothing_and_drift_reaches_a_webhook(tmp_path, re
               if line.startswith("aiaas_model_cache_")}
     assert values["aiaas_model_cache_misses_total"] == 1 and values["aiaas_model_cache_hits_total"] >= 20
     assert values["aiaas_model_cache_resident_bytes"] > 0 and values["aiaas_model_cache_models"] == 1
+    assert 'aiaas_jobs{status="succeeded"} 1.0' in metrics  # the job row store_training_reference wrote
+    assert 'aiaas_job_leases{state="live"} 0.0' in metrics
 
     assert receiver.received, "no deployment.drift webhook arrived"
     headers, body = receiver.received[0]
