@@ -20,6 +20,7 @@ from aiaas.api.docs import install_docs
 from aiaas.api.errors import install_error_handlers
 from aiaas.api.fastpath import FastPredictMiddleware
 from aiaas.api.idempotency import IdempotencyMiddleware
+from aiaas.api.metrics import JobsCollector, ModelCacheCollector
 from aiaas.api.middleware import ByteBudget, EdgeMiddleware
 from aiaas.api.routes import (
     audit_logs,
@@ -30,9 +31,11 @@ from aiaas.api.routes import (
     inference,
     keys,
     models,
+    monitoring,
     oip,
     registered_models,
     usage,
+    webhooks,
 )
 from aiaas.core.settings import Settings, get_settings
 from aiaas.protocol.common import ErrorResponse, OipErrorResponse, declared_errors
@@ -40,7 +43,9 @@ from aiaas.security.policy import POLICY, PUBLIC
 from aiaas.security.ratelimit import create_rate_limiter
 from aiaas.security.ttlcache import TtlCache
 from aiaas.services.inference import InferenceService
+from aiaas.services.monitoring import MonitorCollector, drift_monitor
 from aiaas.services.usage import UsageRecorder
+from aiaas.services.webhooks import webhook_dispatcher
 from aiaas.store import migrate
 from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.db import Database
@@ -82,12 +87,15 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
     blobs = encrypted(create_blob_store(settings.blobs_url, settings), db, secret)  # per-organisation keys at rest
     ratelimit = create_rate_limiter(settings.rate_limit_url)
     usage = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds)
+    monitoring = drift_monitor(settings, db) if settings.monitoring_enabled else None
     return Services(
         blobs=blobs,
         ratelimit=ratelimit,
         usage=usage,
-        inference=InferenceService(settings, db, blobs, limiter=ratelimit, usage=usage),
+        inference=InferenceService(settings, db, blobs, limiter=ratelimit, usage=usage, monitor=monitoring),
         auth_cache=TtlCache(settings.lookup_cache_seconds),
+        monitoring=monitoring,
+        webhooks=webhook_dispatcher(settings, db, blobs.keyring),
     )
 
 
@@ -106,6 +114,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         warm = asyncio.create_task(_warm_pinned(state))
+        for background in (state.services.monitoring, state.services.webhooks):
+            if background is not None:
+                background.start()
         try:
             yield
         finally:
@@ -125,6 +136,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     )
     app.state.aiaas = state
     app.state.metrics_registry = CollectorRegistry()
+    if state.services.monitoring is not None:  # per-deployment counters and drift flags, read at scrape time
+        app.state.metrics_registry.register(MonitorCollector(state.services.monitoring))
+    app.state.metrics_registry.register(ModelCacheCollector(state.services.inference.local))
+    app.state.metrics_registry.register(JobsCollector(db))
 
     install_error_handlers(app)
     # Serving routes first: FastAPI finds a route by trying each in order (an included router's
@@ -134,7 +149,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.include_router(inference.router, responses=declared_errors(ErrorResponse))
     app.include_router(oip.router, responses=declared_errors(OipErrorResponse))
     app.include_router(health.router)
-    for module in (keys, files, fine_tuning, models, registered_models, usage, audit_logs):
+    for module in (keys, files, fine_tuning, models, registered_models, usage, audit_logs, monitoring, webhooks):
         app.include_router(module.router, responses=declared_errors(ErrorResponse))
     install_console(app)  # the web console at /ui (aiaas.ui): its pages and its static files
     install_docs(app)  # last: the hot routes are matched first

@@ -29,8 +29,10 @@ from aiaas.security.ttlcache import TtlCache
 from aiaas.services import audit, authn
 from aiaas.services.inference import Caller, InferenceService
 from aiaas.services.inference.metering import refusal
+from aiaas.services.monitoring import TrafficMonitor
 from aiaas.services.quotas import OrgLimits, org_limits
 from aiaas.services.usage import UsageRecorder
+from aiaas.services.webhooks import WebhookDispatcher
 from aiaas.store import tenancy
 from aiaas.store.db import Database
 from aiaas.store.encrypted import EncryptedBlobStore
@@ -48,9 +50,15 @@ class Services:
     usage: UsageRecorder
     inference: InferenceService
     auth_cache: TtlCache
+    monitoring: TrafficMonitor | None = None  # live traffic per deployment (None: AIAAS_MONITORING_ENABLED off)
+    webhooks: WebhookDispatcher | None = None
 
     async def aclose(self) -> None:
         """At shutdown, the reverse of the order they were built in."""
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
+        if self.monitoring is not None:
+            await self.monitoring.aclose()
         await self.inference.aclose()
         await self.usage.aclose()
         await self.ratelimit.aclose()

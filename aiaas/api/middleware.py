@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aiaas.core.errors import AiaasError, AuthenticationFailed, PayloadTooLarge, Unavailable, type_for
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("aiaas.access")  # one line per request; configured by the CLI (core/logging.py)
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -183,7 +184,7 @@ class EdgeMiddleware:
         status = 500
         started = False  # the response start reached the client
         overflow = False
-        received = 0
+        received = sent = 0
         limit = self.limit_for(path)
         too_large = PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes for {path}.")
 
@@ -207,12 +208,14 @@ class EdgeMiddleware:
             return message
 
         async def edge_send(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status, started, sent
             if overflow:
                 if not started and message["type"] == "http.response.start":
                     await reject_too_large()
                 return  # the 413 has been sent; drop the app's own answer
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
                 status, started = message["status"], True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 earned = state.get(self.ratelimit_state_key)
@@ -278,8 +281,22 @@ class EdgeMiddleware:
                 budget.give(reserved)
             route = scope.get("route")
             template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started_at
             self.requests.labels(scope["method"], template, str(status)).inc()
-            self.latency.labels(scope["method"], template).observe(time.perf_counter() - started_at)
+            self.latency.labels(scope["method"], template).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                _log_access(state, rid, scope["method"], template, status, elapsed, received, sent)
+
+
+def _log_access(state: dict, rid: str, method: str, route: str, status: int, elapsed: float, received: int,
+                sent: int) -> None:
+    """The access line: ids, the route template (never the path: names in it are the caller's data),
+    status, latency and byte counts. Bodies, texts, labels and keys never appear."""
+    principal = state.get("principal")
+    access_log.info("%s %s %d %.1fms", method, route, status, elapsed * 1000, extra={
+        "request_id": rid, "org_id": getattr(principal, "org_id", None), "key_id": getattr(principal, "key_id", None),
+        "method": method, "route": route, "status": status, "latency_ms": round(elapsed * 1000, 2),
+        "bytes_in": received, "bytes_out": sent})
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -47,6 +47,7 @@ def serve(
     import uvicorn
 
     from aiaas.cli.admin import shared_limits_warning, sweep_at_start
+    from aiaas.core.logging import log_format, uvicorn_log_config
     from aiaas.core.settings import get_settings
     from aiaas.jobs.lifetime import die_with_parent
 
@@ -73,7 +74,11 @@ def serve(
     config_args: dict[str, Any] = {"factory": True, "host": host, "port": port, "log_level": "info",
                                    "proxy_headers": bool(settings.trusted_proxies),
                                    "forwarded_allow_ips": settings.trusted_proxies or None,
-                                   "timeout_graceful_shutdown": grace}
+                                   "timeout_graceful_shutdown": grace,
+                                   # AIAAS_LOG_FORMAT=json: uvicorn's own lines as JSON too, in every worker
+                                   # process; the edge middleware writes the access line (never uvicorn's).
+                                   "log_config": uvicorn_log_config(),
+                                   "access_log": log_format() != "json"}
     # uvicorn re-raises the stop signal once it has shut down; this handler takes it instead of the
     # default (which would end the process before the workers are stopped).
     received: list[int] = []

@@ -47,6 +47,7 @@ HTTP_STATUS: dict[str, int] = {
     "worker_crashed": 500,  # a job's error (never an HTTP answer): its worker died AIAAS_JOB_MAX_ATTEMPTS times
     # The web console (issue 15): a form posted without its session's CSRF token.
     "csrf_failed": 403,
+    "monitoring_disabled": 503,  # issue #16: AIAAS_MONITORING_ENABLED=false
 }
 
 # OpenAI-style "type" per status class.

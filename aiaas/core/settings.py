@@ -132,6 +132,22 @@ class Settings(BaseSettings):
     idempotency_lock_seconds: float = Field(default=30.0, gt=0)
     idempotency_max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
 
+    # Monitoring, webhooks and telemetry (issue #16). Live traffic per deployment is compared with the
+    # training data by PSI; a feature over the threshold in a window of at least min_samples texts is a
+    # drift flag (checked every monitoring_check_seconds, and on every GET .../monitoring). Webhook URLs
+    # resolving to loopback, link-local or private addresses are refused unless webhook_allow_private.
+    # log_format: "text" or "json" (one JSON line per request, never texts, labels or secrets).
+    monitoring_enabled: bool = True
+    monitoring_psi_threshold: float = Field(default=0.2, gt=0)
+    monitoring_min_samples: int = Field(default=100, ge=1)
+    monitoring_check_seconds: float = Field(default=30.0, ge=0)
+    webhook_allow_private: bool = False
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_base_seconds: float = Field(default=5.0, ge=0)
+    log_format: Literal["text", "json"] = "text"
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, v: str) -> str:

@@ -19,6 +19,7 @@ from aiaas.data.readers import Table, load_table
 from aiaas.data.report import label_counts, label_warnings, percentiles
 from aiaas.data.split import auto_fraction, multilabel_split, random_split, stratified_split
 from aiaas.data.types import TASKS, CleaningConfig, Example, PreparedData, Task
+from aiaas.data.profile import text_profile
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ def prepare_dataset(
             "validation": label_counts([e.label for e in validation_examples]) if classification else {},
         },
         "text_length_chars": percentiles([len(e.text) for e in train_examples + validation_examples]),
+        # Length and script histograms in the bins live-traffic monitoring uses (data/profile.py).
+        "text_profile": text_profile([e.text for e in train_examples + validation_examples]),
         "warnings": _warnings(train, train_counts),
     }
     if not classification:

@@ -71,6 +71,13 @@ POLICY: dict[tuple[str, str], str | None] = {
     # Metering and audit.
     ("GET", "/v1/usage"): "read",
     ("GET", "/v1/audit_logs"): "admin",
+    # Monitoring and webhooks (issue #16).
+    ("GET", "/v1/deployments/{name}/monitoring"): "read",
+    ("POST", "/v1/webhooks"): "admin",
+    ("GET", "/v1/webhooks"): "admin",
+    ("GET", "/v1/webhooks/{webhook_id}"): "admin",
+    ("DELETE", "/v1/webhooks/{webhook_id}"): "admin",
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): "admin",
 }
 
 

@@ -27,8 +27,9 @@ ACTIONS = frozenset({
     "file.uploaded", "file.deleted",
     "fine_tuning.job.created", "fine_tuning.job.cancelled",
     "model.deleted",
-    "deployment.created", "deployment.deleted",
+    "deployment.created", "deployment.deleted", "deployment.drift",
     "deployment.updated", "model.alias.set", "model.alias.deleted", "model.version.deleted", "model.downloaded",
+    "webhook.created", "webhook.deleted",
     "auth.failed",
     "organization.deleted",
 })

@@ -57,6 +57,7 @@ class Outputs:
     rows: np.ndarray
     tokens: int  # input tokens the model read, special tokens included
     info: ModelInfo
+    unknown_tokens: int | None = None  # of them, the tokenizer's unknown token; None: not counted
 
 
 class Runtime(ABC):

@@ -24,7 +24,7 @@ from aiaas.serving.interface import ModelInfo, ModelRef, Outputs, Runtime
 if TYPE_CHECKING:  # the runtime module imports onnxruntime; a process serving nothing never needs it
     from aiaas.serving.runtime import Predictor
 
-Row = tuple[np.ndarray, int]  # one text's output row and its token count
+Row = tuple[np.ndarray, int, int]  # one text's output row, its token count and its [UNK] count (-1: none)
 SCORES, EMBEDDINGS = "scores", "embeddings"
 
 
@@ -108,7 +108,8 @@ class LocalRuntime(Runtime):
                 raise _no_embeddings(info)
             pairs = await self._batcher(artifact, kind, predictor).submit(texts)
         rows = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, 0), dtype=np.float32)
-        return Outputs(rows, sum(p[1] for p in pairs), info)
+        unknown = sum(p[2] for p in pairs) if pairs and pairs[0][2] >= 0 else None
+        return Outputs(rows, sum(p[1] for p in pairs), info, unknown)
 
     def _batcher(self, artifact: str, kind: str, predictor: Predictor) -> MicroBatcher[str, Row]:
         current = self._batchers.get((artifact, kind))
@@ -119,7 +120,8 @@ class LocalRuntime(Runtime):
                 res = p.infer(texts, probabilities=scores, embeddings=not scores)
                 rows = res.probabilities if scores else res.embeddings
                 assert rows is not None
-                return list(zip(rows, res.token_counts, strict=True))
+                unknown = res.unknown_counts or [-1] * len(res.token_counts)
+                return list(zip(rows, res.token_counts, unknown, strict=True))
 
             # One batch = one of the runtime's length buckets: workers pull the next one as soon
             # as they finish, and a request is answered when its own bucket is done.

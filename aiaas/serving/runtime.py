@@ -118,6 +118,17 @@ def _encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list:
     return fast(list(texts)) if fast is not None else tokenizer.encode_batch(list(texts))
 
 
+def _unknown_token_id(tokenizer: Tokenizer) -> int | None:
+    """The id of the tokenizer's unknown token ([UNK] for WordPiece, <unk> for BPE/SentencePiece)."""
+    model = getattr(tokenizer, "model", None)
+    name = getattr(model, "unk_token", None)
+    for candidate in ((name,) if isinstance(name, str) else ()) + ("[UNK]", "<unk>"):
+        token_id = tokenizer.token_to_id(candidate)
+        if token_id is not None:
+            return int(token_id)
+    return None
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
@@ -149,6 +160,7 @@ class InferenceResult:
     probabilities: np.ndarray | None  # [N, C] (or [N, 1] raw values for regression)
     embeddings: np.ndarray | None  # [N, H] float32, L2-normalised
     token_counts: list[int]
+    unknown_counts: list[int] | None = None  # [UNK] tokens per text (monitoring); None: no unknown token
 
 
 class Predictor:
@@ -202,6 +214,7 @@ class Predictor:
         self._input_names = [i.name for i in described.get_inputs()]
         runtime = meta.get("runtime") or {}
         self._pad_id = int(runtime.get("pad_token_id", 0))
+        self._unk_id = _unknown_token_id(tokenizer)
         missing = {"input_ids", "attention_mask"} - set(self._input_names)
         if missing:
             raise InvalidFile(f"{model_file}: graph lacks inputs {sorted(missing)}.")
@@ -249,6 +262,8 @@ class Predictor:
             probabilities=probs,
             embeddings=raw.get(OUTPUT_EMBEDDINGS),
             token_counts=[len(ids) for ids in token_ids],
+            # list.count runs in C: about 0.2 us for a 64-token text.
+            unknown_counts=None if self._unk_id is None else [ids.count(self._unk_id) for ids in token_ids],
         )
 
     def close(self) -> None:

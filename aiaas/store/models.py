@@ -290,3 +290,44 @@ class DeploymentRevision(Base):
     actor_key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     reason: Mapped[str] = mapped_column(String(40))  # created | updated | alias_moved | rollback
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookEndpoint(Base):
+    """Where an organisation wants its events POSTed. The signing secret is sealed with the
+    organisation's data key (AES-GCM), like other tenant data."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[Any]] = mapped_column(JSON)  # event types or prefixes ending in ".*"
+    description: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookDelivery(Base):
+    """The outbox and the delivery log in one: a row per (endpoint, event), written in the transaction
+    that caused the event (or by the job poller), sent by the API process's delivery loop, retried
+    with backoff. `event_key` makes an event at most one row per endpoint."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ux_webhook_deliveries_endpoint_event", "endpoint_id", "event_key", unique=True),
+        Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the webhook-id header
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    event_key: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(20))  # "pending" | "delivered" | "failed"
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    attempt_log: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

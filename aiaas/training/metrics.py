@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from aiaas.data.profile import score_histogram
+
 # Candidate decision thresholds for multi-label tuning.
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
@@ -43,11 +45,14 @@ def single_label(logits: np.ndarray, y: np.ndarray, labels: list[str]) -> dict[s
         }
     # Macro-F1 over labels present in validation: an absent label has no defined F1.
     present = [f for f, label in zip(f1s, labels, strict=True) if per_label[label]["support"] > 0]
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True)) if len(y) else logits
+    top = (shifted.max(axis=1) / shifted.sum(axis=1)) if len(y) else np.zeros(0)
     return {
         "accuracy": float((pred == y).mean()) if len(y) else 0.0,
         "macro_f1": float(np.mean(present)) if present else 0.0,
         "confusion_matrix": matrix.tolist(),
         "per_label": per_label,
+        "top_score_histogram": score_histogram(top),  # monitoring's confidence reference
     }
 
 
@@ -86,6 +91,8 @@ def multi_label(probs: np.ndarray, y: np.ndarray, labels: list[str]) -> dict[str
         "macro_f1": float(np.mean(present)) if present else 0.0,
         "thresholds": {label: float(thresholds[j]) for j, label in enumerate(labels)},
         "per_label": per_label,
+        "top_score_histogram": score_histogram(probs.max(axis=1) if len(y) else np.zeros(0)),
+        "predicted_label_counts": {label: int(pred[:, j].sum()) for j, label in enumerate(labels)},
     }
 
 

@@ -12,6 +12,8 @@ import re
 
 import pytest
 
+from aiaas.core.ids import new_id
+from aiaas.store import webhooks as webhook_store
 from tests.helpers.datasets import toy_csv
 from tests.helpers.deployed import export_tiny_classifier, register
 from tests.helpers.tiny_bert import build_tiny_bert
@@ -30,6 +32,7 @@ PATH_PARAMS = {
     "registered_model": "registered_model",
     "version": "version",
     "alias": "alias",
+    "webhook_id": "webhook",
 }
 # Request bodies that name objects: (method, path) -> body template, "{x}" filled with A's (or a missing) id.
 BODY_REFS = {
@@ -56,7 +59,8 @@ PATH_BODIES = {
 }
 MISSING = {"key": "key-0000000000000000000000000", "file": "file-0000000000000000000000000",
            "job": "ftjob-0000000000000000000000000", "model": "ft:tiny-bert:x::ftjob-0", "deployment": "nothing-here",
-           "version": "1", "registered_model": "nothing-registered", "alias": "no-alias"}
+           "version": "1", "registered_model": "nothing-registered", "alias": "no-alias",
+           "webhook": "wh-0000000000000000000000000"}
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +83,12 @@ async def objects_a(client, settings, db, org_a, org_b, artifact):
     await client.put("/v1/registered_models/matrix/aliases/production", headers=h, json={"version": 1})
     fb = (await client.post("/v1/files", headers=org_b.headers, files={"file": ("b.csv", toy_csv(seed=1))},
                             data={"purpose": "fine-tune"})).json()
+    with db.session() as s:  # directly: creating one through the API needs a URL that resolves publicly
+        hook = webhook_store.create_endpoint(s, org_a.id, endpoint_id=new_id("wh"), url="https://hooks.a.test/x",
+                                             events=["deployment.drift"], description=None, sealed_secret=b"x").id
     return {"key": key["id"], "file": f["id"], "job": job["id"], "model": MODEL, "deployment": dep["name"],
-            "version": "1", "registered_model": "matrix", "alias": "production", "file_b": fb["id"], "_secrets": [f["id"], job["id"], MODEL, "secret-dep", key["id"],
-                                                             "a.csv"]}
+            "version": "1", "registered_model": "matrix", "alias": "production", "file_b": fb["id"], "webhook": hook,
+            "_secrets": [f["id"], job["id"], MODEL, "secret-dep", key["id"], "a.csv", hook, "hooks.a.test"]}
 
 
 def _spec_routes(app) -> list[tuple[str, str, dict]]:
@@ -137,6 +144,7 @@ async def test_every_id_route_answers_foreign_ids_like_missing_ones(app, client,
     assert job["status"] != "cancelled"
     keys = (await client.get("/v1/api_keys", headers=h)).json()["data"]
     assert next(k for k in keys if k["id"] == objects_a["key"])["revoked_at"] is None
+    assert (await client.get(f"/v1/webhooks/{objects_a['webhook']}", headers=h)).status_code == 200
 
 
 async def test_body_references_to_foreign_objects_are_404(app, client, org_a, org_b, objects_a):

@@ -26,6 +26,7 @@ from aiaas.services.inference.metering import Caller, precharge, settle
 from aiaas.services.inference.shadow import Shadows
 from aiaas.services.inference.targets import Split, Target, Targets
 from aiaas.services.inference.tokens import estimate_tokens
+from aiaas.services.monitoring import TrafficMonitor
 from aiaas.services.usage import UsageRecorder
 from aiaas.serving import oip_codec as codec
 from aiaas.serving.interface import EMBEDDING, ModelRef, Outputs, Runtime
@@ -73,10 +74,11 @@ class Answer:
 
 class InferenceService:
     def __init__(self, settings: Settings, db: Database, blobs: BlobStore, *, limiter: RateLimiter,
-                 usage: UsageRecorder) -> None:
+                 usage: UsageRecorder, monitor: TrafficMonitor | None = None) -> None:
         self.settings = settings
         self.limiter = limiter
         self.usage = usage
+        self.monitor = monitor  # live-traffic statistics per deployment (services/monitoring.py)
         self.targets = Targets(db, settings)
         self.shadows = Shadows()
         self.local = LocalRuntime(
@@ -118,7 +120,7 @@ class InferenceService:
                                       lambda: self.local.predict(candidate.ref, texts))
         await settle(self.limiter, caller, estimate, out.tokens)
         results = shaping.classification_results(out.info, out.rows, top_k=top_k, thresholds=target.thresholds)
-        return self._meter(caller, target, results, out)
+        return self._meter(caller, target, results, out, texts)
 
     async def embed(self, caller: Caller, name: str, inputs: Any, *, dimensions: int | None = None,
                     field: str = "input", headers: Mapping[str, str] | None = None) -> Answer:
@@ -129,7 +131,7 @@ class InferenceService:
         out = await self.local.embed(target.ref, texts)
         await settle(self.limiter, caller, estimate, out.tokens)
         vectors = shaping.trim_embeddings(out.rows, dimensions).astype(np.float32, copy=False)
-        return self._meter(caller, target, vectors, out)
+        return self._meter(caller, target, vectors, out, texts)
 
     async def infer_tensors(self, caller: Caller, name: str, version: str | None,
                             request: codec.InferRequest, *, headers: Mapping[str, str] | None = None) -> Answer:
@@ -143,7 +145,7 @@ class InferenceService:
             out = await self._runtime(target).predict(target.ref, texts)
         await settle(self.limiter, caller, estimate, out.tokens)
         tensors = shaping.output_tensors(target.task, out.info, out.rows, target.thresholds)
-        return self._meter(caller, target, shaping.select_outputs(tensors, request.outputs), out)
+        return self._meter(caller, target, shaping.select_outputs(tensors, request.outputs), out, texts)
 
     async def ready(self, org_id: str, name: str, version: str | None = None) -> bool:
         """Whether the named model is loaded now (a scaled-to-zero model is not: its next request loads it)."""
@@ -210,6 +212,9 @@ class InferenceService:
             return self.remote
         return self.local
 
-    def _meter(self, caller: Caller, target: Target, results: Any, out: Outputs) -> Answer:
+    def _meter(self, caller: Caller, target: Target, results: Any, out: Outputs, texts: list[str]) -> Answer:
         self.usage.record_inference(caller.org_id, caller.key_id, target.model_id, 1, out.tokens)
+        if self.monitor is not None and target.deployment_id is not None:
+            self.monitor.observe(target.deployment_id, caller.org_id, target.deployment or "", target.model_id,
+                                 target.labels, texts, out, target.thresholds)
         return Answer(target.model_id, results, out.tokens)
