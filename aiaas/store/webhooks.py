@@ -87,16 +87,3 @@ def list_deliveries(session: Session, org_id: str, endpoint_id: str, *, after: s
     get_endpoint(session, org_id, endpoint_id)
     stmt = select(WebhookDelivery).where(WebhookDelivery.org_id == org_id, WebhookDelivery.endpoint_id == endpoint_id)
     return page(session, stmt, WebhookDelivery.id, after=after, limit=limit)
-
-
-def endpoint_public(row: WebhookEndpoint) -> dict[str, Any]:
-    return {"id": row.id, "object": "webhook_endpoint", "url": row.url, "events": list(row.events),
-            "description": row.description, "enabled": row.enabled, "created_at": row.created_at}
-
-
-def delivery_public(row: WebhookDelivery) -> dict[str, Any]:
-    return {"id": row.id, "object": "webhook_delivery", "webhook_id": row.endpoint_id, "event_type": row.event_type,
-            "event_id": row.payload.get("id"), "status": row.state, "attempts": row.attempts,
-            "next_attempt_at": int(row.next_attempt_at) if row.state == PENDING else None,
-            "attempt_log": list(row.attempt_log or []), "created_at": row.created_at,
-            "delivered_at": row.delivered_at}

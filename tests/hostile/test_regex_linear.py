@@ -87,6 +87,13 @@ PATTERNS: dict[str, list[Shape]] = {
     "aiaas.security.keys:_KEY_RE": NAME_SHAPES + [("aiaas_sk_", "a")],
     "aiaas.api.middleware:_REQUEST_ID_RE": NAME_SHAPES,
     "aiaas.api.fastpath:_PREDICT": NAME_SHAPES + [("/v1/deployments/a", "/")],
+    # Registered-model names and references (`support/3`, `support@production`) a tenant sends.
+    "aiaas.store.versions:NAME_RE": NAME_SHAPES,
+    "aiaas.store.versions:VERSION_REF": NAME_SHAPES + [("a", "/x"), ("a/1", "a")],
+    "aiaas.store.versions:ALIAS_REF": NAME_SHAPES + [("a", "@!"), ("a@a", "@")],
+    "aiaas.store.versions:_SLUG": NAME_SHAPES + [("!", "a"), ("A ", "a")],
+    # Live-traffic monitoring looks at the head of every inference text.
+    "aiaas.data.profile:_ASCII_LETTER": TEXT_SHAPES + [("1", "")],
     # The token estimate runs over every inference text before the model does.
     "aiaas.services.inference.tokens:_PIECES": TEXT_SHAPES + [("a", "\u3002"), ("\u6f22", "a"), ("!", ""), ("_a", " ")],
 }
@@ -96,10 +103,12 @@ ANCHORED = {
     "aiaas.data.cleaning:_REGRESSION_NUMBER", "aiaas.data.cleaning:_DECIMAL_COMMA",
     "aiaas.training.base_models:_DIR_NAME", "aiaas.training.base_models:_HUB_ID", "aiaas.store.deployments:NAME_RE",
     "aiaas.security.keys:_KEY_RE", "aiaas.api.middleware:_REQUEST_ID_RE", "aiaas.api.fastpath:_PREDICT",
+    "aiaas.store.versions:NAME_RE", "aiaas.store.versions:VERSION_REF", "aiaas.store.versions:ALIAS_REF",
 }
 # Patterns that never see tenant text, and why.
 NOT_TENANT: dict[str, str] = {
     "aiaas.training.checkpoints:_STEP_DIR": "names of checkpoint directories the trainer itself wrote",
+    "aiaas.jobs.workdir:ATTEMPT": "names of attempt directories the worker itself created",
 }
 
 

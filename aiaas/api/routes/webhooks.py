@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.core.ids import new_id
 from aiaas.protocol.common import Deleted, StrictModel, list_response
+from aiaas.protocol.webhooks import delivery_public, endpoint_public
 from aiaas.services import audit
 from aiaas.services import webhooks as service
 from aiaas.store import webhooks as store
@@ -40,7 +41,7 @@ async def create_webhook(body: WebhookCreate, principal: PrincipalDep, state: St
                                         sealed_secret=service.seal(data_key, principal.org_id, endpoint_id, secret))
             audit.record(s, actor, "webhook.created", target_type="webhook", target_id=row.id,
                          details={"url": url, "events": events})
-            return store.endpoint_public(row) | {"secret": secret}
+            return endpoint_public(row) | {"secret": secret}
 
     return await run_in_threadpool(create)
 
@@ -49,12 +50,12 @@ async def create_webhook(body: WebhookCreate, principal: PrincipalDep, state: St
 def list_webhooks(principal: PrincipalDep, session: SessionDep, after: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict:
     rows, has_more = store.list_endpoints(session, principal.org_id, after=after, limit=limit)
-    return list_response([store.endpoint_public(r) for r in rows], has_more=has_more)
+    return list_response([endpoint_public(r) for r in rows], has_more=has_more)
 
 
 @router.get("/webhooks/{webhook_id}")
 def retrieve_webhook(webhook_id: str, principal: PrincipalDep, session: SessionDep) -> dict:
-    return store.endpoint_public(store.get_endpoint(session, principal.org_id, webhook_id))
+    return endpoint_public(store.get_endpoint(session, principal.org_id, webhook_id))
 
 
 @router.delete("/webhooks/{webhook_id}", response_model=Deleted)
@@ -70,4 +71,4 @@ def list_deliveries(webhook_id: str, principal: PrincipalDep, session: SessionDe
                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict:
     """The delivery log, newest first: each event's status, attempts and the answer of each attempt."""
     rows, has_more = store.list_deliveries(session, principal.org_id, webhook_id, after=after, limit=limit)
-    return list_response([store.delivery_public(r) for r in rows], has_more=has_more)
+    return list_response([delivery_public(r) for r in rows], has_more=has_more)
