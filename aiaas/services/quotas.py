@@ -42,8 +42,10 @@ def org_limits(settings: Settings, org_settings: dict[str, Any] | None) -> OrgLi
     values = {}
     for name in LIMIT_NAMES:
         value = overrides.get(name)
-        usable = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-        values[name] = int(value) if usable else getattr(settings, name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            values[name] = int(value)
+        else:
+            values[name] = getattr(settings, name)
     return OrgLimits(**values)
 
 

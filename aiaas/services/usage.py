@@ -204,7 +204,7 @@ class PriceSheet:
                 "per_cpu_hour": self.per_cpu_hour}
 
 
-def _totals(requests: int, input_tokens: int, trained_tokens: int, cpu: float, prices: PriceSheet) -> dict:
+def _totals(requests: int, input_tokens: int, trained_tokens: int, cpu: float, prices: PriceSheet) -> dict[str, Any]:
     return {"requests": int(requests), "input_tokens": int(input_tokens),
             "trained_tokens": int(trained_tokens), "cpu_seconds": round(float(cpu), 3),
             "cost": prices.cost(input_tokens, trained_tokens, cpu)}
@@ -240,10 +240,12 @@ def summarize(session: Session, org_id: str, *, start: int, end: int, group_by: 
             names = dict(session.execute(select(ApiKey.id, ApiKey.name).where(ApiKey.org_id == org_id,
                                                                                ApiKey.id.in_(ids))).all())
     data = []
-    total = [0, 0, 0, 0.0]
+    total_req = total_inp = total_trained = 0
+    total_cpu = 0.0
     for group, req, inp, trained, cpu in rows:
         req, inp, trained, cpu = int(req or 0), int(inp or 0), int(trained or 0), float(cpu or 0.0)
-        total = [total[0] + req, total[1] + inp, total[2] + trained, total[3] + cpu]
+        total_req, total_inp, total_trained = total_req + req, total_inp + inp, total_trained + trained
+        total_cpu += cpu
         item: dict[str, Any] = {"object": "usage.bucket"}
         if group_by == "day":
             item["day"] = datetime.fromtimestamp(int(group) * DAY_S, UTC).date().isoformat()
@@ -254,4 +256,4 @@ def summarize(session: Session, org_id: str, *, start: int, end: int, group_by: 
             item["key_name"] = names.get(group) if group else None
         data.append(item | _totals(req, inp, trained, cpu, prices))
     return {"object": "usage", "start": start, "end": end, "group_by": group_by, "prices": prices.public(),
-            "data": data, "total": _totals(*total, prices)}
+            "data": data, "total": _totals(total_req, total_inp, total_trained, total_cpu, prices)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class GuardDecision:
     accuracy_candidate: float | None
     reason: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -78,7 +79,7 @@ def guard_decision(
     task: str,
     reference: np.ndarray,
     candidate: np.ndarray,
-    labels: Sequence | None = None,
+    labels: Sequence[Any] | None = None,
     label_names: Sequence[str] | None = None,
     thresholds: Sequence[float] | None = None,
     min_agreement: float = MIN_AGREEMENT,
@@ -125,17 +126,21 @@ def _agreement(
     task: str, ref: np.ndarray, cand: np.ndarray, thresholds: Sequence[float] | None
 ) -> np.ndarray:
     if task == "single_label_classification":
-        return ref.argmax(axis=1) == cand.argmax(axis=1)
+        same: np.ndarray = ref.argmax(axis=1) == cand.argmax(axis=1)
+        return same
     if task == "multi_label_classification":
         thr = _thresholds(thresholds, ref.shape[1])
-        return ((ref >= thr) == (cand >= thr)).all(axis=1)
+        same = ((ref >= thr) == (cand >= thr)).all(axis=1)
+        return same
     if task == "regression":
         spread = float(ref.std()) or float(np.abs(ref).mean()) or 1.0
-        return (np.abs(ref - cand) <= REGRESSION_TOLERANCE * spread).all(axis=1)
+        same = (np.abs(ref - cand) <= REGRESSION_TOLERANCE * spread).all(axis=1)
+        return same
     if task == "embedding":
         norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
         cosine = (ref * cand).sum(axis=1) / np.maximum(norms, 1e-12)
-        return cosine >= MIN_EMBEDDING_COSINE
+        same = cosine >= MIN_EMBEDDING_COSINE
+        return same
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -148,11 +153,13 @@ def _thresholds(thresholds: Sequence[float] | None, n: int) -> np.ndarray:
     return thr
 
 
-def _encode_labels(task: str, labels: Sequence, names: Sequence[str] | None, shape: tuple) -> np.ndarray:
+def _encode_labels(
+    task: str, labels: Sequence[Any], names: Sequence[str] | None, shape: tuple[int, ...]
+) -> np.ndarray:
     """Class indices (single-label), a multi-hot matrix (multi-label) or floats (regression)."""
     index = {str(name): i for i, name in enumerate(names or [])}
 
-    def one(label) -> int:
+    def one(label: Any) -> int:
         if isinstance(label, bool):
             raise ValueError(f"label {label!r} is neither a class name nor an index")
         if isinstance(label, int | np.integer) and 0 <= int(label) < shape[1]:

@@ -27,7 +27,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiaas.core.errors import AiaasError, Unavailable
 
@@ -41,7 +41,7 @@ R = TypeVar("R")
 class _Request(Generic[T, R]):
     items: list[T]
     future: asyncio.Future[list[R]]
-    results: list = field(init=False)  # filled in item order as batches finish
+    results: list[R | None] = field(init=False)  # filled in item order as batches finish
     remaining: int = field(init=False)  # items not done yet
     dead: bool = False  # failed or abandoned by its caller: its other items are skipped
 
@@ -140,7 +140,7 @@ class MicroBatcher(Generic[T, R]):
                 request.dead = True
             raise
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, float]:
         with self._lock:
             return {
                 "queued_items": len(self._pool),
@@ -278,7 +278,7 @@ class MicroBatcher(Generic[T, R]):
             self._notify_idle()
         if not waiting or self._loop is None:
             return
-        done = [(request, error) for request in waiting]
+        done: list[tuple[_Request[T, R], BaseException | None]] = [(request, error) for request in waiting]
         try:
             on_loop = asyncio.get_running_loop() is self._loop  # called from submit()
         except RuntimeError:
@@ -289,7 +289,7 @@ class MicroBatcher(Generic[T, R]):
             self._deliver(done)
 
 
-def _settle(done: list[tuple[_Request, BaseException | None]]) -> None:
+def _settle(done: list[tuple[_Request[Any, Any], BaseException | None]]) -> None:
     """On the loop: resolve finished requests (a caller that gave up is skipped)."""
     for request, error in done:
         if request.future.done():

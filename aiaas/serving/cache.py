@@ -211,7 +211,7 @@ class ModelCache:
             logger.info("unloaded idle model %s after %.0f s", key, now - entry.last_used)
         return idle
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         now = self._clock()
         c = self._counters
         return {

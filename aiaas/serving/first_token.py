@@ -48,6 +48,7 @@ SHAPE_OPS = frozenset(
 )
 _AS_IS = "as-is"  # an input the clone reads unchanged (weights, scales, broadcast masks)
 _RESHAPE_TARGET = "reshape-target"
+Axis = int | str  # an axis number, or _AS_IS / _RESHAPE_TARGET
 _SUFFIX = "__first_token"
 
 
@@ -145,17 +146,19 @@ def _attr(node: Any, name: str, default: Any) -> Any:
     return default
 
 
-def _input_axes(node: Any, axis: int | str, ranks: dict[str, int]) -> list | None:
+def _input_axes(node: Any, axis: int | str, ranks: dict[str, int]) -> list[Axis] | None:
     """How each input must be narrowed so that output 0 comes out narrowed on `axis` (or
     unchanged, for _AS_IS); None when the op cannot be narrowed that way."""
     op = node.op_type
     if axis == _AS_IS:
         return [_AS_IS] * len(node.input) if op in SHAPE_OPS else None
+    if not isinstance(axis, int):  # _RESHAPE_TARGET never reaches here (the region records it as _AS_IS)
+        return None
     rank = ranks.get(node.output[0])
     if rank is None:
         return None
     if op in ROW_WISE_BINARY:
-        axes: list = []
+        axes: list[Axis] = []
         for name in node.input:
             if name not in ranks:
                 return None
@@ -187,7 +190,7 @@ def _input_axes(node: Any, axis: int | str, ranks: dict[str, int]) -> list | Non
     return None
 
 
-def _narrowable_region(graph: Any, target: str, ranks: dict[str, int]) -> dict[int, tuple[Any, Any, list]]:
+def _narrowable_region(graph: Any, target: str, ranks: dict[str, int]) -> dict[int, tuple[Any, Any, list[Axis]]]:
     """Walk up from `target` (narrowed on axis 1): a node joins when every consumer of its
     outputs has joined and they all want the same narrowing of it."""
     consumers: dict[str, list[Any]] = {}
@@ -195,8 +198,8 @@ def _narrowable_region(graph: Any, target: str, ranks: dict[str, int]) -> dict[i
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     outputs = {o.name for o in graph.output}
-    wanted: dict[str, set] = {target: {1}}
-    region: dict[int, tuple[Any, Any, list]] = {}
+    wanted: dict[str, set[Axis]] = {target: {1}}
+    region: dict[int, tuple[Any, Any, list[Axis]]] = {}
     for node in reversed(list(graph.node)):
         names = [name for name in node.output if name]
         if not any(name in wanted for name in names) or any(name in outputs for name in names):
@@ -222,7 +225,7 @@ def _narrowable_region(graph: Any, target: str, ranks: dict[str, int]) -> dict[i
     return region
 
 
-def _rewrite(graph: Any, region: dict[int, tuple[Any, Any, list]], target: str) -> int:
+def _rewrite(graph: Any, region: dict[int, tuple[Any, Any, list[Axis]]], target: str) -> int:
     from onnx import helper, numpy_helper
 
     index = "first_token_index" + _SUFFIX

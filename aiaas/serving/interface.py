@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from aiaas.protocol.tasks import ARTIFACT_TASKS, EMBEDDING, MULTI_LABEL, REGRESSION, SINGLE_LABEL  # noqa: F401
+from aiaas.protocol.tasks import ARTIFACT_TASKS, EMBEDDING, MULTI_LABEL, REGRESSION, SINGLE_LABEL
+
+# The task names are re-exported: serving's callers read them from here.
+__all__ = [
+    "EMBEDDING", "MULTI_LABEL", "REGRESSION", "SINGLE_LABEL", "TASKS",
+    "ModelInfo", "ModelRef", "Outputs", "Runtime", "thresholds_in_label_order",
+]
 
 # Model tasks (the "task" of a model artifact's aiaas.json) are defined once, in aiaas.protocol.tasks;
 # TASKS here includes "embedding" (a headless encoder's artifact).

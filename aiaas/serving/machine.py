@@ -11,6 +11,7 @@ import functools
 import logging
 import platform
 from pathlib import Path
+from typing import Any
 
 from aiaas.core.cpu import usable_cores  # one count for every package
 
@@ -29,7 +30,7 @@ def _cpuinfo_flags(text: str) -> set[str]:
 
 
 @functools.cache
-def cpu_features() -> dict:
+def cpu_features() -> dict[str, Any]:
     """{"avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16", "avx_vnni", "avx2": bool, "cores": int}.
 
     Only Linux x86 flags are read; anywhere else every instruction-set flag is False,
@@ -41,18 +42,18 @@ def cpu_features() -> dict:
             flags = _cpuinfo_flags(Path("/proc/cpuinfo").read_text())
         except OSError:
             logger.warning("could not read /proc/cpuinfo; assuming no AVX-512/AMX")
-    features: dict = {name: name in flags for name in _FLAGS if name not in ("avx512f", "amx_tile")}
+    features: dict[str, Any] = {name: name in flags for name in _FLAGS if name not in ("avx512f", "amx_tile")}
     features["cores"] = usable_cores()
     return features
 
 
-def has_int8_dot_product(features: dict | None = None) -> bool:
+def has_int8_dot_product(features: dict[str, Any] | None = None) -> bool:
     """True where u8*s8 dot products cannot saturate (VNNI or AMX), so full-range int8 weights are safe."""
     f = features if features is not None else cpu_features()
     return bool(f.get("avx512_vnni") or f.get("avx_vnni") or f.get("amx_int8"))
 
 
-def has_bf16(features: dict | None = None) -> bool:
+def has_bf16(features: dict[str, Any] | None = None) -> bool:
     f = features if features is not None else cpu_features()
     return bool(f.get("avx512_bf16") or f.get("amx_bf16"))
 

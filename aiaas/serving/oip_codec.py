@@ -363,12 +363,12 @@ def _deserialize_bytes(chunk: memoryview, count: int, label: str, param: str) ->
     return out
 
 
-def _flatten(data: Any) -> list:
+def _flatten(data: Any) -> list[Any]:
     if not isinstance(data, list):
         return [data]
     if all(not isinstance(x, list) for x in data):
         return data
-    flat: list = []
+    flat: list[Any] = []
     for x in data:
         flat.extend(_flatten(x))
     return flat
@@ -415,7 +415,7 @@ def _to_bytes(tensor: Tensor) -> bytes:
     return np.ascontiguousarray(tensor.data, dtype=DTYPES[tensor.datatype]).tobytes()
 
 
-def _to_json_data(tensor: Tensor) -> list:
+def _to_json_data(tensor: Tensor) -> list[Any]:
     if tensor.datatype == BYTES:
         return [
             item if isinstance(item, str) else bytes(item).decode("utf-8", errors="replace")

@@ -39,11 +39,11 @@ class ShadowStats:
     agreements: int = 0
     delta_sum: float = 0.0
     delta_max: float = 0.0
-    primary_ms: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
-    candidate_ms: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    primary_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    candidate_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
     def public(self) -> dict[str, Any]:
-        def pct(values: deque, q: float) -> float | None:
+        def pct(values: deque[float], q: float) -> float | None:
             return None if not values else round(float(np.percentile(list(values), q)), 3)
 
         return {
@@ -78,7 +78,7 @@ def compare(primary: Outputs, candidate: Outputs) -> tuple[int, list[float]]:
 class Shadows:
     def __init__(self, *, rng: random.Random | None = None) -> None:
         self._stats: dict[tuple[str, str], ShadowStats] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._rng = rng or random.Random()
 
     def stats(self, org_id: str, deployment: str) -> ShadowStats | None:
