@@ -23,6 +23,7 @@ from aiaas.api.idempotency import IdempotencyMiddleware
 from aiaas.api.middleware import ByteBudget, EdgeMiddleware
 from aiaas.api.routes import (
     audit_logs,
+    batches,
     deployments,
     files,
     fine_tuning,
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.include_router(health.router)
     for module in (keys, files, fine_tuning, models, usage, audit_logs):
         app.include_router(module.router, responses=declared_errors(ErrorResponse))
+    app.include_router(batches.router, responses=declared_errors(ErrorResponse))  # issue 16
     install_console(app)  # the web console at /ui (aiaas.ui): its pages and its static files
     install_docs(app)  # last: the hot routes are matched first
 
