@@ -15,6 +15,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -138,21 +140,38 @@ class BatchRunner:
             return row.cursor
 
         cursor = lease.write(started)
-        chunk_lines = self.settings.batch_chunk_lines
-        while cursor is not None and cursor < inputs.total:
-            if lease.lost.is_set() or lease.shutdown.is_set():
-                return None
-            if lease.cancelled.is_set():
-                return self._finish(lease, batch, "cancelled")
-            if time.time() > batch.expires_at:
-                return self._finish(lease, batch, "expired")
-            cursor = self._chunk(lease, batch, inputs, cursor, min(cursor + chunk_lines, inputs.total))
         if cursor is None:
             return None
+        chunk_lines = self.settings.batch_chunk_lines
+        # The model answers chunk N+1 while chunk N is written (blobs, then the fenced commit) in a thread:
+        # commits stay in order, each checks the cursor it starts from, and none is waited for twice.
+        recording: Future[int | None] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"record-{batch.id}") as io_pool:
+            while cursor < inputs.total:
+                if lease.lost.is_set() or lease.shutdown.is_set():
+                    break
+                if lease.cancelled.is_set() or time.time() > batch.expires_at:
+                    break
+                end = min(cursor + chunk_lines, inputs.total)
+                answered = self._answer(batch, inputs, cursor, end)
+                if recording is not None and recording.result() is None:
+                    return None
+                recording = io_pool.submit(self._record, lease, batch, cursor, end, answered)
+                cursor = end
+            if recording is not None and recording.result() is None:
+                return None
+        if lease.lost.is_set() or lease.shutdown.is_set():
+            return None
+        if time.time() > batch.expires_at and cursor < inputs.total:
+            return self._finish(lease, batch, "expired")
         return self._finish(lease, batch, "cancelled" if lease.cancelled.is_set() else "completed")
 
     # -- one chunk ---------------------------------------------------------------------------------
     def _chunk(self, lease: BatchLease, batch: _Snapshot, inputs: _Input, start: int, end: int) -> int | None:
+        """Answer lines [start, end) and record them."""
+        return self._record(lease, batch, start, end, self._answer(batch, inputs, start, end))
+
+    def _answer(self, batch: _Snapshot, inputs: _Input, start: int, end: int) -> _Answered:
         caller = Caller(batch.org_id, batch.created_by or "", None, {})
         max_inputs = self.settings.max_inputs_per_request
         self.deferred.tokens.clear()
@@ -173,6 +192,11 @@ class BatchRunner:
             out_text, err_text = buf.getvalue(), ""
             failed = sum(1 for c in cells if c[-1] is not None)
             ok = len(cells) - failed
+        return _Answered(out_text, err_text, ok, failed, chunk)
+
+    def _record(self, lease: BatchLease, batch: _Snapshot, start: int, end: int, a: _Answered) -> int | None:
+        """Write the chunk's blobs, then record it and move the cursor in one fenced write; meter it after."""
+        out_text, err_text, ok, failed, chunk = a.out_text, a.err_text, a.ok, a.failed, a.chunk
         part = {"start": start, "end": end,
                 "out": self._put(batch, f"{start:010d}.out", out_text) if out_text else None,
                 "err": self._put(batch, f"{start:010d}.err", err_text) if err_text else None}
@@ -266,6 +290,17 @@ def _finalizing(s: Any, row: Batch) -> bool:
     if row.status in ("in_progress", "validating"):
         row.status, row.finalizing_at = "finalizing", now()
     return True
+
+
+@dataclass
+class _Answered:
+    """A chunk answered, not yet recorded."""
+
+    out_text: str
+    err_text: str
+    ok: int
+    failed: int
+    chunk: batch_service.Chunk
 
 
 class _Snapshot:
