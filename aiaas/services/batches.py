@@ -22,7 +22,9 @@ from aiaas.protocol.batches import BatchCreate
 from aiaas.services.inference.metering import Caller
 from aiaas.services.inference.service import InferenceService
 from aiaas.services.usage import UsageRecorder
+from aiaas.registry import models as registry
 from aiaas.store import batches as batch_store
+from aiaas.store import deployments as dep_store
 from aiaas.store import files as file_store
 from aiaas.store.models import Batch
 
@@ -59,10 +61,16 @@ def create(session: Session, settings: Settings, *, org_id: str, key_id: str | N
         if body.endpoint == "/v1/embeddings":
             raise InvalidRequest("A CSV or Parquet file is scored by a classifier; use /v1/classifications or a "
                                  "deployment's predict endpoint.", param="endpoint")
-        model = predict_deployment(body.endpoint) or body.deployment or body.model
+        deployment = predict_deployment(body.endpoint) or body.deployment
+        model = deployment or body.model
         if not model:
             raise InvalidRequest("Name the model to score the table with: 'deployment' or 'model'.",
                                  param="deployment")
+        # Checked now (in the caller's organisation), not first by the worker: a wrong name is a 404 here.
+        if deployment:
+            dep_store.get_deployment(session, org_id, deployment)
+        else:
+            registry.get_model(session, org_id, model, param="model")
         options = {"text_column": body.text_column, "model": model, "top_k": body.top_k,
                    "deployment_only": bool(predict_deployment(body.endpoint) or body.deployment)}
     elif body.text_column:
