@@ -226,11 +226,12 @@ async def _answer_group(service: InferenceService, caller: Caller, batch_id: str
     lines_tokens[0] += len(reqs)
     lines_tokens[1] += tokens
     i = 0
+    chars = max(1, sum(map(len, texts)))
     for r in reqs:
         results = answer.results[i:i + len(r.texts)]
         i += len(r.texts)
         # Each line's usage is its share of the group's tokens, by characters (the group was one call).
-        share = round(tokens * sum(map(len, r.texts)) / max(1, sum(map(len, texts))))
+        share = round(tokens * sum(map(len, r.texts)) / chars)
         chunk.out.append(_line(batch_id, r.n, r.custom_id, 200, _body(kind, model, answer.model_id, results,
                                                                        share, opts), None))
 
