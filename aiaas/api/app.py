@@ -24,6 +24,7 @@ from aiaas.api.metrics import JobsCollector, ModelCacheCollector
 from aiaas.api.middleware import ByteBudget, EdgeMiddleware
 from aiaas.api.routes import (
     audit_logs,
+    batches,
     deployments,
     files,
     fine_tuning,
@@ -151,6 +152,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.include_router(health.router)
     for module in (keys, files, fine_tuning, models, registered_models, usage, audit_logs, monitoring, webhooks):
         app.include_router(module.router, responses=declared_errors(ErrorResponse))
+    app.include_router(batches.router, responses=declared_errors(ErrorResponse))  # issue 16
     install_console(app)  # the web console at /ui (aiaas.ui): its pages and its static files
     install_docs(app)  # last: the hot routes are matched first
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from aiaas.cli import admin, models_versions
+from aiaas.cli.batch import batch_app
 from aiaas.cli.db import db_app
 from aiaas.cli.deployments import create as deploy
 from aiaas.cli.deployments import deployments_app
@@ -34,6 +35,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(db_app, name="db")
+app.add_typer(batch_app, name="batch")
 app.command("deploy", help="Alias of `aiaas deployments create`.")(deploy)
 app.command("predict")(predict)
 app.command("usage")(usage)

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     # training workers this long to stop at a step and release their leases (then they are killed).
     shutdown_grace_seconds: float = Field(default=15.0, gt=0)
 
+    # Batches (issue 16): answered by the workers in chunks of this many input lines, each chunk's
+    # output and the batch's cursor written together under the lease.
+    batch_chunk_lines: int = Field(default=256, ge=1, le=100_000)
+
     # Uploads and idempotency keys (issue #13). Uploads are held in memory while they are checked, so
     # the declared bytes of the uploads being received at once are capped (None: 4 x max_upload_bytes);
     # an upload that does not fit gets 503 `upload_capacity` with Retry-After. A POST's Idempotency-Key

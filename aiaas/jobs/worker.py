@@ -11,8 +11,10 @@ import uuid
 
 from aiaas.core.extras import require_train
 from aiaas.core.settings import Settings
+from aiaas.jobs.batch_runner import BatchLease, BatchRunner
 from aiaas.jobs.lease import Lease
 from aiaas.jobs.runner import run_job
+from aiaas.store import batches as batch_store
 from aiaas.store import jobs as job_store
 from aiaas.store.blob_factory import create_blob_store
 from aiaas.store.db import Database
@@ -29,6 +31,9 @@ class Worker:
         self.blobs = create_blob_store(settings.blobs_url, settings)
         self.stopping = threading.Event()
         self.current: Lease | None = None
+        self.current_batch: BatchLease | None = None
+        self.batches: BatchRunner | None = None  # built on the first batch (its own inference runtime)
+        self._batch_first = False  # claims alternate: the oldest job, then the oldest batch, ...
 
     def install_signal_handlers(self, *, hard_exit_after: float | None = None) -> None:
         """SIGTERM/SIGINT: stop at the next training step and release the lease. With `hard_exit_after`,
@@ -43,6 +48,8 @@ class Worker:
             self.stopping.set()
             if self.current is not None:
                 self.current.shutdown.set()  # training stops at the next step; the lease is released
+            if self.current_batch is not None:
+                self.current_batch.shutdown.set()  # a batch stops after its chunk
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -68,12 +75,48 @@ class Worker:
             log.warning("could not release %s", lease.job_id, exc_info=True)
 
     def run_once(self) -> str | None:
-        """Claim and run at most one job. Returns its final status, or None when there was nothing to do."""
+        """Claim and run at most one job or batch, alternating which kind is tried first so neither
+        starves the other. Returns its final status, or None when there was nothing to do."""
+        self._batch_first = not self._batch_first
+        order = (self.run_batch_once, self.run_job_once) if self._batch_first else (
+            self.run_job_once, self.run_batch_once)
+        for run in order:
+            claimed, status = run()
+            if claimed:
+                return status
+        return None
+
+    def run_batch_once(self) -> tuple[bool, str | None]:
+        """Claim the oldest claimable batch and run it: (whether one was claimed, its final status)."""
+        with self.db.session() as s:
+            candidates = batch_store.claimable(s)
+        for batch_id in candidates:
+            if self.stopping.is_set():
+                return False, None
+            with self.db.session() as s:
+                attempt = batch_store.try_claim(s, batch_id, self.worker_id, self.settings.lease_seconds)
+            if not attempt:
+                continue
+            log.info("worker %s claimed batch %s (attempt %s)", self.worker_id, batch_id, attempt)
+            if self.batches is None:
+                self.batches = BatchRunner(self.settings, self.db, self.blobs)
+            lease = BatchLease(self.db, batch_id, self.worker_id, attempt, lease_s=self.settings.lease_seconds,
+                               heartbeat_s=self.settings.heartbeat_seconds)
+            self.current_batch = lease
+            try:
+                with lease:
+                    return True, self.batches.run(lease)
+            finally:
+                self.current_batch = None
+        return False, None
+
+    def run_job_once(self) -> tuple[bool, str | None]:
+        """Claim the oldest claimable fine-tuning job and run it: (whether one was claimed, its status)."""
         with self.db.session() as s:
             candidates = job_store.claimable(s)
         for job_id in candidates:
             if self.stopping.is_set():
-                return None
+                return False, None
             with self.db.session() as s:
                 attempt = job_store.try_claim(s, job_id, self.worker_id, self.settings.lease_seconds,
                                               max_attempts=self.settings.job_max_attempts)
@@ -85,12 +128,14 @@ class Worker:
             self.current = lease
             try:
                 with lease:
-                    return run_job(lease, self.settings, self.blobs)
+                    return True, run_job(lease, self.settings, self.blobs)
             finally:
                 self.current = None
-        return None
+        return False, None
 
     def close(self) -> None:
+        if self.batches is not None:
+            self.batches.close()
         self.db.dispose()
 
     def __enter__(self) -> Worker:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-PURPOSES = ("fine-tune", "fine-tune-results")
+PURPOSES = ("fine-tune", "fine-tune-results", "batch", "batch_output")
 
 # What an upload does with personal data found in it (our extension, a form field next to `purpose`):
 # "allow" stores it as sent, "redact" stores it with each value replaced by a placeholder such as

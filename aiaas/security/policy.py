@@ -31,6 +31,11 @@ POLICY: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel"): "write",
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events"): "read",
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints"): "read",
+    # Batches (issue 16).
+    ("POST", "/v1/batches"): "infer",
+    ("GET", "/v1/batches"): "read",
+    ("GET", "/v1/batches/{batch_id}"): "read",
+    ("POST", "/v1/batches/{batch_id}/cancel"): "infer",
     # Models.
     ("GET", "/v1/models"): "read",
     ("GET", "/v1/models/{model}"): "read",

@@ -26,6 +26,7 @@ ACTIONS = frozenset({
     "api_key.created", "api_key.revoked",
     "file.uploaded", "file.deleted",
     "fine_tuning.job.created", "fine_tuning.job.cancelled",
+    "batch.created", "batch.cancelled",
     "model.deleted",
     "deployment.created", "deployment.deleted", "deployment.drift",
     "deployment.updated", "model.alias.set", "model.alias.deleted", "model.version.deleted", "model.downloaded",

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from aiaas.core.errors import InvalidFile, InvalidRequest, PayloadTooLarge
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings
+from aiaas.data.formats import detect
 from aiaas.data.limits import ReadLimits
 from aiaas.data.pii_files import rejection, scan_table, write_redacted
 from aiaas.data.readers import inspect_upload, load_table
@@ -104,8 +105,8 @@ def upload(
     by a placeholder, "reject" raises PiiDetected (nothing stored) when the scan finds any. The
     scan's report goes into the file's summary under "pii" either way.
     """
-    if purpose != "fine-tune":
-        allowed = "'fine-tune'"
+    if purpose not in ("fine-tune", "batch"):
+        allowed = "'fine-tune' or 'batch'"
         raise InvalidRequest(f"Unsupported purpose '{purpose[:40]}'; use {allowed}.", param="purpose")
     assert purpose in PURPOSES
     if pii_policy not in PII_POLICIES:
@@ -117,6 +118,11 @@ def upload(
         if _copy_limited(src, original.fh, max_bytes) == 0:
             raise InvalidFile("The file is empty; upload a CSV, JSONL or Parquet file with a header row.",
                               param="file")
+        if purpose == "batch" and detect(original.path, filename=name, param="file").kind == "jsonl":
+            # A batch's JSONL lines are requests, not table rows: the worker checks each line and answers
+            # a bad one in the batch's error file. Stored as sent (encrypted, like every file).
+            return _store(session, blobs, settings, org_id, file_id, name, purpose, original, {"format": "jsonl"},
+                          max_bytes=max_bytes)
         # Line-numbered errors; held to the limits on what the file decodes to (rows, cells, characters).
         limits = ReadLimits.from_settings(settings) if settings is not None else None
         table = load_table(original.path, filename=name, param="file", limits=limits)

@@ -331,3 +331,42 @@ class WebhookDelivery(Base):
     attempt_log: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[int] = mapped_column(BigInteger)
     delivered_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Batch(Base):
+    """A batch (issue 16): an input file answered line by line by a worker, under a lease like a job's.
+    `cursor` is how many input lines are answered; `parts` lists the chunk outputs written so far (each
+    written with the cursor that covers it, in one fenced transaction)."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the key metered for it
+    endpoint: Mapped[str] = mapped_column(String(300))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    completion_window: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # CSV scoring: text_column, model, top_k
+    batch_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    parts: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    output_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    errors: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    in_progress_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finalizing_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    failed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    expired_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cancelling_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -33,6 +33,7 @@ PATH_PARAMS = {
     "version": "version",
     "alias": "alias",
     "webhook_id": "webhook",
+    "batch_id": "batch",
 }
 # Request bodies that name objects: (method, path) -> body template, "{x}" filled with A's (or a missing) id.
 BODY_REFS = {
@@ -44,9 +45,16 @@ BODY_REFS = {
     ("POST", "/v1/embeddings"): [{"model": "{model}", "input": "x"}, {"model": "{deployment}", "input": "x"}],
     ("POST", "/v1/classifications"): [{"model": "{model}", "input": "x"}, {"model": "{deployment}", "input": "x"}],
     ("PATCH", "/v1/deployments/{name}"): [{"model": "{model}"}, {"traffic": [{"model": "{model}", "weight": 100}]}],
+    ("POST", "/v1/batches"): [
+        {"input_file_id": "{file}", "endpoint": "/v1/classifications"},
+        {"input_file_id": "{batch_file_b}", "endpoint": "/v1/classifications", "text_column": "text",
+         "model": "{model}"},
+        {"input_file_id": "{batch_file_b}", "endpoint": "/v1/classifications", "text_column": "text",
+         "deployment": "{deployment}"},
+    ],
 }
 # Body fields that name objects; any request schema with one of these must appear in BODY_REFS.
-REF_FIELDS = {"training_file", "validation_file", "model", "file_id", "deployment", "key_id"}
+REF_FIELDS = {"training_file", "validation_file", "model", "file_id", "deployment", "key_id", "input_file_id"}
 # Bodies for routes with a path id that also need a body.
 PATH_BODIES = {
     "/v1/deployments/{name}/predict": {"inputs": ["x"]},
@@ -60,7 +68,7 @@ PATH_BODIES = {
 MISSING = {"key": "key-0000000000000000000000000", "file": "file-0000000000000000000000000",
            "job": "ftjob-0000000000000000000000000", "model": "ft:tiny-bert:x::ftjob-0", "deployment": "nothing-here",
            "version": "1", "registered_model": "nothing-registered", "alias": "no-alias",
-           "webhook": "wh-0000000000000000000000000"}
+           "webhook": "wh-0000000000000000000000000", "batch": "batch-0000000000000000000000000"}
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +94,16 @@ async def objects_a(client, settings, db, org_a, org_b, artifact):
     with db.session() as s:  # directly: creating one through the API needs a URL that resolves publicly
         hook = webhook_store.create_endpoint(s, org_a.id, endpoint_id=new_id("wh"), url="https://hooks.a.test/x",
                                              events=["deployment.drift"], description=None, sealed_secret=b"x").id
+    bf = (await client.post("/v1/files", headers=h, files={"file": ("a.jsonl", b'{"custom_id": "x"}\n')},
+                            data={"purpose": "batch"})).json()
+    batch = (await client.post("/v1/batches", headers=h,
+                               json={"input_file_id": bf["id"], "endpoint": "/v1/classifications"})).json()
+    bfb = (await client.post("/v1/files", headers=org_b.headers, files={"file": ("b.csv", toy_csv(seed=2))},
+                             data={"purpose": "batch"})).json()
     return {"key": key["id"], "file": f["id"], "job": job["id"], "model": MODEL, "deployment": dep["name"],
             "version": "1", "registered_model": "matrix", "alias": "production", "file_b": fb["id"], "webhook": hook,
-            "_secrets": [f["id"], job["id"], MODEL, "secret-dep", key["id"], "a.csv", hook, "hooks.a.test"]}
+            "batch": batch["id"], "batch_file_b": bfb["id"],
+            "_secrets": [f["id"], job["id"], MODEL, "secret-dep", key["id"], "a.csv", hook, "hooks.a.test", batch["id"]]}
 
 
 def _spec_routes(app) -> list[tuple[str, str, dict]]:
@@ -142,6 +157,8 @@ async def test_every_id_route_answers_foreign_ids_like_missing_ones(app, client,
     assert (await client.get(f"/v1/models/{MODEL}", headers=h)).status_code == 200
     job = (await client.get(f"/v1/fine_tuning/jobs/{objects_a['job']}", headers=h)).json()
     assert job["status"] != "cancelled"
+    batch = (await client.get(f"/v1/batches/{objects_a['batch']}", headers=h)).json()
+    assert batch["status"] == "validating"
     keys = (await client.get("/v1/api_keys", headers=h)).json()["data"]
     assert next(k for k in keys if k["id"] == objects_a["key"])["revoked_at"] is None
     assert (await client.get(f"/v1/webhooks/{objects_a['webhook']}", headers=h)).status_code == 200
@@ -165,7 +182,8 @@ async def test_body_references_to_foreign_objects_are_404(app, client, org_a, or
             foreign = await client.request(method, path, headers=org_b.headers,
                                            json=fill({k: v for k, v in objects_a.items() if k != "_secrets"}))
             missing = await client.request(method, path, headers=org_b.headers,
-                                           json=fill(MISSING | {"file_b": objects_a["file_b"]}))
+                                           json=fill(MISSING | {"file_b": objects_a["file_b"],
+                                                                  "batch_file_b": objects_a["batch_file_b"]}))
             assert foreign.status_code == 404, (path, template, foreign.text)
             assert _normalise(foreign, objects_a) == _normalise(missing, MISSING), (path, template)
 

@@ -32,7 +32,7 @@ _UPLOAD_FORM: dict[str, Any] = {
         "type": "object", "required": ["file", "purpose"],
         "properties": {
             "file": {"type": "string", "format": "binary"},
-            "purpose": {"type": "string", "enum": ["fine-tune"]},
+            "purpose": {"type": "string", "enum": ["fine-tune", "batch"]},
             "pii_policy": {"type": "string", "enum": list(PII_POLICIES), "default": "allow",
                            "description": "allow (default), redact or reject personal data found in the "
                                           "file; see the file's summary.pii"},
