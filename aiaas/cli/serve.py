@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@handle_errors
 def serve(
     host: str = typer.Option(None, "--host", envvar="AIAAS_HOST", help="Bind address (default 127.0.0.1)."),
     port: int = typer.Option(None, "--port", envvar="AIAAS_PORT", help="Port (default 8000)."),
@@ -57,6 +58,8 @@ def serve(
         os.environ["AIAAS_JOB_WORKERS"] = str(job_workers)
     settings = get_settings()
     settings.master_secret()  # fail here, clearly, rather than in every server process
+    if settings.env == "production":  # it does not migrate at start: an old schema is refused here, clearly
+        _check_schema(settings)
     sweep_at_start(settings)  # plaintext a killed process left behind
     if settings.cluster_address and job_workers is None:
         # On a cluster, training runs as Ray tasks started by `aiaas ray-dispatcher`, not local workers.
@@ -97,6 +100,17 @@ def serve(
             pool.stop(timeout=grace + 2)  # they exit by themselves by `grace` (see `worker`)
     if received:
         raise typer.Exit(128 + received[0])
+
+
+def _check_schema(settings: Settings) -> None:
+    from aiaas.store import migrate
+    from aiaas.store.db import Database
+
+    db = Database(settings.sqlalchemy_url)
+    try:
+        migrate.check_current(db.engine)
+    finally:
+        db.dispose()
 
 
 def _start_job_workers(settings: Settings) -> WorkerPool | None:

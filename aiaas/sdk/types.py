@@ -113,7 +113,7 @@ class FineTuningJob(Result):
 
 
 class FineTuningJobEvent(Result):
-    id: str
+    id: str | None  # None only on a stream's final `server_shutdown` event (data.after says where to resume)
     object: str = "fine_tuning.job.event"
     created_at: int
     level: str

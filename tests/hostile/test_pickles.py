@@ -150,12 +150,12 @@ async def first_checkpoint(settings, job_id: str) -> Path:
     """
     from aiaas.jobs.worker import Worker
 
-    root = settings.jobs_dir / job_id / "checkpoints"
+    root = settings.jobs_dir / job_id  # each attempt works in its own attempt-<n>/ directory
     with Worker(settings) as worker:
         running = asyncio.create_task(asyncio.to_thread(worker.run_once))
         found: list[Path] = []
         for _ in range(1200):  # bounded: 60 s
-            found = sorted(root.glob("step-*")) if root.is_dir() else []
+            found = sorted(root.glob("attempt-*/checkpoints/step-*")) if root.is_dir() else []
             if found or running.done():
                 break
             await asyncio.sleep(0.05)
@@ -205,6 +205,7 @@ async def test_pickles_in_checkpoints_are_refused_on_resume(client, settings, ti
 
     for poison in (trainer_state, optimizer, scheduler, weights):
         job = (await client.post("/v1/fine_tuning/jobs", json=body)).json()
+        # Where a job from before attempt directories kept them: the first attempt carries them over.
         planted = settings.jobs_dir / job["id"] / "checkpoints" / pristine.name
         shutil.copytree(pristine, planted)
         poison(planted)

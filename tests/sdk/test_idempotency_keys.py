@@ -17,6 +17,11 @@ from tests.e2e.server import base_env, init, start_server
 from tests.helpers.datasets import toy_csv
 
 
+# Whole objects: the SDK parses answers into its typed results.
+JOB = {"id": "ftjob-1", "created_at": 0, "status": "queued", "model": "tfidf-linear", "training_file": "file-1"}
+FILE = {"id": "file-1", "bytes": 15, "created_at": 0, "filename": "t.csv", "purpose": "fine-tune"}
+
+
 def _mock(handler) -> Client:
     http = httpx.Client(transport=httpx.MockTransport(handler), base_url="http://x")
     return Client("http://x", "aiaas_sk_test", http_client=http, max_retries=3)
@@ -29,7 +34,7 @@ def test_a_post_retried_after_a_connection_error_keeps_its_key():
         seen.append(request.headers.get("idempotency-key"))
         if len(seen) == 1:
             raise httpx.ConnectError("connection reset", request=request)
-        return httpx.Response(200, json={"id": "ftjob-1"})
+        return httpx.Response(200, json=JOB)
 
     c = _mock(handler)
     assert c.fine_tuning.jobs.create(model="tfidf-linear", training_file="file-1")["id"] == "ftjob-1"
@@ -47,7 +52,7 @@ def test_409_in_progress_is_retried_with_the_same_key_and_gets_get_no_key():
         seen.append((request.method, request.headers.get("idempotency-key")))
         if request.method == "POST" and len(seen) == 1:
             return httpx.Response(409, json=busy, headers={"retry-after": "0"})
-        return httpx.Response(200, json={"id": "file-1"})
+        return httpx.Response(200, json=FILE)
 
     c = _mock(handler)
     c.files.create(io.BytesIO(b"text,label\na,b\n"), filename="t.csv")
