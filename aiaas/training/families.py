@@ -123,6 +123,7 @@ def train_family(
     work_dir = Path(work_dir)
     if family == TRANSFORMER:
         result = train(config, data, work_dir, callbacks, base_models_dir=base_models_dir)
+        _calibrate(result, config.task, data, callbacks)
         _annotate(result.model_dir, {"family": TRANSFORMER})
         return _as_family(result, TRANSFORMER)
     if family == classical.FAMILY:
@@ -202,6 +203,7 @@ def _try_transformer(
     guard = _Deadline(callbacks, started + plan["hard_limit_s"])
     try:
         result = train(t_config, data, work_dir / TRANSFORMER, guard, base_models_dir=base_models_dir)
+        _calibrate(result, task, data, callbacks)
         return result, _candidate(task, result, time.monotonic() - started)
     except TrainingStopped:
         if not guard.over_budget:
@@ -235,7 +237,7 @@ def _choose(task: str, candidates: dict[str, dict[str, Any]]) -> tuple[str, str]
 
 
 def _candidate(task: str, result: TrainResult, seconds: float) -> dict[str, Any]:
-    keys = ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2", "valid_loss")
+    keys = ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2", "valid_loss", "ece", "ece_uncalibrated")
     out: dict[str, Any] = {
         "status": "trained",
         "seconds": round(seconds, 1),
@@ -441,6 +443,16 @@ def _time_steps(
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _calibrate(result: TrainResult, task: str, data: PreparedDataLike, callbacks: TrainCallbacks) -> None:
+    """Temperature / per-label Platt fit on validation, folded into the transformer's head
+    (aiaas.training.calibrate_transformer); recorded in its metrics, aiaas.json and hyperparameters."""
+    from aiaas.training.calibrate_transformer import calibrate
+
+    info = calibrate(result, task, data, callbacks)
+    if info:
+        result.hyperparameters = {**result.hyperparameters, **info}
+
+
 def _as_family(result: TrainResult, family: str, selection: dict[str, Any] | None = None) -> FamilyResult:
     values = {f.name: getattr(result, f.name) for f in dataclasses.fields(TrainResult)}
     return FamilyResult(**values, family=family, selection=selection)
