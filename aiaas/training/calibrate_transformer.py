@@ -48,7 +48,9 @@ def _head(model: Any, n_out: int) -> Any:
     return last
 
 
-def calibrate(result: TrainResult, task: str, data: PreparedDataLike, callbacks: TrainCallbacks) -> dict[str, Any]:
+def calibrate(
+    result: TrainResult, task: str, data: PreparedDataLike, callbacks: TrainCallbacks
+) -> dict[str, Any]:
     """Fit and fold the calibration into `result.model_dir`; updates result.metrics; returns the record
     (empty when there is nothing to calibrate: regression, or fewer than 2 validation rows)."""
     if task == "regression" or len(data.validation) < 2:
@@ -78,9 +80,17 @@ def calibrate(result: TrainResult, task: str, data: PreparedDataLike, callbacks:
     new_logits = logits * a + c
     before = calibration.ece(task, probs(logits), y)
     after = calibration.ece(task, probs(new_logits), y)
+    if before is not None and after is not None and after > before:
+        # Lower NLL but higher ECE: keep the head as trained, and say so.
+        info = {
+            "calibration": f"none ({info['calibration']} fit raised validation ECE {before:.4f} -> {after:.4f})"
+        }
+        a, c, new_logits, after = np.ones(len(labels)), np.zeros(len(labels)), logits, before
     with torch.no_grad():
         head.weight.mul_(torch.as_tensor(a, dtype=head.weight.dtype)[:, None])
-        head.bias.mul_(torch.as_tensor(a, dtype=head.bias.dtype)).add_(torch.as_tensor(c, dtype=head.bias.dtype))
+        head.bias.mul_(torch.as_tensor(a, dtype=head.bias.dtype)).add_(
+            torch.as_tensor(c, dtype=head.bias.dtype)
+        )
     info.update({"ece_before": before, "ece_after": after})
     result.metrics.update({"ece_uncalibrated": before, "ece": after})
     meta.setdefault("metrics", {}).update({"ece_uncalibrated": before, "ece": after})
@@ -93,10 +103,14 @@ def calibrate(result: TrainResult, task: str, data: PreparedDataLike, callbacks:
     meta["calibration"] = info
     meta.pop("format_version", None)
     artifact.write_model_dir(model_dir, model=model, tokenizer=tokenizer, meta=meta)
-    how = f"temperature {info['temperature']:.3g}" if "temperature" in info else "Platt per label"
+    how = (
+        f"temperature {info['temperature']:.3g}"
+        if "temperature" in info
+        else ("Platt per label" if info["calibration"] == "platt" else info["calibration"])
+    )
     callbacks.event(
         "info",
-        f"transformer calibrated on validation ({how}): ECE {before:.4f} -> {after:.4f}",
+        f"transformer calibration on validation ({how}): ECE {before:.4f} -> {after:.4f}",
         data={"calibration": info},
     )
     return info

@@ -302,8 +302,15 @@ def _calibrate(
         )
         info = {"calibration": "platt", "platt": {"a": a.round(6).tolist(), "c": c.round(6).tolist()}}
     new_logits = new.logits(x_val)
-    scores = score(task, new_logits, fit.y_val, fit.labels)
     after = calibration.ece(task, outputs(task, new_logits), fit.y_val)
+    if before is not None and after is not None and after > before:
+        # Lower NLL but higher ECE (e.g. confident on some inputs, unsure on others: one
+        # temperature cannot fix both): the uncalibrated head is kept and says so.
+        info = {
+            "calibration": f"none ({info['calibration']} fit raised validation ECE {before:.4f} -> {after:.4f})"
+        }
+        new, new_logits, after = head, logits, before
+    scores = score(task, new_logits, fit.y_val, fit.labels)
     scores.update({"ece_uncalibrated": before, "ece": after})
     info.update({"ece_before": before, "ece_after": after})
     return new, scores, info
@@ -313,7 +320,7 @@ def _calibration_message(info: dict[str, Any]) -> str:
     how = (
         f"temperature {info['temperature']:.3g}"
         if info["calibration"] == "temperature"
-        else "Platt per label"
+        else ("Platt per label" if info["calibration"] == "platt" else info["calibration"])
     )
     return (
         f"{FAMILY} calibrated on validation ({how}): ECE {info['ece_before']:.4f} -> {info['ece_after']:.4f}"

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from aiaas.core.errors import AiaasError, InvalidRequest
-from aiaas.training import batching, classical, components, hyperparams, metrics, runtime
+from aiaas.training import batching, classical, components, ensemble, hyperparams, metrics, runtime
 from aiaas.training.base_models import MINILM_ID
 from aiaas.training.classical_train import train_classical
 from aiaas.training.config import TrainConfig
@@ -164,6 +164,8 @@ def _train_auto(
     candidates[TRANSFORMER]["base_model"] = plan.get("base_model", config.base_model)
 
     chosen, why = _choose(task, candidates)
+    if transformer is not None:
+        chosen, why = _try_ensemble(config, data, work_dir, callbacks, results, candidates, chosen, why)
     selection = {
         "chosen": chosen,
         "reason": why,
@@ -219,6 +221,62 @@ def _try_transformer(
     except AiaasError as exc:  # e.g. a diverged loss: the job still has its tfidf-linear model
         callbacks.event("warning", f"auto: transformer failed, keeping {classical.FAMILY}: {exc.message}")
         return None, {"status": "failed", "reason": exc.message}
+
+
+def _try_ensemble(
+    config: TrainConfig,
+    data: PreparedDataLike,
+    work_dir: Path,
+    callbacks: TrainCallbacks,
+    results: dict[str, TrainResult],
+    candidates: dict[str, dict[str, Any]],
+    chosen: str,
+    why: str,
+) -> tuple[str, str]:
+    """The weighted average of both members' calibrated scores (aiaas.training.ensemble), weight fit
+    on validation; it replaces the single winner only when it beats it there."""
+    task = config.task
+    metric, sign = metrics.SELECTION[task]
+    started = time.monotonic()
+    labels = components.check_data(config, data)
+    texts = [ex.text for ex in data.validation]
+    probs = {
+        name: ensemble.validation_probs(results[name].model_dir, name, texts) for name in ensemble.MEMBERS
+    }
+    y = ensemble.targets(task, data, labels)
+    weight, scores, tried = ensemble.fit_weight(task, probs[TRANSFORMER], probs[classical.FAMILY], y, labels)
+    record: dict[str, Any] = {
+        "status": "trained",
+        "weight": weight,
+        "seconds": round(time.monotonic() - started, 1),
+        **{k: float(v) for k, v in scores.items() if isinstance(v, float)},
+    }
+    candidates[ensemble.FAMILY] = record
+    best = candidates[chosen]
+    if not (0.0 < weight < 1.0 and sign * scores[metric] > sign * best[metric] + 1e-12):
+        record["status"] = "not kept"
+        return (
+            chosen,
+            f"{why}; the ensemble (weight {weight:g}) {metric} {scores[metric]:.4f} does not beat it",
+        )
+    model_dir = ensemble.write_ensemble(
+        work_dir / ensemble.FAMILY / "model",
+        {name: results[name].model_dir for name in ensemble.MEMBERS},
+        task=task, labels=labels, weight=weight, scores=scores, selection_metric=metric,
+    )  # fmt: skip
+    results[ensemble.FAMILY] = TrainResult(
+        model_dir=model_dir,
+        metrics=scores,
+        trained_tokens=0,
+        steps=len(tried),
+        epochs_completed=1.0,
+        hyperparameters={"family": ensemble.FAMILY, "weight": weight, "weights_tried": tried},
+        history=[],
+    )
+    return ensemble.FAMILY, (
+        f"ensemble (weight {weight:g} on the transformer) {metric} {scores[metric]:.4f} beats {chosen} "
+        f"{best[metric]:.4f}"
+    )
 
 
 def _choose(task: str, candidates: dict[str, dict[str, Any]]) -> tuple[str, str]:

@@ -68,7 +68,10 @@ def test_tfidf_linear_reports_ece_before_and_after_and_serves_calibrated_scores(
                              Recorder())  # fmt: skip
     m = result.metrics
     assert m["ece"] < m["ece_uncalibrated"]
-    assert result.hyperparameters["calibration"] == "temperature" and result.hyperparameters["temperature"] != 1.0
+    assert (
+        result.hyperparameters["calibration"] == "temperature"
+        and result.hyperparameters["temperature"] != 1.0
+    )
     meta = json.loads((result.model_dir / "aiaas.json").read_text())
     assert meta["metrics"]["ece"] == m["ece"] and meta["classical"]["ece_before"] == m["ece_uncalibrated"]
     texts = [ex.text for ex in data.validation]

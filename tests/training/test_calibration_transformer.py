@@ -49,7 +49,7 @@ def test_transformer_serves_logits_divided_by_the_fitted_temperature(
     meta = json.loads((result.model_dir / "aiaas.json").read_text())
     assert meta["calibration"]["temperature"] == t and meta["family"] == "transformer"
     assert meta["metrics"]["ece"] == result.metrics["ece"] <= result.metrics["ece_uncalibrated"] + 1e-9
-    assert any("calibrated" in e["message"] for e in rec.events)
+    assert any("calibration on validation" in e["message"] for e in rec.events)
 
     texts = [ex.text for ex in data.validation]
     export_trained_model(result.model_dir, tmp_path / "onnx", validation_texts=texts, precision="fp32")

@@ -94,7 +94,9 @@ def test_search_follows_the_metric_past_the_edge_until_it_turns(tmp_path: Path, 
     monkeypatch.setattr(classical_train, "score", score)
     monkeypatch.setattr(classical_train, "WEIGHTINGS", ("tfidf",))
     data = single_label_data()
-    result = train_classical(TrainConfig(task=SINGLE, base_model=classical.FAMILY), data, tmp_path, Recorder())
+    result = train_classical(
+        TrainConfig(task=SINGLE, base_model=classical.FAMILY), data, tmp_path, Recorder()
+    )
     first = seen[: seen.index(1024.0) + 1]
     assert first == [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]
     assert result.hyperparameters["C"] == 256.0
@@ -146,7 +148,9 @@ def test_unspaced_chinese_chooses_character_ngrams_and_serves_them_alone(tmp_pat
     rec = Recorder()
     result = train_classical(TrainConfig(task=SINGLE, base_model=classical.FAMILY), data, tmp_path / "t", rec)
     words_alone = max(e["macro_f1"] for e in rec.metrics_events() if e["features"] == "word")
-    assert result.hyperparameters["ngram_blocks"] != "word" and "char" in result.hyperparameters["ngram_blocks"]
+    assert (
+        result.hyperparameters["ngram_blocks"] != "word" and "char" in result.hyperparameters["ngram_blocks"]
+    )
     assert result.metrics["macro_f1"] >= 0.95 > words_alone
     model = classical.ClassicalModel.load(result.model_dir)
     assert [b.name for b in model.featurizer.blocks] == result.hyperparameters["ngram_blocks"].split("+")
