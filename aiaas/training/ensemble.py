@@ -34,6 +34,16 @@ MEMBERS = ("transformer", "tfidf-linear")  # the weight applies to the first
 WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
 
 
+def servable() -> bool:
+    """Whether the serving runtime loads ensemble artifacts (its `load_predictor` dispatching on family
+    "ensemble" to aiaas.registry.export.ensemble.load_ensemble_predictor, marked SERVES_ENSEMBLES).
+    Until it does, auto scores the ensemble and records it, but does not keep it: a job must not
+    register a model that its own deployments cannot load."""
+    from aiaas.serving import runtime
+
+    return bool(getattr(runtime, "SERVES_ENSEMBLES", False))
+
+
 def score_probs(task: str, probs: np.ndarray, y: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """The engine's validation metrics and loss for served scores (probabilities or values)."""
     eps = 1e-7

@@ -259,6 +259,12 @@ def _try_ensemble(
             chosen,
             f"{why}; the ensemble (weight {weight:g}) {metric} {scores[metric]:.4f} does not beat it",
         )
+    if not ensemble.servable():
+        record["status"] = "not kept: the serving runtime does not load ensembles yet"
+        return chosen, (
+            f"{why}; the ensemble (weight {weight:g}) {metric} {scores[metric]:.4f} would beat it, but "
+            "the serving runtime does not load ensembles yet"
+        )
     model_dir = ensemble.write_ensemble(
         work_dir / ensemble.FAMILY / "model",
         {name: results[name].model_dir for name in ensemble.MEMBERS},

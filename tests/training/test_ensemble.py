@@ -49,8 +49,11 @@ def test_fit_weight_finds_the_mix_that_beats_both() -> None:
 
 @pytest.mark.slow
 def test_auto_keeps_the_ensemble_when_it_wins_and_serves_it_as_one_model(
-    tmp_path: Path, base_models_dir: Path
+    tmp_path: Path, base_models_dir: Path, monkeypatch
 ) -> None:
+    # The runtime's dispatch to load_ensemble_predictor is the lead's to add (aiaas/serving is not
+    # this module's); the predictor itself is loaded directly below.
+    monkeypatch.setattr(ensemble, "servable", lambda: True)
     data = mixed_data()
     rec = Recorder()
     config = TrainConfig(base_model=TINY, n_epochs=8, **FAST)
@@ -95,3 +98,17 @@ def test_auto_keeps_the_ensemble_when_it_wins_and_serves_it_as_one_model(
         )
     finally:
         served.close()
+
+
+@pytest.mark.slow
+def test_auto_records_but_does_not_keep_an_ensemble_serving_cannot_load(
+    tmp_path: Path, base_models_dir: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(ensemble, "servable", lambda: False)
+    config = TrainConfig(base_model=TINY, n_epochs=8, **FAST)
+    result = families.train_family(
+        "auto", config, mixed_data(), tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=600
+    )
+    assert result.family in ("transformer", "tfidf-linear")
+    assert result.selection is not None
+    assert result.selection["candidates"]["ensemble"]["status"].startswith("not kept: the serving runtime")
