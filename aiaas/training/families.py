@@ -31,7 +31,16 @@ from typing import Any
 import numpy as np
 
 from aiaas.core.errors import AiaasError, InvalidRequest
-from aiaas.training import batching, classical, components, ensemble, hyperparams, metrics, runtime
+from aiaas.training import (
+    batching,
+    classical,
+    components,
+    ensemble,
+    hyperparams,
+    metrics,
+    readability,
+    runtime,
+)
 from aiaas.training.base_models import MINILM_ID
 from aiaas.training.classical_train import train_classical
 from aiaas.training.config import TrainConfig
@@ -351,8 +360,18 @@ def _plan_transformer(
         plan = {"run": False, "reason": f"the time budget is spent ({max(0.0, left_s):.0f} s left)"}
     else:
         try:
-            estimate = estimate_transformer(config, data, base_models_dir=base_models_dir)
-            plan = _fit_plan(estimate, left_s - estimate["estimate_seconds"])
+            read = readability.unk_rate(config.base_model, [ex.text for ex in data.train], base_models_dir)
+            if read["unk_rate"] > readability.UNK_SKIP:
+                plan = {
+                    "run": False,
+                    "readability": read,
+                    "reason": f"{config.base_model}'s tokenizer reads {read['unk_rate']:.0%} of the training "
+                    f"text as {read['unk_token']} (over {readability.UNK_SKIP:.0%}): it cannot read this text, "
+                    "so no budget is spent fine-tuning it",
+                }
+            else:
+                estimate = estimate_transformer(config, data, base_models_dir=base_models_dir)
+                plan = {**_fit_plan(estimate, left_s - estimate["estimate_seconds"]), "readability": read}
         except AiaasError as exc:  # e.g. the base model is not installed here
             plan = {"run": False, "reason": f"{config.base_model} cannot be trained here: {exc.message}"}
     plan_path.parent.mkdir(parents=True, exist_ok=True)

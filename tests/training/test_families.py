@@ -65,9 +65,11 @@ def test_single_families_record_their_name(tmp_path: Path, base_models_dir: Path
 
 
 def test_auto_keeps_tfidf_when_the_transformer_cannot_read_the_text(
-    tmp_path: Path, base_models_dir: Path
+    tmp_path: Path, base_models_dir: Path, monkeypatch
 ) -> None:
-    # The tiny BERT's vocabulary has no Chinese: every character becomes [UNK].
+    # The tiny BERT's vocabulary has no Chinese: every character becomes [UNK]. The [UNK]-rate
+    # switch is off here so that both really train (tests/training/test_readability.py has it on).
+    monkeypatch.setattr(families.readability, "UNK_SKIP", 1.0)
     data = chinese_data()
     rec = Recorder()
     result = families.train_family(
