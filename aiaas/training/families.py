@@ -173,13 +173,18 @@ def _train_auto(
     candidates[TRANSFORMER]["base_model"] = plan.get("base_model", config.base_model)
 
     chosen, why = _choose(task, candidates)
+    # The ensemble is recorded beside the candidates (the families trained), not among them.
+    combined: dict[str, Any] = {}
     if transformer is not None:
-        chosen, why = _try_ensemble(config, data, work_dir, callbacks, results, candidates, chosen, why)
+        chosen, why = _try_ensemble(
+            config, data, work_dir, callbacks, results, candidates, combined, chosen, why
+        )
     selection = {
         "chosen": chosen,
         "reason": why,
         "metric": metric,
         "candidates": candidates,
+        **({"ensemble": combined} if combined else {}),
         "time_budget_s": budget,
         "seconds": round(time.monotonic() - started, 1),
         "transformer_plan": plan,
@@ -239,6 +244,7 @@ def _try_ensemble(
     callbacks: TrainCallbacks,
     results: dict[str, TrainResult],
     candidates: dict[str, dict[str, Any]],
+    record: dict[str, Any],
     chosen: str,
     why: str,
 ) -> tuple[str, str]:
@@ -254,13 +260,14 @@ def _try_ensemble(
     }
     y = ensemble.targets(task, data, labels)
     weight, scores, tried = ensemble.fit_weight(task, probs[TRANSFORMER], probs[classical.FAMILY], y, labels)
-    record: dict[str, Any] = {
-        "status": "trained",
-        "weight": weight,
-        "seconds": round(time.monotonic() - started, 1),
-        **{k: float(v) for k, v in scores.items() if isinstance(v, float)},
-    }
-    candidates[ensemble.FAMILY] = record
+    record.update(
+        {
+            "status": "trained",
+            "weight": weight,
+            "seconds": round(time.monotonic() - started, 1),
+            **{k: float(v) for k, v in scores.items() if isinstance(v, float)},
+        }
+    )
     best = candidates[chosen]
     if not (0.0 < weight < 1.0 and sign * scores[metric] > sign * best[metric] + 1e-12):
         record["status"] = "not kept"

@@ -15,8 +15,11 @@ from typing import Any
 from aiaas.training import components
 
 # Share of the training texts' tokens (special tokens excluded) that are [UNK] above which
-# auto does not spend its budget fine-tuning the base model.
-UNK_SKIP = 0.10
+# auto does not spend its budget fine-tuning the base model. Not the issue's suggested 10%:
+# text with 10-20% [UNK] (numbers, names, a few rare words outside a small vocabulary) still
+# reads well enough for the validation comparison to decide, while text the model cannot read
+# (Chinese for an English WordPiece) sits far above 25%.
+UNK_SKIP = 0.25
 SAMPLE = 2000  # texts looked at (evenly spaced): enough for a rate, cheap on big sets
 MAX_LENGTH = 512
 

@@ -65,7 +65,8 @@ def test_auto_keeps_the_ensemble_when_it_wins_and_serves_it_as_one_model(
     assert selection is not None
     cands = selection["candidates"]
     assert result.family == "ensemble", selection["reason"]
-    assert cands["ensemble"]["macro_f1"] > max(
+    assert cands.keys() == {"tfidf-linear", "transformer"}
+    assert selection["ensemble"]["macro_f1"] > max(
         cands["transformer"]["macro_f1"], cands["tfidf-linear"]["macro_f1"]
     )
     meta = json.loads((result.model_dir / "aiaas.json").read_text())
@@ -113,4 +114,4 @@ def test_auto_records_but_does_not_keep_an_ensemble_serving_cannot_load(
     )
     assert result.family in ("transformer", "tfidf-linear")
     assert result.selection is not None
-    assert result.selection["candidates"]["ensemble"]["status"].startswith("not kept: the serving runtime")
+    assert result.selection["ensemble"]["status"].startswith("not kept: the serving runtime")
