@@ -155,3 +155,15 @@ def test_unspaced_chinese_chooses_character_ngrams_and_serves_them_alone(tmp_pat
     model = classical.ClassicalModel.load(result.model_dir)
     assert [b.name for b in model.featurizer.blocks] == result.hyperparameters["ngram_blocks"].split("+")
     _export_and_serve(result, data, tmp_path / "onnx")
+
+
+def test_search_stops_trying_candidates_past_its_time_budget(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(classical_train, "SEARCH_BUDGET_S", 0.0)
+    rec = Recorder()
+    result = train_classical(
+        TrainConfig(task=SINGLE, base_model=classical.FAMILY), single_label_data(), tmp_path, rec
+    )
+    evals = rec.metrics_events()
+    assert {(e["features"], e["weighting"]) for e in evals} == {("char+word", "tfidf")}  # the first in full
+    assert len(evals) >= len(classical.C_GRID) and result.hyperparameters["weighting"] == "tfidf"
+    assert any(e["level"] == "warning" and "not tried" in e["message"] for e in rec.events)
