@@ -27,12 +27,21 @@ def build_card(
     if family == CLASSICAL_FAMILY:
         what = (f"A {task.replace('_', ' ')} {CLASSICAL_FAMILY} model (word and character n-gram TF-IDF "
                 f"with a linear model) trained on {n_train} examples")
+    elif family == "ensemble":
+        weight = (lineage.get("hyperparameters") or {}).get("weight")
+        what = (f"A {task.replace('_', ' ')} ensemble: the weighted average ({weight} on the transformer) of a "
+                f"model fine-tuned from {lineage.get('base_model')} and a {CLASSICAL_FAMILY} model, trained on "
+                f"{n_train} examples")
     else:
         what = (f"A {task.replace('_', ' ')} model fine-tuned from {lineage.get('base_model')} "
                 f"on {n_train} examples")
     description = f"{what} (validated on {n_val}){': ' + summary if summary else ''}."
     if selection:
         description += f" Chosen by auto: {selection.get('reason')}."
+    calibration = _calibration(metrics, lineage.get("hyperparameters") or {})
+    if calibration:
+        description += (f" Scores calibrated on validation ({calibration['method']}): expected calibration error "
+                        f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after.")
     card = {
         "model_id": model_id,
         "task": task,
@@ -62,4 +71,17 @@ def build_card(
     }
     if selection:
         card["model_selection"] = selection
+    if calibration:
+        card["calibration"] = calibration
     return card
+
+
+def _calibration(metrics: dict[str, Any], hyperparameters: dict[str, Any]) -> dict[str, Any] | None:
+    """ECE before and after the calibration fit (aiaas.training.calibration), when training measured it."""
+    after, before = metrics.get("ece"), metrics.get("ece_uncalibrated")
+    if not isinstance(after, int | float) or not isinstance(before, int | float):
+        return None
+    out = {"method": hyperparameters.get("calibration") or "none", "ece_before": before, "ece_after": after}
+    if "temperature" in hyperparameters:
+        out["temperature"] = hyperparameters["temperature"]
+    return out

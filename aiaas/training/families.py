@@ -31,7 +31,16 @@ from typing import Any
 import numpy as np
 
 from aiaas.core.errors import AiaasError, InvalidRequest
-from aiaas.training import batching, classical, components, hyperparams, metrics, runtime
+from aiaas.training import (
+    batching,
+    classical,
+    components,
+    ensemble,
+    hyperparams,
+    metrics,
+    readability,
+    runtime,
+)
 from aiaas.training.base_models import MINILM_ID
 from aiaas.training.classical_train import train_classical
 from aiaas.training.config import TrainConfig
@@ -123,6 +132,7 @@ def train_family(
     work_dir = Path(work_dir)
     if family == TRANSFORMER:
         result = train(config, data, work_dir, callbacks, base_models_dir=base_models_dir)
+        _calibrate(result, config.task, data, callbacks)
         _annotate(result.model_dir, {"family": TRANSFORMER})
         return _as_family(result, TRANSFORMER)
     if family == classical.FAMILY:
@@ -163,11 +173,18 @@ def _train_auto(
     candidates[TRANSFORMER]["base_model"] = plan.get("base_model", config.base_model)
 
     chosen, why = _choose(task, candidates)
+    # The ensemble is recorded beside the candidates (the families trained), not among them.
+    combined: dict[str, Any] = {}
+    if transformer is not None:
+        chosen, why = _try_ensemble(
+            config, data, work_dir, callbacks, results, candidates, combined, chosen, why
+        )
     selection = {
         "chosen": chosen,
         "reason": why,
         "metric": metric,
         "candidates": candidates,
+        **({"ensemble": combined} if combined else {}),
         "time_budget_s": budget,
         "seconds": round(time.monotonic() - started, 1),
         "transformer_plan": plan,
@@ -202,6 +219,7 @@ def _try_transformer(
     guard = _Deadline(callbacks, started + plan["hard_limit_s"])
     try:
         result = train(t_config, data, work_dir / TRANSFORMER, guard, base_models_dir=base_models_dir)
+        _calibrate(result, task, data, callbacks)
         return result, _candidate(task, result, time.monotonic() - started)
     except TrainingStopped:
         if not guard.over_budget:
@@ -217,6 +235,70 @@ def _try_transformer(
     except AiaasError as exc:  # e.g. a diverged loss: the job still has its tfidf-linear model
         callbacks.event("warning", f"auto: transformer failed, keeping {classical.FAMILY}: {exc.message}")
         return None, {"status": "failed", "reason": exc.message}
+
+
+def _try_ensemble(
+    config: TrainConfig,
+    data: PreparedDataLike,
+    work_dir: Path,
+    callbacks: TrainCallbacks,
+    results: dict[str, TrainResult],
+    candidates: dict[str, dict[str, Any]],
+    record: dict[str, Any],
+    chosen: str,
+    why: str,
+) -> tuple[str, str]:
+    """The weighted average of both members' calibrated scores (aiaas.training.ensemble), weight fit
+    on validation; it replaces the single winner only when it beats it there."""
+    task = config.task
+    metric, sign = metrics.SELECTION[task]
+    started = time.monotonic()
+    labels = components.check_data(config, data)
+    texts = [ex.text for ex in data.validation]
+    probs = {
+        name: ensemble.validation_probs(results[name].model_dir, name, texts) for name in ensemble.MEMBERS
+    }
+    y = ensemble.targets(task, data, labels)
+    weight, scores, tried = ensemble.fit_weight(task, probs[TRANSFORMER], probs[classical.FAMILY], y, labels)
+    record.update(
+        {
+            "status": "trained",
+            "weight": weight,
+            "seconds": round(time.monotonic() - started, 1),
+            **{k: float(v) for k, v in scores.items() if isinstance(v, float)},
+        }
+    )
+    best = candidates[chosen]
+    if not (0.0 < weight < 1.0 and sign * scores[metric] > sign * best[metric] + 1e-12):
+        record["status"] = "not kept"
+        return (
+            chosen,
+            f"{why}; the ensemble (weight {weight:g}) {metric} {scores[metric]:.4f} does not beat it",
+        )
+    if not ensemble.servable():
+        record["status"] = "not kept: the serving runtime does not load ensembles yet"
+        return chosen, (
+            f"{why}; the ensemble (weight {weight:g}) {metric} {scores[metric]:.4f} would beat it, but "
+            "the serving runtime does not load ensembles yet"
+        )
+    model_dir = ensemble.write_ensemble(
+        work_dir / ensemble.FAMILY / "model",
+        {name: results[name].model_dir for name in ensemble.MEMBERS},
+        task=task, labels=labels, weight=weight, scores=scores, selection_metric=metric,
+    )  # fmt: skip
+    results[ensemble.FAMILY] = TrainResult(
+        model_dir=model_dir,
+        metrics=scores,
+        trained_tokens=0,
+        steps=len(tried),
+        epochs_completed=1.0,
+        hyperparameters={"family": ensemble.FAMILY, "weight": weight, "weights_tried": tried},
+        history=[],
+    )
+    return ensemble.FAMILY, (
+        f"ensemble (weight {weight:g} on the transformer) {metric} {scores[metric]:.4f} beats {chosen} "
+        f"{best[metric]:.4f}"
+    )
 
 
 def _choose(task: str, candidates: dict[str, dict[str, Any]]) -> tuple[str, str]:
@@ -235,7 +317,7 @@ def _choose(task: str, candidates: dict[str, dict[str, Any]]) -> tuple[str, str]
 
 
 def _candidate(task: str, result: TrainResult, seconds: float) -> dict[str, Any]:
-    keys = ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2", "valid_loss")
+    keys = ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2", "valid_loss", "ece", "ece_uncalibrated")
     out: dict[str, Any] = {
         "status": "trained",
         "seconds": round(seconds, 1),
@@ -285,8 +367,18 @@ def _plan_transformer(
         plan = {"run": False, "reason": f"the time budget is spent ({max(0.0, left_s):.0f} s left)"}
     else:
         try:
-            estimate = estimate_transformer(config, data, base_models_dir=base_models_dir)
-            plan = _fit_plan(estimate, left_s - estimate["estimate_seconds"])
+            read = readability.unk_rate(config.base_model, [ex.text for ex in data.train], base_models_dir)
+            if read["unk_rate"] > readability.UNK_SKIP:
+                plan = {
+                    "run": False,
+                    "readability": read,
+                    "reason": f"{config.base_model}'s tokenizer reads {read['unk_rate']:.0%} of the training "
+                    f"text as {read['unk_token']} (over {readability.UNK_SKIP:.0%}): it cannot read this text, "
+                    "so no budget is spent fine-tuning it",
+                }
+            else:
+                estimate = estimate_transformer(config, data, base_models_dir=base_models_dir)
+                plan = {**_fit_plan(estimate, left_s - estimate["estimate_seconds"]), "readability": read}
         except AiaasError as exc:  # e.g. the base model is not installed here
             plan = {"run": False, "reason": f"{config.base_model} cannot be trained here: {exc.message}"}
     plan_path.parent.mkdir(parents=True, exist_ok=True)
@@ -441,6 +533,16 @@ def _time_steps(
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _calibrate(result: TrainResult, task: str, data: PreparedDataLike, callbacks: TrainCallbacks) -> None:
+    """Temperature / per-label Platt fit on validation, folded into the transformer's head
+    (aiaas.training.calibrate_transformer); recorded in its metrics, aiaas.json and hyperparameters."""
+    from aiaas.training.calibrate_transformer import calibrate
+
+    info = calibrate(result, task, data, callbacks)
+    if info:
+        result.hyperparameters = {**result.hyperparameters, **info}
+
+
 def _as_family(result: TrainResult, family: str, selection: dict[str, Any] | None = None) -> FamilyResult:
     values = {f.name: getattr(result, f.name) for f in dataclasses.fields(TrainResult)}
     return FamilyResult(**values, family=family, selection=selection)

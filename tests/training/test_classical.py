@@ -87,13 +87,16 @@ def test_single_label_learns_and_writes_a_model_directory(tmp_path: Path) -> Non
     # Plain arrays only: loading must work with pickles refused.
     with np.load(result.model_dir / "tfidf_linear.npz", allow_pickle=False) as npz:
         assert npz["weights"].shape == (sum(meta["classical"]["features"].values()), 2)
-    # One validation record per candidate strength, the chosen one in the hyperparameters.
+    # One validation record per candidate (blocks, weighting) and strength, the chosen one in the
+    # hyperparameters; each candidate starts from the grid (tests/training/test_classical_search.py).
     evals = rec.metrics_events()
-    assert [e["C"] for e in evals] == list(classical.C_GRID)
-    assert (
-        result.hyperparameters["C"] in classical.C_GRID and result.hyperparameters["family"] == "tfidf-linear"
-    )
-    assert result.steps == len(classical.C_GRID) and result.trained_tokens > 0
+    assert [e["C"] for e in evals[: len(classical.C_GRID)]] == list(classical.C_GRID)
+    assert {(e["features"], e["weighting"]) for e in evals} == {
+        (f, w) for f in ("char+word", "char", "word") for w in ("tfidf", "nb")
+    }
+    assert any(e["C"] == result.hyperparameters["C"] for e in evals)
+    assert result.hyperparameters["family"] == "tfidf-linear"
+    assert result.steps == len(evals) and result.trained_tokens > 0
 
 
 def test_chinese_is_learned_from_character_ngrams(tmp_path: Path) -> None:

@@ -65,9 +65,11 @@ def test_single_families_record_their_name(tmp_path: Path, base_models_dir: Path
 
 
 def test_auto_keeps_tfidf_when_the_transformer_cannot_read_the_text(
-    tmp_path: Path, base_models_dir: Path
+    tmp_path: Path, base_models_dir: Path, monkeypatch
 ) -> None:
-    # The tiny BERT's vocabulary has no Chinese: every character becomes [UNK].
+    # The tiny BERT's vocabulary has no Chinese: every character becomes [UNK]. The [UNK]-rate
+    # switch is off here so that both really train (tests/training/test_readability.py has it on).
+    monkeypatch.setattr(families.readability, "UNK_SKIP", 1.0)
     data = chinese_data()
     rec = Recorder()
     result = families.train_family(
@@ -87,6 +89,7 @@ def test_auto_keeps_tfidf_when_the_transformer_cannot_read_the_text(
     meta = json.loads((result.model_dir / "aiaas.json").read_text())
     assert meta["family"] == "tfidf-linear" and meta["model_selection"]["chosen"] == "tfidf-linear"
     assert result.hyperparameters["model_selection"]["candidates"].keys() == {"tfidf-linear", "transformer"}
+    assert selection["ensemble"]["status"] == "not kept"  # no better than tfidf-linear alone
     assert result.model_dir == tmp_path / "tfidf-linear" / "model"
     assert (tmp_path / "transformer" / "model" / "aiaas.json").is_file()
 

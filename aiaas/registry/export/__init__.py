@@ -50,9 +50,13 @@ def export_trained_model(
     precision: str = "auto",
 ) -> dict:
     """Export whatever family trained `model_dir`: the one call a job runner needs."""
-    from aiaas.training import classical
+    from aiaas.training import classical, ensemble
 
     export = export_classical_model if classical.is_classical(model_dir) else export_model
+    if ensemble.is_ensemble(model_dir):  # two members, each exported by its own exporter
+        from aiaas.registry.export.ensemble import export_ensemble_model
+
+        export = export_ensemble_model
     return export(
         model_dir,
         out_dir,

@@ -1,0 +1,144 @@
+"""The `ensemble` candidate of auto: a weighted average of the two trained families' calibrated scores.
+
+    p = w * p_transformer + (1 - w) * p_tfidf-linear       (probabilities, or values for regression)
+
+w is searched on the validation set (WEIGHTS) by the engine's selection metric, ties to the
+lower validation loss; auto keeps the ensemble only when it beats both members there.
+Multi-label thresholds are tuned again per label on the averaged probabilities.
+
+The model directory holds both members' directories unchanged and an aiaas.json naming
+them and the weight:
+
+    model/aiaas.json            {"family": "ensemble", "task", "labels", "weight", "members": {...}, ...}
+    model/transformer/          the transformer's directory (calibrated head)
+    model/tfidf-linear/         the tfidf-linear directory (calibrated head)
+
+Exported and served as one model by aiaas.registry.export.ensemble.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiaas.training import batching, metrics
+
+FAMILY = "ensemble"
+META_FILE = "aiaas.json"
+MEMBERS = ("transformer", "tfidf-linear")  # the weight applies to the first
+WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
+
+
+def servable() -> bool:
+    """Whether the serving runtime loads ensemble artifacts (its `load_predictor` dispatching on family
+    "ensemble" to aiaas.registry.export.ensemble.load_ensemble_predictor, marked SERVES_ENSEMBLES).
+    Until it does, auto scores the ensemble and records it, but does not keep it: a job must not
+    register a model that its own deployments cannot load."""
+    from aiaas.serving import runtime
+
+    return bool(getattr(runtime, "SERVES_ENSEMBLES", False))
+
+
+def score_probs(task: str, probs: np.ndarray, y: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """The engine's validation metrics and loss for served scores (probabilities or values)."""
+    eps = 1e-7
+    if task == "single_label_classification":
+        p = np.clip(probs, eps, 1.0)
+        loss = float(-np.log(p[np.arange(len(y)), y]).mean())
+        return {"valid_loss": loss, **metrics.single_label(np.log(p), y, labels)}
+    if task == "multi_label_classification":
+        p = np.clip(probs, eps, 1 - eps)
+        loss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+        return {"valid_loss": loss, **metrics.multi_label(probs, y, labels)}
+    pred = probs[:, 0]
+    return {"valid_loss": float(((pred - y) ** 2).mean()), **metrics.regression(pred, y)}
+
+
+def fit_weight(
+    task: str, p_transformer: np.ndarray, p_classical: np.ndarray, y: np.ndarray, labels: list[str]
+) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
+    """The best w on validation, its scores, and every weight's record."""
+    best: tuple[tuple[float, float], float, dict[str, Any]] | None = None
+    tried = []
+    for w in WEIGHTS:
+        scores = score_probs(task, w * p_transformer + (1 - w) * p_classical, y, labels)
+        rank = metrics.selection_score(task, scores)
+        tried.append({"weight": w, **{k: v for k, v in scores.items() if isinstance(v, float)}})
+        # Strictly better only: among equals the first (more tfidf-linear) stays.
+        if best is None or rank > best[0]:
+            best = (rank, w, scores)
+    assert best is not None
+    return best[1], best[2], tried
+
+
+def validation_probs(model_dir: Path, family: str, texts: list[str]) -> np.ndarray:
+    """A member's served scores on validation texts, from its trained directory."""
+    if family == "tfidf-linear":
+        from aiaas.training.classical import ClassicalModel
+
+        return ClassicalModel.load(model_dir).predict(texts)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from aiaas.serving.runtime import sigmoid, softmax
+    from aiaas.training.calibrate_transformer import validation_logits
+
+    meta = json.loads((Path(model_dir) / META_FILE).read_text())
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to("cpu").float()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    logits = validation_logits(model, tokenizer, texts, int(meta["max_length"]))
+    if meta["task"] == "single_label_classification":
+        return softmax(logits)
+    if meta["task"] == "multi_label_classification":
+        return sigmoid(logits)
+    return logits
+
+
+def targets(task: str, data: Any, labels: list[str]) -> np.ndarray:
+    return batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
+
+
+def write_ensemble(
+    out_dir: Path, members: dict[str, Path], *, task: str, labels: list[str], weight: float,
+    scores: dict[str, Any], selection_metric: str,
+) -> Path:  # fmt: skip
+    """Copy both member directories under `out_dir` and write its aiaas.json (swapped in whole)."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, src in members.items():
+        shutil.copytree(src, tmp / name)
+    first = json.loads((Path(members[MEMBERS[0]]) / META_FILE).read_text())
+    meta: dict[str, Any] = {
+        "format_version": 1,
+        "family": FAMILY,
+        "task": task,
+        "labels": labels,
+        "max_length": first["max_length"],
+        "base_model": first.get("base_model"),
+        "selection_metric": selection_metric,
+        "weight": weight,
+        "members": {
+            name: {"dir": name, "weight": weight if name == MEMBERS[0] else 1 - weight} for name in MEMBERS
+        },
+        "metrics": {k: v for k, v in scores.items() if k not in ("per_label", "thresholds")},
+    }
+    if task == "multi_label_classification":
+        meta["thresholds"] = scores.get("thresholds") or {label: 0.5 for label in labels}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.rename(tmp, out_dir)
+    return out_dir
+
+
+def is_ensemble(model_dir: Path) -> bool:
+    try:
+        return json.loads((Path(model_dir) / META_FILE).read_text()).get("family") == FAMILY
+    except (OSError, ValueError, AttributeError):
+        return False
