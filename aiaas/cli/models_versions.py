@@ -73,7 +73,11 @@ def download(model: str = typer.Argument(..., help="ft:… id, name/N or name@al
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".download"
     if archive == "zip":
-        zipfile.ZipFile(io.BytesIO(data)).extractall(tmp)
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            unsafe = [n for n in z.namelist() if n.startswith("/") or ".." in Path(n).parts]
+            if unsafe:
+                raise typer.BadParameter(f"the archive has members outside its folder: {unsafe[:3]}")
+            z.extractall(tmp)  # nosec B202 - members checked just above (no absolute paths, no '..')
     else:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
             t.extractall(tmp, filter="data")

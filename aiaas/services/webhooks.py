@@ -41,7 +41,7 @@ from aiaas.store.tenancy import now
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("fine_tuning.job.*", "batch.*", "deployment.drift")
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # nosec B105 - the display prefix of generated secrets, not a secret
 MAX_LOGGED_ATTEMPTS = 20
 JOB_LOOKBACK_S = 86_400  # job status changes older than this are not announced
 

@@ -61,8 +61,8 @@ def calibrate(
     model_dir = Path(result.model_dir)
     meta = json.loads((model_dir / artifact.META_FILE).read_text())
     labels = list(meta["labels"])
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to("cpu").float()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True).to("cpu").float()  # nosec B615 - a local directory this job wrote
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)  # nosec B615 - a local directory this job wrote
     head = _head(model, len(labels))
     if head is None or head.bias is None:
         return {}

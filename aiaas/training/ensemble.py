@@ -88,8 +88,8 @@ def validation_probs(model_dir: Path, family: str, texts: list[str]) -> np.ndarr
     from aiaas.training.calibrate_transformer import validation_logits
 
     meta = json.loads((Path(model_dir) / META_FILE).read_text())
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to("cpu").float()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True).to("cpu").float()  # nosec B615 - a local directory this job wrote
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)  # nosec B615 - a local directory this job wrote
     logits = validation_logits(model, tokenizer, texts, int(meta["max_length"]))
     if meta["task"] == "single_label_classification":
         return softmax(logits)

@@ -79,7 +79,7 @@ class Shadows:
     def __init__(self, *, rng: random.Random | None = None) -> None:
         self._stats: dict[tuple[str, str], ShadowStats] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # nosec B311 - samples a share of traffic to mirror; not a secret
 
     def stats(self, org_id: str, deployment: str) -> ShadowStats | None:
         return self._stats.get((org_id, deployment))

@@ -164,7 +164,7 @@ class Split:
             digest = hashlib.blake2b(f"{self.deployment}\0{key}".encode(), digest_size=8).digest()
             point = int.from_bytes(digest, "big") % total
         else:
-            point = random.randrange(total)
+            point = random.randrange(total)  # nosec B311 - picks a canary by weight; not a secret
         for target, weight in zip(self.targets, self.weights, strict=True):
             if point < weight:
                 return target
