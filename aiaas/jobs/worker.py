@@ -33,8 +33,9 @@ class Worker:
         self.shutdown_deadline: float | None = None  # time.monotonic() of the hard exit, once stopping
 
     def install_signal_handlers(self, *, hard_exit_after: float | None = None) -> None:
-        """SIGTERM/SIGINT: stop at the next training step and release the lease. With `hard_exit_after`,
-        a worker still running that many seconds later (a step that never ends) exits anyway."""
+        """SIGTERM/SIGINT: at the next training step, save a checkpoint there (time allowing), stop and
+        release the lease. With `hard_exit_after`, a worker still running that many seconds later (a step
+        that never ends) exits anyway; training skips the save when it could not finish before then."""
 
         def stop(signum: int, _frame: object) -> None:
             log.info("worker %s stopping (signal %s)", self.worker_id, signum)
