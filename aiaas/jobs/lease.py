@@ -30,6 +30,7 @@ class Lease:
         self.lost = threading.Event()
         self.cancelled = threading.Event()
         self.shutdown = threading.Event()  # the worker itself is stopping (SIGTERM)
+        self.shutdown_deadline: float | None = None  # time.monotonic() it exits by, once shutting down
         self._stop_heartbeat = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
 

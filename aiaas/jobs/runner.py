@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import resource
 import shutil
 import time
@@ -82,6 +83,15 @@ class JobCallbacks:
 
     def should_stop(self) -> bool:
         return self.lease.should_stop
+
+    def seconds_to_save_before_stop(self) -> float | None:
+        """A worker shutting down (not a cancel, not a lost lease) keeps the run's progress: the seconds it
+        has left to write a checkpoint before it exits (inf without a deadline); None: stop without one."""
+        lease = self.lease
+        if not lease.shutdown.is_set() or lease.cancelled.is_set() or lease.lost.is_set():
+            return None
+        deadline = lease.shutdown_deadline
+        return math.inf if deadline is None else deadline - time.monotonic()
 
 
 def _jsonable(d: dict) -> dict:

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 
 from aiaas.core.extras import require_train
@@ -34,25 +35,35 @@ class Worker:
         self.current_batch: BatchLease | None = None
         self.batches: BatchRunner | None = None  # built on the first batch (its own inference runtime)
         self._batch_first = False  # claims alternate: the oldest job, then the oldest batch, ...
+        self.shutdown_deadline: float | None = None  # time.monotonic() of the hard exit, once stopping
 
     def install_signal_handlers(self, *, hard_exit_after: float | None = None) -> None:
-        """SIGTERM/SIGINT: stop at the next training step and release the lease. With `hard_exit_after`,
-        a worker still running that many seconds later (a step that never ends) exits anyway."""
+        """SIGTERM/SIGINT: at the next training step, save a checkpoint there (time allowing), stop and
+        release the lease. With `hard_exit_after`, a worker still running that many seconds later (a step
+        that never ends) exits anyway; training skips the save when it could not finish before then."""
 
         def stop(signum: int, _frame: object) -> None:
             log.info("worker %s stopping (signal %s)", self.worker_id, signum)
-            if not self.stopping.is_set() and hard_exit_after is not None:
+            first = not self.stopping.is_set()
+            if first and hard_exit_after is not None:
+                self.shutdown_deadline = time.monotonic() + hard_exit_after
                 timer = threading.Timer(hard_exit_after, self._hard_exit)
                 timer.daemon = True
                 timer.start()
             self.stopping.set()
             if self.current is not None:
-                self.current.shutdown.set()  # training stops at the next step; the lease is released
+                self._stop_lease(self.current)  # training saves a checkpoint, stops and releases the lease
             if self.current_batch is not None:
                 self.current_batch.shutdown.set()  # a batch stops after its chunk
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+
+    def _stop_lease(self, lease: Lease) -> None:
+        """Training saves a checkpoint at its current step (if the time left before the hard exit allows),
+        stops, and the lease is released: the job resumes elsewhere at once, from that step."""
+        lease.shutdown_deadline = self.shutdown_deadline
+        lease.shutdown.set()
 
     def _hard_exit(self) -> None:
         """Still busy long after SIGTERM (loading a model, preparing a big file, exporting: no step to stop

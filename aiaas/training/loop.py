@@ -35,6 +35,11 @@ LOGS_PER_RUN = 50  # train-metrics events over a whole run (at most one per step
 # save (weights, optimizer, RNG, fsync) costs ~0.5 s for MiniLM-L6, ~13 of them were 10% of a
 # 1,000-sentence run, and a lost worker then redoes at most a minute plus 10% of the steps.
 PERIODIC_MIN_SECONDS = 60.0
+# A stop request (the worker shutting down, not a cancel) saves a checkpoint at the current step when
+# the time left allows twice the last save's duration (this guess before the run's first save) plus
+# a margin for releasing the lease; otherwise it stops without one and says so.
+STOP_SAVE_GUESS_S = 2.0
+STOP_SAVE_MARGIN_S = 1.0
 # Evaluation batches hold up to this many (padded) tokens, and at least 2 x the training batch.
 EVAL_TOKENS = 4096
 
@@ -180,6 +185,8 @@ class _Trainer:
         # Validation loss is never class-weighted: it stays comparable between runs.
         self.eval_loss_fn = components.loss_fn(self.task, y_train, n_labels, False, device)
         self.last_save = time.monotonic()
+        self.saved_step: int | None = None  # the step of the newest checkpoint on disk
+        self.save_seconds: float | None = None  # how long the last save took
         self.log_every = max(1, hp.total_steps // LOGS_PER_RUN)
         self.window = _Window()
 
@@ -198,6 +205,7 @@ class _Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         checkpoints.set_rng_state(saved["state"].pop("rng"))
         state = RunState.from_dict(saved["state"])
+        self.saved_step = state.step
         # The machine may differ from the one that saved: these two describe this one.
         state.hyperparameters = {**state.hyperparameters, "num_threads": threads, "precision": self.precision}
         self.callbacks.event(
@@ -230,10 +238,39 @@ class _Trainer:
             self.sets.train.lengths, self.hp.batch_size, seed=self.config.seed, epoch=state.epoch
         )
         for index in batches[state.batch_in_epoch :]:
-            self.check_stop()
+            self._stop_point(state)
             self.step(state, index)
             if state.batch_in_epoch < len(batches) and self._periodic_save_due(state):
                 self.save(state, "periodic")
+        self._stop_point(state)  # before the epoch's end mutates the state: a resume runs that end
+
+    def _stop_point(self, state: RunState) -> None:
+        """Between two steps: on a stop request, keep the progress first if the caller asks for it."""
+        if self.callbacks.should_stop():
+            self._save_before_stop(state)
+            self.check_stop()
+
+    def _save_before_stop(self, state: RunState) -> None:
+        """The same checkpoint a periodic save writes, at this step, when the caller gives the time for it.
+
+        Callbacks without `seconds_to_save_before_stop` (or returning None: a cancel, a lost lease)
+        stop without saving."""
+        budget = getattr(self.callbacks, "seconds_to_save_before_stop", None)
+        left = budget() if callable(budget) else None
+        if left is None or state.step == 0 or state.step == self.saved_step:
+            return
+        need = STOP_SAVE_MARGIN_S + 2 * (self.save_seconds or STOP_SAVE_GUESS_S)
+        if left < need:
+            message = (f"Stopping without a checkpoint at step {state.step}: {max(0.0, left):.1f} s left before "
+                       f"the worker exits, a save needs about {need:.1f} s; the job resumes from step "
+                       f"{self.saved_step or 0}.")
+            logger.warning(message)
+            self.callbacks.event("warning", message, data={"step": state.step})
+            return
+        self.save(state, "stop")
+        self.callbacks.event(
+            "info", f"Stopping: checkpoint saved at step {state.step} for resuming.", data={"step": state.step}
+        )
 
     def step(self, state: RunState, index: np.ndarray) -> None:
         """One optimizer step on the examples at `index`."""
@@ -390,8 +427,9 @@ class _Trainer:
             state=state.to_dict(),
         )
         checkpoints.prune(self.ckpt_root, keep={state.best_step} if state.best_step is not None else set())
+        self.saved_step, self.save_seconds = state.step, time.perf_counter() - started
         self.callbacks.checkpoint(state.step, path, dict(state.metrics))
-        logger.debug("Checkpoint %s (%s)", path, reason)
+        logger.debug("Checkpoint %s (%s, %.2f s)", path, reason, self.save_seconds)
         self.window.pause(started)
 
     # ---- the final model ----
