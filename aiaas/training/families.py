@@ -349,6 +349,13 @@ class _Deadline:
             return True
         return False
 
+    def seconds_to_save_before_stop(self) -> float | None:
+        """A shutdown saves a checkpoint first, as for a plain transformer job; the budget running out does not."""
+        if self.over_budget:
+            return None
+        inner = getattr(self.inner, "seconds_to_save_before_stop", None)
+        return inner() if inner is not None else None
+
 
 # -- planning the transformer run -----------------------------------------------------------
 def _plan_transformer(
