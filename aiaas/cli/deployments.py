@@ -49,9 +49,11 @@ def list_(as_json: bool = JsonOpt, quiet: bool = typer.Option(False, "--quiet", 
     if as_json or quiet:
         print_json(rows) if as_json else print_ids(d.name for d in rows)
         return
-    table = Table("name", "model", "min_replicas", "id")
+    # For people: names and models whole (ids: `-q` or `--json`); a model id is never cut short.
+    table = Table("name", "model", "min_replicas")
+    table.columns[1].no_wrap = True
     for d in rows:
-        table.add_row(d.name, d.model, str(d.min_replicas), d.id)
+        table.add_row(d.name, d.model, str(d.min_replicas))
     console.print(table)
 
 

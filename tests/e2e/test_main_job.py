@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import openai
 import pytest
 
 from aiaas.sdk import Client, NotFoundError
@@ -84,7 +85,11 @@ def test_openai_sdk_and_our_sdk_end_to_end(stack):
             assert abs(sum(s["score"] for s in out["data"][0]["scores"]) - 1) < 1e-3
             assert out["usage"]["prompt_tokens"] > 4
 
-            # A deleted model stops serving.
+            # A model a deployment serves cannot be deleted (409, naming the deployment); once the deployment
+            # is gone it can, and nothing serves it any more.
+            with pytest.raises(openai.ConflictError, match="toy"):
+                oa.models.delete(done.fine_tuned_model)
+            c.deployments.delete("toy")
             assert oa.models.delete(done.fine_tuned_model).deleted
             with pytest.raises(NotFoundError):
                 c.deployments.predict("toy", ["hello"])

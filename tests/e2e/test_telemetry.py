@@ -12,7 +12,7 @@ import pytest
 
 from aiaas.core.settings import Settings
 from aiaas.services import webhooks
-from aiaas.store import tenancy
+from aiaas.services import authn
 from aiaas.store.db import Database
 from tests.api.test_webhooks import Receiver
 from tests.e2e.server import base_env, init, start_server
@@ -41,7 +41,7 @@ def test_json_access_lines_leak_nothing_and_drift_reaches_a_webhook(tmp_path, re
     settings = Settings(data_dir=data)
     db = Database(settings.sqlalchemy_url)
     with db.session() as s:
-        org_id = tenancy.authenticate(s, key).org_id
+        org_id = authn.authenticate(s, key).org_id
     artifact = export_tiny_classifier(tmp_path, labels=tuple(LABELS))
     register(settings, db, org_id, artifact, model_id=MODEL, task="single_label_classification", labels=LABELS)
     store_training_reference(db, org_id, artifact, random.Random(5), model_id=MODEL, labels=LABELS)
