@@ -175,7 +175,7 @@ def poll_jobs(session: Session, *, at: int) -> int:
                 continue
             payload = {"id": new_id("evt"), "object": "event", "type": event_type, "created_at": at,
                        "data": job_data(job)}
-            added += store.enqueue(session, ep, event_type=event_type, event_key=key, payload=payload)
+            added += store.enqueue(session, ep, event_type=event_type, event_key=key, payload=payload, at=at)
     return added
 
 

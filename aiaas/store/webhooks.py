@@ -53,9 +53,10 @@ def matches(patterns: list[Any], event_type: str) -> bool:
 
 
 def enqueue(session: Session, endpoint: WebhookEndpoint, *, event_type: str, event_key: str,
-            payload: dict[str, Any]) -> bool:
-    """Add one delivery unless this endpoint already has the event; whether it was added."""
-    t = now()
+            payload: dict[str, Any], at: int | None = None) -> bool:
+    """Add one delivery unless this endpoint already has the event; whether it was added. `at`: the caller's
+    clock reading, so a delivery enqueued by a pass is due in that same pass even if the second ticks over."""
+    t = now() if at is None else at
     row = WebhookDelivery(id=new_id("msg"), org_id=endpoint.org_id, endpoint_id=endpoint.id, event_type=event_type,
                           event_key=event_key, payload=payload, state=PENDING, attempts=0, next_attempt_at=float(t),
                           attempt_log=[], created_at=t)
