@@ -20,7 +20,7 @@ from aiaas.core.errors import Conflict, InvalidRequest, not_found
 from aiaas.protocol.common import StrictModel
 from aiaas.protocol.inference import deployment_public
 from aiaas.registry import models as registry
-from aiaas.services import audit
+from aiaas.services import audit, quotas
 from aiaas.serving.interface import EMBEDDING, ModelRef
 from aiaas.store import deployments as dep_store
 from aiaas.store import versions
@@ -207,6 +207,37 @@ def describe(session: Session, dep: Any) -> dict[str, Any]:
     rev = versions.latest_revision(session, dep)
     spec = rev.spec if rev is not None else versions.initial_spec(dep.model)
     return deployment_public(dep, spec, rev.revision if rev is not None else 0)
+
+
+def create(session: Session, state: AppContext, actor: audit.Actor, org_id: str, *, name: str, ref: str,
+           min_replicas: int) -> Any:
+    """A new deployment of `ref` (`ft:…`, `name/N`, `name@alias`) as revision 1, audited; its model starts
+    serving (pinned and loaded when min_replicas >= 1) once the row exists. Called from a worker thread."""
+    model = create_spec(session, org_id, ref)
+    quotas.check_deployments(session, state.settings, org_id)
+    row = dep_store.create_deployment(session, org_id, name=name, model=model.id, min_replicas=min_replicas)
+    versions.add_revision(session, row, versions.initial_spec(ref), actor_key_id=actor.key_id, reason="created")
+    audit.record(session, actor, "deployment.created", target_type="deployment", target_id=row.id,
+                 details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
+    session.flush()  # a conflict answers before anything starts serving
+    from_thread.run(state.services.inference.deployed, row.id, model.artifact_uri, row.min_replicas)
+    return row
+
+
+def delete(session: Session, state: AppContext, actor: audit.Actor, org_id: str, name: str) -> Any:
+    """Delete a deployment, audited; its model may scale to zero again unless another deployment keeps it
+    loaded. Called from a worker thread."""
+    row = dep_store.get_deployment(session, org_id, name)
+    session.delete(row)
+    audit.record(session, actor, "deployment.deleted", target_type="deployment", target_id=row.id,
+                 details={"name": row.name, "model": row.model})
+    unpin = None
+    if row.min_replicas:
+        session.flush()
+        artifact = registry.get_model(session, org_id, row.model).artifact_uri
+        unpin = None if artifact in dep_store.pinned_artifacts(session) else artifact
+    from_thread.run(partial(state.services.inference.undeployed, org_id, row.name, row.id, unpin=unpin))
+    return row
 
 
 def create_spec(session: Session, org_id: str, ref: str) -> Model:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Annotated
 
-from anyio import from_thread
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy import select
@@ -16,7 +14,8 @@ from aiaas.core.errors import InvalidRequest
 from aiaas.registry import models as registry
 from aiaas.security.keys import SCOPES
 from aiaas.security.ratelimit import Limits
-from aiaas.services import audit, quotas
+from aiaas.services import audit
+from aiaas.services import deployments as dep_service
 from aiaas.services import usage as usage_service
 from aiaas.services.inference import Caller
 from aiaas.services.inference.metering import refusal
@@ -65,13 +64,7 @@ def create_deployment(request: Request, c: ConsoleDep, name: Annotated[str, Form
                       csrf: Annotated[str, Form(max_length=100)] = "") -> RedirectResponse:
     c.check_csrf(csrf)
     c.require("create_deployment")
-    row_model = registry.get_model(c.db, c.org_id, model)
-    quotas.check_deployments(c.db, c.state.settings, c.org_id)
-    row = dep_store.create_deployment(c.db, c.org_id, name=name, model=row_model.id, min_replicas=0)
-    audit.record(c.db, actor(request, c), "deployment.created", target_type="deployment", target_id=row.id,
-                 details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
-    c.db.flush()  # a conflict answers before anything starts serving
-    from_thread.run(c.state.services.inference.deployed, row.id, row_model.artifact_uri, row.min_replicas)
+    row = dep_service.create(c.db, c.state, actor(request, c), c.org_id, name=name, ref=model, min_replicas=0)
     return redirect(f"/ui/deployments/{row.name}")
 
 
@@ -99,16 +92,7 @@ def delete_deployment(request: Request, c: ConsoleDep, name: str,
                       csrf: Annotated[str, Form(max_length=100)] = "") -> RedirectResponse:
     c.check_csrf(csrf)
     c.require("delete_deployment")
-    row = dep_store.get_deployment(c.db, c.org_id, name)
-    c.db.delete(row)
-    audit.record(c.db, actor(request, c), "deployment.deleted", target_type="deployment", target_id=row.id,
-                 details={"name": row.name, "model": row.model})
-    unpin = None
-    if row.min_replicas:  # its model may scale to zero again, unless another deployment keeps it loaded
-        c.db.flush()
-        artifact = registry.get_model(c.db, c.org_id, row.model).artifact_uri
-        unpin = None if artifact in dep_store.pinned_artifacts(c.db) else artifact
-    from_thread.run(partial(c.state.services.inference.undeployed, c.org_id, row.name, row.id, unpin=unpin))
+    dep_service.delete(c.db, c.state, actor(request, c), c.org_id, name)
     return redirect("/ui/deployments")
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Literal
 
-from anyio import from_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -14,8 +12,6 @@ from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, caller
 from aiaas.protocol.common import Deleted, StrictModel, list_response
 from aiaas.protocol.inference import DeploymentCreate, PredictRequest
 from aiaas.protocol.versions import revision_public
-from aiaas.registry import models as registry
-from aiaas.services import audit, quotas
 from aiaas.services import deployments as dep_service
 from aiaas.services.deployments import DeploymentUpdate
 from aiaas.store import deployments as dep_store
@@ -44,16 +40,8 @@ async def predict(name: str, body: PredictRequest, request: Request, principal: 
 @router.post("/deployments", status_code=201)
 def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: SessionDep, state: StateDep,
                       actor: ActorDep) -> dict:
-    model = dep_service.create_spec(session, principal.org_id, body.model)  # `ft:…`, `name/N`, `name@alias`
-    quotas.check_deployments(session, state.settings, principal.org_id)
-    row = dep_store.create_deployment(session, principal.org_id, name=body.name, model=model.id,
-                                      min_replicas=body.min_replicas)
-    versions.add_revision(session, row, versions.initial_spec(body.model), actor_key_id=actor.key_id,
-                          reason="created")
-    audit.record(session, actor, "deployment.created", target_type="deployment", target_id=row.id,
-                 details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
-    session.flush()  # a conflict answers before anything starts serving
-    from_thread.run(state.services.inference.deployed, row.id, model.artifact_uri, row.min_replicas)
+    row = dep_service.create(session, state, actor, principal.org_id, name=body.name, ref=body.model,
+                             min_replicas=body.min_replicas)
     return dep_service.describe(session, row)
 
 
@@ -112,15 +100,5 @@ def list_deployment_revisions(name: str, principal: PrincipalDep, session: Sessi
 @router.delete("/deployments/{name}", response_model=Deleted)
 def delete_deployment(name: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep,
                       state: StateDep) -> dict:
-    row = dep_store.get_deployment(session, principal.org_id, name)
-    session.delete(row)
-    audit.record(session, actor, "deployment.deleted", target_type="deployment", target_id=row.id,
-                 details={"name": row.name, "model": row.model})
-    unpin = None
-    if row.min_replicas:
-        session.flush()
-        model = registry.get_model(session, principal.org_id, row.model)
-        if model.artifact_uri not in dep_store.pinned_artifacts(session):  # by another deployment
-            unpin = model.artifact_uri  # may scale to zero again
-    from_thread.run(partial(state.services.inference.undeployed, principal.org_id, row.name, row.id, unpin=unpin))
+    row = dep_service.delete(session, state, actor, principal.org_id, name)
     return {"id": row.id, "object": "deployment", "deleted": True}
