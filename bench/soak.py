@@ -52,6 +52,15 @@ def _client(base_url: str, key: str, stop: threading.Event, seed: int, stats: di
                     stats.setdefault("5xx_samples", []).append(f"{op} {r.status_code} {r.text[:200]}")
 
 
+def _per_minute(samples: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """The first sample of each minute, and the last sample."""
+    picked: dict[int, tuple[float, int]] = {}
+    for t, rss in samples:
+        picked.setdefault(int(t // 60), (t, rss))
+    out = list(picked.values())
+    return out + [samples[-1]] if samples and out[-1] != samples[-1] else out
+
+
 def main() -> None:
     seconds = float(os.environ.get("AIAAS_SOAK_SECONDS", "600"))
     tmp = Path(tempfile.mkdtemp(prefix="aiaas-soak-"))
@@ -88,6 +97,9 @@ def main() -> None:
         "rss_after_warmup_mb": round(warm[0] / 2**20, 1) if warm else None,
         "rss_end_mb": round(warm[-1] / 2**20, 1) if warm else None,
         "rss_growth_after_warmup": round(growth, 4),
+        # The curve, one sample a minute (seconds since the traffic started, MiB): growth that is still
+        # climbing at the end is a leak, growth that levels off is warm-up.
+        "rss_mb_by_minute": [[round(t), round(rss / 2**20, 1)] for t, rss in _per_minute(samples)],
         "machine": {"cpus": len(os.sched_getaffinity(0)), "processor": platform.processor() or platform.machine()},
     }
     out = Path(__file__).parent / "results" / "soak.json"

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     # ~40% of their batches waiting; at 0.1 ms the server keeps 1.8 of 2 cores busy instead of 1.66
     # and serves ~7% more requests (bench/README.md, "Serving: what changed").
     gil_switch_interval_ms: float = Field(default=0.1, gt=0, le=100)
+    # The C allocator of an API process (aiaas/core/native_memory.py): at most this many glibc malloc arenas
+    # (0: glibc's default, 8 per core) and a malloc_trim this often on a background thread (0: never). With
+    # the defaults the soak's API process kept its RSS flat after warm-up; with glibc's behaviour it grew
+    # by the free memory its threads left scattered over 16 arenas (bench/README.md, "Soak").
+    malloc_arena_max: int = Field(default_factory=usable_cores, ge=0)
+    malloc_trim_seconds: float = Field(default=30.0, ge=0)
     # Answer well-formed POST /v1/deployments/{name}/predict requests without FastAPI's routing and
     # dependency solving (aiaas/api/fastpath.py): same parts, same answers, ~0.12 ms less CPU each.
     fast_predict_route: bool = True
