@@ -1,6 +1,7 @@
 """Chaos R6: a soak of mixed traffic against a real `aiaas serve` (one training worker): uploads, job creations
 (tfidf-linear, so jobs finish), predictions and listings from a few clients at once, for AIAAS_SOAK_SECONDS
 (default 600). Counts 5xx answers and the API process's RSS growth after warm-up (the first fifth).
+AIAAS_SOAK_GLIBC_DEFAULTS=1 runs the same soak with the server on glibc's allocator defaults (the "before").
 
     make soak            # writes bench/results/soak.json
 """
@@ -64,8 +65,12 @@ def _per_minute(samples: list[tuple[float, int]]) -> list[tuple[float, int]]:
 def main() -> None:
     seconds = float(os.environ.get("AIAAS_SOAK_SECONDS", "600"))
     tmp = Path(tempfile.mkdtemp(prefix="aiaas-soak-"))
+    # AIAAS_SOAK_GLIBC_DEFAULTS=1: the server keeps glibc's allocator defaults (16 arenas on 2 cores, no
+    # trim), as before the fix; the figures go to soak-glibc-defaults.json for comparison.
+    glibc_defaults = os.environ.get("AIAAS_SOAK_GLIBC_DEFAULTS") == "1"
+    allocator = {"AIAAS_MALLOC_ARENA_MAX": "0", "AIAAS_MALLOC_TRIM_SECONDS": "0"} if glibc_defaults else {}
     stack = make_stack(tmp, None, with_model=True, AIAAS_QUOTA_CONCURRENT_JOBS="0",
-                       AIAAS_RATE_LIMIT_REQUESTS_PER_MINUTE="0", AIAAS_RATE_LIMIT_TOKENS_PER_MINUTE="0")
+                       AIAAS_RATE_LIMIT_REQUESTS_PER_MINUTE="0", AIAAS_RATE_LIMIT_TOKENS_PER_MINUTE="0", **allocator)
     server = start_server(stack.env, tmp, job_workers=1)
     try:
         httpx.post(server.base_url + "/v1/deployments", json={"name": "soak", "model": MODEL, "min_replicas": 1},
@@ -102,7 +107,8 @@ def main() -> None:
         "rss_mb_by_minute": [[round(t), round(rss / 2**20, 1)] for t, rss in _per_minute(samples)],
         "machine": {"cpus": len(os.sched_getaffinity(0)), "processor": platform.processor() or platform.machine()},
     }
-    out = Path(__file__).parent / "results" / "soak.json"
+    result["server_env"] = allocator
+    out = Path(__file__).parent / "results" / ("soak-glibc-defaults.json" if glibc_defaults else "soak.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     ok = result["5xx"] == 0 and growth <= 0.10
