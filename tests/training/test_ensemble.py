@@ -11,7 +11,7 @@ import pytest
 
 from aiaas.registry.export import export_trained_model
 from aiaas.registry.export.ensemble import load_ensemble_predictor
-from aiaas.training import TrainConfig, ensemble, families
+from aiaas.training import TrainConfig, auto_plan, ensemble, families
 from tests.training.conftest import TINY, PreparedData, Recorder
 from tests.training.test_classical import chinese_data
 from tests.training.test_families import word_order_data
@@ -54,7 +54,7 @@ def test_auto_keeps_the_ensemble_when_it_wins_and_serves_it_as_one_model(
     # The runtime's dispatch to load_ensemble_predictor is the lead's to add (aiaas/serving is not
     # this module's); the predictor itself is loaded directly below.
     monkeypatch.setattr(ensemble, "servable", lambda: True)
-    monkeypatch.setattr(families.readability, "UNK_SKIP", 1.0)  # half the set is unreadable on purpose
+    monkeypatch.setattr(auto_plan.readability, "UNK_SKIP", 1.0)  # half the set is unreadable on purpose
     data = mixed_data()
     rec = Recorder()
     config = TrainConfig(base_model=TINY, n_epochs=8, **FAST)
@@ -107,7 +107,7 @@ def test_auto_records_but_does_not_keep_an_ensemble_serving_cannot_load(
     tmp_path: Path, base_models_dir: Path, monkeypatch
 ) -> None:
     monkeypatch.setattr(ensemble, "servable", lambda: False)
-    monkeypatch.setattr(families.readability, "UNK_SKIP", 1.0)
+    monkeypatch.setattr(auto_plan.readability, "UNK_SKIP", 1.0)
     config = TrainConfig(base_model=TINY, n_epochs=8, **FAST)
     result = families.train_family(
         "auto", config, mixed_data(), tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=600
