@@ -3,7 +3,10 @@
 Why tfidf-linear comes first: it takes seconds, so a job always has a model, and on some
 data it simply wins. The transformer's run is planned by aiaas.training.auto_plan within
 what is left of the budget; the ensemble of the two (aiaas.training.ensemble) is scored on
-validation and replaces the single winner only when it beats it there.
+validation and replaces the single winner only when it beats it there. Where the base
+model cannot read the text (its tokenizer's [UNK] rate, aiaas.training.readability), the
+transformer is skipped and char-cnn (aiaas.training.charcnn), which learns from the
+characters, is trained with the budget instead and compared with tfidf-linear.
 
 Both scores, the decision and why are recorded in an event, in the winner's aiaas.json
 ("model_selection", carried into the serving artifact) and in the result's
@@ -18,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from aiaas.core.errors import AiaasError
-from aiaas.training import auto_plan, classical, components, ensemble, metrics
+from aiaas.training import auto_plan, charcnn, classical, components, ensemble, metrics
+from aiaas.training.charcnn_train import train_charcnn
 from aiaas.training.classical_train import train_classical
 from aiaas.training.config import TrainConfig
 from aiaas.training.family_result import TRANSFORMER, FamilyResult, annotate, as_family, calibrate
@@ -53,8 +57,14 @@ def train_auto(
     if transformer is not None:
         results[TRANSFORMER] = transformer
     candidates[TRANSFORMER]["base_model"] = plan.get("base_model", config.base_model)
+    if plan.get("unreadable"):  # the base model cannot read the text: a family that learns its own
+        cnn, candidates[charcnn.FAMILY] = _try_charcnn(config, data, work_dir, callbacks, started + budget)
+        if cnn is not None:
+            results[charcnn.FAMILY] = cnn
 
     chosen, why = _choose(task, candidates)
+    if charcnn.FAMILY in candidates:  # say why the transformer is not in the comparison
+        why = f"{why} ({TRANSFORMER} skipped: {candidates[TRANSFORMER]['reason']})"
     # The ensemble is recorded beside the candidates (the families trained), not among them.
     combined: dict[str, Any] = {}
     if transformer is not None:
@@ -76,8 +86,9 @@ def train_auto(
     annotate(winner.model_dir, {"family": chosen, "model_selection": selection})
     out = as_family(winner, chosen, selection)
     out.hyperparameters = {**winner.hyperparameters, "family": chosen, "model_selection": selection}
-    # Both candidates were trained: the job's trained tokens are the sum (each in its own
-    # tokenizer's units: characters for tfidf-linear, subword tokens x epochs for the transformer).
+    # Every candidate trained counts: the job's trained tokens are the sum (each in its own tokenizer's
+    # units: characters for tfidf-linear, subword tokens x epochs for the transformer, characters x epochs
+    # for char-cnn).
     out.trained_tokens = sum(int(r.trained_tokens or 0) for r in results.values())
     return out
 
@@ -117,6 +128,26 @@ def _try_transformer(
     except AiaasError as exc:  # e.g. a diverged loss: the job still has its tfidf-linear model
         callbacks.event("warning", f"auto: transformer failed, keeping {classical.FAMILY}: {exc.message}")
         return None, {"status": "failed", "reason": exc.message}
+
+
+def _try_charcnn(
+    config: TrainConfig, data: PreparedDataLike, work_dir: Path, callbacks: TrainCallbacks, deadline: float
+) -> tuple[TrainResult | None, dict[str, Any]]:
+    """The char-cnn candidate (aiaas.training.charcnn) within what is left of the budget."""
+    started = time.monotonic()
+    if deadline - started <= auto_plan.FIXED_S:
+        reason = f"the time budget is spent ({max(0.0, deadline - started):.0f} s left)"
+        callbacks.event("info", f"auto: {charcnn.FAMILY} skipped: {reason}")
+        return None, {"status": "skipped", "reason": reason}
+    callbacks.event("info", f"auto: training {charcnn.FAMILY} within {deadline - started:.0f} s")
+    try:
+        result = train_charcnn(config, data, work_dir / charcnn.FAMILY, callbacks, deadline=deadline)
+    except AiaasError as exc:
+        callbacks.event(
+            "warning", f"auto: {charcnn.FAMILY} failed, keeping {classical.FAMILY}: {exc.message}"
+        )
+        return None, {"status": "failed", "reason": exc.message}
+    return result, _candidate(config.task, result, time.monotonic() - started)
 
 
 def _try_ensemble(
@@ -184,18 +215,20 @@ def _try_ensemble(
 
 
 def _choose(task: str, candidates: dict[str, dict[str, Any]]) -> tuple[str, str]:
-    """The better validation score wins; a tie keeps tfidf-linear, the cheaper one to serve."""
+    """The better validation score wins; a tie keeps tfidf-linear, the cheaper one to serve. The rival
+    is the transformer, or char-cnn where it was trained instead (text the base model cannot read)."""
     metric, sign = metrics.SELECTION[task]
-    classic, transformer = candidates[classical.FAMILY], candidates[TRANSFORMER]
-    if transformer.get("status") != "trained":
-        return classical.FAMILY, f"kept {classical.FAMILY}: the transformer was {transformer.get('status')}"
-    a, b = classic.get(metric), transformer.get(metric)
+    rival = charcnn.FAMILY if charcnn.FAMILY in candidates else TRANSFORMER
+    classic, other = candidates[classical.FAMILY], candidates[rival]
+    if other.get("status") != "trained":
+        return classical.FAMILY, f"kept {classical.FAMILY}: the {rival} was {other.get('status')}"
+    a, b = classic.get(metric), other.get(metric)
     if a is None or b is None:
         return classical.FAMILY, f"kept {classical.FAMILY}: no validation {metric} to compare"
     if sign * b > sign * a + 1e-12:
-        return TRANSFORMER, f"{TRANSFORMER} {metric} {b:.4f} beats {classical.FAMILY} {a:.4f}"
+        return rival, f"{rival} {metric} {b:.4f} beats {classical.FAMILY} {a:.4f}"
     verb = "ties" if abs(a - b) <= 1e-12 else "beats"
-    return classical.FAMILY, f"{classical.FAMILY} {metric} {a:.4f} {verb} {TRANSFORMER} {b:.4f}"
+    return classical.FAMILY, f"{classical.FAMILY} {metric} {a:.4f} {verb} {rival} {b:.4f}"
 
 
 def _candidate(task: str, result: TrainResult, seconds: float) -> dict[str, Any]:

@@ -57,9 +57,11 @@ def plan_transformer(
                 plan = {
                     "run": False,
                     "readability": read,
+                    "unreadable": True,
                     "reason": f"{config.base_model}'s tokenizer reads {read['unk_rate']:.0%} of the training "
                     f"text as {read['unk_token']} (over {readability.UNK_SKIP:.0%}): it cannot read this text, "
-                    "so no budget is spent fine-tuning it",
+                    "so no budget is spent fine-tuning it; char-cnn, which learns from the characters, "
+                    "gets it instead",
                 }
             else:
                 estimate = estimate_transformer(config, data, base_models_dir=base_models_dir)
