@@ -32,6 +32,9 @@ def build_card(
         what = (f"A {task.replace('_', ' ')} ensemble: the weighted average ({weight} on the transformer) of a "
                 f"model fine-tuned from {lineage.get('base_model')} and a {CLASSICAL_FAMILY} model, trained on "
                 f"{n_train} examples")
+    elif family == "char-cnn":
+        what = (f"A {task.replace('_', ' ')} character CNN trained from scratch (no base model: the base model's "
+                f"tokenizer could not read the text) on {n_train} examples")
     else:
         what = (f"A {task.replace('_', ' ')} model fine-tuned from {lineage.get('base_model')} "
                 f"on {n_train} examples")

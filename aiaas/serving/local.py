@@ -22,16 +22,16 @@ from aiaas.serving.cache import ModelCache
 from aiaas.serving.interface import ModelInfo, ModelRef, Outputs, Runtime
 
 if TYPE_CHECKING:  # the runtime module imports onnxruntime; a process serving nothing never needs it
-    from aiaas.serving.runtime import Predictor
+    from aiaas.serving.runtime import ServedModel
 
 Row = tuple[np.ndarray, int, int]  # one text's output row, its token count and its [UNK] count (-1: none)
 SCORES, EMBEDDINGS = "scores", "embeddings"
 
 
 class LocalRuntime(Runtime):
-    def __init__(self, loader: Callable[[str], Predictor], *, threads: int, memory_budget_bytes: int,
+    def __init__(self, loader: Callable[[str], ServedModel], *, threads: int, memory_budget_bytes: int,
                  idle_unload_s: float | None) -> None:
-        """`loader(artifact)` returns a loaded Predictor; it runs in a worker thread."""
+        """`loader(artifact)` returns a loaded model (runtime.ServedModel); it runs in a worker thread."""
         if not callable(loader):
             raise TypeError(f"loader must be callable, got {type(loader).__name__}")
         if not isinstance(threads, int) or threads < 1:
@@ -42,7 +42,7 @@ class LocalRuntime(Runtime):
         self._idle_s = idle_unload_s
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="infer")
         self._cache: ModelCache | None = None
-        self._batchers: dict[tuple[str, str], tuple[Predictor, MicroBatcher[str, Row]]] = {}
+        self._batchers: dict[tuple[str, str], tuple[ServedModel, MicroBatcher[str, Row]]] = {}
         self._closed = False
 
     @property
@@ -111,12 +111,12 @@ class LocalRuntime(Runtime):
         unknown = sum(p[2] for p in pairs) if pairs and pairs[0][2] >= 0 else None
         return Outputs(rows, sum(p[1] for p in pairs), info, unknown)
 
-    def _batcher(self, artifact: str, kind: str, predictor: Predictor) -> MicroBatcher[str, Row]:
+    def _batcher(self, artifact: str, kind: str, predictor: ServedModel) -> MicroBatcher[str, Row]:
         current = self._batchers.get((artifact, kind))
         if current is None or current[0] is not predictor:
             scores = kind == SCORES
 
-            def run(texts: list[str], p: Predictor = predictor) -> list[Row]:
+            def run(texts: list[str], p: ServedModel = predictor) -> list[Row]:
                 res = p.infer(texts, probabilities=scores, embeddings=not scores)
                 rows = res.probabilities if scores else res.embeddings
                 assert rows is not None

@@ -25,6 +25,7 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from aiaas.core.errors import InvalidFile, InvalidRequest, Unavailable
+from aiaas.serving import ensemble
 
 # thresholds_in_label_order is re-exported: registry.export.guard calls rt.thresholds_in_label_order.
 from aiaas.serving.interface import TASKS, ModelInfo
@@ -56,6 +57,8 @@ MEMORY_BASE_BYTES = 24 << 20
 # 510-516 -> 599-643 sentences/s on one thread (buckets of 4) and fp32 was unchanged
 # (bench/README.md, "Serving: what changed").
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+SERVES_ENSEMBLES = True  # load_predictor loads `ensemble` artifacts (serving/ensemble.py): auto may keep one
 
 # What a machine must have for a precision's kernels to behave as they did when the
 # export measured them (see machine.has_int8_dot_product).
@@ -399,12 +402,33 @@ def _choose_file(artifact_dir: Path, runtime: dict[str, Any], precision: str | N
     return chosen, files[chosen]
 
 
+ServedModel = Predictor | ensemble.EnsemblePredictor  # what load_predictor returns: one graph, or an ensemble
+
+
 def load_predictor(
     artifact_dir: Path, *, intra_op_threads: int = 1, precision: str | None = None
-) -> Predictor:
-    """Load an exported artifact. `precision` overrides the export's choice (e.g. "fp32")."""
+) -> ServedModel:
+    """Load an exported artifact. `precision` overrides the export's choice (e.g. "fp32").
+
+    An ensemble artifact (serving/ensemble.py) loads its two members with `load_graph` and answers
+    as one model: an EnsemblePredictor, which has a Predictor's whole public surface."""
     artifact_dir = Path(artifact_dir)
     meta = read_meta(artifact_dir)
+    if ensemble.is_ensemble(meta):
+        def member(path: Path, wanted: str | None) -> ensemble.Member:
+            return load_graph(path, intra_op_threads=intra_op_threads, precision=wanted)
+
+        return ensemble.load_ensemble(artifact_dir, meta, member, precision=precision)
+    return load_graph(artifact_dir, intra_op_threads=intra_op_threads, precision=precision, meta=meta)
+
+
+def load_graph(
+    artifact_dir: Path, *, intra_op_threads: int = 1, precision: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Predictor:  # fmt: skip
+    """Load a one-graph artifact (transformer, tfidf-linear, char-cnn): one ONNX session and its tokenizer."""
+    artifact_dir = Path(artifact_dir)
+    meta = read_meta(artifact_dir) if meta is None else meta
     runtime = meta.get("runtime")
     if not isinstance(runtime, dict):
         raise InvalidFile(f"{artifact_dir / META_FILE} has no 'runtime' section; export the model first.")

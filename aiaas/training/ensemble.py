@@ -13,7 +13,7 @@ them and the weight:
     model/transformer/          the transformer's directory (calibrated head)
     model/tfidf-linear/         the tfidf-linear directory (calibrated head)
 
-Exported and served as one model by aiaas.registry.export.ensemble.
+Exported by aiaas.registry.export.ensemble, served as one model by aiaas.serving.ensemble.
 """
 
 from __future__ import annotations
@@ -26,19 +26,17 @@ from typing import Any
 
 import numpy as np
 
+from aiaas.serving.ensemble import FAMILY, MEMBERS  # one definition: what the runtime loads
 from aiaas.training import batching, metrics
 
-FAMILY = "ensemble"
 META_FILE = "aiaas.json"
-MEMBERS = ("transformer", "tfidf-linear")  # the weight applies to the first
 WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
 
 
 def servable() -> bool:
-    """Whether the serving runtime loads ensemble artifacts (its `load_predictor` dispatching on family
-    "ensemble" to aiaas.registry.export.ensemble.load_ensemble_predictor, marked SERVES_ENSEMBLES).
-    Until it does, auto scores the ensemble and records it, but does not keep it: a job must not
-    register a model that its own deployments cannot load."""
+    """Whether the serving runtime loads ensemble artifacts (its `load_predictor` hands family "ensemble"
+    to aiaas.serving.ensemble; marked SERVES_ENSEMBLES). Where it does not, auto scores the ensemble
+    and records it, but does not keep it: a job must not register a model its deployments cannot load."""
     from aiaas.serving import runtime
 
     return bool(getattr(runtime, "SERVES_ENSEMBLES", False))

@@ -36,3 +36,13 @@ def test_card_describes_an_ensemble() -> None:
     assert card["family"] == "ensemble"
     assert "weighted average (0.45 on the transformer)" in card["description"]
     assert "tfidf-linear" in card["description"]
+
+
+def test_card_describes_a_charcnn_and_why_auto_chose_it() -> None:
+    reason = "char-cnn macro_f1 0.9 beats tfidf-linear 0.8 (transformer skipped: its tokenizer reads 70% as [UNK])"
+    lineage = {"family": "char-cnn", "base_model": "char-cnn", "hyperparameters": {},
+               "model_selection": {"chosen": "char-cnn", "reason": reason}}
+    card = build_card(model_id="m", task="single_label_classification", labels=["a", "b"], lineage=lineage,
+                      data_report={"n_train": 10, "n_validation": 5}, metrics={"accuracy": 0.9}, export=None)
+    assert card["family"] == "char-cnn" and "character CNN trained from scratch" in card["description"]
+    assert "fine-tuned from" not in card["description"] and "[UNK]" in card["description"]

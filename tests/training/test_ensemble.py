@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from aiaas.registry.export import export_trained_model
-from aiaas.registry.export.ensemble import load_ensemble_predictor
-from aiaas.training import TrainConfig, ensemble, families
+from aiaas.serving.ensemble import EnsemblePredictor
+from aiaas.serving.runtime import load_predictor
+from aiaas.training import TrainConfig, auto_plan, ensemble, families
 from tests.training.conftest import TINY, PreparedData, Recorder
 from tests.training.test_classical import chinese_data
 from tests.training.test_families import word_order_data
@@ -51,10 +52,8 @@ def test_fit_weight_finds_the_mix_that_beats_both() -> None:
 def test_auto_keeps_the_ensemble_when_it_wins_and_serves_it_as_one_model(
     tmp_path: Path, base_models_dir: Path, monkeypatch
 ) -> None:
-    # The runtime's dispatch to load_ensemble_predictor is the lead's to add (aiaas/serving is not
-    # this module's); the predictor itself is loaded directly below.
-    monkeypatch.setattr(ensemble, "servable", lambda: True)
-    monkeypatch.setattr(families.readability, "UNK_SKIP", 1.0)  # half the set is unreadable on purpose
+    assert ensemble.servable()  # the serving runtime loads ensembles: auto may keep one
+    monkeypatch.setattr(auto_plan.readability, "UNK_SKIP", 1.0)  # half the set is unreadable on purpose
     data = mixed_data()
     rec = Recorder()
     config = TrainConfig(base_model=TINY, n_epochs=8, **FAST)
@@ -83,8 +82,10 @@ def test_auto_keeps_the_ensemble_when_it_wins_and_serves_it_as_one_model(
         precision="fp32",
     )
     assert set(report["throughput_seq_s"]) == {"ensemble", "transformer"}
-    served = load_ensemble_predictor(tmp_path / "onnx")
+    print("ensemble export:", json.dumps({k: v for k, v in report.items() if "latency" in k or "throughput" in k}))
+    served = load_predictor(tmp_path / "onnx")  # what every inference route calls
     try:
+        assert isinstance(served, EnsemblePredictor)
         assert served.labels == data.labels and served.info.family == "ensemble"
         got = served.predict(texts)
         assert got.shape == (len(texts), 2)
@@ -98,6 +99,16 @@ def test_auto_keeps_the_ensemble_when_it_wins_and_serves_it_as_one_model(
         assert served.count_tokens(["refund first"]) == served.members["transformer"].count_tokens(
             ["refund first"]
         )
+        # The same labels as the trained members' own (torch / scikit-learn) scores, averaged by the weight.
+        w = served.weight
+        trained = w * ensemble.validation_probs(result.model_dir / "transformer", "transformer", texts)
+        trained += (1 - w) * ensemble.validation_probs(result.model_dir / "tfidf-linear", "tfidf-linear", texts)
+        np.testing.assert_allclose(got, trained, atol=1e-4)
+        assert (got.argmax(1) == trained.argmax(1)).all()
+        # One request through the batched path (infer, as the runtime's batcher calls it): the same scores.
+        batched = served.infer(texts[:4], probabilities=True)
+        np.testing.assert_allclose(batched.probabilities, got[:4], atol=1e-6)
+        assert batched.token_counts == served.count_tokens(texts[:4])
     finally:
         served.close()
 
@@ -107,7 +118,7 @@ def test_auto_records_but_does_not_keep_an_ensemble_serving_cannot_load(
     tmp_path: Path, base_models_dir: Path, monkeypatch
 ) -> None:
     monkeypatch.setattr(ensemble, "servable", lambda: False)
-    monkeypatch.setattr(families.readability, "UNK_SKIP", 1.0)
+    monkeypatch.setattr(auto_plan.readability, "UNK_SKIP", 1.0)
     config = TrainConfig(base_model=TINY, n_epochs=8, **FAST)
     result = families.train_family(
         "auto", config, mixed_data(), tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=600

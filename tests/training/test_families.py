@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aiaas.core.errors import InvalidRequest
-from aiaas.training import TrainConfig, TrainingStopped, families
+from aiaas.training import TrainConfig, TrainingStopped, auto, auto_plan, families
 from tests.training.conftest import TINY, Example, PreparedData, Recorder, single_label_data
 from tests.training.test_classical import chinese_data
 
@@ -69,7 +69,7 @@ def test_auto_keeps_tfidf_when_the_transformer_cannot_read_the_text(
 ) -> None:
     # The tiny BERT's vocabulary has no Chinese: every character becomes [UNK]. The [UNK]-rate
     # switch is off here so that both really train (tests/training/test_readability.py has it on).
-    monkeypatch.setattr(families.readability, "UNK_SKIP", 1.0)
+    monkeypatch.setattr(auto_plan.readability, "UNK_SKIP", 1.0)
     data = chinese_data()
     rec = Recorder()
     result = families.train_family(
@@ -141,9 +141,9 @@ def test_auto_stops_a_transformer_that_overruns(tmp_path: Path, base_models_dir:
         "fixed_seconds": 0.0,
         "estimate_seconds": 0.0,
     }
-    monkeypatch.setattr(families, "estimate_transformer", lambda *a, **k: dict(fake))
-    monkeypatch.setattr(families, "GRACE_S", 0.0)
-    monkeypatch.setattr(families, "FIXED_S", 0.0)
+    monkeypatch.setattr(auto_plan, "estimate_transformer", lambda *a, **k: dict(fake))
+    monkeypatch.setattr(auto_plan, "GRACE_S", 0.0)
+    monkeypatch.setattr(auto_plan, "FIXED_S", 0.0)
     result = families.train_family(
         "auto",
         _config(),
@@ -205,7 +205,7 @@ def test_auto_keeps_tfidf_when_the_transformer_fails(
     def diverged(*args, **kwargs):
         raise InvalidRequest("Training diverged: the loss became nan at step 3.")
 
-    monkeypatch.setattr(families, "train", diverged)
+    monkeypatch.setattr(auto, "train", diverged)
     rec = Recorder()
     result = families.train_family(
         "auto",
@@ -228,12 +228,12 @@ def test_auto_keeps_tfidf_when_the_transformer_fails(
 )
 def test_plan_runs_full_shortened_or_not_at_all(left: float, run: bool, epochs: int | None) -> None:
     estimate = {"planned_epochs": 5, "epoch_seconds": 10.0, "fixed_seconds": 12.0, "estimate_seconds": 1.0}
-    plan = families._fit_plan(estimate, left)
+    plan = auto_plan._fit_plan(estimate, left)
     assert plan["run"] is run
     assert plan.get("n_epochs") == epochs
     if run:
         seconds = 12.0 + 10.0 * (epochs or 5)
-        assert plan["hard_limit_s"] >= seconds + families.GRACE_S
+        assert plan["hard_limit_s"] >= seconds + auto_plan.GRACE_S
 
 
 def test_choose_follows_the_metric_direction() -> None:
@@ -243,16 +243,16 @@ def test_choose_follows_the_metric_direction() -> None:
             "transformer": {"status": "trained", metric: b},
         }
 
-    assert families._choose("regression", cands(2.0, 1.0, "rmse"))[0] == "transformer"  # lower rmse wins
-    assert families._choose("regression", cands(1.0, 2.0, "rmse"))[0] == "tfidf-linear"
-    assert families._choose("multi_label_classification", cands(0.5, 0.6, "micro_f1"))[0] == "transformer"
-    chosen, why = families._choose("single_label_classification", cands(0.8, 0.8, "macro_f1"))
+    assert auto._choose("regression", cands(2.0, 1.0, "rmse"))[0] == "transformer"  # lower rmse wins
+    assert auto._choose("regression", cands(1.0, 2.0, "rmse"))[0] == "tfidf-linear"
+    assert auto._choose("multi_label_classification", cands(0.5, 0.6, "micro_f1"))[0] == "transformer"
+    chosen, why = auto._choose("single_label_classification", cands(0.8, 0.8, "macro_f1"))
     assert chosen == "tfidf-linear" and "ties" in why  # a tie keeps the cheaper model
 
 
 def test_estimate_measures_real_steps(base_models_dir: Path) -> None:
-    estimate = families.estimate_transformer(
+    estimate = auto_plan.estimate_transformer(
         _config(n_epochs="auto"), single_label_data(), base_models_dir=base_models_dir
     )
     assert estimate["base_model"] == TINY and estimate["planned_epochs"] >= 3
-    assert 0 < estimate["epoch_seconds"] < 60 and estimate["fixed_seconds"] >= families.FIXED_S
+    assert 0 < estimate["epoch_seconds"] < 60 and estimate["fixed_seconds"] >= auto_plan.FIXED_S

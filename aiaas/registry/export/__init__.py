@@ -22,6 +22,8 @@ The modules, in the order an export runs them:
     guard.py        the accuracy guard's verdicts, the first-token verdict, the choice
     shared.py       precision names, validation set, latency: shared with classical.py
     classical.py    the tfidf-linear family's own graph (no torch)
+    charcnn.py      the char-cnn family's traced graph
+    ensemble.py     an ensemble: both members exported, then its aiaas.json
 """
 
 from __future__ import annotations
@@ -50,9 +52,13 @@ def export_trained_model(
     precision: str = "auto",
 ) -> dict:
     """Export whatever family trained `model_dir`: the one call a job runner needs."""
-    from aiaas.training import classical, ensemble
+    from aiaas.training import charcnn, classical, ensemble
 
     export = export_classical_model if classical.is_classical(model_dir) else export_model
+    if charcnn.is_charcnn(model_dir):
+        from aiaas.registry.export.charcnn import export_charcnn_model
+
+        export = export_charcnn_model
     if ensemble.is_ensemble(model_dir):  # two members, each exported by its own exporter
         from aiaas.registry.export.ensemble import export_ensemble_model
 

@@ -90,7 +90,7 @@ def export_classical_model(
     meta = {**{k: v for k, v in model.meta.items() if k != "runtime"}, "runtime": runtime}
     (out_dir / rt.META_FILE).write_text(json.dumps(meta, indent=2))
 
-    served = rt.load_predictor(out_dir)
+    served = rt.load_graph(out_dir)
     runtime.update(_check_agreement(model, served, texts, labels))
     latency = measure_latency({"onnx": served.predict, "sklearn": model.predict}, texts[:LATENCY_SAMPLE])
     runtime.update(

@@ -16,20 +16,20 @@ from aiaas.core.settings import Settings
 from aiaas.store.blobs import BlobStore
 
 if TYPE_CHECKING:
-    from aiaas.serving.runtime import Predictor
+    from aiaas.serving.runtime import ServedModel
 
 log = logging.getLogger(__name__)
 EXPORT_TIMEOUT_S = 600
 
 
 class ArtifactLoader:
-    """`loader(artifact)` -> a loaded Predictor. Runs in a worker thread (the model cache calls it)."""
+    """`loader(artifact)` -> a loaded runtime.ServedModel. Runs in a worker thread (the model cache calls it)."""
 
     def __init__(self, settings: Settings, blobs: BlobStore) -> None:
         self.settings = settings
         self.blobs = blobs
 
-    def __call__(self, artifact: str) -> Predictor:
+    def __call__(self, artifact: str) -> ServedModel:
         from aiaas.serving.runtime import load_predictor
 
         if artifact.startswith("base:"):
