@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from aiaas.protocol.common import StrictModel
+from aiaas.protocol.integrations import integration_public
 from aiaas.protocol.tasks import DEFAULT_TASK, Task
 
 Auto = Literal["auto"]
@@ -118,7 +119,7 @@ def job_public(row: Any) -> dict[str, Any]:
         "training_file": row.training_file,
         "validation_file": row.validation_file,
         "estimated_finish": row.estimated_finish,
-        "integrations": [],
+        "integrations": [integration_public(i) for i in opts.get("integrations") or []],
         "metadata": row.job_metadata,
         "user_provided_suffix": row.suffix,
         "method": {"type": "supervised", "supervised": {"hyperparameters": row.hyperparameters}},
