@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from aiaas.protocol.common import StrictModel
 from aiaas.protocol.integrations import integration_public
@@ -73,6 +73,8 @@ class Method(StrictModel):
 
 
 class JobCreate(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"model": "minilm-l6", "training_file": "file-abc123", "suffix": "support", "hyperparameters": {"n_epochs": 3}}]})
+
     # A transformer base model ("minilm-l6"), or a model family: "tfidf-linear", "auto" or
     # "auto:<base model>" (auto trains tfidf-linear and that transformer, and keeps the better).
     model: str = Field(min_length=1, max_length=300)
