@@ -4,6 +4,7 @@ and a tracking store that is slow or broken neither slows the step loop nor fail
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -37,6 +38,30 @@ def settings(settings, store_root: Path):
     return settings.model_copy(update={"mlflow_file_root": store_root})
 
 
+@pytest.fixture
+def create(settings, db):
+    """Creates a tfidf-linear job through the service (no base model to build: refusals come first)."""
+    from aiaas.services import files as file_service
+    from aiaas.store import tenancy
+    from aiaas.store.blob_factory import create_blob_store
+    from aiaas.store.encrypted import encrypted
+    from tests.helpers.datasets import toy_csv
+
+    blobs = encrypted(create_blob_store(settings.data_dir / "blobs"), db, settings.master_secret())
+    with db.session() as s:
+        org_id = tenancy.create_organization(s, "refusals")[0].id
+    with db.session() as s:  # the organisation committed first: its data key encrypts the file
+        file_id = file_service.upload(s, blobs, org_id=org_id, src=io.BytesIO(toy_csv()), filename="t.csv",
+                                      purpose="fine-tune", max_bytes=10**8).id
+
+    def make(integrations, job_settings=settings):
+        with db.session() as s:
+            body = JobCreate(model="tfidf-linear", training_file=file_id, integrations=integrations)
+            return job_service.create_job(s, job_settings, org_id=org_id, body=body).id
+
+    return make
+
+
 def mlflow_item(uri: str, **extra) -> dict:
     return {"type": "mlflow", "mlflow": {"tracking_uri": uri, **extra}}
 
@@ -59,24 +84,22 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("integrations", "code", "param"), REFUSED)
-def test_integrations_refused_with_a_code_naming_the_item(make_job, store_root, integrations, code, param):
+def test_integrations_refused_with_a_code_naming_the_item(create, store_root, integrations, code, param):
     raw = json.loads(json.dumps(integrations).replace("{root}", f"file://{store_root}"))
     with pytest.raises(AiaasError) as e:
-        make_job(integrations=raw)
+        create(raw)
     assert (e.value.code, e.value.param) == (code, param), e.value.message
     assert e.value.status == 400 and len(e.value.message) > 30
 
 
-def test_file_stores_are_refused_unless_the_operator_names_a_root(settings, db, make_job, store_root):
-    job_id = make_job(integrations=[mlflow_item(f"file://{store_root}/team-a")])  # allowed under the root
+def test_file_stores_are_refused_unless_the_operator_names_a_root(settings, db, create, store_root):
+    job_id = create([mlflow_item(f"file://{store_root}/team-a")])  # allowed under the root
     with db.session() as s:
         shown = job_public(s.get(FineTuningJob, job_id))["integrations"]
     assert shown == [mlflow_item(f"file://{store_root}/team-a", experiment_name="aiaas", run_name=None, tags={})]
     closed = settings.model_copy(update={"mlflow_file_root": None})
-    with db.session() as s, pytest.raises(AiaasError) as e:
-        body = JobCreate(model="tiny-bert", training_file=s.get(FineTuningJob, job_id).training_file,
-                         integrations=[mlflow_item(f"file://{store_root}/team-a")])
-        job_service.create_job(s, closed, org_id=make_job.org_id, body=body)
+    with pytest.raises(AiaasError) as e:
+        create([mlflow_item(f"file://{store_root}/team-a")], job_settings=closed)
     assert e.value.code == "integration_not_allowed" and "AIAAS_MLFLOW_FILE_ROOT" in e.value.message
 
 
@@ -231,11 +254,11 @@ def test_a_broken_store_never_fails_the_job(settings, db, make_job, store_root):
     assert any(m.startswith("Tracking: MLflow open failed") for m in warnings), warnings
 
 
-def test_a_worker_without_the_extra_fails_the_job_before_training(settings, db, make_job, store_root, monkeypatch):
+def test_a_worker_without_the_extra_fails_the_job_before_training(settings, db, create, store_root, monkeypatch):
     import aiaas.jobs.mlflow_tracker as mlflow_tracker
 
     monkeypatch.setattr(mlflow_tracker, "EXTRA_MODULES", ("aiaas_test_absent_module",))  # as if not installed
-    job_id = make_job(integrations=[mlflow_item(f"file://{store_root}/s")])
+    job_id = create([mlflow_item(f"file://{store_root}/s")])
     with Worker(settings) as w:
         assert w.run_once() == "failed"
     with db.session() as s:
