@@ -48,6 +48,11 @@ HTTP_STATUS: dict[str, int] = {
     # The web console (issue 15): a form posted without its session's CSRF token.
     "csrf_failed": 403,
     "monitoring_disabled": 503,  # issue #16: AIAAS_MONITORING_ENABLED=false
+    # A job's `integrations` (issue #19): a type this server does not support, or a tracking URI the
+    # operator does not allow; integration_unavailable is a job's error (the worker lacks the extra).
+    "unsupported_integration": 400,
+    "integration_not_allowed": 400,
+    "integration_unavailable": 500,
 }
 
 # OpenAI-style "type" per status class.

@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     monitoring_min_samples: int = Field(default=100, ge=1)
     monitoring_check_seconds: float = Field(default=30.0, ge=0)
     webhook_allow_private: bool = False
+    # A job's MLflow integration: file:// tracking URIs only under this directory (None: refused);
+    # http(s) tracking servers on private addresses only with mlflow_allow_private.
+    mlflow_file_root: Path | None = None
+    mlflow_allow_private: bool = False
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)

@@ -33,6 +33,8 @@ from aiaas.core.errors import AiaasError
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings, make_private_dir
 from aiaas.jobs.lease import Lease
+from aiaas.jobs.mlflow_tracker import card_text
+from aiaas.jobs.tracking import TrackingCallbacks, flat_params, start_tracking
 from aiaas.jobs.workdir import attempt_dir
 from aiaas.registry import models as registry
 from aiaas.services.usage import training_event
@@ -162,9 +164,6 @@ def run_job(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
 
 
 def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
-    from aiaas.training import TrainConfig, TrainingStopped
-    from aiaas.training.families import train_family
-
     blobs = encrypted(blobs, lease.db, settings.master_secret())
     snapshot = lease.write(lambda s, job: _snapshot(s, job))
     if snapshot is None:
@@ -175,6 +174,24 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
     if lease.cancelled.is_set():
         return _cancelled(lease)
     meter = CpuMeter()
+    try:
+        tracking = _tracking(lease, job)
+    except AiaasError as exc:  # the worker cannot send where the job asks: refused before any training
+        fail(lease, exc, usage=meter.usage(job))
+        return "failed"
+    status = "failed"
+    try:
+        status = _train(lease, settings, blobs, job, train_file, val_file, org, meter, tracking)
+        return status
+    finally:
+        _close_tracking(tracking, status)
+
+
+def _train(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJob, train_file: File,
+           val_file: File | None, org: Organization, meter: CpuMeter, tracking: TrackingCallbacks | None) -> str:
+    from aiaas.training import TrainConfig, TrainingStopped
+    from aiaas.training.families import train_family
+
     try:
         family, base_name = _family(job)
         base, data = _prepare(lease, settings, blobs, job, train_file, val_file, family, base_name)
@@ -190,7 +207,7 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
             num_threads=settings.training_threads,
         )
         work_dir = attempt_dir(settings.jobs_dir, job.id, lease.attempt)
-        result = train_family(family, config, data, work_dir, JobCallbacks(lease),
+        result = train_family(family, config, data, work_dir, tracking or JobCallbacks(lease),
                               base_models_dir=settings.base_models_dir,
                               time_budget_s=(job.options or {}).get("time_budget_s"))
     except TrainingStopped:
@@ -206,7 +223,7 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
         return "failed"
 
     try:
-        return _finish(lease, work_dir, blobs, job, org, train_file, val_file, base, data, result, meter)
+        return _finish(lease, work_dir, blobs, job, org, train_file, val_file, base, data, result, meter, tracking)
     except Exception as exc:  # noqa: BLE001
         log.exception("job %s failed while registering its model", job.id)
         fail(lease, exc, usage=meter.usage(job))
@@ -337,7 +354,7 @@ def _token_lengths(model_dir: Path, texts: list[str]) -> list[int]:
 
 def _finish(lease: Lease, work_dir: Path, blobs: BlobStore, job: FineTuningJob, org: Organization,
             train_file: File, val_file: File | None, base: Any, data: Any, result: Any,
-            meter: CpuMeter) -> str:
+            meter: CpuMeter, tracking: TrackingCallbacks | None = None) -> str:
     """Export, store the artifact, register the model version, write the results file.
 
     The artifact goes under a key of this attempt's own (`.../models/<job>/attempt-<n>/`) and becomes
@@ -383,6 +400,9 @@ def _finish(lease: Lease, work_dir: Path, blobs: BlobStore, job: FineTuningJob, 
                       thresholds=result.metrics.get("thresholds"))
     results_csv = _results_csv(result.history)
     usage = meter.usage(job, trained_tokens=result.trained_tokens or 0)
+    if tracking is not None:  # sent and the runs ended before the job's last events
+        _track_result(tracking, hyperparameters, result, card)
+        _close_tracking(tracking, "succeeded")
 
     def write(s: Any, j: FineTuningJob) -> None:
         stored = blobs.put(f"{j.org_id}/files/results-{j.id}-attempt-{lease.attempt}.csv", io.BytesIO(results_csv))
@@ -409,6 +429,34 @@ def _finish(lease: Lease, work_dir: Path, blobs: BlobStore, job: FineTuningJob, 
         s.add(usage)
 
     return "succeeded" if lease.write(write) is not False and not lease.lost.is_set() else "lost"
+
+
+MLFLOW_STATUS = {"succeeded": "FINISHED", "failed": "FAILED"}  # cancelled, stopped, lost: KILLED
+
+
+def _tracking(lease: Lease, job: FineTuningJob) -> TrackingCallbacks | None:
+    """The job's callbacks with its integrations' tracker, or None when it has none."""
+    opts = job.options or {}
+    params = flat_params("", {"job_id": job.id, "model": job.model, "task": opts.get("task"),
+                              "family": opts.get("family"), "seed": job.seed, "training_file": job.training_file,
+                              "validation_file": job.validation_file, "text_column": opts.get("text_column"),
+                              "label_column": opts.get("label_column"), "suffix": job.suffix})
+    params |= flat_params("requested.", job.hyperparameters or {})
+    tracker = start_tracking(opts.get("integrations") or [], params, job_id=job.id, attempt=lease.attempt)
+    return None if tracker is None else TrackingCallbacks(JobCallbacks(lease), tracker)
+
+
+def _track_result(tracking: TrackingCallbacks, hyperparameters: dict, result: Any, card: dict) -> None:
+    tracker = tracking.tracker
+    tracker.params(flat_params("final.", hyperparameters))
+    last_step = max((int(r.get("step") or 0) for r in result.history), default=0)
+    tracker.metrics({**{k: v for k, v in result.metrics.items() if k != "split"}, "split": "final", "step": last_step})
+    tracker.text("model_card.json", card_text(card))
+
+
+def _close_tracking(tracking: TrackingCallbacks | None, status: str) -> None:
+    if tracking is not None and not tracking.tracker.closed:
+        tracking.report_warnings(tracking.tracker.close(MLFLOW_STATUS.get(status, "KILLED")))
 
 
 def _export(model_dir: Path, out_dir: Path, data: Any) -> dict | None:

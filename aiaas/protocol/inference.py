@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from aiaas.protocol.common import StrictModel
 
 
 class DeploymentCreate(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "support", "model": "ft:minilm-l6:acme:support:ftjob-abc123", "min_replicas": 0}]})
+
     name: str = Field(min_length=1, max_length=64)
     model: str = Field(min_length=1, max_length=300)
     min_replicas: Literal[0, 1] = 0
@@ -33,5 +35,7 @@ def deployment_public(row: Any, spec: dict[str, Any] | None = None, revision: in
 
 
 class PredictRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": ["where is my parcel?", "I want my money back"], "top_k": 2}]})
+
     inputs: list[str] = Field(min_length=1)
     top_k: int | None = Field(default=None, ge=1, le=1000)

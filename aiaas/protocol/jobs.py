@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from aiaas.protocol.common import StrictModel
+from aiaas.protocol.integrations import integration_public
 from aiaas.protocol.tasks import DEFAULT_TASK, Task
 
 Auto = Literal["auto"]
@@ -72,6 +73,8 @@ class Method(StrictModel):
 
 
 class JobCreate(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"model": "minilm-l6", "training_file": "file-abc123", "suffix": "support", "hyperparameters": {"n_epochs": 3}}]})
+
     # A transformer base model ("minilm-l6"), or a model family: "tfidf-linear", "auto" or
     # "auto:<base model>" (auto trains tfidf-linear and that transformer, and keeps the better).
     model: str = Field(min_length=1, max_length=300)
@@ -118,7 +121,7 @@ def job_public(row: Any) -> dict[str, Any]:
         "training_file": row.training_file,
         "validation_file": row.validation_file,
         "estimated_finish": row.estimated_finish,
-        "integrations": [],
+        "integrations": [integration_public(i) for i in opts.get("integrations") or []],
         "metadata": row.job_metadata,
         "user_provided_suffix": row.suffix,
         "method": {"type": "supervised", "supervised": {"hyperparameters": row.hyperparameters}},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiaas.protocol.common import StrictModel
 
@@ -16,6 +16,8 @@ def _default_scopes() -> list[Scope]:
 
 
 class ApiKeyCreate(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "ci", "scopes": ["read", "write"], "expires_in_seconds": 2592000}]})
+
     name: str = Field(min_length=1, max_length=200)
     scopes: list[Scope] = Field(default_factory=_default_scopes, min_length=1)
     expires_in_seconds: int | None = Field(default=None, gt=0, le=10 * 365 * 86400)

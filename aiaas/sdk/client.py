@@ -6,11 +6,19 @@ share the resource classes through a `call` function, so sync and async never dr
 Every POST carries an `Idempotency-Key`, new for each call and the same on each of its retries, so
 the server runs a retried POST once (it replays the first answer). That makes POSTs safe to retry
 after a connection error too, and on 409 `idempotency_key_in_progress` (the first try still runs).
+
+When it retries: 408, 429 and 503 (not run, or not yet: any method); 500, 502 and 504 and connection
+errors for requests that are safe to repeat (GETs, DELETEs, and POSTs through their key; not a PATCH);
+other 409s (a name taken, memory short) never, since sending the same request again cannot help. The
+wait is the answer's Retry-After (seconds or an HTTP date) or Retry-After-Ms, else backoff with jitter;
+`x-should-retry: false` (a quota) stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import json
 import os
 import random
@@ -40,7 +48,12 @@ from aiaas.sdk.resources import (
 )
 from aiaas.sdk.versions import RegisteredModels
 
-RETRY_STATUSES = frozenset({429, 503})
+# Not run by the server (or not finished): safe to send again whatever the method.
+RETRY_STATUSES = frozenset({408, 429, 503})
+# Failed on the way (a proxy's 502/504, a crash's 500): sent again only where repeating cannot do a thing
+# twice (GET/DELETE-like requests, and POSTs, whose Idempotency-Key makes the server run them once).
+RETRY_IF_SAFE = frozenset({500, 502, 504})
+MAX_RETRY_AFTER_S = 60.0
 IN_PROGRESS = "idempotency_key_in_progress"  # 409: the first try of this POST still runs; its answer will come
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
@@ -51,16 +64,30 @@ def _retry_delay(response: httpx.Response | None, attempt: int) -> float:
         ms = response.headers.get("retry-after-ms")
         if ms:
             try:
-                return min(float(ms) / 1000, 60.0)
+                return max(0.0, min(float(ms) / 1000, MAX_RETRY_AFTER_S))
             except ValueError:
                 pass
         ra = response.headers.get("retry-after")
         if ra:
-            try:
-                return min(float(ra), 60.0)
-            except ValueError:
-                pass
+            seconds = _retry_after_seconds(ra)
+            if seconds is not None:
+                return seconds
     return min(0.5 * 2.0**attempt, 8.0) * (0.75 + random.random() / 2)
+
+
+def _retry_after_seconds(value: str) -> float | None:
+    """Retry-After as delay-seconds or an HTTP date (RFC 9110), capped; None when unreadable."""
+    try:
+        return max(0.0, min(float(value), MAX_RETRY_AFTER_S))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, min((when - datetime.datetime.now(datetime.timezone.utc)).total_seconds(), MAX_RETRY_AFTER_S))
 
 
 def _prepare(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
@@ -132,7 +159,9 @@ class _Base(ABC):
         assert resp is not None
         if resp.headers.get("x-should-retry", "").lower() == "false":
             return None  # e.g. a quota, or a request larger than the whole limit: waiting cannot help
-        retry = resp.status_code in RETRY_STATUSES or (resp.status_code == 409 and _code(resp) == IN_PROGRESS)
+        safe = req.idempotent or req.method == "POST"
+        retry = (resp.status_code in RETRY_STATUSES or (resp.status_code in RETRY_IF_SAFE and safe)
+                 or (resp.status_code == 409 and _code(resp) == IN_PROGRESS))
         if retry and attempt < self.max_retries:
             return _retry_delay(resp, attempt)
         return None

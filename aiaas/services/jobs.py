@@ -12,6 +12,7 @@ from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings
 from aiaas.protocol.jobs import JobCreate
 from aiaas.services import catalog
+from aiaas.services.integrations import check_integrations
 from aiaas.store import files as file_store
 from aiaas.store import jobs as job_store
 from aiaas.store.models import FineTuningJob
@@ -37,6 +38,7 @@ def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCr
                 f"training_file has no column '{col}'; its columns are: {listed}. Set {field} to one of them.",
                 param=field,
             )
+    integrations = check_integrations(body.integrations, settings)
     hp = body.resolved_hyperparameters()
     job = FineTuningJob(
         id=new_id("ftjob"),
@@ -56,6 +58,7 @@ def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCr
             "family": chosen.family,
             "base_model": chosen.base.id if chosen.base is not None else None,
             "time_budget_s": body.time_budget_s,
+            "integrations": integrations,
         },
         suffix=body.suffix or None,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),

@@ -8,7 +8,6 @@ Chromium or Playwright is missing).
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import threading
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from aiaas.api.docs import ASSETS_DIR
+from tests.ui.browser import SCREENSHOTS, chromium_path, skip_loudly
 
 
 @pytest.fixture
@@ -28,7 +28,6 @@ def database_url(tmp_path: Path) -> str:
 URL_ATTRS = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
 JS_URLS = re.compile(r"""(?:url|spec-url)\s*[:=]\s*["']([^"']+)["']""")
 ABSOLUTE = re.compile(r"""["'(]\s*((?:https?:)?//[^"')\s]+)""")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def referenced_urls(html: str) -> set[str]:
@@ -89,12 +88,12 @@ def live_server(app):
 
 
 def _browser():
-    if CHROMIUM is None:
-        pytest.skip("CHROMIUM NOT FOUND: /docs was not rendered; `apt-get install -y chromium` to run this test")
+    if chromium_path() is None:
+        skip_loudly("CHROMIUM NOT FOUND: /docs was not rendered; `apt-get install -y chromium` to run this test")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("PLAYWRIGHT NOT INSTALLED: /docs was not rendered; install the dev extra to run this test")
+        skip_loudly("PLAYWRIGHT NOT INSTALLED: /docs was not rendered; install the dev extra to run this test")
     return sync_playwright
 
 
@@ -115,7 +114,7 @@ def test_docs_render_offline_in_chromium(live_server, tmp_path: Path, page, oper
             route.abort()
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"])
         try:
             ctx = browser.new_context(viewport={"width": 1280, "height": 2000})
             ctx.route("**/*", only_local)  # as if offline: nothing but this server answers
@@ -123,8 +122,12 @@ def test_docs_render_offline_in_chromium(live_server, tmp_path: Path, page, oper
             tab.goto(live_server + page, wait_until="load")
             tab.wait_for_selector(operation_selector, timeout=60_000)
             shown = tab.locator(operation_selector).count()
+            if page == "/docs":  # an operation opened: its answer's schema and its error codes are on screen
+                tab.click("#operations-fine-tuning-create_job_v1_fine_tuning_jobs_post .opblock-summary")
+                tab.wait_for_selector("text=Error codes", timeout=60_000)
             text = tab.inner_text("body")
-            shot = tmp_path / f"{page.strip('/')}.png"
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # git-ignored, beside the console's screenshots
+            shot = SCREENSHOTS / f"api-{page.strip('/')}-offline.png"
             tab.screenshot(path=str(shot), full_page=False)
         finally:
             browser.close()
@@ -132,3 +135,5 @@ def test_docs_render_offline_in_chromium(live_server, tmp_path: Path, page, oper
     assert shown >= 5, f"{page} shows {shown} operations"
     assert "/v1/fine_tuning/jobs" in text or "fine_tuning" in text.lower()
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    if page == "/docs":
+        assert "unsupported_integration" in text and "FineTuningJob" in text, "the opened operation shows no schema"

@@ -8,7 +8,7 @@ from tests.packaging.imports import canonical, declared, distributions_of, eager
 
 # The roles' entrypoints (tests/packaging/test_roles.py runs them in a venv without the extras).
 CORE_ENTRYPOINTS = ["aiaas.api.app", "aiaas.cli.main", "aiaas.sdk", "aiaas.serving.runtime", "aiaas.jobs.worker"]
-RUNTIME_EXTRAS = ("train", "postgres", "redis", "ray", "s3")
+RUNTIME_EXTRAS = ("train", "postgres", "redis", "ray", "s3", "mlflow")
 
 # Declared but never imported by name, each for a reason.
 USED_WITHOUT_IMPORT = {

@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from aiaas.api.deps import PrincipalDep, SessionDep
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 from aiaas.protocol.audit import log_public
 from aiaas.protocol.common import list_response
 from aiaas.services import audit
@@ -14,7 +16,7 @@ from aiaas.services import audit
 router = APIRouter(prefix="/v1", tags=["audit"])
 
 
-@router.get("/audit_logs")
+@router.get("/audit_logs", responses=documented(r.Page[r.AuditLogPublic], "invalid_request"))
 def list_audit_logs(
     principal: PrincipalDep,
     session: SessionDep,

@@ -18,6 +18,8 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 from aiaas.core.errors import AiaasError, InvalidRequest
 from aiaas.protocol.common import Deleted, list_response
 from aiaas.protocol.files import PII_POLICIES, FilePublic, file_public
@@ -77,7 +79,8 @@ def _field(form: FormData, name: str, *, required: bool = True) -> Any:
     return value
 
 
-@router.post("/files", response_model=FilePublic, openapi_extra=_UPLOAD_FORM)
+@router.post("/files", response_model=FilePublic, openapi_extra=_UPLOAD_FORM,
+             responses=documented(None, *r.UPLOAD_ERRORS, post=True))
 def upload_file(
     principal: PrincipalDep,
     form: Annotated[FormData, Depends(upload_form, scope="function")],
@@ -108,7 +111,7 @@ def upload_file(
     return file_public(row)
 
 
-@router.get("/files")
+@router.get("/files", responses=documented(r.Page[FilePublic]))
 def list_files(
     principal: PrincipalDep,
     session: SessionDep,
@@ -122,12 +125,13 @@ def list_files(
     return list_response([file_public(r) for r in rows], has_more=has_more)
 
 
-@router.get("/files/{file_id}", response_model=FilePublic)
+@router.get("/files/{file_id}", response_model=FilePublic, responses=documented(None, "not_found"))
 def retrieve_file(file_id: str, principal: PrincipalDep, session: SessionDep) -> dict:
     return file_public(file_store.get_file(session, principal.org_id, file_id))
 
 
-@router.get("/files/{file_id}/content", response_class=StreamingResponse)
+@router.get("/files/{file_id}/content", response_class=StreamingResponse,
+            responses=documented(None, "not_found", media=r.OCTETS))
 def file_content(file_id: str, principal: PrincipalDep, session: SessionDep,
                  state: StateDep) -> StreamingResponse:
     row, chunks = file_service.content(session, state.services.blobs, org_id=principal.org_id,
@@ -138,7 +142,7 @@ def file_content(file_id: str, principal: PrincipalDep, session: SessionDep,
                              headers={"Content-Length": str(row.bytes), "Content-Disposition": disposition})
 
 
-@router.delete("/files/{file_id}", response_model=Deleted)
+@router.delete("/files/{file_id}", response_model=Deleted, responses=documented(None, "not_found", "conflict"))
 def delete_file(file_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep,
                 actor: ActorDep) -> dict:
     row = file_service.delete(session, state.services.blobs, org_id=principal.org_id, file_id=file_id)

@@ -13,6 +13,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 from aiaas.core.lifecycle import shutting_down
 from aiaas.protocol.common import list_response
 from aiaas.protocol.jobs import TERMINAL, JobCreate, checkpoint_public, event_public, job_public
@@ -24,7 +26,7 @@ router = APIRouter(prefix="/v1/fine_tuning", tags=["fine-tuning"])
 SSE_POLL_S = 0.5
 
 
-@router.post("/jobs")
+@router.post("/jobs", responses=documented(r.FineTuningJob, *r.JOB_ERRORS, post=True))
 def create_job(body: JobCreate, principal: PrincipalDep, session: SessionDep, state: StateDep,
                actor: ActorDep) -> dict:
     quotas.check_concurrent_jobs(session, state.settings, principal.org_id)
@@ -35,7 +37,7 @@ def create_job(body: JobCreate, principal: PrincipalDep, session: SessionDep, st
     return job_public(job)
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=documented(r.Page[r.FineTuningJob]))
 def list_jobs(
     principal: PrincipalDep,
     session: SessionDep,
@@ -46,12 +48,12 @@ def list_jobs(
     return list_response([job_public(r) for r in rows], has_more=has_more)
 
 
-@router.get("/jobs/{fine_tuning_job_id}")
+@router.get("/jobs/{fine_tuning_job_id}", responses=documented(r.FineTuningJob, "not_found"))
 def retrieve_job(fine_tuning_job_id: str, principal: PrincipalDep, session: SessionDep) -> dict:
     return job_public(job_store.get_job(session, principal.org_id, fine_tuning_job_id))
 
 
-@router.post("/jobs/{fine_tuning_job_id}/cancel")
+@router.post("/jobs/{fine_tuning_job_id}/cancel", responses=documented(r.FineTuningJob, "not_found", "conflict", post=True))
 def cancel_job(fine_tuning_job_id: str, principal: PrincipalDep, session: SessionDep,
                actor: ActorDep) -> dict:
     job = job_store.request_cancel(session, principal.org_id, fine_tuning_job_id)
@@ -59,7 +61,7 @@ def cancel_job(fine_tuning_job_id: str, principal: PrincipalDep, session: Sessio
     return job_public(job)
 
 
-@router.get("/jobs/{fine_tuning_job_id}/checkpoints")
+@router.get("/jobs/{fine_tuning_job_id}/checkpoints", responses=documented(r.Page[r.JobCheckpoint], "not_found"))
 def list_checkpoints(
     fine_tuning_job_id: str,
     principal: PrincipalDep,
@@ -75,7 +77,7 @@ def list_checkpoints(
 @router.get(
     "/jobs/{fine_tuning_job_id}/events",
     response_model=None,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Events; with stream=true as SSE."}},
+    responses=documented(r.Page[r.JobEvent], "not_found", media=r.EVENT_STREAM),
 )
 def list_events(
     fine_tuning_job_id: str,

@@ -10,16 +10,18 @@ from starlette.concurrency import run_in_threadpool
 
 from aiaas import __version__
 from aiaas.api.deps import StateDep
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=documented(r.Healthz, public=True))
 async def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", responses={503: {"description": "The database is not reachable."}})
+@router.get("/readyz", responses=documented(r.Readyz, public=True) | r.NOT_READY)
 async def readyz(state: StateDep) -> JSONResponse:
     def check() -> str | None:
         try:
@@ -35,6 +37,6 @@ async def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "ready", "database": "ok"})
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=documented(None, public=True, media=r.PROMETHEUS))
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
 from aiaas.api.deps import PrincipalDep, StateDep, caller
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 from aiaas.core.errors import InvalidRequest
 from aiaas.protocol.common import StrictModel
 
@@ -41,7 +43,7 @@ def _input(value: Any) -> Any:
     return value
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", responses=documented(r.Embeddings, *r.SERVE_ERRORS, post=True))
 async def embeddings(body: EmbeddingsRequest, request: Request, response: Response, principal: PrincipalDep,
                      state: StateDep) -> dict:
     answer = await state.services.inference.embed(caller(request, principal), body.model, _input(body.input),
@@ -55,7 +57,8 @@ async def embeddings(body: EmbeddingsRequest, request: Request, response: Respon
             "usage": {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens}}
 
 
-@router.post("/classifications")
+@router.post("/classifications", responses=documented(r.Predictions, *r.SERVE_ERRORS, post=True),
+             openapi_extra=r.CLASSIFY_EXAMPLE)
 async def classifications(body: ClassificationsRequest, request: Request, response: Response,
                           principal: PrincipalDep, state: StateDep) -> dict:
     answer = await state.services.inference.classify(caller(request, principal), body.model, _input(body.input),

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, forget_key
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 from aiaas.protocol.common import list_response
 from aiaas.protocol.keys import (
     ApiKeyCreate,
@@ -22,13 +24,13 @@ from aiaas.store import tenancy
 router = APIRouter(prefix="/v1", tags=["keys"])
 
 
-@router.get("/organizations/me", response_model=OrganizationPublic)
+@router.get("/organizations/me", response_model=OrganizationPublic, responses=documented(None, "not_found"))
 def organization_me(principal: PrincipalDep, session: SessionDep) -> dict:
     org = tenancy.get_organization(session, principal.org_id)
     return organization_public(org)
 
 
-@router.post("/api_keys", response_model=ApiKeyCreated, status_code=201)
+@router.post("/api_keys", response_model=ApiKeyCreated, status_code=201, responses=documented(None, "quota_exceeded", post=True))
 def create_api_key(body: ApiKeyCreate, principal: PrincipalDep, session: SessionDep, actor: ActorDep) -> dict:
     row, plaintext = tenancy.create_key(
         session,
@@ -43,7 +45,7 @@ def create_api_key(body: ApiKeyCreate, principal: PrincipalDep, session: Session
     return key_public(row) | {"key": plaintext}
 
 
-@router.get("/api_keys")
+@router.get("/api_keys", responses=documented(r.Page[ApiKeyPublic]))
 def list_api_keys(
     principal: PrincipalDep,
     session: SessionDep,
@@ -56,7 +58,7 @@ def list_api_keys(
     return list_response([key_public(r) for r in rows], has_more=has_more)
 
 
-@router.delete("/api_keys/{key_id}", response_model=ApiKeyPublic)
+@router.delete("/api_keys/{key_id}", response_model=ApiKeyPublic, responses=documented(None, "not_found", "invalid_request"))
 def revoke_api_key(key_id: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep,
                    state: StateDep) -> dict:
     row = tenancy.revoke_key(session, principal.org_id, key_id)

@@ -12,6 +12,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 from aiaas.core.errors import InvalidRequest, not_found
 from aiaas.protocol.common import list_response
 from aiaas.protocol.models import base_model_public, family_public, model_public
@@ -28,13 +30,13 @@ def _base_models(state) -> list[dict]:
     return bases + [family_public(f) for f in catalog.model_families()]
 
 
-@router.get("/models")
+@router.get("/models", responses=documented(r.ModelList))
 def list_models(principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
     own = [model_public(m) for m in registry.list_models(session, principal.org_id)]
     return list_response(_base_models(state) + own, has_more=False)
 
 
-@router.get("/models/{model}")
+@router.get("/models/{model}", responses=documented(r.ModelPublic, "not_found"))
 def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
     if model.startswith("ft:"):
         return model_public(registry.get_model(session, principal.org_id, model))
@@ -45,7 +47,7 @@ def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, sta
 
 
 @router.get("/models/{model}/content", response_class=StreamingResponse,
-            responses={200: {"content": {"application/gzip": {}, "application/zip": {}}}})
+            responses=documented(None, "not_found", "invalid_request", media=r.ARCHIVES))
 async def download_model(model: str, principal: PrincipalDep, state: StateDep, actor: ActorDep,
                          format: Literal["hf", "onnx"] = "hf",  # noqa: A002 - the query parameter's name
                          archive: Literal["tar.gz", "zip"] = "tar.gz") -> StreamingResponse:
@@ -58,7 +60,7 @@ async def download_model(model: str, principal: PrincipalDep, state: StateDep, a
                              headers={"content-disposition": f'attachment; filename="{filename}"'})
 
 
-@router.delete("/models/{model}")
+@router.delete("/models/{model}", responses=documented(r.ModelDeleted, "not_found", "invalid_request", "conflict"))
 def delete_model(model: str, principal: PrincipalDep, session: SessionDep, state: StateDep,
                  actor: ActorDep) -> dict:
     if not model.startswith("ft:"):

@@ -6,13 +6,15 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from aiaas.api.deps import PrincipalDep, StateDep
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 from aiaas.core.errors import Unavailable
 from aiaas.store import deployments as dep_store
 
 router = APIRouter(prefix="/v1", tags=["deployments"])
 
 
-@router.get("/deployments/{name}/monitoring")
+@router.get("/deployments/{name}/monitoring", responses=documented(r.DeploymentMonitoring, "not_found", "monitoring_disabled"))
 async def deployment_monitoring(name: str, principal: PrincipalDep, state: StateDep) -> dict:
     """Windows (last 1,000 requests, last hour, last day) of this API process's traffic, the reference
     stored at training time, the PSI of each feature and the drift flags."""

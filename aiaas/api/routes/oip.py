@@ -19,6 +19,8 @@ from starlette.concurrency import run_in_threadpool
 
 from aiaas import __version__
 from aiaas.api.deps import AppState, PrincipalDep, StateDep, caller
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 from aiaas.core.errors import InvalidRequest, PayloadTooLarge
 from aiaas.registry import models as registry
 from aiaas.security.keys import Principal
@@ -33,23 +35,23 @@ VERSION = OIP_VERSION
 MODEL_HEADER = "x-aiaas-model"  # the model (version) that answered
 
 
-@router.get("")
+@router.get("", responses=documented(r.OipServerMetadata, public=True, oip=True))
 async def server_metadata() -> dict:
     return {"name": "aiaas", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
-@router.get("/health/live")
+@router.get("/health/live", responses=documented(r.OipLive, public=True, oip=True))
 async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready", responses={503: {"description": "The serving runtime cannot serve."}})
+@router.get("/health/ready", responses=documented(r.OipReady, public=True, oip=True) | r.oip_not_ready(r.OipReady))
 async def ready(state: StateDep) -> JSONResponse:
     healthy = await state.services.inference.healthy()
     return JSONResponse({"ready": healthy}, status_code=200 if healthy else 503)
 
 
-@router.get("/models")
+@router.get("/models", responses=documented(r.OipModelIndex, oip=True))
 def list_models(principal: PrincipalDep, state: StateDep) -> dict:
     with state.db.session() as s:
         deps, _ = dep_store.list_deployments(s, principal.org_id, after=None, limit=100)
@@ -87,24 +89,26 @@ async def _metadata(state: AppState, principal: Principal, name: str, version: s
     }
 
 
-@router.get("/models/{model_name}")
+@router.get("/models/{model_name}", responses=documented(r.OipModelMetadata, "not_found", oip=True))
 async def model_metadata(model_name: str, principal: PrincipalDep, state: StateDep) -> dict:
     return await _metadata(state, principal, model_name, None)
 
 
-@router.get("/models/{model_name}/versions/{model_version}")
+@router.get("/models/{model_name}/versions/{model_version}",
+            responses=documented(r.OipModelMetadata, "not_found", oip=True))
 async def model_version_metadata(model_name: str, model_version: str, principal: PrincipalDep,
                                  state: StateDep) -> dict:
     return await _metadata(state, principal, model_name, model_version)
 
 
-@router.get("/models/{model_name}/ready", responses={503: {"description": "The model is not loaded."}})
+@router.get("/models/{model_name}/ready",
+            responses=documented(r.OipModelReady, "not_found", oip=True) | r.oip_not_ready(r.OipModelReady))
 async def model_ready(model_name: str, principal: PrincipalDep, state: StateDep) -> JSONResponse:
     return await _ready(state, principal, model_name, None)
 
 
 @router.get("/models/{model_name}/versions/{model_version}/ready",
-            responses={503: {"description": "The model is not loaded."}})
+            responses=documented(r.OipModelReady, "not_found", oip=True) | r.oip_not_ready(r.OipModelReady))
 async def model_version_ready(model_name: str, model_version: str, principal: PrincipalDep,
                               state: StateDep) -> JSONResponse:
     return await _ready(state, principal, model_name, model_version)
@@ -117,12 +121,13 @@ async def _ready(state: AppState, principal: Principal, name: str, version: str 
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
-@router.post("/models/{model_name}/infer")
+@router.post("/models/{model_name}/infer", responses=documented(r.OipInferResponse, *r.SERVE_ERRORS, post=True, oip=True, media=r.OIP_BINARY))
 async def infer(model_name: str, request: Request, principal: PrincipalDep, state: StateDep) -> Response:
     return await _infer(request, state, principal, model_name, None)
 
 
-@router.post("/models/{model_name}/versions/{model_version}/infer")
+@router.post("/models/{model_name}/versions/{model_version}/infer",
+             responses=documented(r.OipInferResponse, *r.SERVE_ERRORS, post=True, oip=True, media=r.OIP_BINARY))
 async def infer_version(model_name: str, model_version: str, request: Request, principal: PrincipalDep,
                         state: StateDep) -> Response:
     return await _infer(request, state, principal, model_name, model_version)

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from aiaas.api.deps import PrincipalDep, StateDep
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 from aiaas.core.clock import now
 from aiaas.services import usage as usage_service
 
@@ -16,7 +18,7 @@ MAX_UNIX_S = 253_402_300_799  # 9999-12-31: beyond it, databases overflow
 router = APIRouter(prefix="/v1", tags=["usage"])
 
 
-@router.get("/usage")
+@router.get("/usage", responses=documented(r.UsageReport, "invalid_request"))
 async def get_usage(
     principal: PrincipalDep,
     state: StateDep,

@@ -9,6 +9,8 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
+from aiaas.api.openapi import documented
+from aiaas.protocol import responses as r
 from aiaas.core.ids import new_id
 from aiaas.protocol.common import Deleted, StrictModel, list_response
 from aiaas.protocol.webhooks import delivery_public, endpoint_public
@@ -25,7 +27,7 @@ class WebhookCreate(StrictModel):
     description: str | None = Field(default=None, max_length=500)
 
 
-@router.post("/webhooks", status_code=201)
+@router.post("/webhooks", status_code=201, responses=documented(r.WebhookCreated, "quota_exceeded", status=201, post=True))
 async def create_webhook(body: WebhookCreate, principal: PrincipalDep, state: StateDep, actor: ActorDep) -> dict:
     """The answer carries the signing secret (`whsec_...`) once; it is stored sealed and never shown again."""
     events = service.check_events(body.events)
@@ -46,19 +48,19 @@ async def create_webhook(body: WebhookCreate, principal: PrincipalDep, state: St
     return await run_in_threadpool(create)
 
 
-@router.get("/webhooks")
+@router.get("/webhooks", responses=documented(r.Page[r.WebhookEndpoint]))
 def list_webhooks(principal: PrincipalDep, session: SessionDep, after: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict:
     rows, has_more = store.list_endpoints(session, principal.org_id, after=after, limit=limit)
     return list_response([endpoint_public(r) for r in rows], has_more=has_more)
 
 
-@router.get("/webhooks/{webhook_id}")
+@router.get("/webhooks/{webhook_id}", responses=documented(r.WebhookEndpoint, "not_found"))
 def retrieve_webhook(webhook_id: str, principal: PrincipalDep, session: SessionDep) -> dict:
     return endpoint_public(store.get_endpoint(session, principal.org_id, webhook_id))
 
 
-@router.delete("/webhooks/{webhook_id}", response_model=Deleted)
+@router.delete("/webhooks/{webhook_id}", response_model=Deleted, responses=documented(None, "not_found"))
 def delete_webhook(webhook_id: str, principal: PrincipalDep, session: SessionDep, actor: ActorDep) -> dict:
     row = store.get_endpoint(session, principal.org_id, webhook_id)
     session.delete(row)
@@ -66,7 +68,7 @@ def delete_webhook(webhook_id: str, principal: PrincipalDep, session: SessionDep
     return {"id": row.id, "object": "webhook_endpoint", "deleted": True}
 
 
-@router.get("/webhooks/{webhook_id}/deliveries")
+@router.get("/webhooks/{webhook_id}/deliveries", responses=documented(r.Page[r.WebhookDelivery], "not_found"))
 def list_deliveries(webhook_id: str, principal: PrincipalDep, session: SessionDep, after: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict:
     """The delivery log, newest first: each event's status, attempts and the answer of each attempt."""
