@@ -45,6 +45,7 @@ from aiaas.security.ratelimit import create_rate_limiter
 from aiaas.security.ttlcache import TtlCache
 from aiaas.services.inference import InferenceService
 from aiaas.services.monitoring import drift_monitor, drift_source
+from aiaas.services.request_log import RequestLog
 from aiaas.services.usage import UsageRecorder
 from aiaas.services.webhooks import webhook_dispatcher
 from aiaas.store import migrate
@@ -89,15 +90,17 @@ def build_services(settings: Settings, db: Database, secret: str, telemetry: Rec
     ratelimit = create_rate_limiter(settings.rate_limit_url)
     usage = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds)
     monitoring = drift_monitor(settings, db) if settings.monitoring_enabled else None
+    request_log = RequestLog(db, blobs, flush_seconds=settings.request_log_flush_seconds)
     return Services(
         blobs=blobs,
         ratelimit=ratelimit,
         usage=usage,
         inference=InferenceService(settings, db, blobs, limiter=ratelimit, usage=usage, monitor=monitoring,
-                                   telemetry=telemetry),
+                                   telemetry=telemetry, request_log=request_log),
         auth_cache=TtlCache(settings.lookup_cache_seconds),
         monitoring=monitoring,
         webhooks=webhook_dispatcher(settings, db, blobs.keyring),
+        request_log=request_log,
     )
 
 
@@ -124,7 +127,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         warm = asyncio.create_task(_warm_pinned(state))
-        for background in (state.services.monitoring, state.services.webhooks, publisher):
+        for background in (state.services.monitoring, state.services.webhooks, state.services.request_log,
+                           publisher):
             if background is not None:
                 background.start()
         try:

@@ -48,6 +48,7 @@ HTTP_STATUS: dict[str, int] = {
     # The web console (issue 15): a form posted without its session's CSRF token.
     "csrf_failed": 403,
     "monitoring_disabled": 503,  # issue #16: AIAAS_MONITORING_ENABLED=false
+    "no_request_logs": 400,  # issue #16: export of a deployment with no sampled requests kept
 }
 
 # OpenAI-style "type" per status class.

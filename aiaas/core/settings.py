@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = None
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_flush_seconds: float = Field(default=1.0, gt=0)
+    # Sampled request logging (a deployment's request_logging): buffers written this often, one
+    # encrypted blob per deployment per flush (0: only at shutdown).
+    request_log_flush_seconds: float = Field(default=5.0, ge=0)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiaas.core.clock import now
-from aiaas.core.errors import AiaasError
+from aiaas.core.errors import AiaasError, QuotaExceeded
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings
 from aiaas.data.readers import load_table
 from aiaas.security.csv_safe import write_csv
 from aiaas.security.ratelimit import MemoryRateLimiter
 from aiaas.services import batches as batch_service
+from aiaas.services import quotas
 from aiaas.services.inference.metering import Caller
 from aiaas.services.inference.service import InferenceService
 from aiaas.services.usage import UsageRecorder
@@ -259,6 +260,15 @@ class BatchRunner:
             header = batch_service.score_header(inputs_columns, batch.options["top_k"])
         out = self._join(batch, parts, "out", header)
         err = self._join(batch, parts, "err", None)
+        over = self._over_quota(batch, [x for x in (out, err) if x is not None])
+        if over is not None:  # the output files would take the organisation past its storage quota
+            for stored in (out, err):
+                if stored is not None:
+                    self.blobs.delete(stored[0])
+            failed = self._fail(lease, over)
+            if failed is not None:
+                self._drop_parts(parts)
+            return failed
 
         def end(s: Any, row: Batch) -> str:
             for kind, stored in (("output", out), ("error", err)):
@@ -279,11 +289,25 @@ class BatchRunner:
 
         result = lease.write(end)
         if result is not None:
-            for p in parts:
-                for key in ("out", "err"):
-                    if p.get(key):
-                        self.blobs.delete(p[key])
+            self._drop_parts(parts)
         return result
+
+    def _drop_parts(self, parts: list[dict[str, Any]]) -> None:
+        for p in parts:
+            for key in ("out", "err"):
+                if p.get(key):
+                    self.blobs.delete(p[key])
+
+    def _over_quota(self, batch: _Snapshot, outputs: list[tuple[str, int, str]]) -> AiaasError | None:
+        """Batch output files count against the organisation's stored-bytes quota, like uploads."""
+        try:
+            with self.db.session() as s:
+                quotas.check_storage(s, self.settings, batch.org_id, adding=sum(size for _, size, _ in outputs))
+        except QuotaExceeded as exc:
+            return AiaasError(f"The batch's output files ({sum(size for _, size, _ in outputs)} bytes) do not fit "
+                              f"in the organisation's storage: {exc.message}", code="quota_exceeded",
+                              param="output_file_id")
+        return None
 
     def _join(self, batch: _Snapshot, parts: list[dict[str, Any]], key: str,
               header: list[str] | None) -> tuple[str, int, str] | None:

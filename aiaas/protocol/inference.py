@@ -25,6 +25,8 @@ def deployment_public(row: Any, spec: dict[str, Any] | None = None, revision: in
         "min_replicas": row.min_replicas,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
+        "request_logging": {"sample_rate": float(getattr(row, "request_log_sample_rate", 0.0) or 0.0),
+                            "retention_days": int(getattr(row, "request_log_retention_days", 30) or 30)},
     }
     if spec is not None:
         shape |= {"traffic": spec["traffic"], "sticky_header": spec.get("sticky_header"),

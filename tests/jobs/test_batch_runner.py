@@ -129,3 +129,23 @@ def test_a_long_batch_yields_its_worker_to_a_waiting_job_at_a_chunk_boundary(set
     assert _output_ids(settings, db, batch_id) == [f"c{i}" for i in range(10)]  # every line exactly once
     assert len(_output_ids(settings, db, alone)) == 5
     assert job_id
+
+
+def test_output_files_count_against_the_storage_quota(settings, db, make_job, make_batch):
+    from aiaas.services import quotas
+    from aiaas.store import tenancy
+
+    batch_id = make_batch(6)
+    org_id = make_job.org_id
+    with db.session() as s:
+        used = quotas.stored_bytes(s, org_id)
+        tenancy.update_organization_settings(s, org_id, {"quota_stored_bytes": used + 10})  # not room for 6 answers
+    with Worker(settings) as w:
+        assert w.run_once() == "failed"
+    with db.session() as s:
+        row = s.get(Batch, batch_id)
+        assert row.output_file_id is None and row.status == "failed"
+        error = row.errors["data"][0]
+        assert error["code"] == "quota_exceeded" and error["param"] == "output_file_id"
+        assert "quota_stored_bytes" in error["message"] and "output files" in error["message"]
+        assert quotas.stored_bytes(s, org_id) == used  # nothing was added

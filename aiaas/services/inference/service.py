@@ -28,6 +28,7 @@ from aiaas.services.inference.shadow import Shadows
 from aiaas.services.inference.targets import Split, Target, Targets
 from aiaas.services.inference.tokens import estimate_tokens
 from aiaas.services.monitoring import TrafficMonitor
+from aiaas.services.request_log import RequestLog
 from aiaas.services.usage import UsageRecorder
 from aiaas.serving import oip_codec as codec
 from aiaas.serving.interface import EMBEDDING, ModelRef, Outputs, Runtime
@@ -76,8 +77,9 @@ class Answer:
 class InferenceService:
     def __init__(self, settings: Settings, db: Database, blobs: BlobStore, *, limiter: RateLimiter,
                  usage: UsageRecorder, monitor: TrafficMonitor | None = None,
-                 telemetry: Recorder | None = None) -> None:
+                 telemetry: Recorder | None = None, request_log: RequestLog | None = None) -> None:
         self.settings = settings
+        self.request_log = request_log  # sampled request/response logging per deployment (off by default)
         self.telemetry = telemetry  # per-request numbers for /metrics (aiaas/core/telemetry.py)
         self.limiter = limiter
         self.usage = usage
@@ -126,6 +128,9 @@ class InferenceService:
                                       lambda: self.local.predict(candidate.ref, texts))
         await settle(self.limiter, caller, estimate, out.tokens)
         results = shaping.classification_results(out.info, out.rows, top_k=top_k, thresholds=target.thresholds)
+        if target.log_sample_rate and self.request_log is not None and target.deployment_id is not None:
+            self.request_log.maybe_record(target.log_sample_rate, caller.org_id, target.deployment_id,
+                                          target.model_id, texts, results)
         return self._meter(caller, target, results, out, texts, started)
 
     async def embed(self, caller: Caller, name: str, inputs: Any, *, dimensions: int | None = None,
