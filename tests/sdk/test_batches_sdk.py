@@ -75,3 +75,23 @@ def test_batches_resource_is_typed_and_waits(settings, db, org_a, sync_client, t
     with pytest.raises(Exception) as nf:
         missing("batch_nope")
     assert getattr(nf.value, "status", None) == 404
+
+
+async def test_async_client_waits_too(app, org_a):  # noqa: F811 - `app` is the imported fixture
+    import httpx
+
+    from aiaas.sdk import AsyncClient
+
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    async with AsyncClient("http://test", org_a.key, http_client=http, max_retries=0) as c:
+        line = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/classifications",
+                           "body": {"model": MODEL, "input": "hi"}})
+        f = await c.files.create(io.BytesIO(line.encode() + b"\n"), purpose="batch", filename="req.jsonl")
+        batch = await c.batches.create(input_file_id=f.id, endpoint="/v1/classifications")
+        assert isinstance(batch, Batch) and batch.status == "validating"
+        with pytest.raises(BatchWaitTimeout):  # no worker here
+            await c.batches.wait(batch.id, timeout=0.2, poll_seconds=0.05)
+        await c.batches.cancel(batch.id)
+        done = await c.batches.wait(batch.id, timeout=30, poll_seconds=0.05)
+        assert isinstance(done, Batch) and done.status == "cancelled" and done.done
+        assert batch.id in [b.id async for b in c.batches.list()]
