@@ -10,7 +10,6 @@ import sys
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.types import Scope
 
@@ -20,7 +19,7 @@ from aiaas.api.docs import install_docs
 from aiaas.api.errors import install_error_handlers
 from aiaas.api.fastpath import FastPredictMiddleware
 from aiaas.api.idempotency import IdempotencyMiddleware
-from aiaas.api.metrics import JobsCollector, ModelCacheCollector
+from aiaas.services.metrics import WorkQueueCollector, metrics_registry, runtime_source
 from aiaas.api.middleware import ByteBudget, EdgeMiddleware
 from aiaas.api.openapi import install_openapi
 from aiaas.api.routes import (
@@ -41,11 +40,13 @@ from aiaas.api.routes import (
 )
 from aiaas.core import native_memory
 from aiaas.core.settings import Settings, get_settings
+from aiaas.core.telemetry import Publisher, Recorder, SharedDirectory
 from aiaas.security.policy import POLICY, PUBLIC
 from aiaas.security.ratelimit import create_rate_limiter
 from aiaas.security.ttlcache import TtlCache
 from aiaas.services.inference import InferenceService
-from aiaas.services.monitoring import MonitorCollector, drift_monitor
+from aiaas.services.monitoring import drift_monitor, drift_source
+from aiaas.services.request_log import RequestLog
 from aiaas.services.usage import UsageRecorder
 from aiaas.services.webhooks import webhook_dispatcher
 from aiaas.store import migrate
@@ -94,20 +95,23 @@ async def _warm_pinned(state: AppState) -> None:
     await state.services.inference.warm(await run_in_threadpool(find))
 
 
-def build_services(settings: Settings, db: Database, secret: str) -> Services:
+def build_services(settings: Settings, db: Database, secret: str, telemetry: Recorder | None = None) -> Services:
     """Every service the routes use, built once; the lifespan closes them."""
     blobs = encrypted(create_blob_store(settings.blobs_url, settings), db, secret)  # per-organisation keys at rest
     ratelimit = create_rate_limiter(settings.rate_limit_url)
     usage = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds)
     monitoring = drift_monitor(settings, db) if settings.monitoring_enabled else None
+    request_log = RequestLog(db, blobs, flush_seconds=settings.request_log_flush_seconds)
     return Services(
         blobs=blobs,
         ratelimit=ratelimit,
         usage=usage,
-        inference=InferenceService(settings, db, blobs, limiter=ratelimit, usage=usage, monitor=monitoring),
+        inference=InferenceService(settings, db, blobs, limiter=ratelimit, usage=usage, monitor=monitoring,
+                                   telemetry=telemetry, request_log=request_log),
         auth_cache=TtlCache(settings.lookup_cache_seconds),
         monitoring=monitoring,
         webhooks=webhook_dispatcher(settings, db, blobs.keyring),
+        request_log=request_log,
     )
 
 
@@ -117,7 +121,15 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     db = db or Database(settings.sqlalchemy_url)
     if migrate_db:  # production only checks the schema is current (`aiaas db upgrade` migrates)
         migrate.prepare_for_serving(db.engine, env=settings.env)
-    state = AppState(settings=settings, db=db, master_secret=secret, services=build_services(settings, db, secret))
+    telemetry = Recorder()  # this process's numbers for /metrics (aiaas/core/telemetry.py)
+    state = AppState(settings=settings, db=db, master_secret=secret,
+                     services=build_services(settings, db, secret, telemetry))
+    telemetry.sources.append(runtime_source(state.services.inference.local))
+    if state.services.monitoring is not None:  # drift flags per deployment, read at scrape time
+        telemetry.sources.append(drift_source(state.services.monitoring))
+    work = WorkQueueCollector(db, lease_seconds=settings.lease_seconds)
+    publisher = (Publisher(telemetry, SharedDirectory(settings.metrics_dir), settings.metrics_flush_seconds)
+                 if settings.metrics_dir is not None else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -127,12 +139,16 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         warm = asyncio.create_task(_warm_pinned(state))
-        for background in (state.services.monitoring, state.services.webhooks):
+        for background in (state.services.monitoring, state.services.webhooks, state.services.request_log,
+                           publisher):
             if background is not None:
                 background.start()
         try:
             yield
         finally:
+            work.close()  # a jobs count in flight finishes (and returns its connection) before the database goes
+            if publisher is not None:
+                await asyncio.to_thread(publisher.stop)  # the last numbers, for the processes still scraping
             sys.setswitchinterval(switch_interval)
             if trimmer is not None:
                 trimmer.stop()
@@ -150,11 +166,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         redoc_url=None,
     )
     app.state.aiaas = state
-    app.state.metrics_registry = CollectorRegistry()
-    if state.services.monitoring is not None:  # per-deployment counters and drift flags, read at scrape time
-        app.state.metrics_registry.register(MonitorCollector(state.services.monitoring))
-    app.state.metrics_registry.register(ModelCacheCollector(state.services.inference.local))
-    app.state.metrics_registry.register(JobsCollector(db))
+    app.state.telemetry = telemetry
+    app.state.metrics_registry = metrics_registry(telemetry, settings.metrics_dir, work)
 
     install_error_handlers(app)
     # Serving routes first: FastAPI finds a route by trying each in order (an included router's
@@ -194,7 +207,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     # Request id, NUL check, catch-all 500, metrics, key before body, body limit, upload bytes in flight,
     # rate-limit headers: one layer.
     app.add_middleware(
-        EdgeMiddleware, registry=app.state.metrics_registry, limit_for=limit_for, authenticate=authenticate,
+        EdgeMiddleware, telemetry=telemetry, limit_for=limit_for, authenticate=authenticate,
         public_paths=frozenset(public), budget_for=lambda path: uploads if path.startswith(UPLOAD_PATHS) else None,
     )
     return app

@@ -31,6 +31,7 @@ from aiaas.services.inference import Caller, InferenceService
 from aiaas.services.inference.metering import refusal
 from aiaas.services.monitoring import TrafficMonitor
 from aiaas.services.quotas import OrgLimits, org_limits
+from aiaas.services.request_log import RequestLog
 from aiaas.services.usage import UsageRecorder
 from aiaas.services.webhooks import WebhookDispatcher
 from aiaas.store import tenancy
@@ -52,9 +53,12 @@ class Services:
     auth_cache: TtlCache
     monitoring: TrafficMonitor | None = None  # live traffic per deployment (None: AIAAS_MONITORING_ENABLED off)
     webhooks: WebhookDispatcher | None = None
+    request_log: RequestLog | None = None
 
     async def aclose(self) -> None:
         """At shutdown, the reverse of the order they were built in."""
+        if self.request_log is not None:
+            await self.request_log.aclose()
         if self.webhooks is not None:
             await self.webhooks.aclose()
         if self.monitoring is not None:

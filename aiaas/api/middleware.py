@@ -12,10 +12,10 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiaas.core.errors import AiaasError, AuthenticationFailed, PayloadTooLarge, Unavailable, type_for
+from aiaas.core.telemetry import Recorder
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("aiaas.access")  # one line per request; configured by the CLI (core/logging.py)
@@ -100,7 +100,7 @@ class EdgeMiddleware:
        names or filters, and PostgreSQL cannot compare text with one);
     3. an unexpected exception becomes a generic 500 that carries the request id
        (Starlette's own catch-all sits outside every middleware, where the id is gone);
-    4. Prometheus request count and latency, labelled by route template;
+    4. request count and latency for /metrics (aiaas/core/telemetry.py), labelled by route template;
     5. the request-body limit, enforced while reading: a declared Content-Length over it
        gets 413 at once, a body that grows past it gets 413 instead of whatever the app
        would have answered;
@@ -120,7 +120,7 @@ class EdgeMiddleware:
         self,
         app: ASGIApp,
         *,
-        registry: CollectorRegistry,
+        telemetry: Recorder,
         limit_for: Callable[[str], int],
         ratelimit_state_key: str = "ratelimit_headers",
         authenticate: Callable[[Scope], Awaitable[object]] | None = None,
@@ -133,15 +133,7 @@ class EdgeMiddleware:
         self.public_paths = public_paths
         self.budget_for = budget_for
         self.ratelimit_state_key = ratelimit_state_key
-        self.requests = Counter(
-            "aiaas_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=registry
-        )
-        self.latency = Histogram(
-            "aiaas_http_request_duration_seconds",
-            "HTTP request latency",
-            ["method", "route"],
-            registry=registry,
-        )
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -282,8 +274,7 @@ class EdgeMiddleware:
             route = scope.get("route")
             template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
             elapsed = time.perf_counter() - started_at
-            self.requests.labels(scope["method"], template, str(status)).inc()
-            self.latency.labels(scope["method"], template).observe(elapsed)
+            self.telemetry.http(scope["method"], template, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 _log_access(state, rid, scope["method"], template, status, elapsed, received, sent)
 

@@ -50,6 +50,10 @@ MEANING: dict[str, str] = {
     "unavailable": "the service cannot answer now: retry later",
     "upload_capacity": "too many uploads in flight: retry later",
     "monitoring_disabled": "monitoring is off on this server",
+    "no_request_logs": "the deployment has no sampled requests kept to export",
+    "file_not_ready": "the file is still being checked (status uploaded): retry when it is processed",
+    "invalid_name": "a name does not follow the naming rules (param names which)",
+    "checkpoint_unavailable": "the checkpoint's files were not kept, so it cannot become a version",
 }
 
 EDGE = ("validation_error", "missing_api_key", "invalid_api_key", "expired_api_key", "revoked_api_key",

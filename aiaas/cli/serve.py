@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -72,6 +73,10 @@ def serve(
     if warning:
         typer.echo(f"warning: {warning}", err=True)
     grace = settings.shutdown_grace_seconds
+    shared_metrics = _shared_metrics_dir(settings, workers)
+    if shared_metrics is not None:
+        get_settings.cache_clear()
+        settings = get_settings()
     # Forwarded headers only from AIAAS_TRUSTED_PROXIES (uvicorn's middleware rewrites the client address and
     # scheme the app sees); none trusted, none honoured.
     config_args: dict[str, Any] = {"factory": True, "host": host, "port": port, "log_level": "info",
@@ -88,6 +93,7 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: received.append(signum))
     pool = _start_job_workers(settings)
+    metrics_server = _start_metrics_server(settings, host)
     try:
         if received:  # stopped while the workers were starting
             pass
@@ -98,8 +104,54 @@ def serve(
     finally:
         if pool is not None:
             pool.stop(timeout=grace + 2)  # they exit by themselves by `grace` (see `worker`)
+        if metrics_server is not None:
+            metrics_server.close()
+        if shared_metrics is not None:
+            shutil.rmtree(shared_metrics, ignore_errors=True)
     if received:
         raise typer.Exit(128 + received[0])
+
+
+def _shared_metrics_dir(settings: Settings, workers: int) -> Path | None:
+    """With several API processes, or metrics on their own port, the processes share their numbers
+    through files (aiaas/core/telemetry.py): a fresh directory per run, removed at exit, unless the
+    operator named one (AIAAS_METRICS_DIR: then they empty it at start themselves)."""
+    if settings.metrics_dir is not None or (workers <= 1 and settings.metrics_port is None):
+        return None
+    from aiaas.core.settings import make_private_dir
+
+    run = settings.data_dir / "run"
+    for old in run.glob("metrics-*"):  # left by a `serve` that was killed outright (or this pid's earlier run)
+        pid = old.name.removeprefix("metrics-")
+        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = run / f"metrics-{os.getpid()}"
+    make_private_dir(path)
+    os.environ["AIAAS_METRICS_DIR"] = str(path)  # every API process (uvicorn spawns them) reads it
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _start_metrics_server(settings: Settings, host: str) -> Any:
+    """AIAAS_METRICS_PORT: /metrics on its own port, served from this process (not an API process)."""
+    if settings.metrics_port is None or settings.metrics_dir is None:
+        return None
+    from aiaas.services.metrics import MetricsServer
+    from aiaas.store.db import Database
+
+    server = MetricsServer(host, settings.metrics_port, settings.metrics_dir, Database(settings.sqlalchemy_url),
+                           lease_seconds=settings.lease_seconds)
+    log.info("metrics on http://%s:%s/metrics", host, settings.metrics_port)
+    return server
 
 
 def _check_schema(settings: Settings) -> None:

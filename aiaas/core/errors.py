@@ -53,6 +53,7 @@ HTTP_STATUS: dict[str, int] = {
     "unsupported_integration": 400,
     "integration_not_allowed": 400,
     "integration_unavailable": 500,
+    "no_request_logs": 400,  # issue #16: export of a deployment with no sampled requests kept
 }
 
 # OpenAI-style "type" per status class.

@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     # Batches (issue 16): answered by the workers in chunks of this many input lines, each chunk's
     # output and the batch's cursor written together under the lease.
     batch_chunk_lines: int = Field(default=256, ge=1, le=100_000)
+    # Sharing workers with training: a batch that has run this long on one claim hands its worker back at
+    # the next chunk boundary when a fine-tuning job is waiting (the worker runs the job next; the batch
+    # resumes from its cursor on the next free worker). 0: at every chunk boundary while one waits.
+    batch_yield_seconds: float = Field(default=60.0, ge=0)
 
     # Uploads and idempotency keys (issue #13). Uploads are held in memory while they are checked, so
     # the declared bytes of the uploads being received at once are capped (None: 4 x max_upload_bytes);
@@ -161,6 +165,16 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_retry_base_seconds: float = Field(default=5.0, ge=0)
     log_format: Literal["text", "json"] = "text"
+    # Prometheus (aiaas/core/telemetry.py). Several API processes share numbers through files in
+    # metrics_dir (`aiaas serve` creates one afresh, <data dir>/run/metrics-<pid>, when it runs more than
+    # one process or a metrics port); each process writes its file every metrics_flush_seconds. With
+    # metrics_port, /metrics is served there (by `aiaas serve`, on AIAAS_HOST) and not on the API port.
+    metrics_dir: Path | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_flush_seconds: float = Field(default=1.0, gt=0)
+    # Sampled request logging (a deployment's request_logging): buffers written this often, one
+    # encrypted blob per deployment per flush (0: only at shutdown).
+    request_log_flush_seconds: float = Field(default=5.0, ge=0)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -21,18 +21,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiaas.core.clock import now
-from aiaas.core.errors import AiaasError
+from aiaas.core.errors import AiaasError, QuotaExceeded
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings
 from aiaas.data.readers import load_table
 from aiaas.security.csv_safe import write_csv
 from aiaas.security.ratelimit import MemoryRateLimiter
 from aiaas.services import batches as batch_service
+from aiaas.services import quotas
 from aiaas.services.inference.metering import Caller
 from aiaas.services.inference.service import InferenceService
 from aiaas.services.usage import UsageRecorder
 from aiaas.store import batches as batch_store
 from aiaas.store import files as file_store
+from aiaas.store import jobs as job_store
 from aiaas.store.blobs import BlobStore
 from aiaas.store.db import Database
 from aiaas.store.encrypted import encrypted
@@ -40,6 +42,7 @@ from aiaas.store.models import Batch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+YIELDED = "yielded"  # run() handed the worker back to a waiting fine-tuning job; the batch is still active
 
 
 class BatchLease:
@@ -116,7 +119,8 @@ class BatchRunner:
             self.loop.close()
 
     def run(self, lease: BatchLease) -> str | None:
-        """Run the batch to its end; returns its final status, or None when this worker stopped first."""
+        """Run the batch to its end; returns its final status, None when this worker stopped first, or
+        YIELDED when it stopped at a chunk boundary for a waiting fine-tuning job (see _job_waiting)."""
         with self.db.session() as s:
             row = s.get(Batch, lease.batch_id)
             assert row is not None
@@ -146,9 +150,13 @@ class BatchRunner:
         # The model answers chunk N+1 while chunk N is written (blobs, then the fenced commit) in a thread:
         # commits stay in order, each checks the cursor it starts from, and none is waited for twice.
         recording: Future[int | None] | None = None
+        claimed_at, yielded = time.monotonic(), False
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"record-{batch.id}") as io_pool:
             while cursor < inputs.total:
                 if lease.lost.is_set() or lease.shutdown.is_set():
+                    break
+                if recording is not None and self._job_waiting(claimed_at):
+                    yielded = True
                     break
                 if lease.cancelled.is_set() or time.time() > batch.expires_at:
                     break
@@ -160,11 +168,23 @@ class BatchRunner:
                 cursor = end
             if recording is not None and recording.result() is None:
                 return None
+        if yielded:
+            log.info("batch %s yields its worker at line %d of %d: a fine-tuning job is waiting", batch.id, cursor,
+                     inputs.total)
+            return YIELDED
         if lease.lost.is_set() or lease.shutdown.is_set():
             return None
         if time.time() > batch.expires_at and cursor < inputs.total:
             return self._finish(lease, batch, "expired")
         return self._finish(lease, batch, "cancelled" if lease.cancelled.is_set() else "completed")
+
+    def _job_waiting(self, claimed_at: float) -> bool:
+        """At a chunk boundary, once the batch has held the worker batch_yield_seconds: whether a
+        fine-tuning job is waiting for a worker (one indexed query per chunk from then on)."""
+        if time.monotonic() - claimed_at < self.settings.batch_yield_seconds:
+            return False
+        with self.db.session() as s:
+            return bool(job_store.claimable(s, limit=1))
 
     # -- one chunk ---------------------------------------------------------------------------------
     def _chunk(self, lease: BatchLease, batch: _Snapshot, inputs: _Input, start: int, end: int) -> int | None:
@@ -240,6 +260,15 @@ class BatchRunner:
             header = batch_service.score_header(inputs_columns, batch.options["top_k"])
         out = self._join(batch, parts, "out", header)
         err = self._join(batch, parts, "err", None)
+        over = self._over_quota(batch, [x for x in (out, err) if x is not None])
+        if over is not None:  # the output files would take the organisation past its storage quota
+            for stored in (out, err):
+                if stored is not None:
+                    self.blobs.delete(stored[0])
+            failed = self._fail(lease, over)
+            if failed is not None:
+                self._drop_parts(parts)
+            return failed
 
         def end(s: Any, row: Batch) -> str:
             for kind, stored in (("output", out), ("error", err)):
@@ -260,11 +289,25 @@ class BatchRunner:
 
         result = lease.write(end)
         if result is not None:
-            for p in parts:
-                for key in ("out", "err"):
-                    if p.get(key):
-                        self.blobs.delete(p[key])
+            self._drop_parts(parts)
         return result
+
+    def _drop_parts(self, parts: list[dict[str, Any]]) -> None:
+        for p in parts:
+            for key in ("out", "err"):
+                if p.get(key):
+                    self.blobs.delete(p[key])
+
+    def _over_quota(self, batch: _Snapshot, outputs: list[tuple[str, int, str]]) -> AiaasError | None:
+        """Batch output files count against the organisation's stored-bytes quota, like uploads."""
+        try:
+            with self.db.session() as s:
+                quotas.check_storage(s, self.settings, batch.org_id, adding=sum(size for _, size, _ in outputs))
+        except QuotaExceeded as exc:
+            return AiaasError(f"The batch's output files ({sum(size for _, size, _ in outputs)} bytes) do not fit "
+                              f"in the organisation's storage: {exc.message}", code="quota_exceeded",
+                              param="output_file_id")
+        return None
 
     def _join(self, batch: _Snapshot, parts: list[dict[str, Any]], key: str,
               header: list[str] | None) -> tuple[str, int, str] | None:

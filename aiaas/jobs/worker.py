@@ -12,7 +12,7 @@ import uuid
 
 from aiaas.core.extras import require_train
 from aiaas.core.settings import Settings
-from aiaas.jobs.batch_runner import BatchLease, BatchRunner
+from aiaas.jobs.batch_runner import YIELDED, BatchLease, BatchRunner
 from aiaas.jobs.lease import Lease
 from aiaas.jobs.runner import run_job
 from aiaas.store import batches as batch_store
@@ -87,7 +87,9 @@ class Worker:
 
     def run_once(self) -> str | None:
         """Claim and run at most one job or batch, alternating which kind is tried first so neither
-        starves the other. Returns its final status, or None when there was nothing to do."""
+        starves the other; a long batch also hands the worker back at a chunk boundary when a job is
+        waiting (BatchRunner._job_waiting). Returns its final status ("yielded" for a batch that did),
+        or None when there was nothing to do."""
         self._batch_first = not self._batch_first
         order = (self.run_batch_once, self.run_job_once) if self._batch_first else (
             self.run_job_once, self.run_batch_once)
@@ -116,9 +118,12 @@ class Worker:
             self.current_batch = lease
             try:
                 with lease:
-                    return True, self.batches.run(lease)
+                    status = self.batches.run(lease)
             finally:
                 self.current_batch = None
+            if status == YIELDED:  # a job is waiting: the next claim tries jobs first
+                self._batch_first = True
+            return True, status
         return False, None
 
     def run_job_once(self) -> tuple[bool, str | None]:

@@ -18,7 +18,8 @@ class DeploymentCreate(StrictModel):
 
 
 def deployment_public(row: Any, spec: dict[str, Any] | None = None, revision: int = 0) -> dict[str, Any]:
-    """A deployment; with its current spec (issue 14), also its traffic split, sticky header, shadow and revision."""
+    """A deployment; with its current spec (issue 14), also its traffic split, sticky header, shadow, revision
+    and request logging."""
     shape = {
         "id": row.id,
         "object": "deployment",
@@ -30,7 +31,10 @@ def deployment_public(row: Any, spec: dict[str, Any] | None = None, revision: in
     }
     if spec is not None:
         shape |= {"traffic": spec["traffic"], "sticky_header": spec.get("sticky_header"),
-                  "shadow": spec.get("shadow"), "revision": revision}
+                  "shadow": spec.get("shadow"), "revision": revision,
+                  # sampled request/response logging (issue 16): off (0) unless PATCHed
+                  "request_logging": {"sample_rate": float(getattr(row, "request_log_sample_rate", 0.0) or 0.0),
+                                      "retention_days": int(getattr(row, "request_log_retention_days", 30) or 30)}}
     return shape
 
 

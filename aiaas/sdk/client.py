@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from aiaas import __version__
+from aiaas.sdk.batches import Batches
 from aiaas.sdk.errors import APIConnectionError, APIError, error_from_response
 from aiaas.sdk.resources import (
     ApiKeys,
@@ -135,6 +136,7 @@ class _Base(ABC):
         self.classifications = Classifications(self)
         self.oip = Oip(self)
         self.registered_models = RegisteredModels(self)  # aiaas/sdk/versions.py
+        self.batches = Batches(self)  # aiaas/sdk/batches.py
 
     @abstractmethod
     def call(self, req: Request) -> Any:

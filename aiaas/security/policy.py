@@ -78,6 +78,7 @@ POLICY: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/audit_logs"): "admin",
     # Monitoring and webhooks (issue #16).
     ("GET", "/v1/deployments/{name}/monitoring"): "read",
+    ("POST", "/v1/deployments/{name}/request_logs/export"): "write",
     ("POST", "/v1/webhooks"): "admin",
     ("GET", "/v1/webhooks"): "admin",
     ("GET", "/v1/webhooks/{webhook_id}"): "admin",

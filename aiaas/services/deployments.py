@@ -44,6 +44,14 @@ class ShadowSpec(StrictModel):
     percent: int = Field(ge=1, le=100)
 
 
+class RequestLogging(StrictModel):
+    """Sampled request/response logging (services/request_log.py): the share of requests kept (0 = off)
+    and how many days their records are kept."""
+
+    sample_rate: float = Field(ge=0.0, le=1.0)
+    retention_days: int = Field(default=30, ge=1, le=3650)
+
+
 class DeploymentUpdate(StrictModel):
     """PATCH /v1/deployments/{name}: any of these; what is left out stays as it is."""
 
@@ -52,6 +60,7 @@ class DeploymentUpdate(StrictModel):
     sticky_header: str | None = Field(default=None, max_length=64)
     min_replicas: int | None = Field(default=None, ge=0, le=1)
     shadow: ShadowSpec | None = None  # mirror `percent` of requests to `model`; null stops it
+    request_logging: RequestLogging | None = None  # not a revision: traffic is unchanged
 
 
 def resolve_model(session: Session, org_id: str, ref: str, *, param: str = "model") -> Model:
@@ -133,6 +142,10 @@ def _artifacts_in_use(session: Session, org_id: str) -> set[str]:
 def apply(state: AppContext, actor: audit.Actor, org_id: str, name: str, change: DeploymentUpdate | None, *,
           reason: str = "updated", to_revision: int | None = None) -> dict[str, Any]:
     """Change a deployment to a new revision (an update, or a rollback to `to_revision`). Blocking."""
+    if change is not None and change.request_logging is not None:
+        out = _set_request_logging(state, actor, org_id, name, change.request_logging)
+        if not change.model_fields_set - {"request_logging"}:
+            return out
     with state.db.session() as s:
         dep = dep_store.get_deployment(s, org_id, name)
         current = versions.current_spec(s, dep)
@@ -165,6 +178,20 @@ def apply(state: AppContext, actor: audit.Actor, org_id: str, name: str, change:
         out = describe(s, dep)
     _switched(state, org_id, name, {m.artifact_uri for m in old_models}, in_use, pinned,
               remote=(dep_id, primary.artifact_uri, min_replicas > 0))
+    return out
+
+
+def _set_request_logging(state: AppContext, actor: audit.Actor, org_id: str, name: str,
+                         change: RequestLogging) -> dict[str, Any]:
+    with state.db.session() as s:
+        dep = dep_store.get_deployment(s, org_id, name)
+        dep.request_log_sample_rate, dep.request_log_retention_days = change.sample_rate, change.retention_days
+        dep.updated_at = versions.now()
+        audit.record(s, actor, "deployment.updated", target_type="deployment", target_id=dep.id,
+                     details={"name": name, "request_logging": change.model_dump()})
+        s.flush()
+        out = describe(s, dep)
+    state.services.inference.targets.forget(org_id, deployment=name)  # the next request samples at the new rate
     return out
 
 

@@ -74,7 +74,6 @@ class _Deployment:
     ring_sum: np.ndarray = field(init=False)
     ring_pos: int = 0
     requests: int = 0
-    total: np.ndarray = field(init=False)  # since this process started: Prometheus counters
     flagged: frozenset[str] = frozenset()
     changed: bool = False
     newest_minute: int = -1
@@ -86,7 +85,6 @@ class _Deployment:
         # int32: a request's (or a minute's) counts fit, and the structures take half the memory.
         self.ring = np.zeros((RING, self.layout.size), dtype=np.int32)
         self.ring_sum = np.zeros(self.layout.size, dtype=np.int64)
-        self.total = np.zeros(self.layout.size, dtype=np.int64)
         self.minutes = np.zeros((MINUTES_KEPT, self.layout.size), dtype=np.int32)
         self.minute_of = np.full(MINUTES_KEPT, -1, dtype=np.int64)
         self.minute_requests = np.zeros(MINUTES_KEPT, dtype=np.int32)
@@ -97,7 +95,6 @@ class _Deployment:
         self.ring[slot] = vec
         self.ring_pos += 1
         self.requests += 1
-        self.total += vec
         row = minute % MINUTES_KEPT
         if self.minute_of[row] != minute:  # a minute a day old (or none) gives way
             self.minutes[row] = 0
@@ -331,35 +328,14 @@ def drift_monitor(settings: Any, db: Database) -> TrafficMonitor:
                           emit=lambda org_id, name, data: record_drift(db, org_id, name, data))
 
 
-class MonitorCollector:
-    """Prometheus metrics per deployment and model version, read from the monitor at scrape time (nothing
-    per request beyond what `observe` already counts). Register with `registry.register(...)`."""
+def drift_source(monitor: TrafficMonitor) -> Callable[[], list[tuple[str, tuple[str, ...], float]]]:
+    """A telemetry source (aiaas/core/telemetry.py): 1 per flagged feature, 0 per other feature, for each
+    deployment and model version with traffic in this process (read at snapshot time)."""
 
-    def __init__(self, monitor: TrafficMonitor) -> None:
-        self.monitor = monitor
+    def samples() -> list[tuple[str, tuple[str, ...], float]]:
+        with monitor._lock:
+            rows = [(d.name, d.model_id, d.flagged) for d in monitor._deployments.values()]
+        return [("aiaas_deployment_drift", (name, model, feature), 1.0 if feature in flagged else 0.0)
+                for name, model, flagged in rows for feature in FEATURES]
 
-    def describe(self) -> list[Any]:
-        return []  # no fixed set: families depend on the deployments seen
-
-    def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        labels = ["deployment", "model"]
-        requests = CounterMetricFamily("aiaas_deployment_requests", "Inference requests per deployment", labels=labels)
-        texts = CounterMetricFamily("aiaas_deployment_texts", "Texts scored per deployment", labels=labels)
-        tokens = CounterMetricFamily("aiaas_deployment_tokens", "Input tokens per deployment", labels=labels)
-        unknown = CounterMetricFamily("aiaas_deployment_unknown_tokens",
-                                      "Input tokens the tokenizer did not know ([UNK])", labels=labels)
-        drift = GaugeMetricFamily("aiaas_deployment_drift", "1 while a feature is flagged as drifted",
-                                  labels=[*labels, "feature"])
-        with self.monitor._lock:
-            rows = [(d.name, d.model_id, d.requests, d.total.copy(), d.layout, d.flagged)
-                    for d in self.monitor._deployments.values()]
-        for name, model, n, total, lay, flagged in rows:
-            requests.add_metric([name, model], n)
-            texts.add_metric([name, model], int(total[lay.texts]))
-            tokens.add_metric([name, model], int(total[lay.tokens]))
-            unknown.add_metric([name, model], int(total[lay.unknown]))
-            for feature in FEATURES:
-                drift.add_metric([name, model, feature], 1.0 if feature in flagged else 0.0)
-        yield from (requests, texts, tokens, unknown, drift)
+    return samples

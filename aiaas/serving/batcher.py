@@ -82,11 +82,13 @@ class MicroBatcher(Generic[T, R]):
         max_concurrency: int = 1,
         length: Callable[[T], int] | None = None,
         batches_per_turn: int = 8,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         """`fn(items) -> results` (same length, same order). At most `max_concurrency` batches
         run at once (match it to the executor threads this model may use); without an
         `executor` the batcher owns a pool of that many threads. `length(item)` groups
-        similar items into a batch (e.g. `len` for texts); without it batches are FIFO."""
+        similar items into a batch (e.g. `len` for texts); without it batches are FIFO. `on_batch(size)`
+        is called in the worker thread after each batch ran (metrics); it must be cheap and not raise."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         if executor is not None and not isinstance(executor, concurrent.futures.Executor):
@@ -98,6 +100,7 @@ class MicroBatcher(Generic[T, R]):
         self._max_concurrency = _positive_int("max_concurrency", max_concurrency)
         self._batches_per_turn = _positive_int("batches_per_turn", batches_per_turn)
         self._length = length
+        self._on_batch = on_batch
         self._owns_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=max_concurrency, thread_name_prefix="aiaas-batch"
@@ -243,6 +246,8 @@ class MicroBatcher(Generic[T, R]):
                     done.append((request, None))
         if done:
             self._deliver(done)
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
 
     def _deliver(self, done: list[tuple[_Request[T, R], BaseException | None]]) -> None:
         assert self._loop is not None

@@ -10,6 +10,7 @@ pool, never on the event loop.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -30,8 +31,9 @@ SCORES, EMBEDDINGS = "scores", "embeddings"
 
 class LocalRuntime(Runtime):
     def __init__(self, loader: Callable[[str], ServedModel], *, threads: int, memory_budget_bytes: int,
-                 idle_unload_s: float | None) -> None:
-        """`loader(artifact)` returns a loaded model (runtime.ServedModel); it runs in a worker thread."""
+                 idle_unload_s: float | None, on_batch: Callable[[str, int], None] | None = None) -> None:
+        """`loader(artifact)` returns a loaded model (runtime.ServedModel); it runs in a worker thread. `on_batch(kind, size)`
+        is told each batch the inference threads ran (metrics; called from those threads)."""
         if not callable(loader):
             raise TypeError(f"loader must be callable, got {type(loader).__name__}")
         if not isinstance(threads, int) or threads < 1:
@@ -40,6 +42,7 @@ class LocalRuntime(Runtime):
         self._threads = threads
         self._budget = memory_budget_bytes
         self._idle_s = idle_unload_s
+        self._on_batch = on_batch
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="infer")
         self._cache: ModelCache | None = None
         self._batchers: dict[tuple[str, str], tuple[ServedModel, MicroBatcher[str, Row]]] = {}
@@ -131,6 +134,7 @@ class LocalRuntime(Runtime):
                 max_concurrency=self._threads,
                 max_batch_size=predictor.bucket_size,
                 length=text_length,
+                on_batch=None if self._on_batch is None else functools.partial(self._on_batch, kind),
             )
             current = (predictor, batcher)
             self._batchers[(artifact, kind)] = current

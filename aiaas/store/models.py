@@ -145,6 +145,9 @@ class Deployment(Base):
     min_replicas: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    # Sampled request/response logging (issue 16): off (0) by default; records kept this many days.
+    request_log_sample_rate: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    request_log_retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
 
 
 class UsageEvent(Base):
@@ -370,3 +373,16 @@ class Batch(Base):
     expired_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     cancelling_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     cancelled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class RequestLogChunk(Base):
+    """Sampled requests of one deployment, written together: one encrypted JSONL blob per flush."""
+
+    __tablename__ = "request_log_chunks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    deployment_id: Mapped[str] = mapped_column(String(40), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    records: Mapped[int] = mapped_column(Integer)
+    storage_uri: Mapped[str] = mapped_column(Text)

@@ -68,12 +68,14 @@ class Server:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def start_server(env: dict[str, str], log_dir: Path, *, job_workers: int = 0, timeout: float = 60.0) -> Server:
+def start_server(env: dict[str, str], log_dir: Path, *, job_workers: int = 0, timeout: float = 60.0,
+                 workers: int = 1) -> Server:
     port = free_port()
     log = log_dir / f"server-{port}.log"
     fh = open(log, "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
-        AIAAS + ["serve", "--port", str(port), "--job-workers", str(job_workers)],
+        AIAAS + ["serve", "--port", str(port), "--job-workers", str(job_workers)]
+        + (["--workers", str(workers)] if workers != 1 else []),
         env=env,
         stdout=fh,
         stderr=subprocess.STDOUT,

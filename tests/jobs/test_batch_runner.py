@@ -106,3 +106,46 @@ def test_claims_alternate_between_jobs_and_batches(settings, db, make_job, make_
             assert status in ("completed", "succeeded")
     # The job, queued after two batches, runs second, not after every batch is done.
     assert claimed == ["batch", "job", "batch"], (claimed, job_id)
+
+
+def test_a_long_batch_yields_its_worker_to_a_waiting_job_at_a_chunk_boundary(settings, db, make_job, make_batch):
+    settings = settings.model_copy(update={"batch_chunk_lines": 2, "batch_yield_seconds": 0.0})
+    alone = make_batch(5)
+    with Worker(settings) as w:
+        assert w.run_once() == "completed"  # nothing waits: no needless yield
+        batch_id = make_batch(10)
+        job_id = make_job(hyperparameters={"n_epochs": 1})
+        w._batch_first = False  # the next claim tries batches first: the batch starts before the job
+        assert w.run_once() == "yielded"
+        with db.session() as s:
+            row = s.get(Batch, batch_id)
+            # one chunk answered and recorded, the lease handed back, the batch still active
+            assert (row.status, row.cursor, row.completed, row.lease_owner) == ("in_progress", 2, 2, None)
+        assert w.run_once() == "succeeded"  # the job, not the batch again
+        assert w.run_once() == "completed"  # the batch resumes from its cursor once no job waits
+    with db.session() as s:
+        row = s.get(Batch, batch_id)
+        assert (row.total, row.completed, row.failed, row.cursor) == (10, 10, 0, 10)
+    assert _output_ids(settings, db, batch_id) == [f"c{i}" for i in range(10)]  # every line exactly once
+    assert len(_output_ids(settings, db, alone)) == 5
+    assert job_id
+
+
+def test_output_files_count_against_the_storage_quota(settings, db, make_job, make_batch):
+    from aiaas.services import quotas
+    from aiaas.store import tenancy
+
+    batch_id = make_batch(6)
+    org_id = make_job.org_id
+    with db.session() as s:
+        used = quotas.stored_bytes(s, org_id)
+        tenancy.update_organization_settings(s, org_id, {"quota_stored_bytes": used + 10})  # not room for 6 answers
+    with Worker(settings) as w:
+        assert w.run_once() == "failed"
+    with db.session() as s:
+        row = s.get(Batch, batch_id)
+        assert row.output_file_id is None and row.status == "failed"
+        error = row.errors["data"][0]
+        assert error["code"] == "quota_exceeded" and error["param"] == "output_file_id"
+        assert "quota_stored_bytes" in error["message"] and "output files" in error["message"]
+        assert quotas.stored_bytes(s, org_id) == used  # nothing was added

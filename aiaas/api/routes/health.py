@@ -12,6 +12,7 @@ from aiaas import __version__
 from aiaas.api.deps import StateDep
 from aiaas.api.openapi import documented
 from aiaas.protocol import responses as r
+from aiaas.core.errors import NotFound
 
 router = APIRouter(tags=["health"])
 
@@ -38,5 +39,12 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response, responses=documented(None, public=True, media=r.PROMETHEUS))
-async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request, state: StateDep) -> Response:
+    """Prometheus text format: this process's numbers, or every API process's (aiaas/core/telemetry.py).
+    With AIAAS_METRICS_PORT set they are served on that port instead, and this route is not there."""
+    if state.settings.metrics_port is not None:
+        raise NotFound(f"Metrics are served on port {state.settings.metrics_port} (AIAAS_METRICS_PORT), "
+                       "not on the API port.")
+    # Reading the other processes' files and rendering is blocking work: off the event loop.
+    body = await run_in_threadpool(generate_latest, request.app.state.metrics_registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -19,6 +19,7 @@ import numpy as np
 
 from aiaas.core.errors import InvalidRequest
 from aiaas.core.settings import Settings
+from aiaas.core.telemetry import Recorder
 from aiaas.security.ratelimit import RateLimiter
 from aiaas.services.inference import shaping
 from aiaas.services.inference.loader import ArtifactLoader
@@ -27,6 +28,7 @@ from aiaas.services.inference.shadow import Shadows
 from aiaas.services.inference.targets import Split, Target, Targets
 from aiaas.services.inference.tokens import estimate_tokens
 from aiaas.services.monitoring import TrafficMonitor
+from aiaas.services.request_log import RequestLog
 from aiaas.services.usage import UsageRecorder
 from aiaas.serving import oip_codec as codec
 from aiaas.serving.interface import EMBEDDING, ModelRef, Outputs, Runtime
@@ -74,8 +76,11 @@ class Answer:
 
 class InferenceService:
     def __init__(self, settings: Settings, db: Database, blobs: BlobStore, *, limiter: RateLimiter,
-                 usage: UsageRecorder, monitor: TrafficMonitor | None = None) -> None:
+                 usage: UsageRecorder, monitor: TrafficMonitor | None = None,
+                 telemetry: Recorder | None = None, request_log: RequestLog | None = None) -> None:
         self.settings = settings
+        self.request_log = request_log  # sampled request/response logging per deployment (off by default)
+        self.telemetry = telemetry  # per-request numbers for /metrics (aiaas/core/telemetry.py)
         self.limiter = limiter
         self.usage = usage
         self.monitor = monitor  # live-traffic statistics per deployment (services/monitoring.py)
@@ -86,6 +91,8 @@ class InferenceService:
             threads=settings.inference_threads,
             memory_budget_bytes=settings.model_memory_budget_mb * 1024 * 1024,
             idle_unload_s=settings.model_idle_unload_s,
+            on_batch=None if telemetry is None else (
+                lambda kind, n: telemetry.observe("aiaas_inference_batch_size", (kind,), n)),
         )
         # With a Ray gateway configured, deployments are Ray Serve applications (one per deployment id);
         # models called by id, and embeddings, stay in process.
@@ -103,6 +110,7 @@ class InferenceService:
                        headers: Mapping[str, str] | None = None) -> Answer:
         """Label each text. `deployment_only`: `name` is a deployment's (the native predict route).
         `headers`: the request's, for a deployment's sticky traffic split."""
+        started = time.perf_counter()
         texts = check_inputs(inputs, self.settings, field=field)
         estimate = await self._precharge(caller, texts)
         found = await (self.targets.split(caller.org_id, name) if deployment_only
@@ -120,22 +128,27 @@ class InferenceService:
                                       lambda: self.local.predict(candidate.ref, texts))
         await settle(self.limiter, caller, estimate, out.tokens)
         results = shaping.classification_results(out.info, out.rows, top_k=top_k, thresholds=target.thresholds)
-        return self._meter(caller, target, results, out, texts)
+        if target.log_sample_rate and self.request_log is not None and target.deployment_id is not None:
+            self.request_log.maybe_record(target.log_sample_rate, caller.org_id, target.deployment_id,
+                                          target.model_id, texts, results)
+        return self._meter(caller, target, results, out, texts, started)
 
     async def embed(self, caller: Caller, name: str, inputs: Any, *, dimensions: int | None = None,
                     field: str = "input", headers: Mapping[str, str] | None = None) -> Answer:
         """[N, H] float32 embeddings, L2-normalised (after trimming to `dimensions`)."""
+        started = time.perf_counter()
         texts = check_inputs(inputs, self.settings, field=field)
         estimate = await self._precharge(caller, texts)
         target = await self.targets.any(caller.org_id, name, headers=headers)
         out = await self.local.embed(target.ref, texts)
         await settle(self.limiter, caller, estimate, out.tokens)
         vectors = shaping.trim_embeddings(out.rows, dimensions).astype(np.float32, copy=False)
-        return self._meter(caller, target, vectors, out, texts)
+        return self._meter(caller, target, vectors, out, texts, started)
 
     async def infer_tensors(self, caller: Caller, name: str, version: str | None,
                             request: codec.InferRequest, *, headers: Mapping[str, str] | None = None) -> Answer:
         """Open Inference Protocol: the `text` input in, the outputs the request names out."""
+        started = time.perf_counter()
         texts = check_inputs(shaping.texts_of(request), self.settings, field="text")
         estimate = await self._precharge(caller, texts)
         target = await self.oip_target(caller.org_id, name, version, headers=headers)
@@ -145,7 +158,7 @@ class InferenceService:
             out = await self._runtime(target).predict(target.ref, texts)
         await settle(self.limiter, caller, estimate, out.tokens)
         tensors = shaping.output_tensors(target.task, out.info, out.rows, target.thresholds)
-        return self._meter(caller, target, shaping.select_outputs(tensors, request.outputs), out, texts)
+        return self._meter(caller, target, shaping.select_outputs(tensors, request.outputs), out, texts, started)
 
     async def ready(self, org_id: str, name: str, version: str | None = None) -> bool:
         """Whether the named model is loaded now (a scaled-to-zero model is not: its next request loads it)."""
@@ -212,8 +225,12 @@ class InferenceService:
             return self.remote
         return self.local
 
-    def _meter(self, caller: Caller, target: Target, results: Any, out: Outputs, texts: list[str]) -> Answer:
+    def _meter(self, caller: Caller, target: Target, results: Any, out: Outputs, texts: list[str],
+               started: float) -> Answer:
         self.usage.record_inference(caller.org_id, caller.key_id, target.model_id, 1, out.tokens)
+        if self.telemetry is not None:
+            self.telemetry.inference(target.deployment or "", target.model_id, time.perf_counter() - started,
+                                     len(texts), out.tokens, out.unknown_tokens)
         if self.monitor is not None and target.deployment_id is not None:
             self.monitor.observe(target.deployment_id, caller.org_id, target.deployment or "", target.model_id,
                                  target.labels, texts, out, target.thresholds)

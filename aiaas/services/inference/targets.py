@@ -31,6 +31,7 @@ class Target:
     deployment: str | None = None
     deployment_id: str | None = None
     labels: tuple[str, ...] = ()
+    log_sample_rate: float = 0.0  # the deployment's sampled request logging (services/request_log.py)
     ref: ModelRef = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -43,7 +44,8 @@ def _model_target(model: Any, dep: Any = None) -> Target:
     thresholds = thresholds_in_label_order(card.get("thresholds"), labels)
     return Target(model.id, model.artifact_uri, model.task, None if thresholds is None else tuple(thresholds),
                   deployment=dep.name if dep is not None else None,
-                  deployment_id=dep.id if dep is not None else None, labels=labels)
+                  deployment_id=dep.id if dep is not None else None, labels=labels,
+                  log_sample_rate=float(dep.request_log_sample_rate or 0.0) if dep is not None else 0.0)
 
 
 def resolve_target(db: Database, settings: Settings, org_id: str, name: str, *,
