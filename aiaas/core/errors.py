@@ -48,6 +48,10 @@ HTTP_STATUS: dict[str, int] = {
     # The web console (issue 15): a form posted without its session's CSRF token.
     "csrf_failed": 403,
     "monitoring_disabled": 503,  # issue #16: AIAAS_MONITORING_ENABLED=false
+    # Issue 14: a registered model or alias name outside the naming rules; a checkpoint whose weights
+    # were not kept (pruned during training, or the job did not succeed).
+    "invalid_name": 400,
+    "checkpoint_unavailable": 409,
 }
 
 # OpenAI-style "type" per status class.
@@ -115,6 +119,12 @@ class InvalidRequest(AiaasError):
     code = "invalid_request"
 
 
+class InvalidName(InvalidRequest):
+    """A registered model or alias name outside the rules (lowercase letters, digits, '-', '_', '.')."""
+
+    code = "invalid_name"
+
+
 class InvalidFile(AiaasError):
     code = "invalid_file"
 
@@ -144,6 +154,12 @@ class NotFound(AiaasError):
 
 class Conflict(AiaasError):
     code = "conflict"
+
+
+class CheckpointUnavailable(Conflict):
+    """A job checkpoint asked to become a model version has no weights kept to build it from."""
+
+    code = "checkpoint_unavailable"
 
 
 class PayloadTooLarge(AiaasError):

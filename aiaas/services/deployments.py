@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from aiaas.core.errors import Conflict, InvalidRequest, not_found
 from aiaas.protocol.common import StrictModel
-from aiaas.protocol.inference import deployment_public
+from aiaas.protocol.inference import MAX_REPLICAS, deployment_public
 from aiaas.registry import models as registry
 from aiaas.services import audit, quotas
 from aiaas.serving.interface import EMBEDDING, ModelRef
@@ -51,7 +51,15 @@ class DeploymentUpdate(StrictModel):
     traffic: list[TrafficEntry] | None = Field(default=None, min_length=1, max_length=MAX_TRAFFIC_ENTRIES)
     sticky_header: str | None = Field(default=None, max_length=64)
     min_replicas: int | None = Field(default=None, ge=0, le=1)
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
     shadow: ShadowSpec | None = None  # mirror `percent` of requests to `model`; null stops it
+
+
+def check_replicas(min_replicas: int, max_replicas: int | None) -> None:
+    """min_replicas <= max_replicas (None: no bound of the deployment's own)."""
+    if max_replicas is not None and max_replicas < max(min_replicas, 1):
+        raise InvalidRequest(f"max_replicas ({max_replicas}) must be at least min_replicas ({min_replicas}) "
+                             "and at least 1.", param="max_replicas")
 
 
 def resolve_model(session: Session, org_id: str, ref: str, *, param: str = "model") -> Model:
@@ -137,7 +145,7 @@ def apply(state: AppContext, actor: audit.Actor, org_id: str, name: str, change:
         dep = dep_store.get_deployment(s, org_id, name)
         current = versions.current_spec(s, dep)
         if to_revision is not None:
-            spec = _revision_spec(s, dep, to_revision)
+            spec = dict(_revision_spec(s, dep, to_revision))
         else:
             assert change is not None
             spec = _new_spec(current, change)
@@ -147,12 +155,18 @@ def apply(state: AppContext, actor: audit.Actor, org_id: str, name: str, change:
         except Exception:  # noqa: BLE001 - a version deleted under the old spec: nothing of it to unload
             old_models = []
         min_replicas = dep.min_replicas if change is None or change.min_replicas is None else change.min_replicas
+        max_replicas = dep.max_replicas if change is None or change.max_replicas is None else change.max_replicas
+        if to_revision is not None and "max_replicas" in spec:  # a rollback restores the bound too
+            max_replicas = spec["max_replicas"]
+        check_replicas(min_replicas, max_replicas)
+        spec["max_replicas"] = max_replicas
         dep_id = dep.id
     _warm(state, [m.artifact_uri for m in models], keep_loaded=min_replicas > 0)
     with state.db.session() as s:
         dep = dep_store.get_deployment(s, org_id, name)
         primary = _primary(spec, models)
         dep.model, dep.min_replicas, dep.updated_at = primary.id, min_replicas, versions.now()
+        dep.max_replicas = max_replicas
         try:
             rev = versions.add_revision(s, dep, spec, actor_key_id=actor.key_id, reason=reason)
         except IntegrityError as exc:
@@ -210,15 +224,19 @@ def describe(session: Session, dep: Any) -> dict[str, Any]:
 
 
 def create(session: Session, state: AppContext, actor: audit.Actor, org_id: str, *, name: str, ref: str,
-           min_replicas: int) -> Any:
+           min_replicas: int, max_replicas: int | None = None) -> Any:
     """A new deployment of `ref` (`ft:…`, `name/N`, `name@alias`) as revision 1, audited; its model starts
     serving (pinned and loaded when min_replicas >= 1) once the row exists. Called from a worker thread."""
+    check_replicas(min_replicas, max_replicas)
     model = create_spec(session, org_id, ref)
     quotas.check_deployments(session, state.settings, org_id)
-    row = dep_store.create_deployment(session, org_id, name=name, model=model.id, min_replicas=min_replicas)
-    versions.add_revision(session, row, versions.initial_spec(ref), actor_key_id=actor.key_id, reason="created")
+    row = dep_store.create_deployment(session, org_id, name=name, model=model.id, min_replicas=min_replicas,
+                                      max_replicas=max_replicas)
+    versions.add_revision(session, row, versions.initial_spec(ref) | {"max_replicas": max_replicas},
+                          actor_key_id=actor.key_id, reason="created")
     audit.record(session, actor, "deployment.created", target_type="deployment", target_id=row.id,
-                 details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
+                 details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas,
+                          "max_replicas": row.max_replicas})
     session.flush()  # a conflict answers before anything starts serving
     from_thread.run(state.services.inference.deployed, row.id, model.artifact_uri, row.min_replicas)
     return row

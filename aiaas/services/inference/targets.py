@@ -31,10 +31,11 @@ class Target:
     deployment: str | None = None
     deployment_id: str | None = None
     labels: tuple[str, ...] = ()
+    max_replicas: int | None = None  # the deployment's bound on the inference threads it may hold
     ref: ModelRef = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ref", ModelRef(self.artifact, self.deployment_id))
+        object.__setattr__(self, "ref", ModelRef(self.artifact, self.deployment_id, self.max_replicas))
 
 
 def _model_target(model: Any, dep: Any = None) -> Target:
@@ -43,7 +44,8 @@ def _model_target(model: Any, dep: Any = None) -> Target:
     thresholds = thresholds_in_label_order(card.get("thresholds"), labels)
     return Target(model.id, model.artifact_uri, model.task, None if thresholds is None else tuple(thresholds),
                   deployment=dep.name if dep is not None else None,
-                  deployment_id=dep.id if dep is not None else None, labels=labels)
+                  deployment_id=dep.id if dep is not None else None, labels=labels,
+                  max_replicas=getattr(dep, "max_replicas", None))
 
 
 def resolve_target(db: Database, settings: Settings, org_id: str, name: str, *,
