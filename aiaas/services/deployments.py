@@ -120,7 +120,7 @@ def _warm(state: AppContext, artifacts: list[str], *, keep_loaded: bool) -> None
 
 
 def _switched(state: AppContext, org_id: str, dep_name: str, old: set[str], keep: set[str], pinned: set[str],
-              *, remote: tuple[str, str, bool] | None = None) -> None:
+              *, remote: tuple[str, str, bool, int | None] | None = None) -> None:
     """The new revision is committed: drop cached lookups, then unpin/unload models nothing serves now."""
     inference = state.services.inference
     inference.targets.forget(org_id, deployment=dep_name)
@@ -129,8 +129,9 @@ def _switched(state: AppContext, org_id: str, dep_name: str, old: set[str], keep
             inference.local.pin(artifact, False)
         inference.local.evict(artifact)  # closed when its last in-flight request ends
     if remote is not None and inference.remote is not None:
-        dep_id, artifact, keep_loaded = remote
-        from_thread.run(partial(inference.remote.load, ModelRef(artifact, dep_id), keep_loaded=keep_loaded))
+        dep_id, artifact, keep_loaded, max_replicas = remote
+        from_thread.run(partial(inference.remote.load, ModelRef(artifact, dep_id, max_replicas),
+                                keep_loaded=keep_loaded))
 
 
 def _artifacts_in_use(session: Session, org_id: str) -> set[str]:
@@ -178,7 +179,7 @@ def apply(state: AppContext, actor: audit.Actor, org_id: str, name: str, change:
         pinned = set(dep_store.pinned_artifacts(s))
         out = describe(s, dep)
     _switched(state, org_id, name, {m.artifact_uri for m in old_models}, in_use, pinned,
-              remote=(dep_id, primary.artifact_uri, min_replicas > 0))
+              remote=(dep_id, primary.artifact_uri, min_replicas > 0, max_replicas))
     return out
 
 
@@ -238,7 +239,8 @@ def create(session: Session, state: AppContext, actor: audit.Actor, org_id: str,
                  details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas,
                           "max_replicas": row.max_replicas})
     session.flush()  # a conflict answers before anything starts serving
-    from_thread.run(state.services.inference.deployed, row.id, model.artifact_uri, row.min_replicas)
+    from_thread.run(state.services.inference.deployed, row.id, model.artifact_uri, row.min_replicas,
+                    row.max_replicas)
     return row
 
 
