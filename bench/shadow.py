@@ -93,7 +93,8 @@ def main() -> None:
     try:
         artifact = build_artifact(work / "artifact", label_names)
         env = procs.bench_env(AIAAS_DATA_DIR=str(work / "data"), AIAAS_ENV="production",
-                              AIAAS_RATE_LIMIT_REQUESTS_PER_MINUTE=HIGH, AIAAS_RATE_LIMIT_TOKENS_PER_MINUTE=HIGH + "000")
+                              AIAAS_RATE_LIMIT_REQUESTS_PER_MINUTE=HIGH,
+                              AIAAS_RATE_LIMIT_TOKENS_PER_MINUTE=HIGH + "000")
         from bench.serving.aiaas_setup import _init
 
         key = _init(env)

@@ -94,8 +94,8 @@ def jobs_create(
     ),
     validation_file: str = typer.Option(None, "--validation-file"),
     suffix: str = typer.Option(None, "--suffix"),
-    registered_model: str = typer.Option(None, "--registered-model",
-                                         help="Registered model its model becomes a version of (default: from --suffix)."),
+    registered_model: str = typer.Option(
+        None, "--registered-model", help="Registered model its model becomes a version of (default: from --suffix)."),
     epochs: str = typer.Option("auto", "--epochs"),
     batch_size: str = typer.Option("auto", "--batch-size"),
     lr_multiplier: str = typer.Option("auto", "--lr-multiplier"),

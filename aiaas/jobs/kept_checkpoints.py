@@ -34,7 +34,8 @@ def on_disk(work_dir: Path) -> dict[int, Path]:
 
 
 def keep(blobs: BlobStore, key: str, work_dir: Path, model_dir: Path, task: str) -> dict[int, str]:
-    """Export and store the checkpoints on disk; returns step -> artifact URI (the `model/` parent)."""
+    """Export and store the checkpoints on disk under `key`/step-N/; returns step -> artifact URI (the
+    `model/` parent)."""
     if task not in TASKS or not (model_dir / "aiaas.json").is_file():
         return {}
     try:
@@ -56,9 +57,8 @@ def keep(blobs: BlobStore, key: str, work_dir: Path, model_dir: Path, task: str)
         except Exception:  # noqa: BLE001 - a checkpoint that cannot be exported is simply not kept
             log.warning("checkpoint step %s could not be exported; not kept", step, exc_info=True)
             continue
-        # Beside the model's key, not under it: deleting the job's model leaves its checkpoints usable.
-        uri = blobs.put_dir(f"{key}-checkpoints/step-{step}/model", out / "model")
-        blobs.put_dir(f"{key}-checkpoints/step-{step}/onnx", out / "onnx")
+        uri = blobs.put_dir(f"{key}/step-{step}/model", out / "model")
+        blobs.put_dir(f"{key}/step-{step}/onnx", out / "onnx")
         kept[step] = uri.rsplit("/model", 1)[0]
     shutil.rmtree(stage, ignore_errors=True)
     return kept

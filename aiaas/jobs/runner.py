@@ -363,7 +363,9 @@ def _finish(lease: Lease, work_dir: Path, blobs: BlobStore, job: FineTuningJob, 
     if export_report is not None:
         blobs.put_dir(key + "/onnx", work_dir / "onnx")
     artifact_uri = uri.rsplit("/model", 1)[0]
-    kept = kept_checkpoints.keep(blobs, key, work_dir, artifact_dir, data.task) if family == TRANSFORMER else {}
+    # Beside the model's key, not under it: deleting the job's model leaves its checkpoints usable.
+    ckpt_key = f"{job.org_id}/models/{job.id}/checkpoints/attempt-{lease.attempt}"
+    kept = kept_checkpoints.keep(blobs, ckpt_key, work_dir, artifact_dir, data.task) if family == TRANSFORMER else {}
     lineage = {
         "base_model": base_id,
         "family": family,

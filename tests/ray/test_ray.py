@@ -334,6 +334,7 @@ async def test_scale_to_zero_and_back(backend, model_artifact):
     assert cold_start < 60
 
 
+@pytest.mark.timeout(480)  # the load, both scalings and the session's start on a busy 2-core box
 async def test_replicas_scale_up_under_load_then_back_to_min_replicas(backend, model_artifact):
     """Autoscaling from the deployment's min/max replicas and a target of in-flight requests per replica:
     24 callers in flight (target 4 per replica) take it from 1 to max_replicas=2; once they stop, it goes

@@ -82,7 +82,8 @@ async def test_a_hot_deployment_bounded_by_max_replicas_leaves_threads_for_a_col
     unbounded, most_unbounded = await _skewed(artifact, hot_bound=None)
     p50_bounded, p50_unbounded = statistics.median(bounded), statistics.median(unbounded)
     print(f"cold p50 with the hot deployment bounded to 1: {p50_bounded * 1000:.1f} ms "
-          f"(max {max(bounded) * 1000:.1f}); unbounded: {p50_unbounded * 1000:.1f} ms (max {max(unbounded) * 1000:.1f})")
+          f"(max {max(bounded) * 1000:.1f}); unbounded: {p50_unbounded * 1000:.1f} ms "
+          f"(max {max(unbounded) * 1000:.1f})")
     assert most_bounded == 1 and most_unbounded == THREADS  # the bound holds; without it the hot one takes all
     # Bounded, a cold request runs at once on a free thread: its own batch plus scheduling.
     assert p50_bounded < 3 * BATCH_S, bounded
