@@ -26,12 +26,14 @@ deployments_app = typer.Typer(help="Deployments: named endpoints serving a fine-
 def create(model: str = typer.Argument(..., help="Fine-tuned model id."),
            name: str = typer.Option(..., "--name", help="Deployment name (lowercase, digits, dashes)."),
            min_replicas: int = typer.Option(0, "--min-replicas", help="1 keeps it loaded; 0 scales to zero."),
+           max_replicas: int = typer.Option(None, "--max-replicas",
+                                            help="At most this many inference threads (Ray: replicas) at once."),
            as_json: bool = JsonOpt, quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only its name."),
            base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
     """Deploy a fine-tuned model behind a named endpoint (`aiaas deploy` is the same command)."""
     check_output_flags(as_json, quiet)
     with sdk_client(base_url, api_key) as c:
-        d = c.deployments.create(name, model=model, min_replicas=min_replicas)
+        d = c.deployments.create(name, model=model, min_replicas=min_replicas, max_replicas=max_replicas)
     if as_json or quiet:
         print_json(d) if as_json else print_ids([d.name])
         return
@@ -50,10 +52,10 @@ def list_(as_json: bool = JsonOpt, quiet: bool = typer.Option(False, "--quiet", 
         print_json(rows) if as_json else print_ids(d.name for d in rows)
         return
     # For people: names and models whole (ids: `-q` or `--json`); a model id is never cut short.
-    table = Table("name", "model", "min_replicas")
+    table = Table("name", "model", "min_replicas", "max_replicas")
     table.columns[1].no_wrap = True
     for d in rows:
-        table.add_row(d.name, d.model, str(d.min_replicas))
+        table.add_row(d.name, d.model, str(d.min_replicas), "-" if d.max_replicas is None else str(d.max_replicas))
     console.print(table)
 
 

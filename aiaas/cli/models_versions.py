@@ -2,6 +2,7 @@
 
     aiaas models versions support
     aiaas models alias set support production 3
+    aiaas models register support --checkpoint ftckpt-…
     aiaas deployments update support --canary support/4=10
     aiaas deployments rollback support
     aiaas models download ft:… --format hf -o ./model
@@ -41,6 +42,16 @@ def versions(name: str = typer.Argument(..., help="Registered model name."),
             metrics = " ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())
                                if isinstance(val, int | float))
             console.print(f"{v['name']:<24} {aliases:<20} {v['model']}  {metrics}")
+
+
+@handle_errors
+def register(name: str = typer.Argument(..., help="Registered model name (created on first use)."),
+             checkpoint: str = typer.Option(..., "--checkpoint", help="A job checkpoint's id (ftckpt-…)."),
+             base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
+    """Register a kept checkpoint of a succeeded job as the next version of NAME."""
+    with sdk_client(base_url, api_key) as c:
+        v = c.registered_models.register_checkpoint(name, checkpoint)
+    console.print(f"{v['name']} {v['model']} (checkpoint {checkpoint}, step {v['lineage'].get('step')})")
 
 
 @alias_app.command("set")
@@ -96,10 +107,13 @@ def update(name: str,
            canary: str = typer.Option(None, "--canary", help="MODEL=PERCENT: that share to MODEL, the rest to the "
                                                              "deployment's main model."),
            sticky_header: str = typer.Option(None, "--sticky-header", help="Request header that pins a caller."),
+           max_replicas: int = typer.Option(None, "--max-replicas",
+                                            help="At most this many inference threads (Ray: replicas) at once."),
            base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
     """Change a deployment without downtime (the new model is loaded before traffic moves)."""
-    if (model is None) == (canary is None):
-        err_console.print("[red]error[/red] give exactly one of --model and --canary")
+    if model is not None and canary is not None or (model is None and canary is None and max_replicas is None
+                                                     and sticky_header is None):
+        err_console.print("[red]error[/red] give one of --model and --canary, or only --max-replicas/--sticky-header")
         raise typer.Exit(2)
     with sdk_client(base_url, api_key) as c:
         traffic = None
@@ -111,7 +125,8 @@ def update(name: str,
             current = c.deployments.retrieve(name)
             main = max(current["traffic"], key=lambda e: e["weight"])["model"]
             traffic = [{"model": main, "weight": 100 - int(pct)}, {"model": ref, "weight": int(pct)}]
-        dep = c.registered_models.update_deployment(name, model=model, traffic=traffic, sticky_header=sticky_header)
+        dep = c.registered_models.update_deployment(name, model=model, traffic=traffic, sticky_header=sticky_header,
+                                                    max_replicas=max_replicas)
     _show(dep)
 
 
@@ -133,7 +148,8 @@ def revisions(name: str, base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -
 
 def _show(dep: dict) -> None:
     split = ", ".join(f"{e['model']}={e['weight']}%" for e in dep["traffic"])
-    console.print(f"{dep['name']} revision {dep['revision']}: {split}")
+    bound = f" (max_replicas {dep['max_replicas']})" if dep.get("max_replicas") else ""
+    console.print(f"{dep['name']} revision {dep['revision']}: {split}{bound}")
 
 
 def attach(models_app: typer.Typer, deployments: typer.Typer | None = None) -> typer.Typer:
@@ -141,6 +157,7 @@ def attach(models_app: typer.Typer, deployments: typer.Typer | None = None) -> t
     none is given); returns the deployments group."""
     models_app.command("versions")(versions)
     models_app.command("download")(download)
+    models_app.command("register")(register)
     models_app.add_typer(alias_app, name="alias")
     if deployments is not None:
         for cmd in deployments_app.registered_commands:

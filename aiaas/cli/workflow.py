@@ -94,6 +94,8 @@ def jobs_create(
     ),
     validation_file: str = typer.Option(None, "--validation-file"),
     suffix: str = typer.Option(None, "--suffix"),
+    registered_model: str = typer.Option(
+        None, "--registered-model", help="Registered model its model becomes a version of (default: from --suffix)."),
     epochs: str = typer.Option("auto", "--epochs"),
     batch_size: str = typer.Option("auto", "--batch-size"),
     lr_multiplier: str = typer.Option("auto", "--lr-multiplier"),
@@ -119,7 +121,7 @@ def jobs_create(
         job = c.fine_tuning.jobs.create(
             model=model, training_file=training_file, validation_file=validation_file, suffix=suffix,
             hyperparameters=hp, text_column=text_column, label_column=label_column, task=task, seed=seed,
-            time_budget_s=time_budget,
+            time_budget_s=time_budget, registered_model=registered_model,
         )
     if as_json or quiet:
         print_json(job) if as_json else print_ids([job.id])

@@ -54,6 +54,10 @@ HTTP_STATUS: dict[str, int] = {
     "integration_not_allowed": 400,
     "integration_unavailable": 500,
     "no_request_logs": 400,  # issue #16: export of a deployment with no sampled requests kept
+    # Issue 14: a registered model or alias name outside the naming rules; a checkpoint whose weights
+    # were not kept (pruned during training, or the job did not succeed).
+    "invalid_name": 400,
+    "checkpoint_unavailable": 409,
 }
 
 # OpenAI-style "type" per status class.
@@ -121,6 +125,12 @@ class InvalidRequest(AiaasError):
     code = "invalid_request"
 
 
+class InvalidName(InvalidRequest):
+    """A registered model or alias name outside the rules (lowercase letters, digits, '-', '_', '.')."""
+
+    code = "invalid_name"
+
+
 class InvalidFile(AiaasError):
     code = "invalid_file"
 
@@ -150,6 +160,12 @@ class NotFound(AiaasError):
 
 class Conflict(AiaasError):
     code = "conflict"
+
+
+class CheckpointUnavailable(Conflict):
+    """A job checkpoint asked to become a model version has no weights kept to build it from."""
+
+    code = "checkpoint_unavailable"
 
 
 class PayloadTooLarge(AiaasError):

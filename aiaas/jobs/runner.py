@@ -27,11 +27,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from aiaas import __version__
 from aiaas.core.clock import now
 from aiaas.core.errors import AiaasError
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings, make_private_dir
+from aiaas.jobs import kept_checkpoints
 from aiaas.jobs.lease import Lease
 from aiaas.jobs.mlflow_tracker import card_text
 from aiaas.jobs.tracking import TrackingCallbacks, flat_params, start_tracking
@@ -42,7 +45,7 @@ from aiaas.store import files as file_store
 from aiaas.store import jobs as job_store
 from aiaas.store.blobs import BlobStore
 from aiaas.store.encrypted import encrypted
-from aiaas.store.models import File, FineTuningJob, Organization, UsageEvent
+from aiaas.store.models import File, FineTuningJob, JobCheckpoint, Organization, UsageEvent
 
 log = logging.getLogger(__name__)
 LEVELS = {"warning": "warn", "warn": "warn", "error": "error", "info": "info", "debug": "info"}
@@ -75,8 +78,6 @@ class JobCallbacks:
             job.estimated_finish = now() + int(rate * max(0, total - step))
 
     def checkpoint(self, step: int, path: Path, metrics: dict) -> None:
-        from aiaas.store.models import JobCheckpoint
-
         def write(s: Any, job: FineTuningJob) -> None:
             s.add(JobCheckpoint(id=new_id("ftckpt"), org_id=job.org_id, job_id=job.id, step=step,
                                 metrics=_jsonable(metrics), created_at=now()))
@@ -379,6 +380,9 @@ def _finish(lease: Lease, work_dir: Path, blobs: BlobStore, job: FineTuningJob, 
     if export_report is not None:
         blobs.put_dir(key + "/onnx", work_dir / "onnx")
     artifact_uri = uri.rsplit("/model", 1)[0]
+    # Beside the model's key, not under it: deleting the job's model leaves its checkpoints usable.
+    ckpt_key = f"{job.org_id}/models/{job.id}/checkpoints/attempt-{lease.attempt}"
+    kept = kept_checkpoints.keep(blobs, ckpt_key, work_dir, artifact_dir, data.task) if family == TRANSFORMER else {}
     lineage = {
         "base_model": base_id,
         "family": family,
@@ -412,6 +416,9 @@ def _finish(lease: Lease, work_dir: Path, blobs: BlobStore, job: FineTuningJob, 
                             storage_uri=stored.uri, summary={"format": "csv", "rows": len(result.history)})
         registry.register_model(s, model_id=model_id, org_id=j.org_id, job_id=j.id, base_model=base_id,
                                 task=data.task, artifact_uri=artifact_uri, lineage=lineage, card=card)
+        for ckpt in s.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == j.id,
+                                                          JobCheckpoint.step.in_(list(kept)))):
+            ckpt.artifact_uri = kept[ckpt.step]
         j.fine_tuned_model = model_id
         j.status = "succeeded"
         j.finished_at = now()

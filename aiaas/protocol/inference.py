@@ -8,6 +8,8 @@ from pydantic import ConfigDict, Field
 
 from aiaas.protocol.common import StrictModel
 
+MAX_REPLICAS = 64
+
 
 class DeploymentCreate(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "support", "model": "ft:minilm-l6:acme:support:ftjob-abc123", "min_replicas": 0}]})
@@ -15,6 +17,9 @@ class DeploymentCreate(StrictModel):
     name: str = Field(min_length=1, max_length=64)
     model: str = Field(min_length=1, max_length=300)
     min_replicas: Literal[0, 1] = 0
+    # In process: at most this many inference threads serve the deployment at once (a hot deployment
+    # cannot starve the others); on Ray Serve: the autoscaler's upper bound. None: no bound of its own.
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
 
 
 def deployment_public(row: Any, spec: dict[str, Any] | None = None, revision: int = 0) -> dict[str, Any]:
@@ -26,6 +31,7 @@ def deployment_public(row: Any, spec: dict[str, Any] | None = None, revision: in
         "name": row.name,
         "model": row.model,
         "min_replicas": row.min_replicas,
+        "max_replicas": getattr(row, "max_replicas", None),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }

@@ -93,6 +93,9 @@ class JobCreate(StrictModel):
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     validation_fraction: float | None = Field(default=None, gt=0, lt=0.5)
     pii_policy: Literal["allow", "redact", "reject"] = "allow"
+    # The registered model the job adds a version to (issue 14); default: derived from `suffix`, else
+    # the base model. Checked against the naming rules by the service (code invalid_name).
+    registered_model: str | None = Field(default=None, min_length=1, max_length=64)
     # model "auto" only: seconds both candidates may take together (default 900).
     time_budget_s: float | None = Field(default=None, gt=0, le=86_400)
 
@@ -133,6 +136,7 @@ def job_public(row: Any) -> dict[str, Any]:
         # The family the job asked for ("auto" stays "auto"; hyperparameters.family says what it kept).
         "family": opts.get("family", "transformer"),
         "time_budget_s": opts.get("time_budget_s"),
+        "registered_model": opts.get("registered_model"),
         "data_report": row.data_report,
         "metrics": row.metrics,
     }
@@ -159,4 +163,7 @@ def checkpoint_public(row: Any, fine_tuned_model: str | None) -> dict[str, Any]:
         "fine_tuning_job_id": row.job_id,
         "metrics": {"step": row.step, **(row.metrics or {})},
         "step_number": row.step,
+        # Our extension (issue 14): its weights were kept, so POST /v1/registered_models/{name}/versions
+        # with {"checkpoint": id} can make it a model version.
+        "registrable": getattr(row, "artifact_uri", None) is not None,
     }

@@ -36,6 +36,7 @@ def register_model(
     artifact_uri: str,
     lineage: dict[str, Any],
     card: dict[str, Any],
+    registered_model: str | None = None,
 ) -> Model:
     row = Model(
         id=model_id, org_id=org_id, job_id=job_id, base_model=base_model, task=task,
@@ -43,7 +44,7 @@ def register_model(
     )
     session.add(row)
     session.flush()
-    versions.add_version(session, row)  # version N+1 of its registered model, in the same transaction
+    versions.add_version(session, row, name=registered_model)  # version N+1 of its registered model, in the same transaction
     return row
 
 

@@ -132,7 +132,8 @@ class Files(Resource):
 class FineTuningJobs(Resource):
     def create(self, *, model: str, training_file: str, **fields: Any) -> t.FineTuningJob:
         """`model`: a base model id, or a family: "tfidf-linear", "auto", "auto:<base model>"
-        (auto also takes `time_budget_s`). Other fields: the wire's extensions (task, text_column, ...)."""
+        (auto also takes `time_budget_s`). Other fields: the wire's extensions (task, text_column, ...,
+        `registered_model`: the registered model its model becomes a version of; default from `suffix`)."""
         body = clean({"model": model, "training_file": training_file, **fields})
         return typed(self._c.call(Request("POST", "/v1/fine_tuning/jobs", json=body, idempotent=False)),
                      t.FineTuningJob)
@@ -180,8 +181,9 @@ class Models(Resource):
 
 
 class Deployments(Resource):
-    def create(self, name: str, *, model: str, min_replicas: int = 0) -> t.Deployment:
-        body = {"name": name, "model": model, "min_replicas": min_replicas}
+    def create(self, name: str, *, model: str, min_replicas: int = 0, max_replicas: int | None = None) -> t.Deployment:
+        """`max_replicas`: at most that many inference threads (Ray: replicas) serve it at once."""
+        body = clean({"name": name, "model": model, "min_replicas": min_replicas, "max_replicas": max_replicas})
         return typed(self._c.call(Request("POST", "/v1/deployments", json=body, idempotent=False)), t.Deployment)
 
     def list(self, *, limit: int = 20) -> Iterator[t.Deployment]:

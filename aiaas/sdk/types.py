@@ -104,6 +104,7 @@ class FineTuningJob(Result):
     label_column: str | None = None
     family: str | None = None
     time_budget_s: float | None = None
+    registered_model: str | None = None  # the registered model its model becomes a version of
     data_report: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
 
@@ -163,6 +164,7 @@ class Deployment(Result):
     name: str
     model: str
     min_replicas: int = 0
+    max_replicas: int | None = None
     created_at: int
     updated_at: int | None = None
 

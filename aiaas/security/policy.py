@@ -64,6 +64,7 @@ POLICY: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/registered_models"): "read",
     ("GET", "/v1/registered_models/{registered_model}"): "read",
     ("GET", "/v1/registered_models/{registered_model}/versions"): "read",
+    ("POST", "/v1/registered_models/{registered_model}/versions"): "write",
     ("GET", "/v1/registered_models/{registered_model}/versions/{version}"): "read",
     ("DELETE", "/v1/registered_models/{registered_model}/versions/{version}"): "write",
     ("PUT", "/v1/registered_models/{registered_model}/aliases/{alias}"): "write",

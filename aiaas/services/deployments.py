@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from aiaas.core.errors import Conflict, InvalidRequest, not_found
 from aiaas.protocol.common import StrictModel
-from aiaas.protocol.inference import deployment_public
+from aiaas.protocol.inference import MAX_REPLICAS, deployment_public
 from aiaas.registry import models as registry
 from aiaas.services import audit, quotas
 from aiaas.serving.interface import EMBEDDING, ModelRef
@@ -59,8 +59,16 @@ class DeploymentUpdate(StrictModel):
     traffic: list[TrafficEntry] | None = Field(default=None, min_length=1, max_length=MAX_TRAFFIC_ENTRIES)
     sticky_header: str | None = Field(default=None, max_length=64)
     min_replicas: int | None = Field(default=None, ge=0, le=1)
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
     shadow: ShadowSpec | None = None  # mirror `percent` of requests to `model`; null stops it
     request_logging: RequestLogging | None = None  # not a revision: traffic is unchanged
+
+
+def check_replicas(min_replicas: int, max_replicas: int | None) -> None:
+    """min_replicas <= max_replicas (None: no bound of the deployment's own)."""
+    if max_replicas is not None and max_replicas < max(min_replicas, 1):
+        raise InvalidRequest(f"max_replicas ({max_replicas}) must be at least min_replicas ({min_replicas}) "
+                             "and at least 1.", param="max_replicas")
 
 
 def resolve_model(session: Session, org_id: str, ref: str, *, param: str = "model") -> Model:
@@ -121,7 +129,7 @@ def _warm(state: AppContext, artifacts: list[str], *, keep_loaded: bool) -> None
 
 
 def _switched(state: AppContext, org_id: str, dep_name: str, old: set[str], keep: set[str], pinned: set[str],
-              *, remote: tuple[str, str, bool] | None = None) -> None:
+              *, remote: tuple[str, str, bool, int | None] | None = None) -> None:
     """The new revision is committed: drop cached lookups, then unpin/unload models nothing serves now."""
     inference = state.services.inference
     inference.targets.forget(org_id, deployment=dep_name)
@@ -130,8 +138,9 @@ def _switched(state: AppContext, org_id: str, dep_name: str, old: set[str], keep
             inference.local.pin(artifact, False)
         inference.local.evict(artifact)  # closed when its last in-flight request ends
     if remote is not None and inference.remote is not None:
-        dep_id, artifact, keep_loaded = remote
-        from_thread.run(partial(inference.remote.load, ModelRef(artifact, dep_id), keep_loaded=keep_loaded))
+        dep_id, artifact, keep_loaded, max_replicas = remote
+        from_thread.run(partial(inference.remote.load, ModelRef(artifact, dep_id, max_replicas),
+                                keep_loaded=keep_loaded))
 
 
 def _artifacts_in_use(session: Session, org_id: str) -> set[str]:
@@ -150,7 +159,7 @@ def apply(state: AppContext, actor: audit.Actor, org_id: str, name: str, change:
         dep = dep_store.get_deployment(s, org_id, name)
         current = versions.current_spec(s, dep)
         if to_revision is not None:
-            spec = _revision_spec(s, dep, to_revision)
+            spec = dict(_revision_spec(s, dep, to_revision))
         else:
             assert change is not None
             spec = _new_spec(current, change)
@@ -160,12 +169,18 @@ def apply(state: AppContext, actor: audit.Actor, org_id: str, name: str, change:
         except Exception:  # noqa: BLE001 - a version deleted under the old spec: nothing of it to unload
             old_models = []
         min_replicas = dep.min_replicas if change is None or change.min_replicas is None else change.min_replicas
+        max_replicas = dep.max_replicas if change is None or change.max_replicas is None else change.max_replicas
+        if to_revision is not None and "max_replicas" in spec:  # a rollback restores the bound too
+            max_replicas = spec["max_replicas"]
+        check_replicas(min_replicas, max_replicas)
+        spec["max_replicas"] = max_replicas
         dep_id = dep.id
     _warm(state, [m.artifact_uri for m in models], keep_loaded=min_replicas > 0)
     with state.db.session() as s:
         dep = dep_store.get_deployment(s, org_id, name)
         primary = _primary(spec, models)
         dep.model, dep.min_replicas, dep.updated_at = primary.id, min_replicas, versions.now()
+        dep.max_replicas = max_replicas
         try:
             rev = versions.add_revision(s, dep, spec, actor_key_id=actor.key_id, reason=reason)
         except IntegrityError as exc:
@@ -177,7 +192,7 @@ def apply(state: AppContext, actor: audit.Actor, org_id: str, name: str, change:
         pinned = set(dep_store.pinned_artifacts(s))
         out = describe(s, dep)
     _switched(state, org_id, name, {m.artifact_uri for m in old_models}, in_use, pinned,
-              remote=(dep_id, primary.artifact_uri, min_replicas > 0))
+              remote=(dep_id, primary.artifact_uri, min_replicas > 0, max_replicas))
     return out
 
 
@@ -237,17 +252,22 @@ def describe(session: Session, dep: Any) -> dict[str, Any]:
 
 
 def create(session: Session, state: AppContext, actor: audit.Actor, org_id: str, *, name: str, ref: str,
-           min_replicas: int) -> Any:
+           min_replicas: int, max_replicas: int | None = None) -> Any:
     """A new deployment of `ref` (`ft:…`, `name/N`, `name@alias`) as revision 1, audited; its model starts
     serving (pinned and loaded when min_replicas >= 1) once the row exists. Called from a worker thread."""
+    check_replicas(min_replicas, max_replicas)
     model = create_spec(session, org_id, ref)
     quotas.check_deployments(session, state.settings, org_id)
-    row = dep_store.create_deployment(session, org_id, name=name, model=model.id, min_replicas=min_replicas)
-    versions.add_revision(session, row, versions.initial_spec(ref), actor_key_id=actor.key_id, reason="created")
+    row = dep_store.create_deployment(session, org_id, name=name, model=model.id, min_replicas=min_replicas,
+                                      max_replicas=max_replicas)
+    versions.add_revision(session, row, versions.initial_spec(ref) | {"max_replicas": max_replicas},
+                          actor_key_id=actor.key_id, reason="created")
     audit.record(session, actor, "deployment.created", target_type="deployment", target_id=row.id,
-                 details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas})
+                 details={"name": row.name, "model": row.model, "min_replicas": row.min_replicas,
+                          "max_replicas": row.max_replicas})
     session.flush()  # a conflict answers before anything starts serving
-    from_thread.run(state.services.inference.deployed, row.id, model.artifact_uri, row.min_replicas)
+    from_thread.run(state.services.inference.deployed, row.id, model.artifact_uri, row.min_replicas,
+                    row.max_replicas)
     return row
 
 

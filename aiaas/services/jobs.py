@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,7 @@ from aiaas.services import catalog
 from aiaas.services.integrations import check_integrations
 from aiaas.store import files as file_store
 from aiaas.store import jobs as job_store
+from aiaas.store import versions
 from aiaas.store.models import FineTuningJob
 
 
@@ -59,6 +61,7 @@ def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCr
             "base_model": chosen.base.id if chosen.base is not None else None,
             "time_budget_s": body.time_budget_s,
             "integrations": integrations,
+            "registered_model": _registered_model(body, chosen),
         },
         suffix=body.suffix or None,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
@@ -70,6 +73,14 @@ def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCr
     session.flush()
     job_store.add_event(session, job, "info", f"Created fine-tuning job: {job.id}")
     return job
+
+
+def _registered_model(body: JobCreate, chosen: Any) -> str:
+    """The registered model the job's model becomes a version of: as named (it must follow the naming
+    rules: code invalid_name), else derived from the suffix, else from the base model or family."""
+    if body.registered_model is not None:
+        return versions.check_name(body.registered_model, param="registered_model")
+    return versions.name_from(body.suffix, chosen.base.id if chosen.base is not None else chosen.family)
 
 
 def _check_family_options(body: JobCreate, family: str) -> None:

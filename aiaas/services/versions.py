@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
+from aiaas.core.errors import CheckpointUnavailable, Conflict, not_found
 from aiaas.registry import models as registry
 from aiaas.services import audit
 from aiaas.services import deployments as dep_service
 from aiaas.protocol.versions import registered_public, version_public
 from aiaas.store import versions
+from aiaas.store.models import FineTuningJob, JobCheckpoint, RegisteredModel
 
 if TYPE_CHECKING:
     from aiaas.services.context import AppContext
@@ -63,6 +67,47 @@ def delete_version(state: AppContext, actor: audit.Actor, org_id: str, name: str
     state.services.inference.targets.forget(org_id)
     state.services.blobs.delete(uri)
     return {"object": "model_version", "name": f"{name}/{version}", "model": model_id, "deleted": True}
+
+
+def register_checkpoint(state: AppContext, actor: audit.Actor, org_id: str, name: str,
+                        checkpoint_id: str) -> dict[str, Any]:
+    """Make a kept checkpoint of a succeeded job version N+1 of `name` (created on first use), audited.
+    Its model id is the checkpoint's OpenAI name, `<fine-tuned model>:ckpt-step-<step>`; its lineage
+    names the checkpoint and step next to the job, data and base model."""
+    versions.check_name(name)
+    with state.db.session() as s:
+        ckpt = s.scalar(select(JobCheckpoint).where(JobCheckpoint.org_id == org_id, JobCheckpoint.id == checkpoint_id))
+        if ckpt is None:
+            raise not_found("checkpoint", checkpoint_id, param="checkpoint")
+        job = s.get(FineTuningJob, ckpt.job_id)
+        if ckpt.artifact_uri is None or job is None or job.fine_tuned_model is None:
+            raise CheckpointUnavailable(
+                f"Checkpoint {checkpoint_id} (step {ckpt.step}) has no weights kept: only the checkpoints left at "
+                "the end of a succeeded classification job (the newest two and the best) can become versions; "
+                "list them with GET /v1/fine_tuning/jobs/{id}/checkpoints ('registrable').", param="checkpoint")
+        model_id = f"{job.fine_tuned_model}:ckpt-step-{ckpt.step}"
+        done = versions.version_of_model(s, org_id, model_id)
+        if done is not None:
+            rm = s.get(RegisteredModel, done.registered_model_id)
+            raise Conflict(f"Checkpoint {checkpoint_id} is already version "
+                           f"{rm.name if rm else '?'}/{done.version} ({model_id}).", param="checkpoint")
+        final = registry.get_model(s, org_id, job.fine_tuned_model)
+        metrics = {k: v for k, v in (ckpt.metrics or {}).items() if not isinstance(v, list | dict)}
+        lineage = {**(final.lineage or {}), "metrics": metrics, "checkpoint": ckpt.id, "step": ckpt.step}
+        card = {**(final.card or {}), "model_id": model_id, "metrics": metrics,
+                "checkpoint": {"id": ckpt.id, "step": ckpt.step, "fine_tuned_model": final.id}}
+        model = registry.register_model(s, model_id=model_id, org_id=org_id, job_id=job.id,
+                                        base_model=final.base_model, task=final.task,
+                                        artifact_uri=ckpt.artifact_uri, lineage=lineage, card=card,
+                                        registered_model=name)
+        mv = versions.version_of_model(s, org_id, model.id)
+        assert mv is not None
+        audit.record(s, actor, "model.version.created", target_type="model", target_id=model_id,
+                     details={"registered_model": name, "version": mv.version, "checkpoint": ckpt.id,
+                              "step": ckpt.step})
+        rm = versions.get_registered(s, org_id, name)
+        prev = versions.get_version(s, rm, mv.parent_version) if mv.parent_version else None
+        return version_public(rm, mv, aliases_of=versions.aliases(s, rm), previous=prev)
 
 
 def set_alias(state: AppContext, actor: audit.Actor, org_id: str, name: str, alias: str, version: int) -> dict[str, Any]:

@@ -43,6 +43,9 @@ def thresholds_in_label_order(thresholds: Any, labels: Sequence[str]) -> list[fl
 class ModelRef:
     artifact: str  # a blob URI (fine-tuned model) or "base:<id>" (exported base model)
     deployment_id: str | None = None
+    # The deployment's max_replicas: in process, at most this many batches of the model run at once
+    # (inference threads it may hold); on Ray Serve, the autoscaler's upper bound. None: no bound of its own.
+    max_replicas: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

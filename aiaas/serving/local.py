@@ -45,7 +45,7 @@ class LocalRuntime(Runtime):
         self._on_batch = on_batch
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="infer")
         self._cache: ModelCache | None = None
-        self._batchers: dict[tuple[str, str], tuple[ServedModel, MicroBatcher[str, Row]]] = {}
+        self._batchers: dict[tuple[str, str, int], tuple[ServedModel, MicroBatcher[str, Row]]] = {}
         self._closed = False
 
     @property
@@ -64,10 +64,10 @@ class LocalRuntime(Runtime):
             await self.cache.get(ref.artifact)
 
     async def predict(self, ref: ModelRef, texts: list[str]) -> Outputs:
-        return await self._run(ref.artifact, texts, SCORES)
+        return await self._run(ref, texts, SCORES)
 
     async def embed(self, ref: ModelRef, texts: list[str]) -> Outputs:
-        return await self._run(ref.artifact, texts, EMBEDDINGS)
+        return await self._run(ref, texts, EMBEDDINGS)
 
     async def ready(self, ref: ModelRef) -> bool:
         return not self._closed and self._cache is not None and ref.artifact in self._cache
@@ -103,19 +103,25 @@ class LocalRuntime(Runtime):
             self._batchers.pop(key, None)
 
     # -- internals ------------------------------------------------------------------------------
-    async def _run(self, artifact: str, texts: list[str], kind: str) -> Outputs:
+    async def _run(self, ref: ModelRef, texts: list[str], kind: str) -> Outputs:
+        artifact = ref.artifact
         # The model is held in the cache while the request runs, so eviction never hits it mid-flight.
         async with self.cache.use(artifact) as predictor:
             info = predictor.info
             if kind == EMBEDDINGS and not info.embeddings:
                 raise _no_embeddings(info)
-            pairs = await self._batcher(artifact, kind, predictor).submit(texts)
+            pairs = await self._batcher(artifact, kind, predictor, ref.max_replicas).submit(texts)
         rows = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, 0), dtype=np.float32)
         unknown = sum(p[2] for p in pairs) if pairs and pairs[0][2] >= 0 else None
         return Outputs(rows, sum(p[1] for p in pairs), info, unknown)
 
-    def _batcher(self, artifact: str, kind: str, predictor: ServedModel) -> MicroBatcher[str, Row]:
-        current = self._batchers.get((artifact, kind))
+    def _batcher(self, artifact: str, kind: str, predictor: ServedModel,
+                 max_replicas: int | None) -> MicroBatcher[str, Row]:
+        """The model's batcher for this bound: at most `max_replicas` (a deployment's bound, else every
+        inference thread) of its batches run at once, so a hot deployment leaves threads for the others.
+        Callers with different bounds (a bounded deployment, the model called by id) batch apart."""
+        limit = self._threads if max_replicas is None else max(1, min(self._threads, max_replicas))
+        current = self._batchers.get((artifact, kind, limit))
         if current is None or current[0] is not predictor:
             scores = kind == SCORES
 
@@ -131,13 +137,13 @@ class LocalRuntime(Runtime):
             batcher: MicroBatcher[str, Row] = MicroBatcher(
                 run,
                 executor=self.executor,
-                max_concurrency=self._threads,
+                max_concurrency=limit,
                 max_batch_size=predictor.bucket_size,
                 length=text_length,
                 on_batch=None if self._on_batch is None else functools.partial(self._on_batch, kind),
             )
             current = (predictor, batcher)
-            self._batchers[(artifact, kind)] = current
+            self._batchers[(artifact, kind, limit)] = current
         return current[1]
 
 

@@ -29,7 +29,7 @@ class GatewayRuntime(Runtime):
     async def load(self, ref: ModelRef, *, keep_loaded: bool = False) -> None:
         """Start (or roll) the deployment's Serve application; returns once a replica runs."""
         await self.client.deploy(self._name(ref), ref.artifact, min_replicas=int(keep_loaded),
-                                  max_replicas=self.max_replicas)
+                                  max_replicas=ref.max_replicas or self.max_replicas)
 
     async def unload(self, ref: ModelRef) -> None:
         await self.client.delete(self._name(ref))

@@ -27,13 +27,14 @@ def check_name(name: str) -> str:
     return name
 
 
-def create_deployment(session: Session, org_id: str, *, name: str, model: str, min_replicas: int) -> Deployment:
+def create_deployment(session: Session, org_id: str, *, name: str, model: str, min_replicas: int,
+                      max_replicas: int | None = None) -> Deployment:
     check_name(name)
     if session.scalar(select(Deployment.id).where(Deployment.org_id == org_id, Deployment.name == name)):
         raise Conflict(f"A deployment named '{name}' already exists; delete it or pick another name.", param="name")
     t = now()
     row = Deployment(id=new_id("dep"), org_id=org_id, name=name, model=model, min_replicas=min_replicas,
-                     created_at=t, updated_at=t)
+                     max_replicas=max_replicas, created_at=t, updated_at=t)
     session.add(row)
     try:
         session.flush()

@@ -116,6 +116,9 @@ class JobCheckpoint(Base):
     step: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # The checkpoint as a servable artifact (weights + ONNX), kept when its job succeeded: it can then be
+    # registered as a model version (issue 14). None: pruned during training, or the job did not succeed.
+    artifact_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Model(Base):
@@ -143,6 +146,9 @@ class Deployment(Base):
     name: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(300))
     min_replicas: Mapped[int] = mapped_column(Integer, default=0)
+    # At most this many inference calls of this deployment run at once on a node (None: the node's
+    # inference threads); on Ray, the autoscaler's upper bound.
+    max_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
     # Sampled request/response logging (issue 16): off (0) by default; records kept this many days.

@@ -13,12 +13,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from aiaas.core.errors import Conflict, InvalidRequest, not_found
+from aiaas.core.errors import Conflict, InvalidName, not_found
 from aiaas.core.ids import new_id
 from aiaas.store.models import (
     Deployment,
     DeploymentRevision,
     FineTuningJob,
+    JobCheckpoint,
     Model,
     ModelAlias,
     ModelVersion,
@@ -34,7 +35,7 @@ _SLUG = re.compile(r"[^a-z0-9_.-]+")
 
 def check_name(name: str, *, what: str = "registered model", param: str = "name") -> str:
     if not NAME_RE.match(name):
-        raise InvalidRequest(
+        raise InvalidName(
             f"Invalid {what} name '{name[:80]}': use 1-64 lowercase letters, digits, '-', '_' and '.', "
             "starting and ending with a letter or digit.", param=param)
     return name
@@ -43,23 +44,28 @@ def check_name(name: str, *, what: str = "registered model", param: str = "name"
 def check_alias(alias: str) -> str:
     check_name(alias, what="alias", param="alias")
     if alias.isdigit() or alias == "latest":
-        raise InvalidRequest(f"'{alias}' cannot be an alias: numbers name versions and 'latest' is reserved.",
+        raise InvalidName(f"'{alias}' cannot be an alias: numbers name versions and 'latest' is reserved.",
                              param="alias")
     return alias
 
 
+def name_from(*candidates: str | None) -> str:
+    """The first candidate that makes a valid name once lowercased and slugged ('My_Suffix' -> 'my_suffix')."""
+    for candidate in candidates:
+        name = _SLUG.sub("-", str(candidate or "").lower()).strip("-._")[:64].strip("-._")
+        if name and NAME_RE.match(name):
+            return name
+    return "model"
+
+
 def derived_name(session: Session, model: Model) -> str:
-    """The registered model a fine-tuned model belongs to: the job's `registered_model` option, else its
-    `suffix`, else its base model's name."""
+    """The registered model a fine-tuned model belongs to: the job's `registered_model` option (set when
+    the job was created: named, or derived from its `suffix`), else its `suffix`, else its base model."""
     job = session.get(FineTuningJob, model.job_id) if model.job_id else None
     options = (job.options or {}) if job is not None else {}
     parts = model.id.split(":")
     suffix = job.suffix if job is not None else (parts[3] if len(parts) == 5 else None)
-    for candidate in (options.get("registered_model"), suffix, model.base_model):
-        name = _SLUG.sub("-", str(candidate or "").lower()).strip("-._")[:64]
-        if name and NAME_RE.match(name):
-            return name
-    return "model"
+    return name_from(options.get("registered_model"), suffix, model.base_model)
 
 
 def add_version(session: Session, model: Model, *, name: str | None = None) -> ModelVersion:
@@ -87,7 +93,7 @@ def add_version(session: Session, model: Model, *, name: str | None = None) -> M
             "parent_version": parent,
             "training_file_sha256": (lineage.get("training_file") or {}).get("sha256"),
             "validation_file_sha256": (lineage.get("validation_file") or {}).get("sha256"),
-        },
+        } | ({"checkpoint": lineage["checkpoint"], "step": lineage.get("step")} if lineage.get("checkpoint") else {}),
     )
     session.add(row)
     session.flush()
@@ -255,7 +261,13 @@ def check_unused(session: Session, org_id: str, model_id: str, *, what: str) -> 
 
 
 def delete_version_of(session: Session, org_id: str, model_id: str) -> None:
-    """The fine-tuned model is being deleted: drop its version row and aliases pointing at it."""
+    """The fine-tuned model is being deleted: drop its version row and aliases pointing at it; a checkpoint
+    it was built from can no longer become a version (its artifact goes with the model)."""
+    model = session.scalar(select(Model).where(Model.org_id == org_id, Model.id == model_id))
+    if model is not None:
+        for ckpt in session.scalars(select(JobCheckpoint).where(JobCheckpoint.org_id == org_id,
+                                                                JobCheckpoint.artifact_uri == model.artifact_uri)):
+            ckpt.artifact_uri = None
     mv = version_of_model(session, org_id, model_id)
     if mv is None:
         return

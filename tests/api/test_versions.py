@@ -176,3 +176,23 @@ async def test_shadow_mirrors_requests_and_records_agreement(client, org_a, two_
     assert r.status_code == 409  # the shadow candidate is in use
     r = await client.patch("/v1/deployments/sup", headers=org_a.headers, json={"shadow": None})
     assert r.json()["shadow"] is None
+
+
+async def test_max_replicas_is_validated_shown_changed_and_rolled_back(client, org_a, two_versions):
+    h = org_a.headers
+    r = await client.post("/v1/deployments", headers=h, json={"name": "sup", "model": "support/1", "max_replicas": 0})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_replicas", r.text
+    r = await client.post("/v1/deployments", headers=h, json={"name": "sup", "model": "support/1", "max_replicas": 65})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_replicas", r.text
+    r = await client.post("/v1/deployments", headers=h, json={"name": "sup", "model": "support/1", "max_replicas": 2})
+    assert r.status_code == 201 and r.json()["max_replicas"] == 2, r.text
+    r = await client.patch("/v1/deployments/sup", headers=h, json={"max_replicas": 1})
+    assert r.status_code == 200 and r.json()["max_replicas"] == 1 and r.json()["revision"] == 2, r.text
+    r = await client.post("/v1/deployments/sup/predict", headers=h, json=TEXTS)
+    assert r.status_code == 200, r.text  # served through the bounded batcher
+    r = await client.post("/v1/deployments/sup/rollback", headers=h, json={})
+    assert r.status_code == 200 and r.json()["max_replicas"] == 2, r.text
+    revs = (await client.get("/v1/deployments/sup/revisions", headers=h)).json()["data"]
+    assert [x["spec"]["max_replicas"] for x in revs] == [2, 1, 2]
+    r = await client.get("/v1/deployments", headers=h)
+    assert r.json()["data"][0]["max_replicas"] == 2

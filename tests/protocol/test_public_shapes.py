@@ -48,11 +48,11 @@ def test_key_and_organization() -> None:
 
 def test_deployment() -> None:
     row = SimpleNamespace(
-        id="dep-1", name="support", model="ft:x", min_replicas=1, created_at=1, updated_at=2
+        id="dep-1", name="support", model="ft:x", min_replicas=1, max_replicas=2, created_at=1, updated_at=2
     )
     assert _dump(inference.deployment_public(row)) == (
         '{"id":"dep-1","object":"deployment","name":"support","model":"ft:x","min_replicas":1,'
-        '"created_at":1,"updated_at":2}'
+        '"max_replicas":2,"created_at":1,"updated_at":2}'
     )
 
 

@@ -334,6 +334,45 @@ async def test_scale_to_zero_and_back(backend, model_artifact):
     assert cold_start < 60
 
 
+@pytest.mark.timeout(480)  # the load, both scalings and the session's start on a busy 2-core box
+async def test_replicas_scale_up_under_load_then_back_to_min_replicas(backend, model_artifact):
+    """Autoscaling from the deployment's min/max replicas and a target of in-flight requests per replica:
+    24 callers in flight (target 4 per replica) take it from 1 to max_replicas=2; once they stop, it goes
+    back to min_replicas=0."""
+    import asyncio
+
+    _, uri, _ = model_artifact
+    backend.deploy("scale", uri, min_replicas=0, max_replicas=2)
+    seen: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+    t0 = time.monotonic()
+
+    async def caller() -> None:
+        while not stop.is_set():
+            await backend.predict("scale", TEXTS * 8)
+
+    async def until(pred, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen.append((round(time.monotonic() - t0, 1), backend.replicas("scale")))
+            if pred(seen[-1][1]):
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}; replicas over time: {seen}")
+
+    callers = [asyncio.create_task(caller()) for _ in range(24)]
+    try:
+        await until(lambda n: n == 2, 120, "the scale-up to max_replicas")
+    finally:
+        stop.set()
+        await asyncio.gather(*callers)
+    up = seen[-1][0]
+    await until(lambda n: n == 0 and backend.replica_states("scale") == {}, 120, "the scale-down to min_replicas")
+    print(f"replicas over time (s, running): {seen}; 2 at {up}s under load, 0 at {seen[-1][0]}s")
+    assert max(n for _, n in seen) == 2  # never above max_replicas
+    backend.delete("scale")
+
+
 async def test_killed_replica_is_replaced(backend, model_artifact):
     from aiaas.cluster.listeners import descendants
 

@@ -43,7 +43,7 @@ async def predict(name: str, body: PredictRequest, request: Request, principal: 
 def create_deployment(body: DeploymentCreate, principal: PrincipalDep, session: SessionDep, state: StateDep,
                       actor: ActorDep) -> dict:
     row = dep_service.create(session, state, actor, principal.org_id, name=body.name, ref=body.model,
-                             min_replicas=body.min_replicas)
+                             min_replicas=body.min_replicas, max_replicas=body.max_replicas)
     return dep_service.describe(session, row)
 
 

@@ -46,13 +46,14 @@ def retrieve_model(model: str, principal: PrincipalDep, session: SessionDep, sta
     raise not_found("model", model, param="model")
 
 
-@router.get("/models/{model}/content", response_class=StreamingResponse,
+@router.get("/models/{model:path}/content", response_class=StreamingResponse,
             responses=documented(None, "not_found", "invalid_request", media=r.ARCHIVES))
 async def download_model(model: str, principal: PrincipalDep, state: StateDep, actor: ActorDep,
                          format: Literal["hf", "onnx"] = "hf",  # noqa: A002 - the query parameter's name
                          archive: Literal["tar.gz", "zip"] = "tar.gz") -> StreamingResponse:
     """The decrypted artifact as an archive (`hf`: transformers directory + model card; `onnx`: the served
-    graph, tokenizer and label map). `model`: `ft:…`, `name/N` or `name@alias`."""
+    graph, tokenizer and label map). `model`: `ft:…`, `name/N` or `name@alias`; the slash of `name/N`
+    may be sent as is or encoded (`name%2FN`), both reach here as `name/N`."""
     filename, chunks = await run_in_threadpool(download.build_archive, state, actor, principal.org_id, model,
                                                format, archive)
     return StreamingResponse(iterate_in_threadpool(chunks),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
 from aiaas.api.deps import ActorDep, PrincipalDep, StateDep
 from aiaas.api.openapi import documented
@@ -19,6 +20,10 @@ class AliasSet(StrictModel):
     version: int = Field(ge=1, le=10**9)
 
 
+class VersionCreate(StrictModel):
+    checkpoint: str = Field(min_length=1, max_length=64)  # a job checkpoint's id (ftckpt-…)
+
+
 @router.get("/registered_models", responses=documented(r.Page[r.RegisteredModel]))
 def list_registered_models(principal: PrincipalDep, state: StateDep) -> dict:
     return list_response(service.list_registered(state, principal.org_id), has_more=False)
@@ -32,6 +37,15 @@ def retrieve_registered_model(registered_model: str, principal: PrincipalDep, st
 @router.get("/registered_models/{registered_model}/versions", responses=documented(r.Page[r.ModelVersion], "not_found"))
 def list_model_versions(registered_model: str, principal: PrincipalDep, state: StateDep) -> dict:
     return list_response(service.list_versions(state, principal.org_id, registered_model), has_more=False)
+
+
+@router.post("/registered_models/{registered_model}/versions", status_code=201,
+             responses=documented(r.ModelVersion, "not_found", "conflict", "checkpoint_unavailable", status=201, post=True))
+async def create_model_version(registered_model: str, body: VersionCreate, principal: PrincipalDep,
+                               state: StateDep, actor: ActorDep) -> dict:
+    """Register a kept checkpoint of a succeeded job as the next version (lineage: checkpoint and step)."""
+    return await run_in_threadpool(service.register_checkpoint, state, actor, principal.org_id, registered_model,
+                                   body.checkpoint)
 
 
 @router.get("/registered_models/{registered_model}/versions/{version}", responses=documented(r.ModelVersion, "not_found"))

@@ -86,6 +86,7 @@ class InferenceService:
         self.monitor = monitor  # live-traffic statistics per deployment (services/monitoring.py)
         self.targets = Targets(db, settings)
         self.shadows = Shadows()
+        self._in_flight = 0  # callers' classifications running now (on the event loop: no lock)
         self.local = LocalRuntime(
             ArtifactLoader(settings, blobs),
             threads=settings.inference_threads,
@@ -120,12 +121,18 @@ class InferenceService:
             raise InvalidRequest(f"'{name}' is a base model without a classification head; fine-tune it first.",
                                  param="model")
         t0 = time.perf_counter()
-        out = await self._runtime(target).predict(target.ref, texts)
+        self._in_flight += 1
+        try:
+            out = await self._runtime(target).predict(target.ref, texts)
+        finally:
+            self._in_flight -= 1
         if isinstance(found, Split) and found.shadow is not None:  # the caller never waits for the candidate
             candidate = found.shadow
+            # Spare capacity only: one inference thread, and only while no caller's request is running.
+            bounded = ModelRef(candidate.artifact, candidate.deployment_id, 1)
             self.shadows.maybe_mirror(caller.org_id, found.deployment or name, candidate.model_id,
                                       found.shadow_percent, out, (time.perf_counter() - t0) * 1000,
-                                      lambda: self.local.predict(candidate.ref, texts))
+                                      lambda: self.local.predict(bounded, texts), spare=self._in_flight == 0)
         await settle(self.limiter, caller, estimate, out.tokens)
         results = shaping.classification_results(out.info, out.rows, top_k=top_k, thresholds=target.thresholds)
         if target.log_sample_rate and self.request_log is not None and target.deployment_id is not None:
@@ -177,14 +184,16 @@ class InferenceService:
         return await self.targets.version(org_id, name, version)
 
     # -- deployments ----------------------------------------------------------------------------
-    async def deployed(self, deployment_id: str, artifact: str, min_replicas: int) -> None:
-        """A deployment was created: keep its model loaded if asked; on Ray, start its application."""
+    async def deployed(self, deployment_id: str, artifact: str, min_replicas: int,
+                       max_replicas: int | None = None) -> None:
+        """A deployment was created: keep its model loaded if asked; on Ray, start its application
+        (autoscaling between min_replicas and max_replicas, else the cluster's AIAAS_RAY_MAX_REPLICAS)."""
         if min_replicas and self.remote is None:  # loaded now; 409 insufficient_memory if it cannot fit
             await self.local.load(ModelRef(artifact, deployment_id), keep_loaded=True)
         elif min_replicas:
             self.local.pin(artifact, True)
         if self.remote is not None:
-            await self.remote.load(ModelRef(artifact, deployment_id), keep_loaded=min_replicas > 0)
+            await self.remote.load(ModelRef(artifact, deployment_id, max_replicas), keep_loaded=min_replicas > 0)
 
     async def undeployed(self, org_id: str, name: str, deployment_id: str, *, unpin: str | None) -> None:
         """A deployment was deleted: forget its lookups, let `unpin` (its model, when no other deployment

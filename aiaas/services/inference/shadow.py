@@ -1,7 +1,10 @@
 """Shadow traffic: a deployment mirrors a share of its requests to a candidate version.
 
 Callers only ever get the primary's answer: the mirror runs after the answer is computed, as a task
-of its own that the request does not wait for, and a slow or failing candidate is only counted. Per
+of its own that the request does not wait for, and a slow or failing candidate is only counted. Nor do
+callers pay for it in latency: a mirror starts only on spare capacity (no caller's request running in
+this process at that moment) and the candidate's batches run on one inference thread at most;
+a sampled request that finds no spare capacity is counted as `dropped`, never queued. Per
 deployment (in this process) it records how often the candidate's label agrees with the primary's,
 how far its scores are (mean and max absolute difference, labels aligned by name) and both
 latencies. `GET /v1/deployments/{name}/shadow` reads it.
@@ -33,7 +36,7 @@ class ShadowStats:
     percent: int
     mirrored: int = 0
     compared: int = 0
-    dropped: int = 0
+    dropped: int = 0  # sampled, but not run: no spare capacity then
     errors: int = 0
     texts: int = 0
     agreements: int = 0
@@ -85,8 +88,9 @@ class Shadows:
         return self._stats.get((org_id, deployment))
 
     def maybe_mirror(self, org_id: str, deployment: str, candidate: str, percent: int, primary: Outputs,
-                     primary_ms: float, run: Callable[[], Awaitable[Outputs]]) -> None:
-        """Mirror this request with probability percent/100; returns at once."""
+                     primary_ms: float, run: Callable[[], Awaitable[Outputs]], *, spare: bool = True) -> None:
+        """Mirror this request with probability percent/100 when `spare` (no caller's request is running)
+        and no mirror of this deployment is in flight; returns at once."""
         key = (org_id, deployment)
         stats = self._stats.get(key)
         if stats is None or stats.candidate != candidate or stats.percent != percent:
@@ -94,7 +98,7 @@ class Shadows:
         stats.primary_ms.append(primary_ms)
         if self._rng.random() * 100 >= percent:
             return
-        if len(self._tasks) >= MAX_PENDING:
+        if not spare or len(self._tasks) >= MAX_PENDING:
             stats.dropped += 1
             return
         stats.mirrored += 1

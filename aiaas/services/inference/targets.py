@@ -32,10 +32,11 @@ class Target:
     deployment_id: str | None = None
     labels: tuple[str, ...] = ()
     log_sample_rate: float = 0.0  # the deployment's sampled request logging (services/request_log.py)
+    max_replicas: int | None = None  # the deployment's bound on the inference threads it may hold
     ref: ModelRef = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ref", ModelRef(self.artifact, self.deployment_id))
+        object.__setattr__(self, "ref", ModelRef(self.artifact, self.deployment_id, self.max_replicas))
 
 
 def _model_target(model: Any, dep: Any = None) -> Target:
@@ -45,7 +46,8 @@ def _model_target(model: Any, dep: Any = None) -> Target:
     return Target(model.id, model.artifact_uri, model.task, None if thresholds is None else tuple(thresholds),
                   deployment=dep.name if dep is not None else None,
                   deployment_id=dep.id if dep is not None else None, labels=labels,
-                  log_sample_rate=float(dep.request_log_sample_rate or 0.0) if dep is not None else 0.0)
+                  log_sample_rate=float(dep.request_log_sample_rate or 0.0) if dep is not None else 0.0,
+                  max_replicas=getattr(dep, "max_replicas", None))
 
 
 def resolve_target(db: Database, settings: Settings, org_id: str, name: str, *,
