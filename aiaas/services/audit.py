@@ -31,7 +31,7 @@ ACTIONS = frozenset({
     "deployment.created", "deployment.deleted", "deployment.drift",
     "deployment.updated", "model.alias.set", "model.alias.deleted", "model.version.deleted", "model.downloaded",
     "webhook.created", "webhook.deleted",
-    "auth.failed",
+    "auth.failed", "console.signed_in", "console.signed_out",
     "organization.deleted",
 })
 

@@ -25,6 +25,7 @@ from aiaas.services.inference.loader import ArtifactLoader
 from aiaas.services.inference.metering import Caller, precharge, settle
 from aiaas.services.inference.shadow import Shadows
 from aiaas.services.inference.targets import Split, Target, Targets
+from aiaas.services.inference.traffic import DeploymentTraffic
 from aiaas.services.inference.tokens import estimate_tokens
 from aiaas.services.monitoring import TrafficMonitor
 from aiaas.services.usage import UsageRecorder
@@ -81,6 +82,7 @@ class InferenceService:
         self.monitor = monitor  # live-traffic statistics per deployment (services/monitoring.py)
         self.targets = Targets(db, settings)
         self.shadows = Shadows()
+        self.traffic = DeploymentTraffic()  # request rate and latency per deployment (the console's charts)
         self.local = LocalRuntime(
             ArtifactLoader(settings, blobs),
             threads=settings.inference_threads,
@@ -103,6 +105,7 @@ class InferenceService:
                        headers: Mapping[str, str] | None = None) -> Answer:
         """Label each text. `deployment_only`: `name` is a deployment's (the native predict route).
         `headers`: the request's, for a deployment's sticky traffic split."""
+        started = time.perf_counter()
         texts = check_inputs(inputs, self.settings, field=field)
         estimate = await self._precharge(caller, texts)
         found = await (self.targets.split(caller.org_id, name) if deployment_only
@@ -120,22 +123,24 @@ class InferenceService:
                                       lambda: self.local.predict(candidate.ref, texts))
         await settle(self.limiter, caller, estimate, out.tokens)
         results = shaping.classification_results(out.info, out.rows, top_k=top_k, thresholds=target.thresholds)
-        return self._meter(caller, target, results, out, texts)
+        return self._meter(caller, target, results, out, texts, started)
 
     async def embed(self, caller: Caller, name: str, inputs: Any, *, dimensions: int | None = None,
                     field: str = "input", headers: Mapping[str, str] | None = None) -> Answer:
         """[N, H] float32 embeddings, L2-normalised (after trimming to `dimensions`)."""
+        started = time.perf_counter()
         texts = check_inputs(inputs, self.settings, field=field)
         estimate = await self._precharge(caller, texts)
         target = await self.targets.any(caller.org_id, name, headers=headers)
         out = await self.local.embed(target.ref, texts)
         await settle(self.limiter, caller, estimate, out.tokens)
         vectors = shaping.trim_embeddings(out.rows, dimensions).astype(np.float32, copy=False)
-        return self._meter(caller, target, vectors, out, texts)
+        return self._meter(caller, target, vectors, out, texts, started)
 
     async def infer_tensors(self, caller: Caller, name: str, version: str | None,
                             request: codec.InferRequest, *, headers: Mapping[str, str] | None = None) -> Answer:
         """Open Inference Protocol: the `text` input in, the outputs the request names out."""
+        started = time.perf_counter()
         texts = check_inputs(shaping.texts_of(request), self.settings, field="text")
         estimate = await self._precharge(caller, texts)
         target = await self.oip_target(caller.org_id, name, version, headers=headers)
@@ -145,7 +150,7 @@ class InferenceService:
             out = await self._runtime(target).predict(target.ref, texts)
         await settle(self.limiter, caller, estimate, out.tokens)
         tensors = shaping.output_tensors(target.task, out.info, out.rows, target.thresholds)
-        return self._meter(caller, target, shaping.select_outputs(tensors, request.outputs), out, texts)
+        return self._meter(caller, target, shaping.select_outputs(tensors, request.outputs), out, texts, started)
 
     async def ready(self, org_id: str, name: str, version: str | None = None) -> bool:
         """Whether the named model is loaded now (a scaled-to-zero model is not: its next request loads it)."""
@@ -179,6 +184,7 @@ class InferenceService:
         if unpin is not None:
             self.local.pin(unpin, False)
         self.targets.forget(org_id, deployment=name)
+        self.traffic.forget(deployment_id)
         if self.remote is not None:
             await self.remote.unload(ModelRef("", deployment_id))
 
@@ -212,8 +218,11 @@ class InferenceService:
             return self.remote
         return self.local
 
-    def _meter(self, caller: Caller, target: Target, results: Any, out: Outputs, texts: list[str]) -> Answer:
+    def _meter(self, caller: Caller, target: Target, results: Any, out: Outputs, texts: list[str],
+               started: float) -> Answer:
         self.usage.record_inference(caller.org_id, caller.key_id, target.model_id, 1, out.tokens)
+        if target.deployment_id is not None:
+            self.traffic.record(target.deployment_id, (time.perf_counter() - started) * 1000)
         if self.monitor is not None and target.deployment_id is not None:
             self.monitor.observe(target.deployment_id, caller.org_id, target.deployment or "", target.model_id,
                                  target.labels, texts, out, target.thresholds)
