@@ -46,7 +46,17 @@ def traffic_charts(series: dict[str, Any]) -> dict[str, Any]:
             for i, (m, c) in enumerate(zip(series["minutes"], counts, strict=True))]
     p99 = series["p99_ms"]
     lat_top = _nice_top(max((v for v in p99 if v is not None), default=0))
-    return {"w": CHART_W, "h": CHART_H, "bars": bars, "top": top, "lat_top": lat_top,
+    def y(v: float) -> float:
+        return round(CHART_H - CHART_H * min(v, lat_top) / lat_top, 1)
+
+    def alone(i: int) -> bool:  # a minute with requests between two without: a dot, not a line
+        return all(j < 0 or j >= len(p99) or p99[j] is None for j in (i - 1, i + 1))
+
+    dots = [{"x": round(i * step + step / 2, 1), "p50": y(v50), "p99": y(v99), "v50": v50, "v99": v99,
+             "at": bars[i]["at"]}
+            for i, (v50, v99) in enumerate(zip(series["p50_ms"], p99, strict=True))
+            if v50 is not None and v99 is not None and alone(i)]
+    return {"w": CHART_W, "h": CHART_H, "bars": bars, "top": top, "lat_top": lat_top, "dots": dots,
             "p50": _polylines(series["p50_ms"], lat_top, step), "p99": _polylines(p99, lat_top, step),
             "start": time.strftime("%H:%M", time.gmtime(series["minutes"][0] * 60)) if series["minutes"] else "",
             "total": series["total"]}
@@ -74,7 +84,9 @@ def metric_cells(version: dict[str, Any], columns: list[str]) -> list[dict[str, 
     cells = []
     for k in columns:
         v, p = metrics.get(k), before.get(k)
-        delta = v - p if _is_number(v) and _is_number(p) else None
+        delta = None
+        if isinstance(v, int | float) and isinstance(p, int | float) and _is_number(v) and _is_number(p):
+            delta = float(v) - float(p)
         better = None
         if delta:
             lower = any(word in k.lower() for word in LOWER_IS_BETTER)

@@ -32,12 +32,12 @@ from aiaas.store.pagination import page
 from aiaas.ui.auth import ConsoleDep
 from aiaas.ui.charts import traffic_charts
 from aiaas.ui.pages import PAGE, actor
-from aiaas.ui.render import SECURITY_HEADERS, ConsoleRoute, bar_rows, redirect, render
+from aiaas.ui.render import SECURITY_HEADERS, ConsoleRoute, redirect, render
 
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute)
 DAY_S = 86_400
 REVISIONS_SHOWN = 20
-REFS_OFFERED = 200
+REFS_OFFERED = 100
 
 
 def model_refs(c: ConsoleDep) -> list[str]:
@@ -77,16 +77,15 @@ def create_deployment(request: Request, c: ConsoleDep, name: Annotated[str, Form
     return redirect(f"/ui/deployments/{row.name}")
 
 
-def _request_rate(c: ConsoleDep, model: str) -> dict[str, Any]:
+def _requests_24h(c: ConsoleDep, model: str) -> int:
+    """Metered requests to the deployment's model over the last day (every key, every deployment of it)."""
     recorder = c.state.services.usage
     if recorder is not None:
         recorder.flush()
     end = int(time.time()) + 1
-    prices = usage_service.PriceSheet.from_settings(c.state.settings)
-    by_day = usage_service.summarize(c.db, c.org_id, start=end - 14 * DAY_S, end=end, group_by="day", prices=prices)
-    by_model = usage_service.summarize(c.db, c.org_id, start=end - DAY_S, end=end, group_by="model", prices=prices)
-    return {"last_24h": sum(b["requests"] for b in by_model["data"] if b["model"] == model),
-            "org_by_day": bar_rows({b["day"]: b["requests"] for b in by_day["data"]})}
+    by_model = usage_service.summarize(c.db, c.org_id, start=end - DAY_S, end=end, group_by="model",
+                                       prices=usage_service.PriceSheet.from_settings(c.state.settings))
+    return sum(b["requests"] for b in by_model["data"] if b["model"] == model)
 
 
 @router.get("/deployments/{name}")
@@ -104,14 +103,18 @@ def deployment_page(request: Request, c: ConsoleDep, name: str) -> HTMLResponse:
     charts = traffic_charts(inference.traffic.series(row.id)) if c.may("traffic") else None
     changing = c.may("update_deployment")
     return render(request, "deployment.html", deployment=row, desc=desc, revisions=revisions, shadow=shadow,
-                  charts=charts, rate=_request_rate(c, row.model) if c.may("usage") else None,
+                  charts=charts, requests_24h=_requests_24h(c, row.model) if c.may("usage") else None,
                   refs=model_refs(c) if changing else [], max_entries=MAX_TRAFFIC_ENTRIES, nav="deployments")
 
 
-def _apply(request: Request, c: ConsoleDep, name: str, csrf: str, **fields: Any) -> RedirectResponse:
-    """PATCH /v1/deployments/{name} with `fields`, checked by the API's own body model."""
+def _may_change(c: ConsoleDep, csrf: str, section: str = "update_deployment") -> None:
+    """The form's token, then the scope (before anything in the form is looked at)."""
     c.check_csrf(csrf)
-    c.require("update_deployment")
+    c.require(section)
+
+
+def _apply(request: Request, c: ConsoleDep, name: str, **fields: Any) -> RedirectResponse:
+    """PATCH /v1/deployments/{name} with `fields`, checked by the API's own body model."""
     try:
         change = DeploymentUpdate(**fields)
     except ValidationError as exc:
@@ -126,7 +129,8 @@ def _apply(request: Request, c: ConsoleDep, name: str, csrf: str, **fields: Any)
 def change_model(request: Request, c: ConsoleDep, name: str, model: Annotated[str, Form(max_length=300)],
                  csrf: Annotated[str, Form(max_length=100)] = "") -> RedirectResponse:
     """All traffic to one model: `ft:…`, `name/N`, or `name@alias` (the deployment then follows the alias)."""
-    return _apply(request, c, name, csrf, model=model.strip())
+    _may_change(c, csrf)
+    return _apply(request, c, name, model=model.strip())
 
 
 @router.post("/deployments/{name}/traffic")
@@ -135,6 +139,7 @@ def change_traffic(request: Request, c: ConsoleDep, name: str,
                    weight: Annotated[list[str], Form()],
                    csrf: Annotated[str, Form(max_length=100)] = "") -> RedirectResponse:
     """A canary split: up to MAX_TRAFFIC_ENTRIES (model, weight) rows adding up to 100; empty rows skipped."""
+    _may_change(c, csrf)
     if len(ref) != len(weight) or len(ref) > MAX_TRAFFIC_ENTRIES:
         raise InvalidRequest("Each traffic row needs a model and a weight.", param="traffic")
     entries = []
@@ -145,7 +150,7 @@ def change_traffic(request: Request, c: ConsoleDep, name: str,
             raise InvalidRequest(f"Row {i + 1}: the weight must be a whole number from 0 to 100.",
                                  param=f"traffic.{i}.weight")
         entries.append({"model": r.strip(), "weight": int(w)})
-    return _apply(request, c, name, csrf, traffic=entries)
+    return _apply(request, c, name, traffic=entries)
 
 
 @router.post("/deployments/{name}/shadow")
@@ -154,11 +159,12 @@ def change_shadow(request: Request, c: ConsoleDep, name: str, model: Annotated[s
                   csrf: Annotated[str, Form(max_length=100)] = "") -> RedirectResponse:
     """Mirror `percent` of requests to `model` (the caller only ever gets the primary's answer); no model
     stops the shadow."""
+    _may_change(c, csrf)
     if not model.strip():
-        return _apply(request, c, name, csrf, shadow=None)
+        return _apply(request, c, name, shadow=None)
     if not percent.strip().isdigit():
         raise InvalidRequest("The shadow's share must be a whole percentage from 1 to 100.", param="shadow.percent")
-    return _apply(request, c, name, csrf, shadow={"model": model.strip(), "percent": int(percent)})
+    return _apply(request, c, name, shadow={"model": model.strip(), "percent": int(percent)})
 
 
 @router.post("/deployments/{name}/rollback")
@@ -166,8 +172,7 @@ def rollback(request: Request, c: ConsoleDep, name: str, revision: Annotated[str
              csrf: Annotated[str, Form(max_length=100)] = "") -> RedirectResponse:
     """POST /v1/deployments/{name}/rollback: back to `revision` (default: the one before the newest), as a
     new revision."""
-    c.check_csrf(csrf)
-    c.require("rollback")
+    _may_change(c, csrf, "rollback")
     if revision.strip() and not revision.strip().isdigit():
         raise InvalidRequest("The revision to roll back to must be a number.", param="revision")
     dep_service.rollback(c.state, actor(request, c), c.org_id, name, int(revision) if revision.strip() else None)

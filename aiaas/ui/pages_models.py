@@ -14,11 +14,12 @@ from sqlalchemy import select
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from aiaas.core.errors import InvalidRequest
+from aiaas.protocol.versions import registered_public
 from aiaas.registry import models as registry
 from aiaas.services import download
 from aiaas.services import versions as version_service
 from aiaas.store import versions as version_store
-from aiaas.store.models import Model, RegisteredModel
+from aiaas.store.models import Model, ModelAlias, RegisteredModel
 from aiaas.store.pagination import page
 from aiaas.ui.auth import ConsoleDep
 from aiaas.ui.charts import metric_cells, metric_columns
@@ -30,10 +31,16 @@ VERSION_FIELD = 10**9
 
 
 def _registered_page(c: ConsoleDep, after: str | None) -> tuple[list[dict], bool]:
-    rows = sorted(version_service.list_registered(c.state, c.org_id), key=lambda r: r["name"])
+    """A page of registered models by name, as GET /v1/registered_models shapes them (aliases read in one
+    query for the page, not one per model)."""
+    stmt = select(RegisteredModel).where(RegisteredModel.org_id == c.org_id)
     if after:
-        rows = [r for r in rows if r["name"] > after]
-    return rows[:PAGE], len(rows) > PAGE
+        stmt = stmt.where(RegisteredModel.name > after)
+    rows = list(c.db.scalars(stmt.order_by(RegisteredModel.name).limit(PAGE + 1)))
+    aliases: dict[str, dict[str, int]] = {r.id: {} for r in rows[:PAGE]}
+    for a in c.db.scalars(select(ModelAlias).where(ModelAlias.registered_model_id.in_(list(aliases)))):
+        aliases[a.registered_model_id][a.alias] = a.version
+    return [registered_public(r, aliases[r.id]) for r in rows[:PAGE]], len(rows) > PAGE
 
 
 @router.get("/models")
