@@ -7,7 +7,7 @@ import math
 import time
 from typing import Any
 
-CHART_W, CHART_H = 600, 120
+CHART_W, CHART_H = 480, 110
 LOWER_IS_BETTER = ("loss", "error", "ece", "mae", "mse", "rmse", "latency")
 METRIC_ORDER = ("accuracy", "macro_f1", "f1", "micro_f1", "precision", "recall", "loss", "eval_loss")
 MAX_METRIC_COLUMNS = 6
