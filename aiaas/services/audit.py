@@ -32,7 +32,7 @@ ACTIONS = frozenset({
     "deployment.updated", "model.alias.set", "model.alias.deleted", "model.version.deleted", "model.version.created",
     "model.downloaded",
     "webhook.created", "webhook.deleted",
-    "auth.failed",
+    "auth.failed", "console.signed_in", "console.signed_out",
     "organization.deleted",
 })
 

@@ -16,9 +16,9 @@ SIGNIN_PATH = f"{PREFIX}/signin"  # the one console form posted without a sessio
 
 def install(app: Any) -> None:
     """Add the console's routes and its static files to the FastAPI app (called by create_app)."""
-    from aiaas.ui import pages, pages_admin, pages_jobs, signin
+    from aiaas.ui import pages, pages_admin, pages_deployments, pages_jobs, pages_models, signin
     from aiaas.ui.render import ConsoleStatic
 
-    for module in (signin, pages, pages_jobs, pages_admin):
+    for module in (signin, pages, pages_jobs, pages_models, pages_deployments, pages_admin):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", ConsoleStatic(directory=STATIC_DIR), name="ui-static")

@@ -1,4 +1,4 @@
-"""Models, deployments (with the try-it box), usage and cost, API keys, and the audit log."""
+"""Usage and cost, API keys, and the audit log."""
 
 from __future__ import annotations
 
@@ -6,116 +6,19 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from aiaas.core.errors import InvalidRequest
-from aiaas.registry import models as registry
 from aiaas.security.keys import SCOPES
-from aiaas.security.ratelimit import Limits
 from aiaas.services import audit
-from aiaas.services import deployments as dep_service
 from aiaas.services import usage as usage_service
-from aiaas.services.inference import Caller
-from aiaas.services.inference.metering import refusal
-from aiaas.services.quotas import org_limits
-from aiaas.store import deployments as dep_store
 from aiaas.store import tenancy
-from aiaas.store.models import Model
-from aiaas.store.pagination import page
 from aiaas.ui.auth import ConsoleDep
 from aiaas.ui.pages import PAGE, actor
-from aiaas.ui.render import SECURITY_HEADERS, ConsoleRoute, bar_rows, redirect, render
+from aiaas.ui.render import ConsoleRoute, bar_rows, redirect, render
 
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute)
 DAY_S = 86_400
-
-
-# ---- models -------------------------------------------------------------------------------------
-@router.get("/models")
-def models(request: Request, c: ConsoleDep, after: str | None = None) -> HTMLResponse:
-    c.require("models")
-    rows, has_more = page(c.db, select(Model).where(Model.org_id == c.org_id), Model.id, after=after, limit=PAGE)
-    return render(request, "models.html", models=rows, has_more=has_more, after=after, nav="models")
-
-
-@router.get("/models/{model_id:path}")
-def model_page(request: Request, c: ConsoleDep, model_id: str) -> HTMLResponse:
-    c.require("models")
-    row = registry.get_model(c.db, c.org_id, model_id)
-    return render(request, "model.html", model=row, card=row.card or {}, lineage=row.lineage or {}, nav="models")
-
-
-# ---- deployments --------------------------------------------------------------------------------
-@router.get("/deployments")
-def deployments(request: Request, c: ConsoleDep, after: str | None = None) -> HTMLResponse:
-    c.require("deployments")
-    rows, has_more = dep_store.list_deployments(c.db, c.org_id, after=after, limit=PAGE)
-    models_, _ = (page(c.db, select(Model).where(Model.org_id == c.org_id), Model.id, after=None, limit=100)
-                  if c.may("create_deployment") else ([], False))
-    return render(request, "deployments.html", deployments=rows, has_more=has_more, after=after, models=models_,
-                  nav="deployments")
-
-
-@router.post("/deployments")
-def create_deployment(request: Request, c: ConsoleDep, name: Annotated[str, Form(max_length=64)],
-                      model: Annotated[str, Form(max_length=300)],
-                      csrf: Annotated[str, Form(max_length=100)] = "") -> RedirectResponse:
-    c.check_csrf(csrf)
-    c.require("create_deployment")
-    row = dep_service.create(c.db, c.state, actor(request, c), c.org_id, name=name, ref=model, min_replicas=0)
-    return redirect(f"/ui/deployments/{row.name}")
-
-
-@router.get("/deployments/{name}")
-def deployment_page(request: Request, c: ConsoleDep, name: str) -> HTMLResponse:
-    c.require("deployments")
-    row = dep_store.get_deployment(c.db, c.org_id, name)
-    rate = None
-    if c.may("usage"):
-        recorder = c.state.services.usage
-        if recorder is not None:
-            recorder.flush()
-        end = int(time.time()) + 1
-        by_day = usage_service.summarize(c.db, c.org_id, start=end - 14 * DAY_S, end=end, group_by="day",
-                                         prices=usage_service.PriceSheet.from_settings(c.state.settings))
-        by_model = usage_service.summarize(c.db, c.org_id, start=end - DAY_S, end=end, group_by="model",
-                                           prices=usage_service.PriceSheet.from_settings(c.state.settings))
-        rate = {"last_24h": sum(b["requests"] for b in by_model["data"] if b["model"] == row.model),
-                "org_by_day": bar_rows({b["day"]: b["requests"] for b in by_day["data"]})}
-    return render(request, "deployment.html", deployment=row, rate=rate, nav="deployments")
-
-
-@router.post("/deployments/{name}/delete")
-def delete_deployment(request: Request, c: ConsoleDep, name: str,
-                      csrf: Annotated[str, Form(max_length=100)] = "") -> RedirectResponse:
-    c.check_csrf(csrf)
-    c.require("delete_deployment")
-    dep_service.delete(c.db, c.state, actor(request, c), c.org_id, name)
-    return redirect("/ui/deployments")
-
-
-@router.post("/deployments/{name}/try")
-async def try_it(request: Request, c: ConsoleDep, name: str, text: Annotated[str, Form()],
-                 csrf: Annotated[str, Form(max_length=100)] = "") -> JSONResponse:
-    """The try-it box: what POST /v1/deployments/{name}/predict does, for the signed-in key
-    (same scope, same token charge, same usage metering)."""
-    c.check_csrf(csrf)
-    c.require("predict")
-    state = c.state
-    org = await run_in_threadpool(tenancy.get_organization, c.db, c.org_id)
-    limits = org_limits(state.settings, org.settings)
-    rpm, tpm = limits.rate_limit_requests_per_minute, limits.rate_limit_tokens_per_minute
-    if rpm:  # one request against the key's requests/min, as every API call
-        decision = await state.services.ratelimit.check(f"r:{c.principal.key_id}", Limits(requests_per_minute=rpm))
-        if not decision.allowed:
-            raise refusal(decision)
-    # The same use case as POST /v1/deployments/{name}/predict: check, charge, resolve, run, settle, shape, meter.
-    caller = Caller(c.org_id, c.principal.key_id, Limits(tokens_per_minute=tpm) if tpm else None, {})
-    answer = await state.services.inference.classify(caller, name, [text], field="text", deployment_only=True)
-    result = answer.results[0]
-    return JSONResponse({"model": answer.model_id, "deployment": name, "result": result}, headers=SECURITY_HEADERS)
 
 
 # ---- usage and cost -----------------------------------------------------------------------------

@@ -32,6 +32,12 @@ def _safe_next(target: str | None) -> str:
     return ""
 
 
+def _actor(request: Request, principal: Principal) -> audit.Actor:
+    return audit.Actor(org_id=principal.org_id, key_id=principal.key_id,
+                       request_id=request.scope.get("state", {}).get("request_id"),
+                       client_ip=request.client.host if request.client else None)
+
+
 def _landing(principal: Principal) -> str:
     return "/ui/overview" if may(principal, "overview") else "/ui/deployments"
 
@@ -77,6 +83,8 @@ async def signin(request: Request, api_key: Annotated[str, Form(max_length=200)]
         with state.db.session() as s:
             principal = authn.authenticate(s, api_key.strip())
             token, _ = ui_sessions.open_session(s, principal, lifetime_s=SESSION_LIFETIME_S)
+            audit.record(s, _actor(request, principal), "console.signed_in", target_type="api_key",
+                         target_id=principal.key_id, details={"scopes": sorted(principal.scopes)})
             return token, principal
 
     try:
@@ -105,6 +113,8 @@ async def signout(request: Request, csrf: Annotated[str, Form(max_length=100)] =
             if not hmac.compare_digest(csrf.encode(), found.csrf_token.encode()):
                 return False
             ui_sessions.close_session(s, token or "")
+            audit.record(s, _actor(request, found.principal), "console.signed_out", target_type="api_key",
+                         target_id=found.principal.key_id)
             return True
 
     if not await run_in_threadpool(close):

@@ -9,10 +9,22 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from aiaas.core.ids import new_id
-from aiaas.store.models import AuditLog, Deployment, File, FineTuningJob, JobEvent, Model, UsageEvent
+from aiaas.store.models import (
+    AuditLog,
+    Deployment,
+    DeploymentRevision,
+    File,
+    FineTuningJob,
+    JobEvent,
+    Model,
+    ModelAlias,
+    ModelVersion,
+    RegisteredModel,
+    UsageEvent,
+)
 from tests.ui.conftest import make_org, new_client, sign_in
 from tests.ui.test_console import upload
 
@@ -47,6 +59,17 @@ def fill(db, org_id: str) -> dict[str, str]:
         s.execute(insert(Deployment), [{"id": new_id("dep"), "org_id": org_id, "name": f"dep-{i}",
                                             "model": f"ft:tiny-bert:org:m{i}:{jobs[i]['id']}", "min_replicas": 0,
                                             "created_at": t, "updated_at": t} for i in range(100)])
+        # 50 registered models of 4 versions each (the 200 models), two aliases each; dep-7 with 30 revisions.
+        s.execute(insert(RegisteredModel), [{"id": f"rm-{r}", "org_id": org_id, "name": f"reg-{r:02d}", "latest_version": 4,
+                                                 "created_at": t, "updated_at": t} for r in range(50)])
+        s.execute(insert(ModelVersion), [{"id": new_id("mv"), "org_id": org_id, "registered_model_id": f"rm-{i // 4}",
+                                              "version": i % 4 + 1, "model_id": f"ft:tiny-bert:org:m{i}:{jobs[i]['id']}",
+                                              "job_id": jobs[i]["id"], "parent_version": i % 4 or None, "created_at": t,
+                                              "metrics": {"accuracy": 0.8 + i % 4 / 100, "macro_f1": 0.7, "eval_loss": 0.4},
+                                              "lineage": {"job_id": jobs[i]["id"], "base_model": "tiny-bert",
+                                                          "parent_version": i % 4 or None}} for i in range(200)])
+        s.execute(insert(ModelAlias), [{"registered_model_id": f"rm-{r}", "alias": a, "org_id": org_id, "version": v,
+                                            "updated_at": t} for r in range(50) for a, v in (("prod", 3), ("canary", 4))])
         s.execute(insert(UsageEvent), [{"id": new_id("usage"), "org_id": org_id, "key_id": None, "kind": "inference",
                                             "model": f"ft:tiny-bert:org:m{i % 100}:x", "requests": 10, "input_tokens": 100,
                                             "trained_tokens": 0, "cpu_seconds": 0.0, "created_at": t - i * 600}
@@ -54,7 +77,13 @@ def fill(db, org_id: str) -> dict[str, str]:
         s.execute(insert(AuditLog), [{"id": new_id("audit"), "org_id": org_id, "created_at": t, "actor_key_id": None,
                                           "action": "file.uploaded", "target_type": "file", "target_id": files[i]["id"],
                                           "details": {"filename": "x.csv"}} for i in range(5000)])
-    return {"file": files[5000]["id"], "job": busy, "job_after": jobs[500]["id"]}
+        dep7 = s.scalar(select(Deployment.id).where(Deployment.org_id == org_id, Deployment.name == "dep-7"))
+        s.execute(insert(DeploymentRevision), [
+            {"id": new_id("deprev"), "org_id": org_id, "deployment_id": dep7, "revision": n + 1, "actor_key_id": None,
+             "reason": "updated", "created_at": t,
+             "spec": {"traffic": [{"model": "reg-07/3", "weight": 90}, {"model": "reg-07@canary", "weight": 10}],
+                      "sticky_header": None, "shadow": {"model": "reg-07/4", "percent": 10}}} for n in range(30)])
+    return {"file": files[5000]["id"], "job": busy, "job_after": jobs[500]["id"], "dep7": dep7, "job_m5": jobs[5]["id"]}
 
 
 async def test_every_page_within_budget_in_a_big_organisation(app, db):
@@ -63,9 +92,15 @@ async def test_every_page_within_budget_in_a_big_organisation(app, db):
     async with new_client(app) as client:
         csrf = await sign_in(client, org.key)
         real_file = await upload(client, csrf)
+        traffic = app.state.aiaas.services.inference.traffic  # a busy last hour on dep-7's charts
+        for i in range(5000):
+            traffic.clock = lambda i=i: time.time() - (i % 60) * 60
+            traffic.record(ids["dep7"], 2.0 + i % 97)
+        traffic.clock = time.time
         pages = ["/ui/overview", "/ui/files", f"/ui/files?after={ids['file']}", f"/ui/files/{real_file}",
                  "/ui/jobs", f"/ui/jobs?after={ids['job_after']}", f"/ui/jobs/{ids['job']}", "/ui/jobs/new",
-                 "/ui/models", "/ui/deployments", "/ui/deployments/dep-7", "/ui/usage", "/ui/usage?days=366",
+                 "/ui/models", "/ui/models?rm_after=reg-19", "/ui/registered/reg-07",
+                 "/ui/models/ft:tiny-bert:org:m5:" + ids["job_m5"], "/ui/deployments", "/ui/deployments/dep-7", "/ui/usage", "/ui/usage?days=366",
                  "/ui/keys", "/ui/audit", "/ui/audit?action=file.uploaded"]
         results = []
         for path in pages:
@@ -77,7 +112,7 @@ async def test_every_page_within_budget_in_a_big_organisation(app, db):
                 assert r.status_code == 200, (path, r.text[:500])
             results.append((path, best, len(r.content)))
     print("\nconsole page budgets (10,000 files, 1,000 jobs, 2,000 events on one job, 5,000 usage rows, "
-          "5,000 audit rows):")
+          "5,000 audit rows, 50 registered models x 4 versions, 30 revisions and 5,000 requests on dep-7):")
     for path, best, size in results:
         print(f"  {path:<52} {best * 1000:7.1f} ms {size / 1024:7.1f} KB")
     slow = [(p, round(b * 1000, 1)) for p, b, _ in results if b > BUDGET_S]

@@ -26,6 +26,7 @@ from aiaas.services.inference.loader import ArtifactLoader
 from aiaas.services.inference.metering import Caller, precharge, settle
 from aiaas.services.inference.shadow import Shadows
 from aiaas.services.inference.targets import Split, Target, Targets
+from aiaas.services.inference.traffic import DeploymentTraffic
 from aiaas.services.inference.tokens import estimate_tokens
 from aiaas.services.monitoring import TrafficMonitor
 from aiaas.services.request_log import RequestLog
@@ -87,6 +88,7 @@ class InferenceService:
         self.targets = Targets(db, settings)
         self.shadows = Shadows()
         self._in_flight = 0  # callers' classifications running now (on the event loop: no lock)
+        self.traffic = DeploymentTraffic()  # request rate and latency per deployment (the console's charts)
         self.local = LocalRuntime(
             ArtifactLoader(settings, blobs),
             threads=settings.inference_threads,
@@ -201,6 +203,7 @@ class InferenceService:
         if unpin is not None:
             self.local.pin(unpin, False)
         self.targets.forget(org_id, deployment=name)
+        self.traffic.forget(deployment_id)
         if self.remote is not None:
             await self.remote.unload(ModelRef("", deployment_id))
 
@@ -237,9 +240,12 @@ class InferenceService:
     def _meter(self, caller: Caller, target: Target, results: Any, out: Outputs, texts: list[str],
                started: float) -> Answer:
         self.usage.record_inference(caller.org_id, caller.key_id, target.model_id, 1, out.tokens)
+        elapsed = time.perf_counter() - started
         if self.telemetry is not None:
-            self.telemetry.inference(target.deployment or "", target.model_id, time.perf_counter() - started,
+            self.telemetry.inference(target.deployment or "", target.model_id, elapsed,
                                      len(texts), out.tokens, out.unknown_tokens)
+        if target.deployment_id is not None:
+            self.traffic.record(target.deployment_id, elapsed * 1000)
         if self.monitor is not None and target.deployment_id is not None:
             self.monitor.observe(target.deployment_id, caller.org_id, target.deployment or "", target.model_id,
                                  target.labels, texts, out, target.thresholds)
