@@ -43,6 +43,7 @@ from aiaas.protocol.common import ErrorResponse, OipErrorResponse, declared_erro
 from aiaas.security.policy import POLICY, PUBLIC
 from aiaas.security.ratelimit import create_rate_limiter
 from aiaas.security.ttlcache import TtlCache
+from aiaas.services.file_checks import FileChecker
 from aiaas.services.inference import InferenceService
 from aiaas.services.monitoring import MonitorCollector, drift_monitor
 from aiaas.services.usage import UsageRecorder
@@ -97,6 +98,7 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
         auth_cache=TtlCache(settings.lookup_cache_seconds),
         monitoring=monitoring,
         webhooks=webhook_dispatcher(settings, db, blobs.keyring),
+        file_checks=FileChecker(db, blobs, settings),
     )
 
 

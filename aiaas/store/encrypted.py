@@ -35,7 +35,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from sqlalchemy import select, update
 
@@ -240,7 +240,7 @@ class EncryptedBlobStore(BlobStore):
         # Encrypted frame by frame as the inner store reads: no copy, plaintext or ciphertext, anywhere else.
         with ChunkReader(crypto.encrypt_stream(reader, data_key, aad=blob_aad(key),
                                                chunk_size=self.chunk_size)) as sealed:
-            stored = self.inner.put(key, sealed)
+            stored = self.inner.put(key, cast(BinaryIO, sealed))
         # Callers record the plaintext's size and digest; the ciphertext's are the store's business.
         return StoredBlob(uri=stored.uri, size=reader.size, sha256=reader.digest.hexdigest())
 
