@@ -165,8 +165,7 @@ def machine() -> dict:
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
-    return {"cpu_model": model.group(1).strip() if model else platform.processor(), "cores": usable_cores(),
-            "load_average_start": os.getloadavg()[0]}
+    return {"cpu_model": model.group(1).strip() if model else platform.processor(), "cores": usable_cores()}
 
 
 def targets(runs: list[dict]) -> dict:
@@ -220,6 +219,7 @@ def main() -> None:
     formats = os.environ.get("AIAAS_BENCH_UPLOAD_FORMATS", "csv,jsonl").split(",")
     check_timeout = float(os.environ.get("AIAAS_BENCH_UPLOAD_CHECK_TIMEOUT", "1800"))
     started = datetime.now(UTC)
+    load_start = os.getloadavg()[0]
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="aiaas-bench-upload-") as tmp_name:
         tmp = Path(tmp_name)
@@ -243,7 +243,7 @@ def main() -> None:
                 runs.append(result)
                 print(json.dumps(result), flush=True)
     out = {
-        "run_at": started.isoformat(timespec="seconds"), "machine": machine() | {"load_average_end": os.getloadavg()[0]},
+        "run_at": started.isoformat(timespec="seconds"), "machine": machine() | {"load_average_start": load_start, "load_average_end": os.getloadavg()[0]},
         "note": "The machine was shared with other processes (other builds and tests) during the run.",
         "limits_raised": LIMITS, "idle_rss_mb_max": round(idle_rss / MB, 1), "runs": runs, "targets": targets(runs),
     }
