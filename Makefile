@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo check test test-fast soak bench-serving bench-training bench-quality image clean
+.PHONY: venv demo check test test-fast soak bench-serving bench-training bench-quality bench-upload image clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,10 @@ bench-training: $(BENCH_STAMP)
 
 bench-quality: $(BENCH_STAMP)
 	$(PY) -m bench.quality.run
+
+# Upload time and the API process's peak RSS vs. file size, 10 MB -> 1 GB CSV and JSONL (bench/results/upload.json).
+bench-upload: $(BENCH_STAMP)
+	$(PY) -m bench.upload
 
 # Container images (Dockerfile): aiaas-api (API + serving, no torch) and aiaas-worker (training).
 # IMAGE_BASE: any Debian-like image with python3 (>= 3.11) and python3-venv. Where no registry is

@@ -44,6 +44,7 @@ from aiaas.core.telemetry import Publisher, Recorder, SharedDirectory
 from aiaas.security.policy import POLICY, PUBLIC
 from aiaas.security.ratelimit import create_rate_limiter
 from aiaas.security.ttlcache import TtlCache
+from aiaas.services.file_checks import FileChecker
 from aiaas.services.inference import InferenceService
 from aiaas.services.monitoring import drift_monitor, drift_source
 from aiaas.services.request_log import RequestLog
@@ -112,6 +113,7 @@ def build_services(settings: Settings, db: Database, secret: str, telemetry: Rec
         monitoring=monitoring,
         webhooks=webhook_dispatcher(settings, db, blobs.keyring),
         request_log=request_log,
+        file_checks=FileChecker(db, blobs, settings),
     )
 
 

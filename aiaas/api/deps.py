@@ -27,6 +27,7 @@ from aiaas.security.policy import required_scope
 from aiaas.security.ratelimit import Decision, Limits, RateLimiter
 from aiaas.security.ttlcache import TtlCache
 from aiaas.services import audit, authn
+from aiaas.services.file_checks import FileChecker
 from aiaas.services.inference import Caller, InferenceService
 from aiaas.services.inference.metering import refusal
 from aiaas.services.monitoring import TrafficMonitor
@@ -54,9 +55,12 @@ class Services:
     monitoring: TrafficMonitor | None = None  # live traffic per deployment (None: AIAAS_MONITORING_ENABLED off)
     webhooks: WebhookDispatcher | None = None
     request_log: RequestLog | None = None
+    file_checks: FileChecker | None = None  # background checks of large uploads (services/file_checks.py)
 
     async def aclose(self) -> None:
         """At shutdown, the reverse of the order they were built in."""
+        if self.file_checks is not None:
+            self.file_checks.close()
         if self.request_log is not None:
             await self.request_log.aclose()
         if self.webhooks is not None:

@@ -30,6 +30,7 @@ HTTP_STATUS: dict[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,  # answered by the router (aiaas/api/errors.py), never raised
     "conflict": 409,
+    "file_not_ready": 409,  # a job or batch names a file still being checked, or one that failed its check
     "payload_too_large": 413,
     "rate_limit_exceeded": 429,
     "quota_exceeded": 429,
@@ -166,6 +167,10 @@ class CheckpointUnavailable(Conflict):
     """A job checkpoint asked to become a model version has no weights kept to build it from."""
 
     code = "checkpoint_unavailable"
+
+
+class FileNotReady(AiaasError):
+    code = "file_not_ready"
 
 
 class PayloadTooLarge(AiaasError):

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Limits.
     max_request_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # Uploads (CSV, JSONL) larger than this are answered as soon as they are stored, with status
+    # "uploaded", and checked in the background (status "processed" or "error"); smaller ones are
+    # checked before the answer, their errors in it. The body itself always streams into the store.
+    upload_inline_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     # What an upload may decode to, whatever its size on the wire (aiaas/data/limits.py): every format is
     # checked while it is read, Parquet from its metadata and page headers before any data is decoded.
     # A cell is one value (a JSON list item counts as one); decoded characters count one per cell plus

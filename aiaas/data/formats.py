@@ -78,7 +78,12 @@ def detect(path: Path, *, filename: str | None, param: str) -> Detected:
     """Pick the parser and encodings from the extension and a sniff of the first bytes."""
     with open(path, "rb") as fh:
         sample = fh.read(SAMPLE_BYTES)
-    ext = Path(filename or path.name).suffix.lower()
+    return detect_sample(sample, filename=filename or path.name, param=param)
+
+
+def detect_sample(sample: bytes, *, filename: str, param: str) -> Detected:
+    """detect() from the file's first SAMPLE_BYTES bytes (fewer only when the file is shorter)."""
+    ext = Path(filename).suffix.lower()
     by_ext = _EXTENSIONS.get(ext)
     if sample.startswith(b"PAR1"):
         return Detected("parquet", ())

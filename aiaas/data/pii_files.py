@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,69 +49,88 @@ class TableScan:
         return int(self.report["findings"])
 
 
-def scan_table(table: Table, *, redact: bool = False) -> TableScan:
-    """Scan every string cell of `table` (all its columns must be loaded)."""
-    counts = dict.fromkeys(PII_KINDS, 0)
-    kind_rows = dict.fromkeys(PII_KINDS, 0)
-    examples: dict[str, set[int]] = {kind: set() for kind in PII_KINDS}
-    columns: dict[str, list[str]] = {kind: [] for kind in PII_KINDS}
-    flags = bytearray(table.rows)  # bit per kind: which kinds each row holds
-    rows_with_pii = cells = 0
-    redactions: dict[str, dict[int, str]] = {}
-    for name in table.columns:
-        values = table.data.get(name)
-        if values is None:
-            raise ValueError(f"column {name!r} was not loaded; scan a table read with all columns")
-        taken = dict.fromkeys(PII_KINDS, 0)  # example rows taken from this column, per kind
-        changed: dict[int, str] = {}
-        for i, value in enumerate(values):
+class PiiTally:
+    """The scan's running report, fed one row at a time (so a file can be scanned as it streams past)."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.rows = self.cells = self.rows_with_pii = 0
+        self.counts = dict.fromkeys(PII_KINDS, 0)
+        self.kind_rows = dict.fromkeys(PII_KINDS, 0)
+        self.examples: dict[str, list[int]] = {kind: [] for kind in PII_KINDS}
+        self.columns: dict[str, dict[int, str]] = {kind: {} for kind in PII_KINDS}  # column index -> name
+
+    def row(self, position: int, cells: Iterable[tuple[int, str, Any]], *, redact: bool = False) -> dict[str, str]:
+        """Scan one row's (column index, column name, value) cells; the redacted text of each changed cell."""
+        self.rows += 1
+        flags = 0  # bit per kind: which kinds this row holds
+        changed: dict[str, str] = {}
+        for j, name, value in cells:
             if not isinstance(value, str):
                 continue
-            cells += 1
+            self.cells += 1
             findings = scan_text(value) if might_contain_pii(value) else None
             if not findings:
                 continue
-            if not flags[i]:
-                rows_with_pii += 1
             for f in findings:
-                counts[f.kind] += 1
+                self.counts[f.kind] += 1
             for kind in {f.kind for f in findings}:
-                bit = _BITS[kind]
-                if not flags[i] & bit:
-                    flags[i] |= bit
-                    kind_rows[kind] += 1
-                if not taken[kind] and len(columns[kind]) < MAX_COLUMNS_PER_KIND:
-                    columns[kind].append(name)
-                if taken[kind] < MAX_EXAMPLES:
-                    # The first rows of every column: together they hold the file's first rows.
-                    taken[kind] += 1
-                    examples[kind].add(i)
+                flags |= _BITS[kind]
+                self.columns[kind].setdefault(j, name)
             if redact:
-                changed[i] = redact_findings(value, findings)
-        if changed:
-            redactions[name] = changed
-    total = sum(counts.values())
-    report: dict[str, Any] = {
-        "unit": table.unit,
-        "rows_scanned": table.rows,
-        "cells_scanned": cells,
-        "rows_with_pii": rows_with_pii,
-        "findings": total,
-        "redacted": total if redact else 0,
-        "counts": counts,
-        "kinds": {
-            kind: {
-                "count": counts[kind],
-                "rows": kind_rows[kind],
-                "columns": columns[kind],
-                "examples": [table.positions[i] for i in sorted(examples[kind])[:MAX_EXAMPLES]],
-            }
-            for kind in PII_KINDS
-            if counts[kind]
-        },
-    }
-    logger.debug("PII scan: %d findings in %d of %d rows", total, rows_with_pii, table.rows)
-    return TableScan(report, redactions)
+                changed[name] = redact_findings(value, findings)
+        if flags:
+            self.rows_with_pii += 1
+            for kind in PII_KINDS:
+                if flags & _BITS[kind]:
+                    self.kind_rows[kind] += 1
+                    if len(self.examples[kind]) < MAX_EXAMPLES:
+                        self.examples[kind].append(position)
+        return changed
+
+    @property
+    def found(self) -> int:
+        return sum(self.counts.values())
+
+    def report(self, *, redact: bool) -> dict[str, Any]:
+        total = self.found
+        return {
+            "unit": self.unit,
+            "rows_scanned": self.rows,
+            "cells_scanned": self.cells,
+            "rows_with_pii": self.rows_with_pii,
+            "findings": total,
+            "redacted": total if redact else 0,
+            "counts": dict(self.counts),
+            "kinds": {
+                kind: {
+                    "count": self.counts[kind],
+                    "rows": self.kind_rows[kind],
+                    "columns": [self.columns[kind][j] for j in sorted(self.columns[kind])][:MAX_COLUMNS_PER_KIND],
+                    "examples": sorted(self.examples[kind]),
+                }
+                for kind in PII_KINDS
+                if self.counts[kind]
+            },
+        }
+
+
+def scan_table(table: Table, *, redact: bool = False) -> TableScan:
+    """Scan every string cell of `table` (all its columns must be loaded)."""
+    columns: list[tuple[int, str, list[Any]]] = []
+    for j, name in enumerate(table.columns):
+        values = table.data.get(name)
+        if values is None:
+            raise ValueError(f"column {name!r} was not loaded; scan a table read with all columns")
+        columns.append((j, name, values))
+    tally = PiiTally(table.unit)
+    redactions: dict[str, dict[int, str]] = {}
+    for i, position in enumerate(table.positions):
+        changed = tally.row(position, ((j, name, values[i]) for j, name, values in columns), redact=redact)
+        for name, text in changed.items():
+            redactions.setdefault(name, {})[i] = text
+    logger.debug("PII scan: %d findings in %d of %d rows", tally.found, tally.rows_with_pii, table.rows)
+    return TableScan(tally.report(redact=redact), redactions)
 
 
 def rejection(report: dict[str, Any], *, param: str = "file") -> PiiDetected:

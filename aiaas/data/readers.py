@@ -13,7 +13,7 @@ import csv
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -169,57 +169,83 @@ class _BoundedLines:
         return line
 
 
+class CsvRecords:
+    """The data records of a CSV text as (line the record starts on, cells), checked against the limits
+    as they are read: one record in memory at a time. `header` is set once the header row is read."""
+
+    def __init__(self, fh: IO[str], delimiter: str, param: str, budget: Budget) -> None:
+        self.fh = fh
+        self.delimiter = delimiter
+        self.param = param
+        self.budget = budget
+        self.header: list[str] | None = None
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        limits, param = self.budget.limits, self.param
+        if csv.field_size_limit() <= limits.max_cell_chars:
+            csv.field_size_limit(limits.max_cell_chars + 1)  # our limit, with our error, decides
+        lines = _BoundedLines(self.fh, limits.max_record_chars)
+        reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
+        width = 0
+        previous_end = 0  # physical line the previous record ended on
+        try:
+            for row in reader:
+                lines.record = 0
+                start = previous_end + 1
+                previous_end = reader.line_num
+                if not any(cell.strip() for cell in row):
+                    continue  # blank line, or a row of empty cells such as ",,"
+                if max(map(len, row)) > limits.max_cell_chars:
+                    raise cell_too_large(max(map(len, row)), f"line {start}", limits, param)
+                if self.header is None:
+                    self.header = _csv_header(row, start, param, limits)
+                    width = len(self.header)
+                    continue
+                if len(row) != width:
+                    raise _field_count_error(row, self.header, start, previous_end, self.delimiter, param)
+                if self.rows >= limits.max_rows:
+                    raise too_many_rows(f"more than {limits.max_rows}", limits, param)
+                self.budget.add(width, sum(map(len, row)))
+                self.rows += 1
+                yield start, row
+        except csv.Error as exc:
+            raise _csv_syntax_error(exc, previous_end + 1, reader.line_num, param, limits) from None
+        except _RecordTooLong:
+            raise row_too_large(f"more than {limits.max_record_chars} characters", f"line {previous_end + 1}",
+                                limits, param) from None
+        if self.header is None:
+            raise InvalidFile(
+                f"{subject(param)} is empty. It needs a header row (for example: text,label) "
+                "and at least one data row.",
+                param=param,
+            )
+
+
+def check_nul(cell: str, where: str, param: str) -> None:
+    if "\x00" in cell:
+        raise InvalidFile(f"{where}: contains a NUL byte; the file looks binary or corrupted.", param=param)
+
+
 def _parse_csv(fh: IO[str], delimiter: str, param: str, keep: set[str] | None, budget: Budget) -> Table:
-    limits = budget.limits
-    if csv.field_size_limit() <= limits.max_cell_chars:
-        csv.field_size_limit(limits.max_cell_chars + 1)  # our limit, with our error, decides
-    lines = _BoundedLines(fh, limits.max_record_chars)
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
-    header: list[str] | None = None
-    kept: list[tuple[int, list[Any]]] = []
+    records = CsvRecords(fh, delimiter, param, budget)
+    kept: list[tuple[int, list[Any]]] | None = None
     positions: list[int] = []
-    width = 0
-    previous_end = 0  # physical line the previous record ended on
-    try:
-        for row in reader:
-            lines.record = 0
-            start = previous_end + 1
-            previous_end = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue  # blank line, or a row of empty cells such as ",,"
-            if max(map(len, row)) > limits.max_cell_chars:
-                raise cell_too_large(max(map(len, row)), f"line {start}", limits, param)
-            if header is None:
-                header = _csv_header(row, start, param, limits)
-                width = len(header)
-                kept = [(j, []) for j, name in enumerate(header) if keep is None or name in keep]
-                continue
-            if len(row) != width:
-                raise _field_count_error(row, header, start, previous_end, delimiter, param)
-            if len(positions) >= limits.max_rows:
-                raise too_many_rows(f"more than {limits.max_rows}", limits, param)
-            budget.add(width, sum(map(len, row)))
-            positions.append(start)
-            for j, values in kept:
-                cell = row[j]
-                if "\x00" in cell:
-                    raise InvalidFile(
-                        f"line {start}: contains a NUL byte; the file looks binary or corrupted.", param=param
-                    )
-                values.append(cell if cell else None)
-    except csv.Error as exc:
-        raise _csv_syntax_error(exc, previous_end + 1, reader.line_num, param, limits) from None
-    except _RecordTooLong:
-        raise row_too_large(f"more than {limits.max_record_chars} characters", f"line {previous_end + 1}",
-                            limits, param) from None
-    if header is None:
-        raise InvalidFile(
-            f"{subject(param)} is empty. It needs a header row (for example: text,label) "
-            "and at least one data row.",
-            param=param,
-        )
-    data = {header[j]: values for j, values in kept}
-    return Table("csv", None, header, data, positions, "line")
+    for start, row in records:
+        if kept is None:
+            assert records.header is not None
+            kept = [(j, []) for j, name in enumerate(records.header) if keep is None or name in keep]
+        positions.append(start)
+        for j, values in kept:
+            cell = row[j]
+            if "\x00" in cell:
+                check_nul(cell, f"line {start}", param)
+            values.append(cell if cell else None)
+    assert records.header is not None
+    data = {records.header[j]: values for j, values in kept or ()}
+    if kept is None:
+        data = {name: [] for name in records.header if keep is None or name in keep}
+    return Table("csv", None, records.header, data, positions, "line")
 
 
 def _csv_header(row: list[str], line: int, param: str, limits: ReadLimits) -> list[str]:
@@ -309,21 +335,20 @@ def _csv_syntax_error(exc: csv.Error, start: int, current: int, param: str, limi
 # --- JSON --------------------------------------------------------------------------------------
 
 
-class _Columns:
-    """Accumulates JSON objects column-wise; keys missing from an object read as None."""
+class JsonSchema:
+    """The columns seen so far in a run of JSON objects, each object checked against the limits."""
 
-    def __init__(self, keep: set[str] | None, param: str, budget: Budget) -> None:
-        self.keep = keep
+    def __init__(self, param: str, budget: Budget) -> None:
         self.param = param
         self.budget = budget
         self.names: list[str] = []
         self.seen: set[str] = set()
-        self.data: dict[str, list[Any]] = {}
-        self.positions: list[int] = []
+        self.rows = 0
 
-    def add(self, obj: dict[str, Any], position: int, where: str) -> None:
+    def check(self, obj: dict[str, Any], where: str) -> list[str]:
+        """Count `obj` against the limits; returns the keys it is the first to use."""
         limits = self.budget.limits
-        if len(self.positions) >= limits.max_rows:
+        if self.rows >= limits.max_rows:
             raise too_many_rows(f"more than {limits.max_rows}", limits, self.param)
         nested, chars, longest = _measure_record(obj)
         if longest > limits.max_cell_chars:
@@ -331,20 +356,37 @@ class _Columns:
         if nested > limits.max_columns or chars > limits.max_record_chars:
             raise row_too_large(f"{nested} nested values and {chars} characters", where, limits, self.param)
         self.budget.add(len(obj) + nested, chars)
+        new: list[str] = []
         for key in obj:
             if key not in self.seen:
                 if len(self.seen) >= limits.max_columns:
                     raise too_many_columns(f"more than {limits.max_columns}", where, limits, self.param)
                 self.seen.add(key)
                 self.names.append(key)
-                if self.keep is None or key in self.keep:
-                    self.data[key] = [None] * len(self.positions)
+                new.append(key)
+        self.rows += 1
+        return new
+
+
+class _Columns:
+    """Accumulates JSON objects column-wise; keys missing from an object read as None."""
+
+    def __init__(self, keep: set[str] | None, param: str, budget: Budget) -> None:
+        self.keep = keep
+        self.schema = JsonSchema(param, budget)
+        self.data: dict[str, list[Any]] = {}
+        self.positions: list[int] = []
+
+    def add(self, obj: dict[str, Any], position: int, where: str) -> None:
+        for key in self.schema.check(obj, where):
+            if self.keep is None or key in self.keep:
+                self.data[key] = [None] * len(self.positions)
         self.positions.append(position)
         for key, values in self.data.items():
             values.append(obj.get(key))
 
     def table(self, unit: str) -> Table:
-        return Table("jsonl", None, self.names, self.data, self.positions, unit)
+        return Table("jsonl", None, self.schema.names, self.data, self.positions, unit)
 
 
 def _measure_record(obj: dict[str, Any]) -> tuple[int, int, int]:
@@ -369,15 +411,15 @@ def _measure_record(obj: dict[str, Any]) -> tuple[int, int, int]:
     return nested, chars, longest
 
 
-def _parse_jsonl(fh: IO[str], param: str, keep: set[str] | None, budget: Budget) -> Table:
-    columns = _Columns(keep, param, budget)
-    limit = budget.limits.max_record_chars
+def jsonl_records(fh: IO[str], param: str, limits: ReadLimits) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL text, one line in memory at a time."""
+    limit = limits.max_record_chars
     line_no = 0
     # readline with a size: a 500 MB line is refused after max_record_chars, never read whole.
     while line := fh.readline(limit + 1):
         line_no += 1
         if len(line) > limit and not line.endswith(("\n", "\r")):
-            raise row_too_large(f"more than {limit} characters", f"line {line_no}", budget.limits, param)
+            raise row_too_large(f"more than {limit} characters", f"line {line_no}", limits, param)
         line = line.lstrip("\ufeff")
         if not line.strip():
             continue
@@ -388,6 +430,12 @@ def _parse_jsonl(fh: IO[str], param: str, keep: set[str] | None, budget: Budget)
                 f"found {_json_kind(obj)}.",
                 param=param,
             )
+        yield line_no, obj
+
+
+def _parse_jsonl(fh: IO[str], param: str, keep: set[str] | None, budget: Budget) -> Table:
+    columns = _Columns(keep, param, budget)
+    for line_no, obj in jsonl_records(fh, param, budget.limits):
         columns.add(obj, line_no, f"line {line_no}")
     return columns.table("line")
 

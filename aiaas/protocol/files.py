@@ -38,6 +38,7 @@ def file_public(row: Any) -> dict[str, Any]:
         "filename": row.filename,
         "purpose": row.purpose,
         "status": row.status,
-        "status_details": None,
+        # Why a file's check failed (status "error"), as OpenAI's file object says it.
+        "status_details": ((row.summary or {}).get("error") or {}).get("message"),
         "summary": row.summary or None,
     }

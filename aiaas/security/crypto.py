@@ -145,26 +145,39 @@ def encrypt_file(
 
     `aad` names what this ciphertext is (e.g. b"org_1/file_2"); decrypting needs the same.
     """
+    pieces = encrypt_stream(src, data_key, aad=aad, chunk_size=chunk_size)
+    dst.write(next(pieces))  # the header
+    total = 0
+    for frame in pieces:
+        dst.write(frame)
+        total += len(frame) - NONCE_BYTES - TAG_BYTES
+    return total
+
+
+def encrypt_stream(
+    src: BinaryIO, data_key: bytes, *, aad: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Iterator[bytes]:
+    """The encrypted file as it is made: the header, then one nonce + frame per `chunk_size` bytes of `src`.
+
+    Pulls `src` one chunk ahead (a frame is final when nothing follows it), so at most two chunks of
+    plaintext are held at once, whatever the size of `src`.
+    """
     _check_key(data_key, "data key")
     if not 0 < chunk_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes.")
     aead = AESGCM(data_key)
     header = _HEADER.pack(MAGIC, VERSION, chunk_size)
-    dst.write(header)
-    total = 0
+    yield header
     index = 0
-    # Read one chunk ahead: a frame is final when nothing follows it.
     current = _read_exactly(src, chunk_size)
     while True:
         following = _read_exactly(src, chunk_size) if len(current) == chunk_size else b""
         final = not following
         nonce = os.urandom(NONCE_BYTES)
         frame_aad = header + aad + _FRAME_AAD.pack(index, final)
-        dst.write(nonce)
-        dst.write(aead.encrypt(nonce, current, frame_aad))
-        total += len(current)
+        yield nonce + aead.encrypt(nonce, current, frame_aad)
         if final:
-            return total
+            return
         current = following
         index += 1
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from aiaas.core.errors import AiaasError, InvalidRequest
 from aiaas.core.settings import Settings
 from aiaas.protocol.batches import BatchCreate
+from aiaas.services import files as file_service
 from aiaas.services.inference.metering import Caller
 from aiaas.services.inference.service import InferenceService
 from aiaas.services.usage import UsageRecorder
@@ -47,6 +48,7 @@ def create(session: Session, settings: Settings, *, org_id: str, key_id: str | N
         raise InvalidRequest(f"Unsupported endpoint '{body.endpoint[:100]}'; use one of {', '.join(ENDPOINTS)} or "
                              "/v1/deployments/{name}/predict.", param="endpoint")
     f = file_store.get_file(session, org_id, body.input_file_id, param="input_file_id")
+    file_service.require_processed(f, param="input_file_id")
     if f.purpose != "batch":
         raise InvalidRequest(f"File {f.id} has purpose '{f.purpose}'; upload the input with purpose 'batch'.",
                              param="input_file_id")

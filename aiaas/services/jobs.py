@@ -13,6 +13,7 @@ from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings
 from aiaas.protocol.jobs import JobCreate
 from aiaas.services import catalog
+from aiaas.services import files as file_service
 from aiaas.services.integrations import check_integrations
 from aiaas.store import files as file_store
 from aiaas.store import jobs as job_store
@@ -22,11 +23,13 @@ from aiaas.store.models import FineTuningJob
 
 def create_job(session: Session, settings: Settings, *, org_id: str, body: JobCreate) -> FineTuningJob:
     train_file = file_store.get_file(session, org_id, body.training_file, param="training_file")
+    file_service.require_processed(train_file, param="training_file")
     if train_file.purpose != "fine-tune":
         raise InvalidRequest(f"File {train_file.id} has purpose '{train_file.purpose}', not 'fine-tune'.",
                              param="training_file")
     if body.validation_file:
-        file_store.get_file(session, org_id, body.validation_file, param="validation_file")
+        validation = file_store.get_file(session, org_id, body.validation_file, param="validation_file")
+        file_service.require_processed(validation, param="validation_file")
         if body.validation_fraction is not None:
             raise InvalidRequest("Give either validation_file or validation_fraction, not both.",
                                  param="validation_fraction")

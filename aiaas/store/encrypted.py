@@ -35,11 +35,12 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from sqlalchemy import select, update
 
 from aiaas.core.errors import PayloadTooLarge, UnencryptedBlob
+from aiaas.core.streams import ChunkReader
 from aiaas.security import crypto
 from aiaas.store.blobs import BlobStore, StoredBlob
 from aiaas.store.db import Database
@@ -236,10 +237,10 @@ class EncryptedBlobStore(BlobStore):
     def put(self, key: str, src: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
         data_key = self.keyring.data_key(org_of(key), create=True)
         reader = _MeteredReader(src, max_bytes)
-        with tempfile.TemporaryFile(prefix="aiaas-enc-") as sealed:  # ciphertext only
-            crypto.encrypt_file(reader, sealed, data_key, aad=blob_aad(key), chunk_size=self.chunk_size)
-            sealed.seek(0)
-            stored = self.inner.put(key, sealed)
+        # Encrypted frame by frame as the inner store reads: no copy, plaintext or ciphertext, anywhere else.
+        with ChunkReader(crypto.encrypt_stream(reader, data_key, aad=blob_aad(key),
+                                               chunk_size=self.chunk_size)) as sealed:
+            stored = self.inner.put(key, cast(BinaryIO, sealed))
         # Callers record the plaintext's size and digest; the ciphertext's are the store's business.
         return StoredBlob(uri=stored.uri, size=reader.size, sha256=reader.digest.hexdigest())
 

@@ -1,31 +1,34 @@
 """/v1/files — upload, list, retrieve, content, delete (OpenAI shapes).
 
-An upload's form is parsed here rather than by the framework, whose parser spools any file part
-over 1 MB to a temporary file: plaintext on disk before the upload was even checked. Here every part
-stays in memory; what is in memory at once is bounded by the edge middleware's upload bytes in
-flight (AIAAS_UPLOAD_BYTES_IN_FLIGHT) and each body by AIAAS_MAX_UPLOAD_BYTES.
+An upload's body is parsed here rather than by the framework, whose parser holds every part (and
+spools a file part over 1 MB to a temporary file: plaintext on disk before the upload was checked).
+The file part streams into the encrypting blob store as it arrives (aiaas/api/uploads.py), so an
+upload holds a few megabytes of memory whatever its size (each body is still capped by
+AIAAS_MAX_UPLOAD_BYTES, and the bodies received at once by AIAAS_UPLOAD_BYTES_IN_FLIGHT). The check
+then runs off the event loop: before the answer for files up to AIAAS_UPLOAD_INLINE_BYTES, in the
+background for larger ones (status "uploaded", then "processed" or "error").
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, BinaryIO, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import StreamingResponse
-from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.concurrency import run_in_threadpool
 
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.api.openapi import documented
-from aiaas.protocol import responses as r
+from aiaas.api.uploads import StreamedForm, stream_form
 from aiaas.core.errors import AiaasError, InvalidRequest
+from aiaas.protocol import responses as r
 from aiaas.protocol.common import Deleted, list_response
 from aiaas.protocol.files import PII_POLICIES, FilePublic, file_public
 from aiaas.services import audit
 from aiaas.services import files as file_service
 from aiaas.store import files as file_store
+from aiaas.store.models import File
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
@@ -43,72 +46,63 @@ _UPLOAD_FORM: dict[str, Any] = {
 }
 
 
-async def upload_form(request: Request, _principal: PrincipalDep) -> AsyncIterator[FormData]:
-    """The upload's form, every part held in memory (never spooled to a temporary file).
-    After the principal: the key is checked before a byte of the body is parsed."""
-    parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=10)
-    parser.spool_max_size = 0  # 0: a SpooledTemporaryFile that never rolls over to disk
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise InvalidRequest(f"The upload is not a valid multipart form ({exc.message}); send the file as "
-                             "the 'file' field of a multipart/form-data body.", param="file") from None
-    try:
-        yield form
-    finally:
-        await form.close()
-
-
-class _ReadOnce:
-    """A part read once: its memory is given back as soon as the reader reaches its end."""
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self.fh = fh
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self.fh.read(size)
-        if not chunk:
-            self.fh.truncate(0)
-        return chunk
-
-
-def _field(form: FormData, name: str, *, required: bool = True) -> Any:
-    value = form.get(name)
-    if value is None and required:
-        raise AiaasError(f"Missing required field '{name}'.", code="validation_error", param=name)
-    return value
+def _fields(form: StreamedForm) -> tuple[str, str]:
+    """(purpose, pii_policy), or the error naming the field that is missing or wrong."""
+    if form.stored is None:
+        if "file" in form.fields:
+            raise AiaasError("Field 'file' must be a file part (with a filename).", code="validation_error",
+                             param="file")
+        raise AiaasError("Missing required field 'file'.", code="validation_error", param="file")
+    purpose = form.fields.get("purpose")
+    if purpose is None:
+        raise AiaasError("Missing required field 'purpose'.", code="validation_error", param="purpose")
+    return purpose, form.fields.get("pii_policy") or "allow"
 
 
 @router.post("/files", response_model=FilePublic, openapi_extra=_UPLOAD_FORM,
              responses=documented(None, *r.UPLOAD_ERRORS, post=True))
-def upload_file(
+async def upload_file(
+    request: Request,
     principal: PrincipalDep,
-    form: Annotated[FormData, Depends(upload_form, scope="function")],
     session: SessionDep,
     state: StateDep,
     actor: ActorDep,
+    background: BackgroundTasks,
 ) -> dict:
-    # A sync route: FastAPI runs it in the thread pool, so copying, parsing and the PII scan
-    # stay off the event loop.
-    file, purpose = _field(form, "file"), _field(form, "purpose")
-    pii_policy = _field(form, "pii_policy", required=False) or "allow"
-    if not isinstance(file, UploadFile):
-        raise AiaasError("Field 'file' must be a file part (with a filename).", code="validation_error",
-                         param="file")
-    if not isinstance(purpose, str) or not isinstance(pii_policy, str):
-        raise AiaasError("Fields 'purpose' and 'pii_policy' must be text.", code="validation_error",
-                         param="purpose")
-    row = file_service.upload(
-        session, state.services.blobs, org_id=principal.org_id, src=_ReadOnce(file.file),  # type: ignore[arg-type]
-        filename=file.filename, purpose=purpose, max_bytes=state.settings.max_upload_bytes,
-        settings=state.settings, pii_policy=pii_policy,
-    )
+    blobs, settings = state.services.blobs, state.settings
+
+    def put(src: BinaryIO) -> file_service.Received:
+        return file_service.receive(blobs, org_id=principal.org_id, src=src, max_bytes=settings.max_upload_bytes)
+
+    form = await stream_form(request, put)
+    received = form.stored if isinstance(form.stored, file_service.Received) else None
+    try:
+        purpose, pii_policy = _fields(form)
+    except BaseException:
+        file_service.discard(blobs, received)
+        raise
+    assert received is not None
+    # The check (parsing, the PII scan) and the database run in the thread pool, off the event loop.
+    row = await run_in_threadpool(_accept, session, state, received, principal.org_id, form.filename, purpose,
+                                  pii_policy, actor)
+    checker = state.services.file_checks
+    if row.status == "uploaded" and checker is not None:
+        background.add_task(checker.submit, principal.org_id, row.id)  # after the commit, so it sees the row
+    return file_public(row)
+
+
+def _accept(session: Any, state: Any, received: file_service.Received, org_id: str, filename: str | None,
+            purpose: str, pii_policy: str, actor: Any) -> File:
+    settings = state.settings
+    defer = settings.upload_inline_bytes if state.services.file_checks is not None else None
+    row = file_service.accept(session, state.services.blobs, received, org_id=org_id, filename=filename,
+                              purpose=purpose, settings=settings, pii_policy=pii_policy, defer_over=defer)
     pii = (row.summary or {}).get("pii") or {}
     audit.record(session, actor, "file.uploaded", target_type="file", target_id=row.id,
                  details={"filename": row.filename, "bytes": row.bytes, "purpose": row.purpose,
                           "pii_policy": pii_policy, "pii_redacted": pii.get("redacted", 0),
                           "pii_counts": {k: n for k, n in (pii.get("counts") or {}).items() if n}})
-    return file_public(row)
+    return row
 
 
 @router.get("/files", responses=documented(r.Page[FilePublic]))
