@@ -51,12 +51,23 @@ def _split(n_train: int, n_val: int, n_test: int) -> Split:
     return Split(sorted(set(data.labels)), rows(tr), rows(va), rows(te))
 
 
-def _run_worker(module: str, split_file: Path, out: Path, epochs: int, model: str, timeout: float) -> dict:
+def _run_worker(
+    module: str,
+    split_file: Path,
+    out: Path,
+    epochs: int,
+    model: str,
+    timeout: float,
+    env_extra: dict[str, str] | None = None,
+) -> dict:
+    """One worker in a fresh process; `env_extra` is added to its environment (bench.ab points
+    PYTHONPATH at another source tree with it)."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        **(env_extra or {}),
     }
     env.pop("OMP_WAIT_POLICY", None)  # each side gets its own default (aiaas sets PASSIVE itself)
     cmd = [sys.executable, "-m", module, str(split_file), str(out), "--epochs", str(epochs), "--model", model]
