@@ -4,6 +4,7 @@ parts, run from each tree in interleaved windows, so a shared machine's load fal
     git worktree add --detach ../aiaas-before 79e7c91     # the tree to compare against
     python -m bench.ab --before ../aiaas-before           # after = this tree (~35 min on loaded cores)
     python -m bench.ab --before ../aiaas-before --quick   # 2 short rounds each; writes nothing
+    python -m bench.ab --report-only                      # the README section from the results file
 
 Each side runs with PYTHONPATH=<its tree> and PYTHONSAFEPATH=1 (so neither the working directory
 nor the venv's editable install can put the other tree's `aiaas` first); the driver checks where
@@ -21,8 +22,8 @@ than `make bench-training` (fewer sentences) so that several rounds fit.
 
 Per metric: the median over rounds of each side, after / before, the per-round after/before
 ratios, and in how many rounds after was above before (a sign test: with 7 rounds, all seven
-one way has p = 0.016 if the two trees are the same; with 5, p = 0.0625 at best). Results: bench/results/ab_refactor.json and
-a section of bench/README.md.
+one way has p = 0.016 if the two trees are the same; with 5, p = 0.0625 at best). Results:
+bench/results/ab_refactor.json and a section of bench/README.md.
 """
 
 from __future__ import annotations
@@ -369,7 +370,7 @@ def readme_section(result: dict) -> str:
         "(before, after, before, after, …; see the module docstring). Before = "
         f"`{b['commit'][:7]}` ({b['subject'][:90]}…), after = `{a['commit'][:7]}`"
         + (" with uncommitted changes" if a["uncommitted_changes"] else "")
-        + ".",
+        + f" (its `aiaas/` last changed in `{a['last_commit_touching_aiaas'][:7]}`).",
         "",
         f"Run {result['date']} on {m['cores']} cores of an {m['cpu_model']} (flags: "
         + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in m["cpu_flags"].items())
@@ -402,8 +403,10 @@ def readme_section(result: dict) -> str:
             f"Runs whose validation and test predictions equal the first before-run's: before "
             f"{same['before']}/{t['rounds_each']}, after {same['after']}/{t['rounds_each']}.",
             "",
-            *_table(t["compare"], {"train_s", "process_wall_s", "cpu_s"}),
+            *_table(t["compare"], {"train_s", "process_wall_s", "wall_s", "cpu_s"}),
         ]
+    if result.get("incomplete"):
+        out += ["", f"**Incomplete run**: {result['incomplete']}."]
     out += [
         "",
         "A ratio is within noise when the rounds do not agree on a direction (the sign test's p above "
@@ -417,7 +420,7 @@ def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--before", type=Path, required=True, help="source tree of the 'before' side")
+    parser.add_argument("--before", type=Path, help="source tree of the 'before' side (required)")
     parser.add_argument("--after", type=Path, default=ROOT, help="source tree of the 'after' side (this one)")
     parser.add_argument("--only", choices=("serving", "training"))
     parser.add_argument("--rounds", type=int, default=7, help="serving rounds per side")
@@ -430,7 +433,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--test", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="2 short rounds each; writes nothing")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the README section from the results file"
+    )
     args = parser.parse_args()
+    if args.before is None and not args.report_only:
+        parser.error("--before is required: the source tree to compare this one with")
     if args.quick:
         args.rounds, args.window, args.warmup, args.training_rounds = 2, 3.0, 1.0, 2
         args.train, args.validation, args.test, args.epochs = 100, 50, 50, 1
@@ -439,6 +447,9 @@ def _parse() -> argparse.Namespace:
 
 def main() -> None:
     args = _parse()
+    if args.report_only:
+        replace_section(README, SECTION, readme_section(json.loads(RESULTS.read_text())))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     started = time.perf_counter()
