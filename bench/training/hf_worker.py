@@ -1,15 +1,27 @@
-"""The baseline: Hugging Face `Trainer` with its defaults, data prepared the way its text
-classification examples do (`padding="max_length"`, max_length 128, as run_glue.py's
-defaults), fp32. Only what has no default is set: the epochs, the output directory, no
-integrations. Run in its own process by bench.training.run:
+"""The baselines: Hugging Face `Trainer`.
 
-    python -m bench.training.hf_worker SPLIT.json OUT.json --epochs 3
+Default (`hf_trainer`): its defaults, data prepared the way its text classification
+examples do (`padding="max_length"`, max_length 128, as run_glue.py's defaults), fp32.
+Only what has no default is set: the epochs, the output directory, no integrations.
+
+Tuned (`--tuned`, `hf_trainer_tuned`): the Trainer's best flags for this model on this
+CPU: dynamic padding (texts tokenized unpadded, `DataCollatorWithPadding` pads each batch
+to its longest), batches grouped by length (`group_by_length=True`, called
+`train_sampling_strategy="group_by_length"` in newer transformers), `bf16=True` only where
+the CPU computes bf16 natively (AMX or AVX-512 BF16 in /proc/cpuinfo; emulated bf16 is
+slower than fp32), `optim="adamw_torch_fused"`, and the batch size given (bench.training.run
+passes aiaas's). Run in its own process by bench.training.run:
+
+    python -m bench.training.hf_worker SPLIT.json OUT.json --epochs 3 --model DIR
+    python -m bench.training.hf_worker SPLIT.json OUT.json --epochs 3 --model DIR --tuned --batch-size 16
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +31,31 @@ import numpy as np
 from bench.training.common import Split, WorkerResult, accuracy_and_f1, cpu_seconds, loadavg
 
 MAX_LENGTH = 128
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU computes bf16 in hardware (AMX or AVX-512 BF16)."""
+    text = cpuinfo.read_text() if cpuinfo.exists() else ""
+    found = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
+    return bool(found) and any(flag in found.group(1).split() for flag in NATIVE_BF16_FLAGS)
+
+
+def tuned_arguments(training_arguments: type, batch_size: int, bf16: bool) -> dict:
+    """TrainingArguments for the tuned baseline; length grouping is spelled per transformers version."""
+    names = {f.name for f in dataclasses.fields(training_arguments)}
+    grouping = (
+        {"group_by_length": True}
+        if "group_by_length" in names
+        else {"train_sampling_strategy": "group_by_length"}
+    )
+    return {
+        "per_device_train_batch_size": batch_size,
+        "bf16": bf16,
+        "use_cpu": bf16,  # newer transformers refuses bf16 without a GPU unless told it is on CPU
+        "optim": "adamw_torch_fused",
+        **grouping,
+    }
 
 
 def main() -> None:
@@ -28,12 +65,15 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--model", required=True)
+    parser.add_argument("--tuned", action="store_true", help="the Trainer's best flags (module docstring)")
+    parser.add_argument("--batch-size", type=int, default=16, help="with --tuned")
     args = parser.parse_args()
 
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
+        DataCollatorWithPadding,
         Trainer,
         TrainerCallback,
         TrainingArguments,
@@ -51,8 +91,9 @@ def main() -> None:
 
     class Encoded(torch.utils.data.Dataset):
         def __init__(self, rows: list[tuple[str, str]]) -> None:
+            padding = False if args.tuned else "max_length"  # tuned: the collator pads each batch
             self.enc = tokenizer(
-                [t for t, _ in rows], padding="max_length", truncation=True, max_length=MAX_LENGTH
+                [t for t, _ in rows], padding=padding, truncation=True, max_length=MAX_LENGTH
             )
             self.labels = [index[label] for _, label in rows]
 
@@ -60,6 +101,8 @@ def main() -> None:
             return len(self.labels)
 
         def __getitem__(self, i: int) -> dict:
+            if args.tuned:
+                return {**{k: v[i] for k, v in self.enc.items()}, "labels": self.labels[i]}
             item = {k: torch.tensor(v[i]) for k, v in self.enc.items()}
             item["labels"] = torch.tensor(self.labels[i])
             return item
@@ -82,12 +125,20 @@ def main() -> None:
                 self.t0 = now
 
     train_set, val_set, test_set = Encoded(split.train), Encoded(split.validation), Encoded(split.test)
+    bf16 = args.tuned and native_bf16()
+    tuned = tuned_arguments(TrainingArguments, args.batch_size, bf16) if args.tuned else {}
     with tempfile.TemporaryDirectory(prefix="hf-trainer-") as out_dir:
         training_args = TrainingArguments(
-            output_dir=out_dir, num_train_epochs=args.epochs, report_to="none", disable_tqdm=True
+            output_dir=out_dir, num_train_epochs=args.epochs, report_to="none", disable_tqdm=True, **tuned
         )
         steps = StepTimes(training_args.per_device_train_batch_size)
-        trainer = Trainer(model=model, args=training_args, train_dataset=train_set, callbacks=[steps])
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_set,
+            callbacks=[steps],
+            **({"data_collator": DataCollatorWithPadding(tokenizer)} if args.tuned else {}),
+        )
         load = [loadavg()]
         t0 = time.perf_counter()
         output = trainer.train()
@@ -97,11 +148,17 @@ def main() -> None:
         test_pred = np.asarray(trainer.predict(test_set).predictions).argmax(-1)
     val_acc, val_f1 = accuracy_and_f1(val_pred, np.array(val_set.labels), len(split.labels))
     test_acc, _ = accuracy_and_f1(test_pred, np.array(test_set.labels), len(split.labels))
+    padding = f"max_length ({MAX_LENGTH})"
+    if args.tuned:
+        padding = "dynamic (DataCollatorWithPadding), length-grouped"
     result = WorkerResult(
-        config="hf_trainer",
+        config="hf_trainer_tuned" if args.tuned else "hf_trainer",
         settings={
-            "padding": f"max_length ({MAX_LENGTH})",
-            "precision": "fp32",
+            "padding": padding,
+            "precision": "bf16" if bf16 else "fp32",
+            "native_bf16": native_bf16(),
+            "optim": str(training_args.optim),
+            **{k: str(v) for k, v in tuned.items() if k in ("group_by_length", "train_sampling_strategy")},
             "batch_size": training_args.per_device_train_batch_size,
             "learning_rate": training_args.learning_rate,
             "lr_scheduler": str(training_args.lr_scheduler_type),
