@@ -70,6 +70,7 @@ class FineTuningJob(BaseModel):
     time_budget_s: float | None = None
     data_report: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
+    registered_model: str | None = Field(None, description="the registered model a success adds a version to")
 
 
 class JobEvent(BaseModel):
@@ -187,18 +188,25 @@ class AliasDeleted(BaseModel):
 # ---- deployments and inference ---------------------------------------------------------------------
 
 
+class RequestLogging(BaseModel):
+    sample_rate: float
+    retention_days: int
+
+
 class DeploymentPublic(BaseModel):
     id: str
     object: Literal["deployment"] = "deployment"
     name: str
     model: str
     min_replicas: int
+    max_replicas: int | None = Field(None, description="bound on the inference threads (or Ray replicas) it may hold")
     created_at: int
     updated_at: int | None = None
     traffic: list[dict[str, Any]] | None = None
     sticky_header: str | None = None
     shadow: dict[str, Any] | None = None
     revision: int | None = None
+    request_logging: RequestLogging | None = None
 
 
 class DeploymentRevision(BaseModel):
@@ -446,9 +454,12 @@ OCTETS: dict[str, Any] = {"application/octet-stream": {"schema": {"type": "strin
 ARCHIVES: dict[str, Any] = {"application/gzip": {"schema": {"type": "string", "format": "binary"}},
                             "application/zip": {"schema": {"type": "string", "format": "binary"}}}
 PROMETHEUS: dict[str, Any] = {"text/plain": {"schema": {"type": "string"}}}
+# Each server-sent event of the stream (validators such as schemathesis check every event against this).
 EVENT_STREAM: dict[str, Any] = {"text/event-stream": {"schema": {
-    "type": "string", "description": "with stream=true: `data: <event JSON>` lines, oldest first, until "
-                                     "`data: [DONE]` (or an `event: shutdown` when the server stops)"}}}
+    "type": "object", "required": ["data"],
+    "description": "with stream=true: events oldest first, each `data: <event JSON>` (a fine_tuning.job.event), "
+                   "until `data: [DONE]` (or an `event: shutdown` when the server stops)",
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"}}}}}
 OIP_BINARY: dict[str, Any] = {"application/octet-stream": {"schema": {
     "type": "string", "format": "binary", "description": "the binary tensor extension: the JSON header "
                                                          "(Inference-Header-Content-Length bytes), then the tensors"}}}

@@ -64,6 +64,7 @@ PATH_BODIES = {
         "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]},
     "/v1/registered_models/{registered_model}/aliases/{alias}": {"version": 1},
     "/v1/deployments/{name}": {"model": "x"},
+    "/v1/registered_models/{registered_model}/versions": {"checkpoint": "ftckpt-0000000000000000000000000"},
 }
 MISSING = {"key": "key-0000000000000000000000000", "file": "file-0000000000000000000000000",
            "job": "ftjob-0000000000000000000000000", "model": "ft:tiny-bert:x::ftjob-0", "deployment": "nothing-here",

@@ -32,7 +32,9 @@ def _codes_written_in_the_source() -> dict[str, list[str]]:
                     target = stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else (
                         stmt.target if isinstance(stmt, ast.AnnAssign) else None)
                     value = stmt.value if isinstance(stmt, ast.Assign | ast.AnnAssign) else None
-                    if isinstance(target, ast.Name) and target.id == "code" and isinstance(value, ast.Constant):
+                    # A `code: str | None = None` field (the SDK's result shapes) is not a code.
+                    if (isinstance(target, ast.Name) and target.id == "code" and isinstance(value, ast.Constant)
+                            and isinstance(value.value, str)):
                         literal = value.value
                         found.setdefault(literal, []).append(f"{where}:{stmt.lineno}")
             elif isinstance(node, ast.Call):

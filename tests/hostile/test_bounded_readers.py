@@ -288,6 +288,14 @@ def test_parquet_page_walk_matches_the_footer(tmp_path):
 # --- through the API ------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def settings(settings):
+    """Every hostile case is checked before the answer here (this module tests the readers' limits through the
+    route). Larger uploads are checked after it, in the background, with the same readers:
+    tests/api/test_upload_streaming.py covers that path ending in status "error"."""
+    return settings.model_copy(update={"upload_inline_bytes": 64 * MiB})
+
+
 @SQLITE_ONLY
 @pytest.mark.slow
 async def test_upload_route_refuses_hostile_files_fast_with_bounded_memory(client, hostile_dir):
