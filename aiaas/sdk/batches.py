@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from aiaas.protocol.responses import BatchPublic
 from aiaas.sdk.resources import Request, Resource, clean, typed, typed_items
 from aiaas.sdk.types import Result
 
@@ -34,29 +35,12 @@ class BatchErrors(Result):
     data: list[BatchError] = []
 
 
-class Batch(Result):
-    id: str
-    object: str = "batch"
-    endpoint: str
-    errors: BatchErrors | None = None
-    input_file_id: str
-    completion_window: str = "24h"
-    status: str
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    created_at: int
-    in_progress_at: int | None = None
-    expires_at: int | None = None
-    finalizing_at: int | None = None
-    completed_at: int | None = None
-    failed_at: int | None = None
-    expired_at: int | None = None
-    cancelling_at: int | None = None
-    cancelled_at: int | None = None
-    request_counts: BatchRequestCounts = BatchRequestCounts()
-    metadata: dict[str, str] | None = None
-    options: dict[str, Any] | None = None  # CSV scoring: text_column, model, top_k, ...
-    progress: dict[str, int] | None = None  # input lines answered so far, of total
+class Batch(Result, BatchPublic):
+    """The server's batch shape (aiaas.protocol.responses.BatchPublic) with its nested parts typed."""
+
+    errors: BatchErrors | None = None  # type: ignore[assignment]  # the wire's dict, typed for callers
+    request_counts: BatchRequestCounts = BatchRequestCounts()  # type: ignore[assignment]  # same
+    progress: dict[str, int] | None = None  # type: ignore[assignment]  # older servers leave it out
 
     @property
     def done(self) -> bool:
