@@ -10,18 +10,9 @@ import pytest
 from tests.e2e.server import base_env, init, start_server
 from tests.helpers.datasets import toy_csv
 from tests.helpers.tiny_bert import build_tiny_bert
-from tests.ui.browser import Watch, launch, new_page, shot, sign_in, start_playwright, wait_until
+from tests.ui.browser import Watch, new_page, shot, sign_in, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture
-def browser():
-    pw = start_playwright()
-    b = launch(pw)
-    yield b
-    b.close()
-    pw.stop()
 
 
 def job_status(server, key: str, job_id: str) -> str:

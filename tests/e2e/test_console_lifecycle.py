@@ -21,22 +21,13 @@ from aiaas.store.db import Database
 from aiaas.store.models import Model, ModelVersion
 from tests.e2e.server import base_env, init, start_server
 from tests.helpers.deployed import export_tiny_classifier, register
-from tests.ui.browser import PHONE, Watch, launch, new_page, shot, sign_in, start_playwright, wait_until
+from tests.ui.browser import PHONE, Watch, new_page, shot, sign_in, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 V1 = "ft:tiny-bert:default:toy:ftjob-1"
 V2 = "ft:tiny-bert:default:toy:ftjob-2"
 EVIL = "ft:tiny-bert:default:evil:ftjob-3"
 XSS = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2;alert(2)</script>'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    pw = start_playwright()
-    b = launch(pw)
-    yield b
-    b.close()
-    pw.stop()
 
 
 def relabelled(artifact: Path, to: Path, labels: list[str]) -> Path:

@@ -10,21 +10,12 @@ from aiaas.services import authn
 from aiaas.store import tenancy
 from aiaas.store.db import Database
 from tests.e2e.server import base_env, init, start_server
-from tests.ui.browser import PHONE, Watch, launch, new_page, shot, sign_in, start_playwright
+from tests.ui.browser import PHONE, Watch, new_page, shot, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 XSS = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2;alert(2)</script>'
 # No "/" (a name keeps its last path part) and no quote (the browser sends it as %22).
 NAME_XSS = "<img src=x onerror=alert(3)><svg onload=window.__xss=4>.csv"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    pw = start_playwright()
-    b = launch(pw)
-    yield b
-    b.close()
-    pw.stop()
 
 
 @pytest.fixture(scope="module")
