@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from bench.serving import load, procs, sentences
+from bench.upload import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "shadow.json"
 HIGH = "100000000"
@@ -128,6 +129,7 @@ def main() -> None:
         p99 = {m: statistics.median(x[m]["p99_ms"] for x in rounds) for m in ("off", "on")}
         result = {
             "run_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(),
             "model": "all-MiniLM-L6-v2 + seeded 6-label head, fp32 ONNX; candidate: a second copy",
             "saturation": sat, "half_load_rps": round(rate, 1), "percent_mirrored": args.percent,
             "rounds": rounds, "p50_ms": p50, "p99_ms": p99,
