@@ -1,6 +1,9 @@
-"""`aiaas deployments create|list|get|delete` (and `aiaas deploy`, kept as an alias of create), through the SDK."""
+"""`aiaas deployments create|list|get|delete` (and `aiaas deploy`, kept as an alias of create), and
+`aiaas deployments logs export` (the sampled requests as a training file), through the SDK."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -19,6 +22,9 @@ from aiaas.cli.common import (
 )
 
 deployments_app = typer.Typer(help="Deployments: named endpoints serving a fine-tuned model.", no_args_is_help=True)
+logs_app = typer.Typer(help="A deployment's sampled requests (turn sampling on: "
+                            "`aiaas deployments update NAME --log-sample-rate 0.05`).", no_args_is_help=True)
+deployments_app.add_typer(logs_app, name="logs")
 
 
 @deployments_app.command("create")
@@ -86,3 +92,25 @@ def delete(name: str = typer.Argument(..., help="Deployment name."),
         print_json(gone) if as_json else print_ids([gone.id])
         return
     console.print(f"deleted deployment {name}")
+
+
+@logs_app.command("export")
+@handle_errors
+def export_logs(name: str = typer.Argument(..., help="Deployment name."),
+                output: Path = typer.Option(None, "--output", "-o", help="Also write the JSONL here."),
+                as_json: bool = JsonOpt, quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the file id."),
+                base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
+    """The sampled requests kept, as a new training file on the server (JSONL: `text` and the answer per
+    line), to relabel and fine-tune on; `-o` also downloads it."""
+    check_output_flags(as_json, quiet)
+    with sdk_client(base_url, api_key) as c:
+        f = c.deployments.export_request_logs(name)
+        if output is not None:
+            output.write_bytes(c.files.content(f.id))
+    if as_json or quiet:
+        print_json(f) if as_json else print_ids([f.id])
+        return
+    records = (f.summary or {}).get("rows")
+    where = f" -> {output}" if output is not None else ""
+    console.print(f"file [bold]{f.id}[/bold] ({records if records is not None else '?'} records, "
+                  f"{f.bytes} bytes){where}")

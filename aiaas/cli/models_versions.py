@@ -5,6 +5,7 @@
     aiaas models register support --checkpoint ftckpt-…
     aiaas deployments update support --canary support/4=10
     aiaas deployments rollback support
+    aiaas deployments update support --log-sample-rate 0.05 --log-retention-days 7
     aiaas models download ft:… --format hf -o ./model
 
 `attach(models_app, deployments_app)` adds the commands to the `models` and `deployments` groups."""
@@ -15,6 +16,7 @@ import io
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -109,13 +111,25 @@ def update(name: str,
            sticky_header: str = typer.Option(None, "--sticky-header", help="Request header that pins a caller."),
            max_replicas: int = typer.Option(None, "--max-replicas",
                                             help="At most this many inference threads (Ray: replicas) at once."),
+           log_sample_rate: float = typer.Option(None, "--log-sample-rate", min=0.0, max=1.0,
+                                                 help="Keep this share of requests (0 turns sampling off); "
+                                                      "`aiaas deployments logs export` makes them a file."),
+           log_retention_days: int = typer.Option(None, "--log-retention-days", min=1, max=3650,
+                                                  help="Days the sampled requests are kept."),
            base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
-    """Change a deployment without downtime (the new model is loaded before traffic moves)."""
+    """Change a deployment without downtime (the new model is loaded before traffic moves), or its sampled
+    request logging."""
+    logging_only = log_sample_rate is not None or log_retention_days is not None
     if model is not None and canary is not None or (model is None and canary is None and max_replicas is None
-                                                     and sticky_header is None):
-        err_console.print("[red]error[/red] give one of --model and --canary, or only --max-replicas/--sticky-header")
+                                                     and sticky_header is None and not logging_only):
+        err_console.print("[red]error[/red] give one of --model and --canary, or only --max-replicas/--sticky-header"
+                          "/--log-sample-rate/--log-retention-days")
         raise typer.Exit(2)
     with sdk_client(base_url, api_key) as c:
+        if logging_only:  # its own PATCH: not a revision, traffic unchanged
+            _update_request_logging(c, name, log_sample_rate, log_retention_days)
+            if model is None and canary is None and max_replicas is None and sticky_header is None:
+                return
         traffic = None
         if canary is not None:
             ref, _, pct = canary.rpartition("=")
@@ -144,6 +158,18 @@ def rollback(name: str, revision: int = typer.Option(None, "--revision", help="D
 def revisions(name: str, base_url: str = BaseUrlOpt, api_key: str = ApiKeyOpt) -> None:
     with sdk_client(base_url, api_key) as c:
         print_json(c.registered_models.deployment_revisions(name)["data"])
+
+
+def _update_request_logging(c: Any, name: str, rate: float | None, days: int | None) -> None:
+    """PATCH `request_logging`; the value not given stays as it is (the API would reset it)."""
+    if rate is None or days is None:
+        current = c.deployments.retrieve(name).request_logging or {}
+        rate = current.get("sample_rate", 0.0) if rate is None else rate
+        days = current.get("retention_days") if days is None else days
+    dep = c.deployments.update_request_logging(name, sample_rate=rate, retention_days=days)
+    kept = dep.request_logging or {}
+    state = "off" if not kept.get("sample_rate") else f"{kept['sample_rate']:g} of requests sampled"
+    console.print(f"{dep.name} request logging: {state}, kept {kept.get('retention_days')} days")
 
 
 def _show(dep: dict) -> None:

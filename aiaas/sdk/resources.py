@@ -199,6 +199,22 @@ class Deployments(Resource):
         body = clean({"inputs": [inputs] if isinstance(inputs, str) else inputs, "top_k": top_k})
         return typed(self._c.call(Request("POST", f"/v1/deployments/{name}/predict", json=body)), t.Predictions)
 
+    # -- sampled request logging (issue 16) -----------------------------------------------------------------
+    def update_request_logging(self, name: str, *, sample_rate: float,
+                               retention_days: int | None = None) -> t.Deployment:
+        """Keep `sample_rate` of the deployment's requests (0 turns it off) for `retention_days` (the server's
+        default, 30, when not given). The answer's `request_logging` has both."""
+        body = {"request_logging": clean({"sample_rate": sample_rate, "retention_days": retention_days})}
+        return typed(self._c.call(Request("PATCH", f"/v1/deployments/{name}", json=body, idempotent=False)),
+                     t.Deployment)
+
+    def export_request_logs(self, name: str) -> t.File:
+        """The sampled requests kept, as a new JSONL file of purpose `fine-tune` (`text` and the answer per
+        line; `client.files.content(file.id)` has its bytes). Raises BadRequestError `no_request_logs` when
+        none are kept."""
+        return typed(self._c.call(Request("POST", f"/v1/deployments/{name}/request_logs/export",
+                                          idempotent=False)), t.File)
+
 
 class Embeddings(Resource):
     def create(self, *, model: str, input: str | list[str]) -> t.Embeddings:  # noqa: A002 - the wire field's name

@@ -167,6 +167,7 @@ class Deployment(Result):
     max_replicas: int | None = None
     created_at: int
     updated_at: int | None = None
+    request_logging: dict[str, Any] | None = None  # {"sample_rate": …, "retention_days": …}
 
 
 class Ranked(Result):

@@ -88,3 +88,47 @@ def test_sampling_rate_is_respected_without_io(tmp_path, settings, db):
     for _ in range(10000):
         log.maybe_record(0.0, "org", "dep", "m", ["t"], [{"label": "a"}])
     assert (time.perf_counter() - started) / 10000 < 50e-6  # off: a comparison, no work
+
+
+class _FailingOnce:
+    """A blob store whose first put fails (a full disk, an unreachable bucket), then works."""
+
+    def __init__(self, inner):
+        self.inner, self.failed = inner, False
+
+    def put(self, key, src):
+        if not self.failed:
+            self.failed = True
+            raise OSError("no space left on device")
+        return self.inner.put(key, src)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_failed_flush_keeps_its_records_for_the_next_one(settings, db, org_a):
+    blobs = _FailingOnce(create_blob_store(settings.blobs_url))
+    log = request_log.RequestLog(db, blobs, flush_seconds=0)
+    log.maybe_record(1.0, org_a.id, "dep-x", "m", ["a", "b"], [{"label": "p"}, {"label": "q"}])
+    with pytest.raises(OSError):
+        log.flush()
+    assert log.buffered == 2 and _chunks(db) == 0
+    log.maybe_record(1.0, org_a.id, "dep-x", "m", ["c"], None, source="embeddings")
+    assert log.flush() == 3 and log.buffered == 0 and _chunks(db) == 1
+    data, n = request_log.export(db, blobs, org_a.id, "dep-x")
+    records = [json.loads(line) for line in data.decode().splitlines()]
+    assert n == 3 and [r["text"] for r in records] == ["a", "b", "c"]  # in the order they were sampled
+    assert records[2] == {"text": "c", "model": "m", "created_at": records[2]["created_at"], "source": "embeddings"}
+
+
+def test_the_answer_is_made_only_for_a_sampled_request(settings, db):
+    log = request_log.RequestLog(db, create_blob_store(settings.blobs_url), flush_seconds=0)
+    calls = []
+
+    def answers():
+        calls.append(1)
+        return [{"label": "p"}]
+
+    assert not log.maybe_record(0.0, "o", "d", "m", ["t"], answers, source="oip")
+    assert calls == []
+    assert log.maybe_record(1.0, "o", "d", "m", ["t"], answers, source="oip") and calls == [1]

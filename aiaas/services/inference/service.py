@@ -29,7 +29,7 @@ from aiaas.services.inference.targets import Split, Target, Targets
 from aiaas.services.inference.traffic import DeploymentTraffic
 from aiaas.services.inference.tokens import estimate_tokens
 from aiaas.services.monitoring import TrafficMonitor
-from aiaas.services.request_log import RequestLog
+from aiaas.services.request_log import RequestLog, Results
 from aiaas.services.usage import UsageRecorder
 from aiaas.serving import oip_codec as codec
 from aiaas.serving.interface import EMBEDDING, ModelRef, Outputs, Runtime
@@ -137,9 +137,7 @@ class InferenceService:
                                       lambda: self.local.predict(bounded, texts), spare=self._in_flight == 0)
         await settle(self.limiter, caller, estimate, out.tokens)
         results = shaping.classification_results(out.info, out.rows, top_k=top_k, thresholds=target.thresholds)
-        if target.log_sample_rate and self.request_log is not None and target.deployment_id is not None:
-            self.request_log.maybe_record(target.log_sample_rate, caller.org_id, target.deployment_id,
-                                          target.model_id, texts, results)
+        self._sample(caller, target, texts, results, "predict" if deployment_only else "classifications")
         return self._meter(caller, target, results, out, texts, started)
 
     async def embed(self, caller: Caller, name: str, inputs: Any, *, dimensions: int | None = None,
@@ -152,6 +150,7 @@ class InferenceService:
         out = await self.local.embed(target.ref, texts)
         await settle(self.limiter, caller, estimate, out.tokens)
         vectors = shaping.trim_embeddings(out.rows, dimensions).astype(np.float32, copy=False)
+        self._sample(caller, target, texts, None, "embeddings")  # the texts: see services/request_log.py
         return self._meter(caller, target, vectors, out, texts, started)
 
     async def infer_tensors(self, caller: Caller, name: str, version: str | None,
@@ -167,6 +166,11 @@ class InferenceService:
             out = await self._runtime(target).predict(target.ref, texts)
         await settle(self.limiter, caller, estimate, out.tokens)
         tensors = shaping.output_tensors(target.task, out.info, out.rows, target.thresholds)
+        if target.task != EMBEDDING:  # the answer as a classification's, made only when the request is sampled
+            self._sample(caller, target, texts, lambda: shaping.classification_results(
+                out.info, out.rows, top_k=None, thresholds=target.thresholds), "oip")
+        else:
+            self._sample(caller, target, texts, None, "oip")
         return self._meter(caller, target, shaping.select_outputs(tensors, request.outputs), out, texts, started)
 
     async def ready(self, org_id: str, name: str, version: str | None = None) -> bool:
@@ -236,6 +240,12 @@ class InferenceService:
         if self.remote is not None and target.deployment_id is not None:
             return self.remote
         return self.local
+
+    def _sample(self, caller: Caller, target: Target, texts: list[str], results: Results, source: str) -> None:
+        """The deployment's sampled request logging (services/request_log.py); off: one comparison."""
+        if target.log_sample_rate and self.request_log is not None and target.deployment_id is not None:
+            self.request_log.maybe_record(target.log_sample_rate, caller.org_id, target.deployment_id,
+                                          target.model_id, texts, results, source=source)
 
     def _meter(self, caller: Caller, target: Target, results: Any, out: Outputs, texts: list[str],
                started: float) -> Answer:
