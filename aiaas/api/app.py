@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         warm = asyncio.create_task(_warm_pinned(state))
         for background in (state.services.monitoring, state.services.webhooks, state.services.request_log,
-                           publisher):
+                           state.services.file_checks, publisher):  # file_checks: uploads a stopped server left
             if background is not None:
                 background.start()
         try:

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # "uploaded", and checked in the background (status "processed" or "error"); smaller ones are
     # checked before the answer, their errors in it. The body itself always streams into the store.
     upload_inline_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    # A background check holds a lease on its file, renewed every third of this; a file left 'uploaded' by a
+    # server that stopped (its lease run out) is checked by a running server within about this long.
+    upload_check_lease_seconds: float = Field(default=30.0, gt=0)
     # What an upload may decode to, whatever its size on the wire (aiaas/data/limits.py): every format is
     # checked while it is read, Parquet from its metadata and page headers before any data is decoded.
     # A cell is one value (a JSON list item counts as one); decoded characters count one per cell plus

@@ -10,21 +10,35 @@ A small upload is checked while its request waits (its errors are the request's 
 (over AIAAS_UPLOAD_INLINE_BYTES) is answered at once with status "uploaded" and checked here in a
 background thread of the API process (`FileChecker`), which sets its status to "processed" or "error"
 (with the error in status_details), as OpenAI's file object does.
+
+A background check holds a lease on its file (`check_owner`, `check_lease_until`; taken by an atomic
+conditional UPDATE, so of several API processes exactly one gets it), renewed every third of
+AIAAS_UPLOAD_CHECK_LEASE_SECONDS while the file waits or is checked. Each API process looks for files left
+'uploaded' with no live lease (their server was killed or stopped before the check ended) at start and then
+every third of the lease, and checks them again from the stored bytes. The check's last write only
+applies while the file is still 'uploaded' and, for a leased check, still its own: a check that lost its
+lease leaves the file to the one that took it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from sqlalchemy import CursorResult, and_, or_, select, update
+
 from aiaas.core.errors import AiaasError, NotFound
+from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings
 from aiaas.core.streams import ChunkReader
 from aiaas.data.formats import Detected
@@ -36,6 +50,7 @@ from aiaas.store import files as file_store
 from aiaas.store.blobs import BlobStore, StoredBlob
 from aiaas.store.db import Database
 from aiaas.store.encrypted import private_tempdir
+from aiaas.store.models import File
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +170,10 @@ def _check_whole(blobs: BlobStore, stored: StoredBlob, *, key: str, filename: st
 # --- checks after the response --------------------------------------------------------------------
 
 
-def process(db: Database, blobs: BlobStore, settings: Settings | None, *, org_id: str, file_id: str) -> str:
-    """Check an upload left in status 'uploaded'; returns its new status ('processed' or 'error')."""
+def process(db: Database, blobs: BlobStore, settings: Settings | None, *, org_id: str, file_id: str,
+            owner: str | None = None) -> str:
+    """Check an upload left in status 'uploaded'; returns its new status ('processed' or 'error').
+    `owner`: the lease this check holds (FileChecker); its result is written only while it still does."""
     with db.session() as s:
         row = file_store.get_file(s, org_id, file_id)
         if row.status != "uploaded":
@@ -169,60 +186,121 @@ def process(db: Database, blobs: BlobStore, settings: Settings | None, *, org_id
         checked = check_blob(blobs, stored, key=key, filename=name, purpose=purpose, pii_policy=pii_policy,
                              settings=settings)
     except AiaasError as exc:
-        return _failed(db, blobs, org_id, file_id, stored, exc.code, exc.message)
+        return _failed(db, blobs, org_id, file_id, stored, exc.code, exc.message, owner)
     except Exception:  # a bug, not the file's fault: say so without the details
         log.exception("checking upload %s failed", file_id)
         return _failed(db, blobs, org_id, file_id, stored, "internal_error",
-                       "The file could not be checked (server error); upload it again.")
-    try:
-        with db.session() as s:
-            row = file_store.get_file(s, org_id, file_id)
-            row.status = "processed"
-            row.summary = checked.summary
-            row.bytes, row.sha256, row.storage_uri = checked.stored.size, checked.stored.sha256, checked.stored.uri
-    except NotFound:  # deleted while it was checked
+                       "The file could not be checked (server error); upload it again.", owner)
+    outcome = _settle(db, org_id, file_id, owner, status="processed", summary=checked.summary,
+                      bytes=checked.stored.size, sha256=checked.stored.sha256, storage_uri=checked.stored.uri)
+    if outcome == "deleted":  # deleted while it was checked
         blobs.delete(checked.stored.uri)
         blobs.delete(stored.uri)
         return "deleted"
+    if outcome != "processed":  # another check (which took the lease) wrote it: its blobs are its own
+        return outcome
     if checked.stored.uri != stored.uri:
         blobs.delete(stored.uri)  # the original, PII and all, goes once the redacted copy is recorded
     return "processed"
 
 
 def _failed(db: Database, blobs: BlobStore, org_id: str, file_id: str, stored: StoredBlob, code: str,
-            message: str) -> str:
+            message: str, owner: str | None = None) -> str:
     """Status 'error' with the reason; the bytes are deleted (a rejected file's PII is not kept)."""
-    blobs.delete(stored.uri)
+    if owner is None:
+        blobs.delete(stored.uri)
     try:
         with db.session() as s:
-            row = file_store.get_file(s, org_id, file_id)
-            row.status = "error"
-            row.summary = {**(row.summary or {}), "error": {"code": code, "message": message}}
+            summary = file_store.get_file(s, org_id, file_id).summary or {}
     except NotFound:
         return "deleted"
-    log.info("upload %s failed its check: %s", file_id, code)
-    return "error"
+    outcome = _settle(db, org_id, file_id, owner, status="error",
+                      summary={**summary, "error": {"code": code, "message": message}})
+    if owner is not None and outcome in ("error", "deleted"):  # never the bytes of a check that took over
+        blobs.delete(stored.uri)
+    if outcome == "error":
+        log.info("upload %s failed its check: %s", file_id, code)
+    return outcome
+
+
+def _settle(db: Database, org_id: str, file_id: str, owner: str | None, **values: Any) -> str:
+    """Write a check's result while the file is still 'uploaded' (and, for a leased check, still held by
+    `owner`), in one conditional UPDATE. Returns the status written, else the file's status now
+    ('deleted' when it is gone)."""
+    where = [File.id == file_id, File.org_id == org_id, File.status == "uploaded"]
+    if owner is not None:
+        where.append(File.check_owner == owner)
+    with db.session() as s:
+        done = cast(CursorResult[Any], s.execute(update(File).where(*where)
+                                                .values(check_owner=None, check_lease_until=None, **values)))
+        if done.rowcount == 1:
+            return str(values["status"])
+        now = s.scalar(select(File.status).where(File.id == file_id, File.org_id == org_id))
+    if now is None:
+        return "deleted"
+    log.info("upload %s: this check's result dropped, the file is %s (lease held elsewhere)", file_id, now)
+    return "uploaded" if now == "uploaded" else str(now)
+
+
+def claim(db: Database, file_id: str, owner: str, lease_s: float, *, now: float | None = None) -> bool:
+    """Take the check of an 'uploaded' file whose lease is free or run out: one UPDATE, so exactly one of
+    several API processes gets it."""
+    now = time.time() if now is None else now
+    with db.session() as s:
+        done = cast(CursorResult[Any], s.execute(
+            update(File).where(File.id == file_id, File.status == "uploaded",
+                               or_(File.check_lease_until.is_(None), File.check_lease_until < now))
+            .values(check_owner=owner, check_lease_until=now + lease_s)))
+        return done.rowcount == 1
+
+
+def left_unchecked(db: Database, *, now: float | None = None, limit: int = 100) -> list[tuple[str, str]]:
+    """(org id, file id) of files left 'uploaded' with no live lease, oldest first."""
+    now = time.time() if now is None else now
+    with db.session() as s:
+        rows = s.execute(select(File.org_id, File.id)
+                         .where(and_(File.status == "uploaded",
+                                     or_(File.check_lease_until.is_(None), File.check_lease_until < now)))
+                         .order_by(File.created_at).limit(limit)).all()
+    return [(org_id, file_id) for org_id, file_id in rows]
 
 
 class FileChecker:
-    """Background checks of large uploads, in `workers` threads of the API process (off the event loop)."""
+    """Background checks of large uploads, in `workers` threads of the API process (off the event loop),
+    each under a lease on its file; `start()` (the lifespan) also takes up checks other servers left."""
 
     def __init__(self, db: Database, blobs: BlobStore, settings: Settings, *, workers: int = 1) -> None:
         self.db = db
         self.blobs = blobs
         self.settings = settings
+        self.lease_s = settings.upload_check_lease_seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{new_id('chk')}"[:120]
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aiaas-file-check")
         self._pending: set[str] = set()
         self._lock = threading.Lock()
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
 
-    def submit(self, org_id: str, file_id: str) -> None:
+    def submit(self, org_id: str, file_id: str) -> bool:
+        """Claim the file's check and queue it; False when another process holds it (or this one stopped)."""
+        if self._closed or not claim(self.db, file_id, self.owner, self.lease_s):
+            return False
+        return self._queue(org_id, file_id)
+
+    def _queue(self, org_id: str, file_id: str) -> bool:
         with self._lock:
             self._pending.add(file_id)
-        self._pool.submit(self._run, org_id, file_id)
+        try:
+            self._pool.submit(self._run, org_id, file_id)
+        except RuntimeError:  # shut down meanwhile: the lease runs out, another server takes it
+            with self._lock:
+                self._pending.discard(file_id)
+            return False
+        return True
 
     def _run(self, org_id: str, file_id: str) -> None:
         try:
-            process(self.db, self.blobs, self.settings, org_id=org_id, file_id=file_id)
+            process(self.db, self.blobs, self.settings, org_id=org_id, file_id=file_id, owner=self.owner)
         except Exception:
             log.exception("background check of %s failed", file_id)
         finally:
@@ -234,6 +312,45 @@ class FileChecker:
         with self._lock:
             return len(self._pending)
 
+    # -- leases, and checks left by stopped servers ----------------------------------------------------
+    def recover(self) -> int:
+        """Renew the leases of the files queued here; claim and queue the files left 'uploaded' with no live
+        lease. Returns how many were taken up (blocking: a thread)."""
+        now = time.time()
+        with self._lock:
+            mine = list(self._pending)
+        if mine:
+            with self.db.session() as s:
+                s.execute(update(File).where(File.id.in_(mine), File.check_owner == self.owner,
+                                             File.status == "uploaded")
+                          .values(check_lease_until=now + self.lease_s))
+        taken = 0
+        for org_id, file_id in left_unchecked(self.db, now=now):
+            if self._closed:
+                break
+            if claim(self.db, file_id, self.owner, self.lease_s, now=now) and self._queue(org_id, file_id):
+                log.info("upload %s: its check was left unfinished; checking it again", file_id)
+                taken += 1
+        return taken
+
+    def start(self) -> None:
+        """At the lifespan's start: take up what is left now, and keep renewing and looking."""
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while not self._closed:
+            try:
+                await asyncio.to_thread(self.recover)
+            except Exception:  # noqa: BLE001 - the next pass retries
+                log.exception("taking up unchecked uploads failed")
+            await asyncio.sleep(self.lease_s / 3)
+
     def close(self) -> None:
-        """Stop taking work; a check under way finishes, queued ones stay 'uploaded'."""
+        """Stop taking work; a check under way finishes, queued ones stay 'uploaded' (their leases run out
+        and a running server checks them)."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -53,8 +53,12 @@ class File(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     storage_uri: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(20), default="processed")
+    status: Mapped[str] = mapped_column(String(20), default="processed", index=True)
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The background check of an 'uploaded' file (services/file_checks.py): the API process holding it and
+    # until when; a check whose lease ran out (its server stopped) is claimed again by a running server.
+    check_owner: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    check_lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class FineTuningJob(Base):
