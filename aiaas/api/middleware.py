@@ -14,8 +14,16 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aiaas.core.errors import AiaasError, AuthenticationFailed, PayloadTooLarge, Unavailable, type_for
+from aiaas.core.errors import (
+    AiaasError,
+    AuthenticationFailed,
+    DatabaseBusy,
+    PayloadTooLarge,
+    Unavailable,
+    type_for,
+)
 from aiaas.core.telemetry import Recorder
+from aiaas.store.db import is_busy
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("aiaas.access")  # one line per request; configured by the CLI (core/logging.py)
@@ -260,7 +268,15 @@ class EdgeMiddleware:
         except PayloadTooLarge:
             if not started:
                 await reject_too_large()
-        except Exception:
+        except Exception as exc:
+            if not started and is_busy(exc):  # contention, not a fault: a retryable 503, nothing written
+                log.warning("database busy, request id %s: %s", rid, exc)
+                status = 503
+                await _respond(send, 503, error_body(path, DatabaseBusy(
+                    "The database was busy and nothing was written; retry the same request after the "
+                    "Retry-After seconds (AIAAS_DATABASE_URL on PostgreSQL takes more concurrent writes)."), rid),
+                    [rid_header, (b"retry-after", b"1")])
+                return
             log.exception("unhandled error, request id %s", rid)
             if started:
                 raise

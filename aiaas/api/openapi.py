@@ -49,6 +49,7 @@ MEANING: dict[str, str] = {
     "model_not_ready": "the model is loading: retry after Retry-After",
     "unavailable": "the service cannot answer now: retry later",
     "upload_capacity": "too many uploads in flight: retry later",
+    "database_busy": "the database was busy and nothing was written: retry after Retry-After",
     "monitoring_disabled": "monitoring is off on this server",
     "no_request_logs": "the deployment has no sampled requests kept to export",
     "file_not_ready": "the file is still being checked (status uploaded): retry when it is processed",
@@ -57,8 +58,8 @@ MEANING: dict[str, str] = {
 }
 
 EDGE = ("validation_error", "missing_api_key", "invalid_api_key", "expired_api_key", "revoked_api_key",
-        "insufficient_scope", "payload_too_large", "rate_limit_exceeded", "internal_error")
-PUBLIC_EDGE = ("validation_error", "payload_too_large", "rate_limit_exceeded", "internal_error")
+        "insufficient_scope", "payload_too_large", "rate_limit_exceeded", "internal_error", "database_busy")
+PUBLIC_EDGE = ("validation_error", "payload_too_large", "rate_limit_exceeded", "internal_error", "database_busy")
 POST = ("invalid_json", "invalid_request", "idempotency_key_in_progress", "idempotency_key_reused")
 
 

@@ -45,6 +45,9 @@ HTTP_STATUS: dict[str, int] = {
     "idempotency_key_reused": 422,
     "idempotency_key_in_progress": 409,
     "upload_capacity": 503,
+    # The database stayed locked past its busy timeout (SQLite under write contention, a PostgreSQL lock,
+    # deadlock or serialization failure): nothing was written; the same request may be retried as is.
+    "database_busy": 503,
     "worker_crashed": 500,  # a job's error (never an HTTP answer): its worker died AIAAS_JOB_MAX_ATTEMPTS times
     # The web console (issue 15): a form posted without its session's CSRF token.
     "csrf_failed": 403,
@@ -187,6 +190,12 @@ class QuotaExceeded(AiaasError):
 
 class Unavailable(AiaasError):
     code = "unavailable"
+
+
+class DatabaseBusy(AiaasError):
+    """The database stayed locked past its busy timeout; nothing was written, so a retry is safe."""
+
+    code = "database_busy"
 
 
 class UnencryptedBlob(AiaasError):

@@ -11,6 +11,25 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# PostgreSQL's retryable lock outcomes: lock_not_available, deadlock_detected, serialization_failure.
+_PG_BUSY_STATES = frozenset({"55P03", "40P01", "40001"})
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) is the database refusing for contention, not for the request:
+    SQLite still locked after the busy timeout, or a PostgreSQL lock/deadlock/serialization failure. The
+    transaction was rolled back, so the request can be retried unchanged (the edge answers 503)."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # the DB-API error, wrapped by SQLAlchemy, perhaps wrapped again
+        if seen is None:
+            return False
+        orig = getattr(seen, "orig", None) or seen
+        if type(orig).__module__.startswith("sqlite3") and "locked" in str(orig):
+            return True
+        if getattr(orig, "sqlstate", None) in _PG_BUSY_STATES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:  # a DB-API connection (sqlite3)

@@ -49,7 +49,9 @@ async def _storm(server, path: str, **request) -> list[httpx.Response]:
 
 def _check(responses: list[httpx.Response]) -> dict:
     statuses = [r.status_code for r in responses]
-    assert set(statuses) <= {200, 409}, statuses
+    # 503 database_busy: the database stayed locked past its busy timeout (seen on SQLite on a loaded 2-core
+    # machine); nothing was written and a client retries it (the SDK does). Never a 500.
+    assert set(statuses) <= {200, 409, 503}, statuses
     ok = [r for r in responses if r.status_code == 200]
     assert ok, "no request got the answer"
     assert len({r.content for r in ok}) == 1  # every 200 is the one answer (first or replayed)
@@ -57,6 +59,8 @@ def _check(responses: list[httpx.Response]) -> dict:
     for r in responses:
         if r.status_code == 409:
             assert r.json()["error"]["code"] == "idempotency_key_in_progress" and r.headers["retry-after"]
+        if r.status_code == 503:
+            assert r.json()["error"]["code"] == "database_busy" and r.headers["retry-after"]
     return ok[0].json()
 
 
