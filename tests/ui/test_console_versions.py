@@ -250,7 +250,7 @@ async def test_live_charts_fragment(app, db, org_a, org_b, toy):
         assert (await admin.post("/v1/deployments", json={"name": "sup", "model": "toy/1"}, headers=h)).status_code == 201
         await sign_in(admin, org_a.key)
         page = (await admin.get("/ui/deployments/sup?refresh=2")).text
-        assert 'data-refresh="/ui/deployments/sup/charts"' in page and 'data-every="2"' in page
+        assert 'data-refresh="/ui/deployments/sup/charts?refresh=2"' in page and 'data-every="2"' in page
         first = await admin.get("/ui/deployments/sup/charts")
         assert first.status_code == 200 and 'id="rate-hour">0<' in first.text
         assert first.headers["content-security-policy"].startswith("default-src 'self'")
