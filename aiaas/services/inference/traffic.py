@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from aiaas.core.telemetry import FAMILIES, FINE_LATENCY, Recorder, SharedDirectory
+from aiaas.core.telemetry import FAMILIES, FINE_LATENCY, Recorder, SharedDirectory, Snapshot
 
 MINUTES = 60
 EDGES = tuple(b * 1000 for b in FAMILIES[FINE_LATENCY].buckets)  # ms: 0.25 ms .. ~130 s; above: the last bucket
@@ -79,10 +79,10 @@ class DeploymentTraffic:
         """deployment id -> bucket counts (no sum), every process's when the directory is shared."""
         if self.recorder is None:
             return {}
-        if self.shared is None:
-            hists = self.recorder.histograms(FINE_LATENCY)
-        else:
-            merged = self.shared.merged(self.recorder.snapshot())
+        hists = self.recorder.histograms(FINE_LATENCY)
+        if self.shared is not None:  # this process's live numbers (not its file) and every other file
+            own = Snapshot(histograms={(FINE_LATENCY, labels): h for labels, h in hists.items()})
+            merged = self.shared.merged(own)
             hists = {labels: h for (name, labels), h in merged.histograms.items() if name == FINE_LATENCY}
         width = len(EDGES) + 1
         return {labels[0]: np.asarray(h[:width], dtype=np.int64) for labels, h in hists.items()
