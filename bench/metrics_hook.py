@@ -3,7 +3,8 @@ metric objects would cost for the same numbers (in memory, and in its multiproce
 every value into an mmap file): python bench/metrics_hook.py
 
 Per request the server records one HTTP line (count + latency histogram) and, for inference, one
-deployment line (requests, texts, tokens, unknown tokens, latency and texts-per-request histograms)."""
+deployment line (requests, texts, tokens, unknown tokens, latency and texts-per-request histograms, and
+the finer latency histogram per deployment id that the console's charts read)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def ours() -> list[float]:
         t = time.perf_counter()
         for i in range(N):
             r.http("POST", "/v1/deployments/{name}/predict", 200, 0.004)
-            r.inference("support", "ft:minilm-l6:acme:support:ftjob-1", 0.004, 4, 60, 0)
+            r.inference("support", "ft:minilm-l6:acme:support:ftjob-1", 0.004, 4, 60, 0, "dep-1a2b3c")
         runs.append((time.perf_counter() - t) / N * 1e6)
     return runs
 

@@ -130,8 +130,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     if state.services.monitoring is not None:  # drift flags per deployment, read at scrape time
         telemetry.sources.append(drift_source(state.services.monitoring))
     work = WorkQueueCollector(db, lease_seconds=settings.lease_seconds)
-    publisher = (Publisher(telemetry, SharedDirectory(settings.metrics_dir), settings.metrics_flush_seconds)
-                 if settings.metrics_dir is not None else None)
+    shared = SharedDirectory(settings.metrics_dir) if settings.metrics_dir is not None else None
+    publisher = Publisher(telemetry, shared, settings.metrics_flush_seconds) if shared is not None else None
+    state.services.inference.traffic.share(shared)  # the console's charts: every process's requests
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,7 +143,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         warm = asyncio.create_task(_warm_pinned(state))
         for background in (state.services.monitoring, state.services.webhooks, state.services.request_log,
-                           state.services.file_checks, publisher):  # file_checks: uploads a stopped server left
+                           state.services.file_checks, publisher,  # file_checks: uploads a stopped server left
+                           state.services.inference.traffic):
             if background is not None:
                 background.start()
         try:

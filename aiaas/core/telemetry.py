@@ -37,6 +37,10 @@ Kind = Literal["counter", "gauge", "histogram"]
 Labels = tuple[str, ...]
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# The console's charts (services/inference/traffic.py): 25% apart from 0.25 ms, so a percentile read back
+# is within about 12%; per deployment id, not on /metrics (60 buckets per series would swamp a scrape).
+FINE_LATENCY = "aiaas_deployment_latency_fine_seconds"
+FINE_LATENCY_BUCKETS = tuple(0.00025 * 1.25 ** i for i in range(60))
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class Family:
     labels: Labels = ()
     buckets: tuple[float, ...] = ()
     merge: Literal["sum", "max"] = "sum"  # gauges across live processes
+    exported: bool = True  # False: kept, merged across processes, but not on /metrics
 
 
 _DEP = ("deployment", "model")  # model: the version's model id (each version has its own)
@@ -60,6 +65,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("aiaas_deployment_unknown_tokens", "counter", "Input tokens the tokenizer did not know ([UNK])", _DEP),
     Family("aiaas_deployment_request_duration_seconds", "histogram",
            "Inference time per request (model lookup, queue, model), per deployment", _DEP, LATENCY_BUCKETS),
+    Family(FINE_LATENCY, "histogram", "Inference time per request, per deployment id (the console's charts)",
+           ("deployment_id",), FINE_LATENCY_BUCKETS, exported=False),
     Family("aiaas_deployment_request_texts", "histogram", "Texts per inference request (its batch size)", _DEP,
            SIZE_BUCKETS),
     Family("aiaas_deployment_drift", "gauge", "1 while a feature is flagged as drifted", (*_DEP, "feature"),
@@ -153,8 +160,9 @@ class Recorder:
             self._observe("aiaas_http_request_duration_seconds", (method, route), seconds)
 
     def inference(self, deployment: str, model: str, seconds: float, texts: int, tokens: int,
-                  unknown: int | None) -> None:
-        """One inference request to a deployment (deployment "" for a model called by its id)."""
+                  unknown: int | None, deployment_id: str | None = None) -> None:
+        """One inference request to a deployment (deployment "" for a model called by its id); with its
+        `deployment_id`, also the fine latency histogram the console's charts read."""
         labels = (deployment, model)
         c = self._counters
         with self._lock:
@@ -165,6 +173,13 @@ class Recorder:
                 c[key] = c.get(key, 0.0) + amount
             self._observe("aiaas_deployment_request_duration_seconds", labels, seconds)
             self._observe("aiaas_deployment_request_texts", labels, texts)
+            if deployment_id is not None:
+                self._observe(FINE_LATENCY, (deployment_id,), seconds)
+
+    def histograms(self, name: str) -> dict[Labels, list[float]]:
+        """A copy of one histogram family's series (bucket counts..., sum), without a whole snapshot."""
+        with self._lock:
+            return {labels: list(h) for (n, labels), h in self._histograms.items() if n == name}
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -265,6 +280,8 @@ def families(snap: Snapshot) -> Iterator[Any]:
         for (name, values), value in table.items():
             by_family.setdefault(name, []).append((values, value))
     for fam in FAMILIES.values():
+        if not fam.exported:
+            continue
         labels = list(fam.labels)
         out: Any
         if fam.kind == "counter":

@@ -1,5 +1,6 @@
-"""Deployments: list, create, the deployment page (traffic split, revisions, rollback, request rate and
-p50/p99 latency, shadow agreement, the try-it box), change model / alias / split / shadow, roll back, delete.
+"""Deployments: list, create, the deployment page (traffic split and sticky header, revisions, rollback,
+request rate and p50/p99 latency redrawn live from a fragment, shadow agreement, the try-it box), change
+model / alias / split / shadow, roll back, delete.
 
 Changes call the same use cases as the API routes (services/deployments.py: apply, rollback, create,
 delete): each is a numbered, audited revision, its models loaded before traffic moves."""
@@ -38,6 +39,7 @@ router = APIRouter(prefix="/ui", route_class=ConsoleRoute)
 DAY_S = 86_400
 REVISIONS_SHOWN = 20
 REFS_OFFERED = 100
+REFRESH_S = 5  # how often the page redraws its charts (console.js; `?refresh=N` picks 1..60)
 
 
 def model_refs(c: ConsoleDep) -> list[str]:
@@ -88,8 +90,22 @@ def _requests_24h(c: ConsoleDep, model: str) -> int:
     return sum(b["requests"] for b in by_model["data"] if b["model"] == model)
 
 
+def _refresh_s(refresh: int | None) -> int:
+    return REFRESH_S if refresh is None else max(1, min(60, refresh))
+
+
+@router.get("/deployments/{name}/charts")
+def deployment_charts(request: Request, c: ConsoleDep, name: str, refresh: int | None = None) -> HTMLResponse:
+    """The deployment page's live part alone (request rate and p50/p99 by minute), which the page fetches
+    every few seconds while it is shown. A sync route: with a shared metrics directory it reads files."""
+    c.require("traffic")
+    row = dep_store.get_deployment(c.db, c.org_id, name)
+    charts = traffic_charts(c.state.services.inference.traffic.series(row.id))
+    return render(request, "_traffic_live.html", deployment=row, charts=charts, refresh_s=_refresh_s(refresh))
+
+
 @router.get("/deployments/{name}")
-def deployment_page(request: Request, c: ConsoleDep, name: str) -> HTMLResponse:
+def deployment_page(request: Request, c: ConsoleDep, name: str, refresh: int | None = None) -> HTMLResponse:
     c.require("deployments")
     row = dep_store.get_deployment(c.db, c.org_id, name)
     desc = dep_service.describe(c.db, row)  # as GET /v1/deployments/{name}: the current revision's spec
@@ -104,7 +120,8 @@ def deployment_page(request: Request, c: ConsoleDep, name: str) -> HTMLResponse:
     changing = c.may("update_deployment")
     return render(request, "deployment.html", deployment=row, desc=desc, revisions=revisions, shadow=shadow,
                   charts=charts, requests_24h=_requests_24h(c, row.model) if c.may("usage") else None,
-                  refs=model_refs(c) if changing else [], max_entries=MAX_TRAFFIC_ENTRIES, nav="deployments")
+                  refs=model_refs(c) if changing else [], max_entries=MAX_TRAFFIC_ENTRIES,
+                  refresh_s=_refresh_s(refresh), nav="deployments")
 
 
 def _may_change(c: ConsoleDep, csrf: str, section: str = "update_deployment") -> None:
@@ -137,8 +154,11 @@ def change_model(request: Request, c: ConsoleDep, name: str, model: Annotated[st
 def change_traffic(request: Request, c: ConsoleDep, name: str,
                    ref: Annotated[list[str], Form()],
                    weight: Annotated[list[str], Form()],
+                   sticky_header: Annotated[str, Form(max_length=64)] = "",
                    csrf: Annotated[str, Form(max_length=100)] = "") -> RedirectResponse:
-    """A canary split: up to MAX_TRAFFIC_ENTRIES (model, weight) rows adding up to 100; empty rows skipped."""
+    """A canary split: up to MAX_TRAFFIC_ENTRIES (model, weight) rows adding up to 100; empty rows skipped.
+    `sticky_header`: the request header whose value keeps a caller on one model of the split (empty: none,
+    each request picks at random); the form always sends it, so saving the form sets or clears it."""
     _may_change(c, csrf)
     if len(ref) != len(weight) or len(ref) > MAX_TRAFFIC_ENTRIES:
         raise InvalidRequest("Each traffic row needs a model and a weight.", param="traffic")
@@ -150,7 +170,7 @@ def change_traffic(request: Request, c: ConsoleDep, name: str,
             raise InvalidRequest(f"Row {i + 1}: the weight must be a whole number from 0 to 100.",
                                  param=f"traffic.{i}.weight")
         entries.append({"model": r.strip(), "weight": int(w)})
-    return _apply(request, c, name, traffic=entries)
+    return _apply(request, c, name, traffic=entries, sticky_header=sticky_header.strip() or None)
 
 
 @router.post("/deployments/{name}/shadow")

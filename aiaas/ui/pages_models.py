@@ -1,5 +1,6 @@
 """Models: fine-tuned models and registered models with their versions and aliases side by side (metric
-deltas against the previous version, lineage), alias set/move/delete, and the download of a version.
+deltas against the previous version, lineage, the deployments that send each version traffic), alias
+set/move/delete, and the download of a version.
 
 Every change goes through the same service call as its API route (services/versions.py,
 services/download.py), which checks, audits and moves deployments that follow an alias."""
@@ -25,6 +26,7 @@ from aiaas.ui.auth import ConsoleDep
 from aiaas.ui.charts import metric_cells, metric_columns
 from aiaas.ui.pages import PAGE, actor
 from aiaas.ui.render import SECURITY_HEADERS, ConsoleRoute, redirect, render
+from aiaas.ui.serving import current_specs, served_by, version_refs
 
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute)
 VERSION_FIELD = 10**9
@@ -61,9 +63,11 @@ def registered_page(request: Request, c: ConsoleDep, name: str) -> HTMLResponse:
     for v in rows:
         v["cells"] = metric_cells(v, columns)
         v["other_metrics"] = {k: x for k, x in (v.get("metrics") or {}).items() if k not in columns}
+    serving = (served_by(current_specs(c.db, c.org_id), version_refs(rm["name"], rows, rm["aliases"]))
+               if c.may("deployments") else None)
     return render(request, "registered.html", rm=rm, versions=rows, columns=columns,
                   aliases=sorted(rm["aliases"].items()), formats=download.FORMATS, archives=download.ARCHIVES,
-                  nav="models")
+                  serving=serving, nav="models")
 
 
 def _version(value: str) -> int:
@@ -117,8 +121,16 @@ def model_page(request: Request, c: ConsoleDep, model_id: str) -> HTMLResponse:
     row = registry.get_model(c.db, c.org_id, model_id)
     mv = version_store.version_of_model(c.db, c.org_id, row.id)
     registered = None
+    refs = {row.id: row.id}
     if mv is not None:
         rm = c.db.get(RegisteredModel, mv.registered_model_id)
-        registered = {"name": rm.name, "version": mv.version} if rm is not None else None
+        if rm is not None:
+            registered = {"name": rm.name, "version": mv.version}
+            refs |= dict.fromkeys(version_refs(rm.name, [{"model": row.id, "version": mv.version}],
+                                               {a: v for a, v in version_store.aliases(c.db, rm).items()
+                                                if v == mv.version}), row.id)
+    serving = (served_by(current_specs(c.db, c.org_id), refs).get(row.id, []) if c.may("deployments")
+               else None)
     return render(request, "model.html", model=row, card=row.card or {}, lineage=row.lineage or {},
-                  registered=registered, formats=download.FORMATS, archives=download.ARCHIVES, nav="models")
+                  registered=registered, serving=serving, formats=download.FORMATS, archives=download.ARCHIVES,
+                  nav="models")

@@ -1,6 +1,7 @@
 """The model lifecycle pages in Chromium against a real `aiaas serve`: versions and aliases side by side,
 an alias set and a version downloaded through the page; a canary split saved and rolled back through the
-deployment page, each change seen by the API; the request rate and latency charts; a `read` key sees
+deployment page, each change seen by the API; the request rate and latency charts, redrawn while the page
+is open and not while its tab is hidden; a `read` key sees
 versions and revisions but its forms are refused; script payloads in model metadata and in an alias name
 never run; the new pages fit a phone. No console errors."""
 
@@ -121,6 +122,44 @@ def test_alias_download_split_and_rollback_through_the_pages(browser, stack):
         assert page.inner_text("#revision") == "3"
         assert page.locator("#revisions tr.revision").count() == 3
         shot(page, "deployment-rolled-back")
+    assert watch.errors == [] and watch.dialogs == [], (watch.errors, watch.dialogs)
+
+
+def set_hidden(page, hidden: bool) -> None:
+    """What the browser does when the tab goes to the background (headless Chromium never hides one)."""
+    page.evaluate("""(hidden) => {
+        Object.defineProperty(document, 'hidden', {configurable: true, get: () => hidden});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }""", hidden)
+
+
+def test_the_charts_redraw_while_the_page_is_open_and_rest_while_it_is_hidden(browser, stack):
+    server, keys = stack
+    watch = Watch()
+    with api(server, keys["admin"]) as c:
+        assert c.post("/v1/deployments", json={"name": "live", "model": "toy/1"}).status_code == 201
+        page = new_page(browser, server.base_url, watch)
+        sign_in(page, keys["admin"])
+        page.goto("/ui/deployments/live?refresh=1")
+        page.evaluate("window.__loaded_once = true")  # gone if the page reloads
+        assert page.inner_text("#rate-hour") == "0" and page.locator("#rate-chart rect.bar").count() == 0
+        for _ in range(4):
+            assert c.post("/v1/deployments/live/predict", json={"inputs": ["great service"]}).status_code == 200
+        wait_until(page, "document.getElementById('rate-hour').textContent === '4'", timeout=10)
+        assert page.locator("#rate-chart rect.bar").count() == 1 and float(page.inner_text("#p50")) > 0
+        assert page.evaluate("window.__loaded_once") is True
+
+        set_hidden(page, True)
+        page.wait_for_timeout(1500)  # a redraw already asked for lands; none after it
+        redraws = page.evaluate("document.body.dataset.chartRedraws")
+        for _ in range(2):
+            assert c.post("/v1/deployments/live/predict", json={"inputs": ["fine"]}).status_code == 200
+        page.wait_for_timeout(2500)
+        assert page.evaluate("document.body.dataset.chartRedraws") == redraws
+        assert page.inner_text("#rate-hour") == "4"
+        set_hidden(page, False)  # shown again: redrawn at once
+        wait_until(page, "document.getElementById('rate-hour').textContent === '6'", timeout=5)
+        shot(page, "deployment-live-charts")
     assert watch.errors == [] and watch.dialogs == [], (watch.errors, watch.dialogs)
 
 

@@ -1,6 +1,7 @@
 """`aiaas serve --workers 2` with AIAAS_METRICS_PORT: both API processes answer predictions, and the
 metrics port sums what each counted (requests, texts, latency histogram counts, model cache misses),
-while the API port no longer serves /metrics."""
+while the API port no longer serves /metrics. The console's request-rate chart, read from either
+process, counts the requests of both."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aiaas.store.db import Database
 from tests.e2e.server import base_env, free_port, init, start_server
 from tests.helpers.deployed import export_tiny_classifier, register
 from tests.services.test_monitoring import english, store_training_reference
+from tests.ui.conftest import CSRF_RE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MODEL = "ft:tiny-bert:default:procs:ftjob-procs"
@@ -42,6 +44,28 @@ def _value(text: str, line_start: str) -> float | None:
         if line.startswith(line_start + " "):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def _console_charts(base_url: str, key: str, sent: int) -> list[str]:
+    """The deployment page's chart fragment, signed in to the console, until it counts `sent` requests
+    (each process reads the other's file, written every 0.2 s); then four more reads on new connections,
+    so that both processes draw it."""
+    with httpx.Client(base_url=base_url, timeout=30) as ui:
+        csrf = CSRF_RE.search(ui.get("/ui/signin").text)
+        assert csrf is not None
+        assert ui.post("/ui/signin", data={"api_key": key, "csrf": csrf[1]}).status_code == 303
+        cookies = ui.cookies
+        deadline = time.monotonic() + 15
+        while True:
+            first = ui.get("/ui/deployments/procs/charts").text
+            if f'id="rate-hour">{sent}<' in first or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    more = []
+    for _ in range(4):
+        with httpx.Client(base_url=base_url, timeout=30, cookies=cookies) as fresh:
+            more.append(fresh.get("/ui/deployments/procs/charts").text)
+    return [first, *more]
 
 
 def test_two_api_processes_are_summed_on_the_metrics_port(tmp_path):
@@ -79,6 +103,7 @@ def test_two_api_processes_are_summed_on_the_metrics_port(tmp_path):
                     break
         per_process = _per_process(data)
         assert len(per_process) == 2 and min(per_process) > 0, per_process
+        charts = _console_charts(server.base_url, key, sent)
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         labels = f'deployment="procs",model="{MODEL}"'
         deadline = time.monotonic() + 15
@@ -93,6 +118,7 @@ def test_two_api_processes_are_summed_on_the_metrics_port(tmp_path):
         server.stop()
 
     assert total == sent, (total, sent, per_process)
+    assert all(f'id="rate-hour">{sent}<' in c for c in charts), (sent, per_process, charts[-1][:300])
     assert _value(text, f"aiaas_deployment_texts_total{{{labels}}}") == texts
     assert _value(text, f"aiaas_deployment_request_duration_seconds_count{{{labels}}}") == sent
     assert _value(text, f"aiaas_deployment_request_texts_count{{{labels}}}") == sent

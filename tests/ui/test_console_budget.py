@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from aiaas.core.ids import new_id
+from aiaas.services.inference.traffic import DeploymentTraffic
 from aiaas.store.models import (
     AuditLog,
     Deployment,
@@ -86,21 +87,34 @@ def fill(db, org_id: str) -> dict[str, str]:
     return {"file": files[5000]["id"], "job": busy, "job_after": jobs[500]["id"], "dep7": dep7, "job_m5": jobs[5]["id"]}
 
 
+def busy_hour(app, deployment_id: str) -> None:
+    """5,000 requests over the last hour on a deployment's charts: recorded as InferenceService does, with
+    the minute ring's boundaries ticked by a clock that starts an hour ago."""
+    inference = app.state.aiaas.services.inference
+    start = (int(time.time()) // 60 - 59) * 60
+    clock = [float(start)]
+    traffic = inference.traffic = DeploymentTraffic(inference.telemetry, lambda: clock[0])
+    for minute in range(60):
+        clock[0] = start + minute * 60.0
+        traffic.tick()
+        for i in range(minute, 5000, 60):
+            inference.telemetry.inference("dep-7", "ft:m", (2.0 + i % 97) / 1000, 1, 5, 0, deployment_id)
+    traffic.clock = time.time
+
+
 async def test_every_page_within_budget_in_a_big_organisation(app, db):
     org = make_org(db, "big-org")
     ids = fill(db, org.id)
     async with new_client(app) as client:
         csrf = await sign_in(client, org.key)
         real_file = await upload(client, csrf)
-        traffic = app.state.aiaas.services.inference.traffic  # a busy last hour on dep-7's charts
-        for i in range(5000):
-            traffic.clock = lambda i=i: time.time() - (i % 60) * 60
-            traffic.record(ids["dep7"], 2.0 + i % 97)
-        traffic.clock = time.time
+        busy_hour(app, ids["dep7"])
+        charts = (await client.get("/ui/deployments/dep-7/charts")).text
+        assert 'id="rate-hour">5000<' in charts and charts.count('class="bar"') == 60
         pages = ["/ui/overview", "/ui/files", f"/ui/files?after={ids['file']}", f"/ui/files/{real_file}",
                  "/ui/jobs", f"/ui/jobs?after={ids['job_after']}", f"/ui/jobs/{ids['job']}", "/ui/jobs/new",
                  "/ui/models", "/ui/models?rm_after=reg-19", "/ui/registered/reg-07",
-                 "/ui/models/ft:tiny-bert:org:m5:" + ids["job_m5"], "/ui/deployments", "/ui/deployments/dep-7", "/ui/usage", "/ui/usage?days=366",
+                 "/ui/models/ft:tiny-bert:org:m5:" + ids["job_m5"], "/ui/deployments", "/ui/deployments/dep-7", "/ui/deployments/dep-7/charts", "/ui/usage", "/ui/usage?days=366",
                  "/ui/keys", "/ui/audit", "/ui/audit?action=file.uploaded"]
         results = []
         for path in pages:

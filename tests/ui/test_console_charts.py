@@ -1,11 +1,14 @@
 """The numbers behind the deployment page's charts and the versions table: per-minute request counts and
-latency percentiles (services/inference/traffic.py), the SVG geometry, and metric deltas."""
+latency percentiles (services/inference/traffic.py, read from the telemetry recorder), the same numbers
+merged across two processes' recorders through a shared metrics directory, the SVG geometry, and metric
+deltas."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from aiaas.core.telemetry import Recorder, SharedDirectory, families
 from aiaas.services.inference.traffic import MINUTES, DeploymentTraffic
 from aiaas.ui.charts import metric_cells, metric_columns, traffic_charts
 
@@ -18,13 +21,22 @@ class Clock:
         return self.t
 
 
+def answered(recorder: Recorder, deployment_id: str, ms: float) -> None:
+    """What InferenceService does for one request a deployment answered."""
+    recorder.inference("name-of-" + deployment_id, "ft:m", ms / 1000, 1, 3, 0, deployment_id)
+
+
+def traffic_with_clock() -> tuple[Recorder, Clock, DeploymentTraffic]:
+    recorder, clock = Recorder(), Clock()
+    return recorder, clock, DeploymentTraffic(recorder, clock)
+
+
 def test_percentiles_per_minute_are_within_the_bucket_error():
-    clock = Clock()
-    traffic = DeploymentTraffic(clock)
+    recorder, clock, traffic = traffic_with_clock()
     rng = np.random.default_rng(0)
     measured = rng.lognormal(mean=2.0, sigma=0.8, size=5000)  # ms, a long tail
     for ms in measured:
-        traffic.record("dep-1", float(ms))
+        answered(recorder, "dep-1", float(ms))
     s = traffic.series("dep-1")
     assert s["requests"][-1] == 5000 and sum(s["requests"]) == 5000
     for q, key in ((50, "p50_ms"), (99, "p99_ms")):
@@ -34,12 +46,12 @@ def test_percentiles_per_minute_are_within_the_bucket_error():
 
 
 def test_minutes_roll_over_and_an_hour_old_minute_is_gone():
-    clock = Clock()
-    traffic = DeploymentTraffic(clock)
-    traffic.record("d", 5.0)
+    recorder, clock, traffic = traffic_with_clock()
+    answered(recorder, "d", 5.0)
     clock.t += 60
-    traffic.record("d", 7.0)
-    traffic.record("d", 9.0)
+    traffic.tick()  # the minute thread, at the boundary
+    answered(recorder, "d", 7.0)
+    answered(recorder, "d", 9.0)
     s = traffic.series("d")
     assert s["requests"][-2:] == [1, 2] and s["total"]["requests"] == 3
     assert s["p50_ms"][-3] is None  # a minute without requests has no percentile
@@ -47,21 +59,63 @@ def test_minutes_roll_over_and_an_hour_old_minute_is_gone():
     s = traffic.series("d")
     assert s["total"]["requests"] == 2
     clock.t += 60 * MINUTES
-    traffic.record("d", 1.0)  # the row of an old minute is reused, not added to
+    answered(recorder, "d", 1.0)  # only the new request: the old minutes are out of the ring
     assert traffic.series("d")["total"]["requests"] == 1
     assert traffic.series("other")["total"] == {"requests": 0, "p50_ms": None, "p99_ms": None}
     traffic.forget("d")
     assert traffic.series("d")["total"]["requests"] == 0
 
 
-def test_chart_geometry_scales_to_the_busiest_minute():
+def test_a_missed_boundary_puts_the_minutes_since_under_the_last_of_them():
+    recorder, clock, traffic = traffic_with_clock()
+    answered(recorder, "d", 5.0)
+    clock.t += 180  # three boundaries, no tick: the next read ticks
+    assert traffic.series("d")["requests"][-4:] == [0, 0, 1, 0]
+    answered(recorder, "d", 6.0)
+    s = traffic.series("d")
+    assert s["requests"][-4:] == [0, 0, 1, 1] and s["total"]["requests"] == 2
+
+
+def test_two_processes_charts_are_merged_through_the_shared_directory(tmp_path):
     clock = Clock()
-    traffic = DeploymentTraffic(clock)
+    first, second = Recorder(), Recorder()
+    dir_a, dir_b = SharedDirectory(tmp_path), SharedDirectory(tmp_path)
+    traffic_a = DeploymentTraffic(first, clock)
+    traffic_a.share(dir_a)
+    for _ in range(5):
+        answered(first, "d", 4.0)
+    for _ in range(3):
+        answered(second, "d", 40.0)
+    dir_b.write(second.snapshot())  # the other process's Publisher
+    s = traffic_a.series("d")
+    assert s["requests"][-1] == 8 and s["p50_ms"][-1] < 5 and s["p99_ms"][-1] > 35
+    dir_a.write(first.snapshot())  # this process's own file is not counted besides its live numbers
+    assert traffic_a.series("d")["requests"][-1] == 8
+    clock.t += 60
+    traffic_a.tick()
+    answered(second, "d", 40.0)
+    dir_b.write(second.snapshot())
+    assert traffic_a.series("d")["requests"][-2:] == [8, 1]
+
+
+def test_the_fine_histogram_stays_off_the_metrics_page():
+    recorder = Recorder()
+    answered(recorder, "d", 4.0)
+    names = {f.name for f in families(recorder.snapshot())}
+    assert "aiaas_deployment_request_duration_seconds" in names
+    assert not any("fine" in n for n in names)
+
+
+def test_chart_geometry_scales_to_the_busiest_minute():
+    recorder, clock, traffic = traffic_with_clock()
     for _ in range(40):
-        traffic.record("d", 20.0)
-    clock.t += 120
+        answered(recorder, "d", 20.0)
+    clock.t += 60
+    traffic.tick()
+    clock.t += 60
+    traffic.tick()
     for _ in range(10):
-        traffic.record("d", 300.0)
+        answered(recorder, "d", 300.0)
     charts = traffic_charts(traffic.series("d"))
     assert charts["top"] == 50  # 40 requests in the busiest minute: the axis ends at the next 1-2-5 step
     heights = [b["h"] for b in charts["bars"] if b["n"]]

@@ -135,7 +135,7 @@ async def test_split_rollback_revisions_charts_and_shadow(app, db, org_a, toy):
             assert r.status_code == 200
         page = (await admin.get("/ui/deployments/sup")).text
         assert 'id="rate-chart"' in page and 'class="line p50"' in page
-        assert "6 requests" in page
+        assert 'id="rate-hour">6<' in page
         assert 'id="shadow-agreement"' in page  # the mirror runs after the answer: agreement or "nothing yet"
 
         r = await admin.post("/ui/deployments/sup/rollback", data={"revision": "1", "csrf": csrf})
@@ -153,6 +153,116 @@ async def test_split_rollback_revisions_charts_and_shadow(app, db, org_a, toy):
         r = await reader.post("/ui/deployments/sup/model", data={"model": "toy/2", "csrf": read_csrf})
         assert r.status_code == 403
     assert (await_count := actions(db, org_a.id).count("deployment.updated")) == 3, await_count
+
+
+async def test_sticky_header_is_set_and_cleared_through_the_split_form(app, db, org_a, toy):
+    h = {"Authorization": f"Bearer {org_a.key}"}
+    read_key = make_key(db, org_a, ["read"])
+    async with new_client(app) as admin, new_client(app) as reader:
+        assert (await admin.post("/v1/deployments", json={"name": "sup", "model": "toy/1"}, headers=h)).status_code == 201
+        csrf = await sign_in(admin, org_a.key)
+        page = (await admin.get("/ui/deployments/sup")).text
+        assert 'name="sticky_header"' in page and 'id="sticky"' not in page
+        split = {"ref": ["toy/1", "toy/2"], "weight": ["50", "50"], "csrf": csrf}
+        r = await admin.post("/ui/deployments/sup/traffic", data=split | {"sticky_header": "X-User-Id"})
+        assert r.status_code == 303, r.text
+        assert (await admin.get("/v1/deployments/sup", headers=h)).json()["sticky_header"] == "x-user-id"
+        page = (await admin.get("/ui/deployments/sup")).text
+        assert 'value="x-user-id"' in page and "Sticky by header <code>x-user-id</code>" in page
+        # The same user always reaches the same model of the split.
+        seen = set()
+        for _ in range(8):
+            r = await admin.post("/v1/deployments/sup/predict", json={"inputs": ["fine"]},
+                                 headers=h | {"X-User-Id": "user-42"})
+            seen.add(r.json()["model"])
+        assert len(seen) == 1
+        # Too long a header name: the API's own limit, on the error page; nothing changes.
+        r = await admin.post("/ui/deployments/sup/traffic", data=split | {"sticky_header": "x" * 65})
+        assert r.status_code in (400, 422) and (await admin.get("/v1/deployments/sup", headers=h)).json()["revision"] == 2
+        # Saved with the field empty: cleared, as a new revision.
+        r = await admin.post("/ui/deployments/sup/traffic", data=split | {"sticky_header": "  "})
+        assert r.status_code == 303
+        dep = (await admin.get("/v1/deployments/sup", headers=h)).json()
+        assert dep["sticky_header"] is None and dep["revision"] == 3
+        # Without the form's token, or with a read key: refused before anything changes.
+        r = await admin.post("/ui/deployments/sup/traffic", data={"ref": ["toy/1"], "weight": ["100"],
+                                                                   "sticky_header": "x-a"})
+        assert r.status_code == 403 and "CSRF" in r.text
+        read_csrf = await sign_in(reader, read_key)
+        r = await reader.post("/ui/deployments/sup/traffic", data=split | {"csrf": read_csrf, "sticky_header": "x-a"})
+        assert r.status_code == 403 and "Not allowed" in r.text
+        assert (await admin.get("/v1/deployments/sup", headers=h)).json()["sticky_header"] is None
+
+
+def served(page: str, version: int) -> str:
+    """The Deployments cell of one version's row on the registered model page."""
+    row = page.split(f'<tr id="v{version}">', 1)[1].split("</tr>", 1)[0]
+    return row.split('class="wrap serving-cell">', 1)[1].split("</td>", 1)[0]
+
+
+async def test_each_version_lists_the_deployments_that_serve_it(app, db, org_a, org_b, toy):
+    h = {"Authorization": f"Bearer {org_a.key}"}
+    read_key = make_key(db, org_a, ["read"])
+    async with new_client(app) as admin, new_client(app) as reader:
+        csrf = await sign_in(admin, org_a.key)
+        assert (await admin.post("/ui/registered/toy/aliases", data={"alias": "prod", "version": "2",
+                                                                      "csrf": csrf})).status_code == 303
+        for name, model in (("direct", V1), ("by-number", "toy/1"), ("canary", "toy/1"), ("idle", "toy/1")):
+            assert (await admin.post("/v1/deployments", json={"name": name, "model": model}, headers=h)).status_code == 201
+        patch = {"traffic": [{"model": "toy/1", "weight": 80}, {"model": "toy@prod", "weight": 20}],
+                 "shadow": {"model": "toy/2", "percent": 15}}
+        assert (await admin.patch("/v1/deployments/canary", json=patch, headers=h)).status_code == 200
+        assert (await admin.delete("/v1/deployments/idle", headers=h)).status_code in (200, 204)
+        page = (await admin.get("/ui/registered/toy")).text
+        v1, v2 = served(page, 1), served(page, 2)
+        assert [n for n in ("by-number", "canary", "direct", "idle") if f'data-deployment="{n}"' in v1] == \
+            ["by-number", "canary", "direct"]
+        assert '<span class="share">80%</span>' in v1 and '<span class="share">100%</span>' in v1
+        assert 'data-deployment="canary"' in v2 and '<span class="share">20%</span>' in v2 and "@prod" in v2
+        assert "shadow, 15% mirrored" in v2 and v2.count("served-by") == 2
+        # Moving the alias moves what the page says (the deployment follows it).
+        assert (await admin.post("/ui/registered/toy/aliases", data={"alias": "prod", "version": "1",
+                                                                      "csrf": csrf})).status_code == 303
+        page = (await admin.get("/ui/registered/toy")).text
+        assert "@prod" in served(page, 1) and "@prod" not in served(page, 2)
+        # The model page says the same for its one version.
+        model_page = (await admin.get(f"/ui/models/{V2}")).text
+        box = model_page.split('id="served-by"', 1)[1].split("</section>", 1)[0]
+        assert box.count("served-by") == 1 and "shadow, 15% mirrored" in box
+        box = (await admin.get(f"/ui/models/{V1}")).text.split('id="served-by"', 1)[1].split("</section>", 1)[0]
+        assert box.count("served-by") == 4  # direct, by number, and canary twice (80% and the alias's 20%)
+        # A read key may list deployments: it sees the same column.
+        await sign_in(reader, read_key)
+        assert 'data-deployment="canary"' in served((await reader.get("/ui/registered/toy")).text, 1)
+    # Another organisation's deployment naming the same reference never shows up here.
+    with db.session() as s:
+        from aiaas.store import deployments as dep_store
+
+        dep_store.create_deployment(s, org_b.id, name="theirs", model="toy/1", min_replicas=0)
+    async with new_client(app) as admin:
+        await sign_in(admin, org_a.key)
+        assert "theirs" not in (await admin.get("/ui/registered/toy")).text
+
+
+async def test_live_charts_fragment(app, db, org_a, org_b, toy):
+    h = {"Authorization": f"Bearer {org_a.key}"}
+    async with new_client(app) as admin, new_client(app) as other, new_client(app) as anonymous:
+        assert (await admin.post("/v1/deployments", json={"name": "sup", "model": "toy/1"}, headers=h)).status_code == 201
+        await sign_in(admin, org_a.key)
+        page = (await admin.get("/ui/deployments/sup?refresh=2")).text
+        assert 'data-refresh="/ui/deployments/sup/charts?refresh=2"' in page and 'data-every="2"' in page
+        first = await admin.get("/ui/deployments/sup/charts")
+        assert first.status_code == 200 and 'id="rate-hour">0<' in first.text
+        assert first.headers["content-security-policy"].startswith("default-src 'self'")
+        assert "<html" not in first.text and 'id="traffic-live"' in first.text  # the fragment alone
+        for _ in range(3):
+            assert (await admin.post("/v1/deployments/sup/predict", json={"inputs": ["ok"]}, headers=h)).status_code == 200
+        fresh = (await admin.get("/ui/deployments/sup/charts")).text
+        assert 'id="rate-hour">3<' in fresh and 'class="bar"' in fresh
+        await sign_in(other, org_b.key)
+        assert (await other.get("/ui/deployments/sup/charts")).status_code == 404
+        r = await anonymous.get("/ui/deployments/sup/charts")
+        assert r.status_code == 303 and r.headers["location"].startswith("/ui/signin")
 
 
 async def test_sign_in_and_sign_out_are_audited(app, db, org_a):

@@ -88,7 +88,8 @@ class InferenceService:
         self.targets = Targets(db, settings)
         self.shadows = Shadows()
         self._in_flight = 0  # callers' classifications running now (on the event loop: no lock)
-        self.traffic = DeploymentTraffic()  # request rate and latency per deployment (the console's charts)
+        # Request rate and latency per deployment by minute (the console's charts), read from `telemetry`.
+        self.traffic = DeploymentTraffic(telemetry)
         self.local = LocalRuntime(
             ArtifactLoader(settings, blobs),
             threads=settings.inference_threads,
@@ -224,6 +225,7 @@ class InferenceService:
                 log.warning("could not preload %s", artifact, exc_info=True)
 
     async def aclose(self) -> None:
+        self.traffic.stop()
         await self.shadows.aclose()
         if self.remote is not None:
             await self.remote.aclose()
@@ -253,9 +255,7 @@ class InferenceService:
         elapsed = time.perf_counter() - started
         if self.telemetry is not None:
             self.telemetry.inference(target.deployment or "", target.model_id, elapsed,
-                                     len(texts), out.tokens, out.unknown_tokens)
-        if target.deployment_id is not None:
-            self.traffic.record(target.deployment_id, elapsed * 1000)
+                                     len(texts), out.tokens, out.unknown_tokens, target.deployment_id)
         if self.monitor is not None and target.deployment_id is not None:
             self.monitor.observe(target.deployment_id, caller.org_id, target.deployment or "", target.model_id,
                                  target.labels, texts, out, target.thresholds)

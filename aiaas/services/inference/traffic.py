@@ -1,36 +1,37 @@
-"""Request rate and latency per deployment, by minute, in memory (this process), for the console's charts.
+"""Request rate and latency per deployment, by minute, for the console's charts, read from the one place
+that records a request a deployment answered: the telemetry recorder (aiaas/core/telemetry.py).
 
-Why in memory: a database write per request would cost more than the model. Why not the drift monitor's
-minutes: those start afresh whenever the answering model changes, which a traffic split does on every
-other request. `record` (one call per request a deployment answers) adds one to that minute's count and
-to one bucket of a log-spaced latency histogram (buckets 25% apart, so a percentile read back is within
-about 12% of the measured one); `series` reads the last hour back with p50 and p99 per minute.
+The recorder keeps, per deployment id, a cumulative histogram of inference time with log-spaced
+buckets 25% apart (`aiaas_deployment_latency_fine_seconds`, not exported: /metrics keeps its usual
+buckets), so a percentile read back is within about 12% of the measured one. Here a ring of minutes
+holds what each minute added: at every minute boundary (`tick`, from a thread, or from a read that
+finds the minute changed) the cumulative histograms are read and the difference from the last boundary
+is kept, for the deployments that answered in that minute only. The minute in progress is the
+difference between now and the last boundary.
+
+With several API processes (`aiaas serve --workers N`, a shared metrics directory), the cumulative
+histograms are those of every process, summed from the directory's files (each at most
+`metrics_flush_seconds` old; this process's own numbers are read live), so any process draws the
+same charts. A process's history starts when it does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from aiaas.core.telemetry import FAMILIES, FINE_LATENCY, Recorder, SharedDirectory, Snapshot
+
 MINUTES = 60
-FIRST_EDGE_MS = 0.25
-RATIO = 1.25
-EDGES = tuple(FIRST_EDGE_MS * RATIO ** i for i in range(60))  # 0.25 ms .. ~130 s; above: the last bucket
-
-
-class _Series:
-    __slots__ = ("minute_of", "counts", "hist")
-
-    def __init__(self) -> None:
-        self.minute_of = np.full(MINUTES, -1, dtype=np.int64)
-        self.counts = np.zeros(MINUTES, dtype=np.int32)
-        self.hist = np.zeros((MINUTES, len(EDGES) + 1), dtype=np.int32)
+EDGES = tuple(b * 1000 for b in FAMILIES[FINE_LATENCY].buckets)  # ms: 0.25 ms .. ~130 s; above: the last bucket
+TICK_LATE_S = 0.05  # the thread reads a boundary this long after it, so the clock has surely passed it
 
 
 def _bucket_ms(i: int) -> float:
@@ -51,48 +52,91 @@ def percentile(hist: np.ndarray, q: float) -> float | None:
 
 
 class DeploymentTraffic:
-    """InferenceService.traffic: counts per deployment id (a deleted deployment is forgotten)."""
+    """InferenceService.traffic: per-minute views of the recorder's per-deployment histograms.
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    `recorder`: this process's (None: nothing is recorded, every series is empty). `share()` names the
+    metrics directory every API process writes to (the same SharedDirectory as the process's Publisher,
+    so that its own file is not counted besides its live numbers)."""
+
+    def __init__(self, recorder: Recorder | None, clock: Callable[[], float] = time.time) -> None:
+        self.recorder = recorder
         self.clock = clock
-        self._lock = threading.Lock()
-        self._series: dict[str, _Series] = {}
+        self.shared: SharedDirectory | None = None
+        self._lock = threading.Lock()  # ticks and reads of the ring
+        self._minutes: deque[tuple[int, dict[str, np.ndarray]]] = deque(maxlen=MINUTES)
+        self._forgotten: set[str] = set()
+        self._last_minute, self._last = self._boundary_now()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def record(self, deployment_id: str, latency_ms: float) -> None:
-        """Count one answered request. Cheap: no I/O, two array increments under a lock."""
-        minute = int(self.clock() // 60)
-        bucket = bisect_right(EDGES, latency_ms)
+    # -- reading the recorder -----------------------------------------------------------------
+    def share(self, shared: SharedDirectory | None) -> None:
         with self._lock:
-            s = self._series.get(deployment_id)
-            if s is None:
-                s = self._series[deployment_id] = _Series()
-            row = minute % MINUTES
-            if s.minute_of[row] != minute:  # an hour-old minute (or none) gives way
-                s.minute_of[row] = minute
-                s.counts[row] = 0
-                s.hist[row] = 0
-            s.counts[row] += 1
-            s.hist[row, bucket] += 1
+            self.shared = shared
+            self._last_minute, self._last = self._boundary_now()
+
+    def _cumulative(self) -> dict[str, np.ndarray]:
+        """deployment id -> bucket counts (no sum), every process's when the directory is shared."""
+        if self.recorder is None:
+            return {}
+        hists = self.recorder.histograms(FINE_LATENCY)
+        if self.shared is not None:  # this process's live numbers (not its file) and every other file
+            own = Snapshot(histograms={(FINE_LATENCY, labels): h for labels, h in hists.items()})
+            merged = self.shared.merged(own)
+            hists = {labels: h for (name, labels), h in merged.histograms.items() if name == FINE_LATENCY}
+        width = len(EDGES) + 1
+        return {labels[0]: np.asarray(h[:width], dtype=np.int64) for labels, h in hists.items()
+                if len(h) == width + 1}
+
+    def _boundary_now(self) -> tuple[int, dict[str, np.ndarray]]:
+        return int(self.clock() // 60), self._cumulative()
+
+    # -- the ring of minutes ------------------------------------------------------------------
+    def tick(self) -> None:
+        """At a minute boundary: keep what the minute(s) since the last boundary added (one entry, under
+        the last minute of them when a boundary was missed)."""
+        with self._lock:
+            self._tick(*self._boundary_now())
+
+    def _tick(self, minute: int, cumulative: dict[str, np.ndarray]) -> None:
+        if minute <= self._last_minute:
+            return
+        added: dict[str, np.ndarray] = {}
+        for dep, now in cumulative.items():
+            before = self._last.get(dep)
+            delta = now if before is None else np.maximum(now - before, 0)  # a file gone: never negative
+            if delta.any() and dep not in self._forgotten:
+                added[dep] = delta.astype(np.int32)
+        if added:
+            self._minutes.append((minute - 1, added))
+        self._last_minute, self._last = minute, cumulative
 
     def forget(self, deployment_id: str) -> None:
+        """A deleted deployment: its minutes go (its cumulative numbers stay in the recorder, as counters do)."""
         with self._lock:
-            self._series.pop(deployment_id, None)
+            self._forgotten.add(deployment_id)
+            for _, added in self._minutes:
+                added.pop(deployment_id, None)
 
     def series(self, deployment_id: str) -> dict[str, Any]:
         """The last hour, oldest minute first: requests, p50 and p99 (ms, None without requests) per
-        minute, and the hour's totals."""
-        now_minute = int(self.clock() // 60)
-        minutes = list(range(now_minute - MINUTES + 1, now_minute + 1))
+        minute (the last one still running), and the hour's totals."""
+        width = len(EDGES) + 1
         with self._lock:
-            s = self._series.get(deployment_id)
-            if s is None:
-                counts = np.zeros(MINUTES, dtype=np.int64)
-                hist = np.zeros((MINUTES, len(EDGES) + 1), dtype=np.int64)
-            else:
-                rows = [m % MINUTES for m in minutes]
-                live = s.minute_of[rows] == np.asarray(minutes)
-                counts = np.where(live, s.counts[rows], 0).astype(np.int64)
-                hist = np.where(live[:, None], s.hist[rows], 0).astype(np.int64)
+            now_minute, cumulative = self._boundary_now()
+            self._tick(now_minute, cumulative)
+            minutes = list(range(now_minute - MINUTES + 1, now_minute + 1))
+            hist = np.zeros((MINUTES, width), dtype=np.int64)
+            first = minutes[0]
+            for minute, added in self._minutes:
+                h = added.get(deployment_id)
+                if h is not None and minute >= first:
+                    hist[minute - first] += h
+            if deployment_id not in self._forgotten and deployment_id in cumulative:
+                before = self._last.get(deployment_id)
+                now = cumulative[deployment_id]
+                hist[-1] += now if before is None else np.maximum(now - before, 0)
+        counts = hist.sum(axis=1)
         return {
             "minutes": minutes,
             "requests": [int(n) for n in counts],
@@ -101,3 +145,21 @@ class DeploymentTraffic:
             "total": {"requests": int(counts.sum()), "p50_ms": percentile(hist.sum(axis=0), 50),
                       "p99_ms": percentile(hist.sum(axis=0), 99)},
         }
+
+    # -- the minute thread ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None and self.recorder is not None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="traffic-minutes", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(60 - self.clock() % 60 + TICK_LATE_S):
+            with contextlib.suppress(OSError):  # a directory read that failed: the next boundary has it
+                self.tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

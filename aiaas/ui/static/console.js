@@ -177,8 +177,53 @@ function setupCurves() {
   redraw();
 }
 
+// The deployment page's request rate and latency charts: the server draws them; every few seconds, while
+// the tab is shown, the page fetches the fragment again and swaps it in. A hidden tab fetches nothing.
+function setupLiveCharts() {
+  const first = document.getElementById("traffic-live");
+  if (!first || !first.dataset.refresh) return;
+  const url = first.dataset.refresh;
+  const every = 1000 * Math.max(1, Number(first.dataset.every) || 5);
+  let timer = null, busy = false, stopped = false, redraws = 0;
+
+  function schedule() {
+    if (!stopped && !busy && timer === null && !document.hidden) timer = setTimeout(refresh, every);
+  }
+  async function refresh() {
+    timer = null;
+    if (stopped || busy || document.hidden) return;
+    busy = true;
+    try {
+      const resp = await fetch(url, { credentials: "same-origin" });
+      // Signed out (sent to the sign-in page), the scope gone or the deployment deleted: stop asking.
+      if (resp.redirected || !resp.ok) { stopped = true; return; }
+      const fresh = new DOMParser().parseFromString(await resp.text(), "text/html").getElementById("traffic-live");
+      const shown = document.getElementById("traffic-live");
+      if (fresh && shown) {
+        shown.replaceWith(document.adoptNode(fresh));
+        redraws += 1;
+        document.body.dataset.chartRedraws = String(redraws);
+      }
+    } catch (e) {
+      // The network dropped a request: the next tick tries again.
+    } finally {
+      busy = false;
+    }
+    schedule();
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      if (timer !== null) { clearTimeout(timer); timer = null; }
+    } else if (timer === null) {
+      refresh();  // back on screen: up to date at once, then every few seconds again
+    }
+  });
+  schedule();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setupUpload();
   setupTryIt();
   setupCurves();
+  setupLiveCharts();
 });
