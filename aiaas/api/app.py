@@ -171,7 +171,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     )
     app.state.aiaas = state
     app.state.telemetry = telemetry
-    app.state.metrics_registry = metrics_registry(telemetry, settings.metrics_dir, work)
+    app.state.metrics_registry = metrics_registry(telemetry, shared, work)
 
     install_error_handlers(app)
     # Serving routes first: FastAPI finds a route by trying each in order (an included router's

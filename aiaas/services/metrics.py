@@ -131,10 +131,13 @@ class WorkQueueCollector:
         yield from (jobs, batches, job_leases, batch_leases, beats)
 
 
-def metrics_registry(recorder: Recorder | None, shared_dir: Path | None, work: WorkQueueCollector) -> CollectorRegistry:
-    """The registry /metrics renders: this process's numbers, or every process's when they share a directory."""
+def metrics_registry(recorder: Recorder | None, shared: SharedDirectory | None,
+                     work: WorkQueueCollector) -> CollectorRegistry:
+    """The registry /metrics renders: this process's numbers, or every process's when they share a directory.
+    `shared` must be the object this process publishes through (its `own` file is then read from `recorder`,
+    not counted a second time)."""
     registry = CollectorRegistry()
-    registry.register(TelemetryCollector(recorder, SharedDirectory(shared_dir) if shared_dir else None))
+    registry.register(TelemetryCollector(recorder, shared))
     registry.register(work)
     return registry
 
@@ -149,7 +152,7 @@ class MetricsServer:
         self.db = db
         self.work = WorkQueueCollector(db, lease_seconds=lease_seconds)
         self.server, self.thread = start_http_server(port, addr=host,
-                                                     registry=metrics_registry(None, shared_dir, self.work))
+                                                     registry=metrics_registry(None, SharedDirectory(shared_dir), self.work))
 
     def close(self) -> None:
         self.server.shutdown()

@@ -175,3 +175,24 @@ def test_closing_waits_for_the_count_in_flight_and_starts_no_other(tmp_path):
     list(work.collect())  # closed: no new thread
     assert work._thread is None
     db.dispose()
+
+
+def test_the_api_registry_counts_its_own_published_file_once(tmp_path):
+    """/metrics on the API port with a shared directory: this process's file (already published) and its live
+    recorder are one source, not two (a second SharedDirectory object over the same folder counted both)."""
+    from aiaas.services.metrics import metrics_registry
+
+    db = _db(tmp_path)
+    live = Recorder()
+    for _ in range(3):
+        live.inference("support", "ft:m:1", 0.01, 1, 4, None)
+    shared = SharedDirectory(tmp_path / "metrics")
+    shared.directory.mkdir()
+    shared.write(live.snapshot())  # what the Publisher does every flush
+    work = WorkQueueCollector(db, lease_seconds=30.0, refresh_s=3600.0)
+    try:
+        text = generate_latest(metrics_registry(live, shared, work)).decode()
+    finally:
+        work.close()
+    assert 'aiaas_deployment_requests_total{deployment="support",model="ft:m:1"} 3.0' in text
+    assert "aiaas_api_processes 1.0" in text
