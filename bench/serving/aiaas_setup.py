@@ -99,7 +99,7 @@ def _register(data_dir: Path, admin_key: str, entry: Path, staging: Path) -> str
 
 
 def start(
-    entry: Path, work: Path, log_dir: Path, *, cprofile: Path | None = None
+    entry: Path, work: Path, log_dir: Path, *, cprofile: Path | None = None, server_env: dict[str, str] | None = None
 ) -> tuple[procs.Server, str, str, dict[str, str]]:
     """Init + register + launch; returns (server, admin key, model id, env). Health is checked later.
     The server is `aiaas serve` run by bench/serving/named_serve.py (thread names on SIGUSR2; with
@@ -114,13 +114,13 @@ def start(
     )
     admin_key = _init(env)
     model_id = _register(data_dir, admin_key, entry, work / "staging")
-    server_env = env | {named_serve.NAMES_ENV: str(work / "thread-names.json")}
+    run_env = env | (server_env or {}) | {named_serve.NAMES_ENV: str(work / "thread-names.json")}
     if cprofile is not None:
-        server_env[named_serve.CPROFILE_ENV] = str(cprofile)
+        run_env[named_serve.CPROFILE_ENV] = str(cprofile)
     server = procs.start(
         "aiaas",
         ["-m", "bench.serving.named_serve", "serve", "--port", str(port), "--job-workers", "0"],
-        env=server_env,
+        env=run_env,
         log_dir=log_dir,
         port=port,
     )

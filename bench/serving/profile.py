@@ -1,6 +1,6 @@
 """Profile `aiaas serve` under the benchmark's closed-loop load with py-spy (or cProfile).
 
-    python -m bench.serving.profile [--route predict] [--seconds 20] [--rate 40] [--idle] [--out FILE]
+    python -m bench.serving.profile [--route predict] [--routed] [--seconds 20] [--rate 40] [--idle] [--out FILE]
 
 Starts only the aiaas config (same model, key, deployment as the benchmark), loads one of
 its routes (`--route`: predict, classifications, embeddings, oip_binary) with 32 closed-loop
@@ -76,6 +76,9 @@ def main() -> None:
     )
     parser.add_argument("--route", choices=ROUTES, default="predict")
     parser.add_argument(
+        "--routed", action="store_true", help="with the shortcut off (AIAAS_FAST_PREDICT_ROUTE=false): FastAPI routes it"
+    )
+    parser.add_argument(
         "--no-cprofile", action="store_true", help="without py-spy: per-thread CPU only, no cProfile"
     )
     args = parser.parse_args()
@@ -88,7 +91,13 @@ def main() -> None:
     server = None
     stats_file = None if have_py_spy or args.no_cprofile else work / "event-loop.prof"
     try:
-        server, admin_key, model_id, _ = aiaas_setup.start(entry, work, work / "logs", cprofile=stats_file)
+        server, admin_key, model_id, _ = aiaas_setup.start(
+            entry,
+            work,
+            work / "logs",
+            cprofile=stats_file,
+            server_env={"AIAAS_FAST_PREDICT_ROUTE": "false"} if args.routed else None,
+        )
         deployed = aiaas_setup.finish(server, admin_key, model_id)
         if args.route == "predict":
             target = load.Target(
@@ -136,7 +145,7 @@ def main() -> None:
         summary = window.summary()
         names = aiaas_setup.thread_names(server, work) or bench_run._py_spy_threads_by_id(server.proc.pid)
         by_thread = meter.by_group(names, summary["requests"])
-        print(json.dumps({"route": args.route, "cprofile": stats_file is not None, **summary}))
+        print(json.dumps({"route": args.route, "routed": args.routed, "cprofile": stats_file is not None, **summary}))
         print("CPU ms per request by thread:", json.dumps(by_thread, indent=1))
         print("engine share:", json.dumps(report.engine_share({args.route: by_thread})[args.route]))
         if have_py_spy:

@@ -138,6 +138,13 @@ def _tables(result: dict) -> list[str]:
         f"{result['cpu_efficiency_vs_litserve']:.2f}× those of litserve. Per-round rps ratios: vs naive "
         f"{result['ratio_per_round']['naive']}, vs litserve {result['ratio_per_round']['litserve']}."
     )
+    per_cpu_routes = result.get("routes_vs_predict_per_cpu")
+    if per_cpu_routes:
+        per_cpu += (
+            " aiaas's routes per CPU-second, relative to its predict route: "
+            + ", ".join(f"{route} {ratio:.2f}" for route, ratio in per_cpu_routes.items())
+            + f"; per-round rps ratios: {result['routes_vs_predict_per_round']}."
+        )
     out = ["\n".join(table), per_cpu]
     if "engine_share" in result:
         out.append(_engine_table(result))
@@ -201,7 +208,12 @@ def _missed(result: dict) -> str:
                     "Runtime), not the serving path"
                 )
         else:
-            continue
+            m = result["machine"]
+            why = (
+                f"no route profile explains this one; the machine's load average was {m['loadavg_start'][0]:.1f} "
+                f"at start and {m['loadavg_end'][0]:.1f} at the end, and aiaas's server had "
+                f"{cfg['aiaas']['server_cores_busy']:.2f} of {m['cores']} cores busy in its windows"
+            )
         lines.append(f"- **{name}** {check['value']} (target {check['target']}): {why}.")
     return ("Targets missed, and the profile that explains each:\n" + "\n".join(lines)) if lines else ""
 

@@ -558,6 +558,10 @@ def main() -> None:
             for route in ROUTES
         },
         "routes_vs_predict_per_round": routes_per_round,
+        "routes_vs_predict_per_cpu": {  # requests per CPU-second over predict's: steadier on a shared machine
+            route: round(configs["aiaas"]["cpu_ms_per_request"] / configs[f"aiaas_{route}"]["cpu_ms_per_request"], 3)
+            for route in ROUTES
+        },
         "predict_vs_litserve": round(configs["aiaas"]["rps"] / configs["litserve"]["rps"], 2),
         # Where each aiaas route's server CPU goes (last round): the engine is the inference executor's
         # threads (`infer_*`: tokenizer + ONNX Runtime); the rest is the event loop and the thread pool.
