@@ -634,6 +634,7 @@ def main() -> None:
                         "ratio_vs_litserve",
                         "cold_start_s",
                         "p99_at_half_load_ms",
+                        "routes_vs_predict_per_cpu",
                         "engine_share",
                         "targets",
                     )
