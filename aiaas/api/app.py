@@ -17,7 +17,7 @@ from aiaas import __version__
 from aiaas.api.deps import AppState, Services, verify_key
 from aiaas.api.docs import install_docs
 from aiaas.api.errors import install_error_handlers
-from aiaas.api.fastpath import FastPredictMiddleware
+from aiaas.api.fastpath import FastRoutesMiddleware
 from aiaas.api.idempotency import IdempotencyMiddleware
 from aiaas.services.metrics import WorkQueueCollector, metrics_registry, runtime_source
 from aiaas.api.middleware import ByteBudget, EdgeMiddleware
@@ -193,7 +193,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         return settings.max_upload_bytes if path.startswith(UPLOAD_PATHS) else settings.max_request_bytes
 
     if settings.fast_predict_route:  # inside the edge layer: ids, limits, metrics and the 500 still apply
-        app.add_middleware(FastPredictMiddleware, handlers=lambda: app.exception_handlers)
+        app.add_middleware(FastRoutesMiddleware, handlers=lambda: app.exception_handlers)
     # Idempotency-Key on every POST, the shortcut's included; inside the edge layer, which has checked the key.
     app.add_middleware(IdempotencyMiddleware, db=db, settings=settings,
                        data_key=lambda org_id: state.services.blobs.keyring.data_key(org_id, create=True))

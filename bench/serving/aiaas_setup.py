@@ -14,16 +14,19 @@ it just never refuses one (the defaults, 3000 requests/min, would cap the run at
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from bench.serving import model as bench_model
-from bench.serving import procs
+from bench.serving import named_serve, procs
 
 DEPLOYMENT = "support-topics"
 JOB_ID = "ftjob-bench0001"
@@ -95,8 +98,12 @@ def _register(data_dir: Path, admin_key: str, entry: Path, staging: Path) -> str
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def start(entry: Path, work: Path, log_dir: Path) -> tuple[procs.Server, str, str, dict[str, str]]:
-    """Init + register + launch; returns (server, admin key, model id, env). Health is checked later."""
+def start(
+    entry: Path, work: Path, log_dir: Path, *, cprofile: Path | None = None, server_env: dict[str, str] | None = None
+) -> tuple[procs.Server, str, str, dict[str, str]]:
+    """Init + register + launch; returns (server, admin key, model id, env). Health is checked later.
+    The server is `aiaas serve` run by bench/serving/named_serve.py (thread names on SIGUSR2; with
+    `cprofile`, the event loop under cProfile)."""
     data_dir = work / "aiaas-data"
     port = procs.free_port()
     env = procs.bench_env(
@@ -107,14 +114,29 @@ def start(entry: Path, work: Path, log_dir: Path) -> tuple[procs.Server, str, st
     )
     admin_key = _init(env)
     model_id = _register(data_dir, admin_key, entry, work / "staging")
+    run_env = env | (server_env or {}) | {named_serve.NAMES_ENV: str(work / "thread-names.json")}
+    if cprofile is not None:
+        run_env[named_serve.CPROFILE_ENV] = str(cprofile)
     server = procs.start(
         "aiaas",
-        ["-m", "aiaas.cli.main", "serve", "--port", str(port), "--job-workers", "0"],
-        env=env,
+        ["-m", "bench.serving.named_serve", "serve", "--port", str(port), "--job-workers", "0"],
+        env=run_env,
         log_dir=log_dir,
         port=port,
     )
     return server, admin_key, model_id, env
+
+
+def thread_names(server: procs.Server, work: Path) -> dict[int, str]:
+    """{OS thread id: Python thread name} of the aiaas server (see bench/serving/named_serve.py)."""
+    path = work / "thread-names.json"
+    path.unlink(missing_ok=True)
+    server.proc.send_signal(signal.SIGUSR2)
+    for _ in range(100):
+        if path.exists():
+            return {int(k): v for k, v in json.loads(path.read_text()).items()}
+        time.sleep(0.05)
+    return {}
 
 
 def finish(server: procs.Server, admin_key: str, model_id: str) -> Aiaas:

@@ -34,15 +34,23 @@ class Target:
     path: str
     bodies: list[bytes]
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    # Per-body header lines (b"Name: value\r\n"), e.g. OIP's Inference-Header-Content-Length; empty: none.
+    body_headers: list[bytes] = field(default_factory=list)
 
     def request_head(self) -> bytes:
         lines = [
             f"POST {self.path} HTTP/1.1",
             f"Host: {self.host}:{self.port}",
-            "Content-Type: application/json",
+            f"Content-Type: {self.content_type}",
         ]
         lines += [f"{k}: {v}" for k, v in self.headers.items()]
         return ("\r\n".join(lines) + "\r\n").encode()
+
+    def item(self, k: int) -> tuple[bytes, bytes]:
+        """(header lines of the k-th body, the body), cycling through the set."""
+        i = k % len(self.bodies)
+        return (self.body_headers[i] if self.body_headers else b""), self.bodies[i]
 
 
 class Connection:
@@ -58,11 +66,11 @@ class Connection:
     async def _open(self) -> None:
         self._reader, self._writer = await asyncio.open_connection(self.target.host, self.target.port)
 
-    async def post(self, body: bytes) -> tuple[int, bytes]:
+    async def post(self, body: bytes, extra: bytes = b"") -> tuple[int, bytes]:
         if self._writer is None:
             await self._open()
         assert self._reader is not None and self._writer is not None
-        self._writer.write(self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self._writer.write(self._head + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
@@ -187,18 +195,17 @@ async def _closed_loop(
 ) -> Window:
     rec = _Recorder(cpu)
     done = asyncio.Event()
-    bodies = target.bodies
 
     async def client(index: int) -> None:
         conn = Connection(target)
-        k = index * (len(bodies) // clients)  # each client starts at its own place in the set
+        k = index * (len(target.bodies) // clients)  # each client starts at its own place in the set
         try:
             while not done.is_set():
-                body = bodies[k % len(bodies)]
+                extra, body = target.item(k)
                 k += 1
                 sent = time.perf_counter()
                 try:
-                    status, _ = await conn.post(body)
+                    status, _ = await conn.post(body, extra)
                     rec.record(sent, time.perf_counter(), status)
                 except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     rec.record(sent, time.perf_counter(), None, f"{type(exc).__name__}: {exc}")
@@ -230,9 +237,8 @@ async def _open_loop(
     idle: list[Connection] = [Connection(target) for _ in range(32)]
     opened = len(idle)
     pending: set[asyncio.Task] = set()
-    bodies = target.bodies
 
-    async def one(scheduled: float, body: bytes) -> None:
+    async def one(scheduled: float, item: tuple[bytes, bytes]) -> None:
         nonlocal opened
         while not idle and opened >= max_connections:  # pool exhausted: the wait counts as latency
             await asyncio.sleep(0.0005)
@@ -243,7 +249,7 @@ async def _open_loop(
         else:
             conn, opened = Connection(target), opened + 1
         try:
-            status, _ = await conn.post(body)
+            status, _ = await conn.post(item[1], item[0])
             rec.record(scheduled, time.perf_counter(), status)
             idle.append(conn)
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -259,7 +265,7 @@ async def _open_loop(
         delay = next_at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.create_task(one(next_at, bodies[k % len(bodies)]))
+        task = asyncio.create_task(one(next_at, target.item(k)))
         pending.add(task)
         task.add_done_callback(pending.discard)
         k += 1
@@ -317,7 +323,8 @@ def warm(target: Target, *, requests: int, clients: int = 4) -> None:
             try:
                 while queue:
                     k = queue.pop()
-                    status, body = await conn.post(target.bodies[k % len(target.bodies)])
+                    extra, sent = target.item(k)
+                    status, body = await conn.post(sent, extra)
                     if status != 200:
                         raise RuntimeError(
                             f"warm-up request to {target.path} got HTTP {status}: {body[:300]!r}"

@@ -1,20 +1,27 @@
-"""Profile `aiaas serve` under the benchmark's closed-loop load with py-spy.
+"""Profile `aiaas serve` under the benchmark's closed-loop load with py-spy (or cProfile).
 
-    python -m bench.serving.profile [--seconds 20] [--rate 40] [--idle] [--out /tmp/aiaas-serve.txt]
+    python -m bench.serving.profile [--route predict] [--routed] [--seconds 20] [--rate 40] [--idle] [--out FILE]
 
-Starts only the aiaas config (same model, key, deployment as the benchmark), loads it
-with 32 closed-loop clients (or `--rate N`: open loop at N requests/s), reads the CPU
-of each server thread at both ends of the window (/proc; threads named by py-spy dump)
-and runs `py-spy record --format raw` (collapsed stacks; `--idle` adds waiting threads)
-on the server meanwhile, then prints the functions with the most samples, inclusive and
-self, so the hot path can be read without a browser.
+Starts only the aiaas config (same model, key, deployment as the benchmark), loads one of
+its routes (`--route`: predict, classifications, embeddings, oip_binary) with 32 closed-loop
+clients (or `--rate N`: open loop at N requests/s), reads the CPU of each server thread at
+both ends of the window (/proc; threads named by the server, bench/serving/named_serve.py)
+and prints it by thread group with the engine's share. With py-spy installed it runs
+`py-spy record --format raw` (collapsed stacks; `--idle` adds waiting threads) on the server
+meanwhile and prints the functions with the most samples, inclusive and self. Without it,
+the server's event loop (its main thread) runs under cProfile for the whole run, and the
+functions with the most own and cumulative time there are printed; cProfile slows the
+event loop, so read its shares, not its absolute times, and take the per-thread CPU from a
+run without it (`--no-cprofile`).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import io
 import json
+import pstats
 import shutil
 import subprocess
 import sys
@@ -22,8 +29,18 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bench.serving import aiaas_setup, load, procs
+from bench.serving import aiaas_setup, load, procs, report
 from bench.serving import run as bench_run
+
+ROUTES = ("predict", *bench_run.ROUTES)
+
+
+def _cprofile_top(stats_file: Path, n: int) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(str(stats_file), stream=out)
+    stats.sort_stats("tottime").print_stats(n)
+    stats.sort_stats("cumulative").print_stats(n)
+    return out.getvalue()
 
 
 def _top(collapsed: Path, n: int) -> str:
@@ -57,24 +74,42 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=0.0, help="open loop at this rate instead of closed loop"
     )
+    parser.add_argument("--route", choices=ROUTES, default="predict")
+    parser.add_argument(
+        "--routed", action="store_true", help="with the shortcut off (AIAAS_FAST_PREDICT_ROUTE=false): FastAPI routes it"
+    )
+    parser.add_argument(
+        "--no-cprofile", action="store_true", help="without py-spy: per-thread CPU only, no cProfile"
+    )
     args = parser.parse_args()
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    have_py_spy = Path(py_spy).exists()
     entry = bench_run._build_model()
     texts = json.loads((entry / "data.json").read_text())["texts"]
     work = Path(tempfile.mkdtemp(prefix="aiaas-bench-profile-"))
     (work / "logs").mkdir()
     server = None
+    stats_file = None if have_py_spy or args.no_cprofile else work / "event-loop.prof"
     try:
-        server, admin_key, model_id, _ = aiaas_setup.start(entry, work, work / "logs")
-        deployed = aiaas_setup.finish(server, admin_key, model_id)
-        target = load.Target(
-            "127.0.0.1",
-            server.port,
-            f"/v1/deployments/{deployed.deployment}/predict",
-            [json.dumps({"inputs": [t]}).encode() for t in texts],
-            {"Authorization": f"Bearer {deployed.infer_key}"},
+        server, admin_key, model_id, _ = aiaas_setup.start(
+            entry,
+            work,
+            work / "logs",
+            cprofile=stats_file,
+            server_env={"AIAAS_FAST_PREDICT_ROUTE": "false"} if args.routed else None,
         )
+        deployed = aiaas_setup.finish(server, admin_key, model_id)
+        if args.route == "predict":
+            target = load.Target(
+                "127.0.0.1",
+                server.port,
+                f"/v1/deployments/{deployed.deployment}/predict",
+                [json.dumps({"inputs": [t]}).encode() for t in texts],
+                {"Authorization": f"Bearer {deployed.infer_key}"},
+            )
+        else:
+            target = bench_run._route_targets(server.port, texts, deployed.infer_key)[f"aiaas_{args.route}"]
         load.warm(target, requests=200)
-        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         cmd = [
             py_spy,
             "record",
@@ -97,7 +132,7 @@ def main() -> None:
         meter = procs.ThreadMeter(server)
 
         def cpu() -> float:
-            if not meter.snapshots:
+            if not meter.snapshots and have_py_spy:
                 recorder.start()  # py-spy covers the measured window
             return meter()
 
@@ -108,14 +143,19 @@ def main() -> None:
                 target, clients=args.clients, warmup_s=1.0, window_s=args.seconds, cpu=cpu
             )
         summary = window.summary()
-        names = bench_run._py_spy_threads_by_id(server.proc.pid)
-        recorder.join()
-        print(json.dumps(summary))
-        print(
-            "CPU ms per request by thread:", json.dumps(meter.by_group(names, summary["requests"]), indent=1)
-        )
-        print(_top(args.out, args.top))
-        print(f"collapsed stacks: {args.out}")
+        names = aiaas_setup.thread_names(server, work) or bench_run._py_spy_threads_by_id(server.proc.pid)
+        by_thread = meter.by_group(names, summary["requests"])
+        print(json.dumps({"route": args.route, "routed": args.routed, "cprofile": stats_file is not None, **summary}))
+        print("CPU ms per request by thread:", json.dumps(by_thread, indent=1))
+        print("engine share:", json.dumps(report.engine_share({args.route: by_thread})[args.route]))
+        if have_py_spy:
+            recorder.join()
+            print(_top(args.out, args.top))
+            print(f"collapsed stacks: {args.out}")
+        server.stop()  # the cProfile stats are written as the server stops
+        if stats_file is not None and stats_file.exists():
+            print(f"-- cProfile of the event loop (main thread), whole run, route {args.route} --")
+            print(_cprofile_top(stats_file, args.top))
     finally:
         if server is not None:
             server.stop()

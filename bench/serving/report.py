@@ -11,12 +11,36 @@ from pathlib import Path
 
 HEADING = "## Serving"
 
-TARGETS = {  # name in the JSON -> (comparison, threshold), from issue #4
+TARGETS = {  # name in the JSON -> (comparison, threshold), from issues #4 and #18
     "ratio_vs_naive": (">=", 8.0),
     "ratio_vs_litserve": (">=", 2.0),
     "p99_at_half_load_ms": ("<=", 50.0),
     "cold_start_s": ("<=", 0.5),
+    "classifications_vs_predict": (">=", 0.9),
+    "embeddings_vs_predict": (">=", 0.9),
+    "oip_binary_vs_predict": (">=", 0.9),
+    "predict_vs_litserve": (">=", 3.0),
 }
+ROUTE_CONFIGS = ("aiaas_classifications", "aiaas_embeddings", "aiaas_oip_binary")
+ENGINE_PREFIX = "infer"  # the inference executor's threads (aiaas/serving/local.py): tokenizer + ONNX Runtime
+
+
+def engine_share(by_thread: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """Per config: server CPU ms per request in the engine (the `infer_*` threads), the event loop
+    (`MainThread`) and the rest, and the engine's share of the whole."""
+    out = {}
+    for config, groups in by_thread.items():
+        engine = sum(ms for name, ms in groups.items() if name.startswith(ENGINE_PREFIX))
+        loop = groups.get("MainThread", 0.0)
+        total = sum(groups.values())
+        out[config] = {
+            "engine_ms": round(engine, 3),
+            "event_loop_ms": round(loop, 3),
+            "other_ms": round(total - engine - loop, 3),
+            "total_ms": round(total, 3),
+            "engine_share": round(engine / total, 3) if total else None,
+        }
+    return out
 
 
 def median_config(rounds: list[dict]) -> dict:
@@ -78,7 +102,7 @@ def _intro(result: dict) -> list[str]:
             f"loads each with {p['clients']} closed-loop clients sending one sentence per request "
             f"({p['sentences']} seeded support-desk sentences, {lengths['min']}–{lengths['max']} tokens, "
             f"median {lengths['median']}), {p['rounds']} rounds × {p['window_s']:g} s per config, interleaved "
-            f"(naive, litserve, aiaas, naive, …), {p['warmup_s']:g} s warm-up before each window; the servers "
+            f"({', '.join(p['order'])}, naive, …), {p['warmup_s']:g} s warm-up before each window; the servers "
             "not being measured are suspended (SIGSTOP) meanwhile. Figures are medians over rounds; CPU is the "
             "server's whole process tree (psutil) over the window ÷ requests."
         ),
@@ -96,14 +120,14 @@ def _tables(result: dict) -> list[str]:
         "| config | what | rps | p50 ms | p99 ms | CPU ms / request | errors | processes / threads |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in ("naive", "litserve", "aiaas"):
+    for name in ("naive", "litserve", "aiaas", *(n for n in ROUTE_CONFIGS if n in cfg)):
         c = cfg[name]
         table.append(
             f"| {name} | {c['what']} | {_fmt(c['rps'])} | {_fmt(c['p50_ms'])} | {_fmt(c['p99_ms'])} | "
             f"{_fmt(c['cpu_ms_per_request'], '.2f')} | {c['errors']} | "
             f"{c['server_processes']} / {c['server_threads']} |"
         )
-    targets = ["| target (issue #4) | value | target | met |", "|---|---:|---|---|"]
+    targets = ["| target (issues #4, #18) | value | target | met |", "|---|---:|---|---|"]
     for name, v in result["targets"].items():
         met = "yes" if v["met"] else "**no**"
         targets.append(f"| {name} | {_fmt(v['value'], '.3g')} | {v['target']} | {met} |")
@@ -114,7 +138,84 @@ def _tables(result: dict) -> list[str]:
         f"{result['cpu_efficiency_vs_litserve']:.2f}× those of litserve. Per-round rps ratios: vs naive "
         f"{result['ratio_per_round']['naive']}, vs litserve {result['ratio_per_round']['litserve']}."
     )
-    return ["\n".join(table), per_cpu, "\n".join(targets)]
+    per_cpu_routes = result.get("routes_vs_predict_per_cpu")
+    if per_cpu_routes:
+        per_cpu += (
+            " aiaas's routes per CPU-second, relative to its predict route: "
+            + ", ".join(f"{route} {ratio:.2f}" for route, ratio in per_cpu_routes.items())
+            + f"; per-round rps ratios: {result['routes_vs_predict_per_round']}."
+        )
+    out = ["\n".join(table), per_cpu]
+    if "engine_share" in result:
+        out.append(_engine_table(result))
+    out.append("\n".join(targets))
+    missed = _missed(result)
+    if missed:
+        out.append(missed)
+    return out
+
+
+def _engine_table(result: dict) -> str:
+    rows = [
+        "Where each aiaas route's server CPU goes, ms per request (last round; per-thread CPU from /proc, "
+        "threads named by the server, bench/serving/named_serve.py): the engine is the inference executor's "
+        "`infer_*` threads (tokenizer + ONNX Runtime), the event loop is HTTP, routing, auth, limits, JSON "
+        "and metering.",
+        "",
+        "| route | engine | event loop | other threads | total | engine share |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for config, e in result["engine_share"].items():
+        share = "—" if e["engine_share"] is None else f"{e['engine_share']:.0%}"
+        rows.append(
+            f"| {config} | {e['engine_ms']:.3f} | {e['event_loop_ms']:.3f} | {e['other_ms']:.3f} | "
+            f"{e['total_ms']:.3f} | {share} |"
+        )
+    return "\n".join(rows)
+
+
+def _missed(result: dict) -> str:
+    """A line per missed target, with the CPU profile that explains it."""
+    cfg, share = result["configs"], result.get("engine_share", {})
+    lines = []
+
+    def split(config: str) -> str:
+        e = share.get(config)
+        if not e:
+            return f"{config}: {cfg[config]['cpu_ms_per_request']:.2f} ms CPU/request"
+        return (
+            f"{config}: {e['total_ms']:.2f} ms CPU/request = engine {e['engine_ms']:.2f} + event loop "
+            f"{e['event_loop_ms']:.2f} + other {e['other_ms']:.2f}"
+        )
+
+    for name, check in result["targets"].items():
+        if check["met"] or check["value"] is None:
+            continue
+        if name.endswith("_vs_predict"):
+            config = "aiaas_" + name.removesuffix("_vs_predict")
+            why = f"{split(config)}; {split('aiaas')}"
+        elif name in ("predict_vs_litserve", "ratio_vs_litserve"):
+            lit = cfg["litserve"]["cpu_ms_per_request"]
+            why = (
+                f"{split('aiaas')}; litserve: {lit:.2f} ms CPU/request (its whole process tree); per CPU-second "
+                f"aiaas serves {result['cpu_efficiency_vs_litserve']:.2f}× litserve's requests"
+            )
+            engine = share.get("aiaas", {}).get("engine_ms")
+            if engine:
+                why += (
+                    f"; with no event-loop or other work at all, aiaas's engine alone would allow "
+                    f"{lit / engine:.2f}× per CPU-second: the rest of the gap is the engine (tokenizer + ONNX "
+                    "Runtime), not the serving path"
+                )
+        else:
+            m = result["machine"]
+            why = (
+                f"no route profile explains this one; the machine's load average was {m['loadavg_start'][0]:.1f} "
+                f"at start and {m['loadavg_end'][0]:.1f} at the end, and aiaas's server had "
+                f"{cfg['aiaas']['server_cores_busy']:.2f} of {m['cores']} cores busy in its windows"
+            )
+        lines.append(f"- **{name}** {check['value']} (target {check['target']}): {why}.")
+    return ("Targets missed, and the profile that explains each:\n" + "\n".join(lines)) if lines else ""
 
 
 def _facts(result: dict) -> str:
@@ -147,6 +248,13 @@ def _facts(result: dict) -> str:
         "one scale (batch-mates and padding differ), aiaas turns one of ONNX Runtime's fusions off, and "
         "aiaas quantises the first-token rows of the last layer on their own (below)."
     )
+    routes = cross.get("aiaas_routes_vs_predict")
+    if routes:
+        same += (
+            f" aiaas's /v1/classifications and OIP binary infer give its predict route's label on "
+            f"{routes['classifications']}/{cross['texts']} and {routes['oip_binary']}/{cross['texts']} sentences; "
+            f"/v1/embeddings answers {routes['embedding_dims']}-dimensional vectors."
+        )
     lines = [model, half_load, cold_start, same]
     first = result["model"].get("first_token")
     if first:
@@ -183,7 +291,10 @@ def _configs(result: dict) -> str:
         "`aiaas init` organisation, an `infer`-scoped API key, a deployment (min_replicas=1) of the "
         "registered model (artifact encrypted at rest, as fine-tuning jobs store it); "
         '`POST /v1/deployments/{name}/predict` with `{"inputs": [text]}` and the key. '
-        "Rate limits raised via `AIAAS_RATE_LIMIT_*` (the limiter still runs on every request)."
+        "Rate limits raised via `AIAAS_RATE_LIMIT_*` (the limiter still runs on every request). "
+        "The aiaas_* configs (issue #18) load the same server with the same sentences and key through "
+        "`/v1/classifications`, `/v1/embeddings` (the deployment name as `model`, one sentence as `input`) and "
+        "OIP v2 infer with binary tensors (as tritonclient sends with binary_data=True)."
     )
     return f"{naive}\n{litserve}\n{aiaas}"
 
@@ -203,8 +314,9 @@ def markdown(result: dict) -> str:
         "How aiaas serves (evidence): " + workers["summary"],
         (
             "Where aiaas's server CPU goes, per request (last aiaas window; per-thread CPU from /proc, "
-            f"threads named by py-spy): {by_thread}. `python -m bench.serving.profile` repeats this on aiaas "
-            "alone and adds a py-spy profile of the hot path."
+            f"threads named by the server): {by_thread}. `python -m bench.serving.profile` repeats this on aiaas "
+            "alone, on any of its routes, and adds a profile of the hot path (py-spy, or cProfile of the event "
+            "loop without it)."
         ),
         (
             "Raw per-round figures, the export report and all parameters: `bench/results/serving.json`. "

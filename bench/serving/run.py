@@ -41,6 +41,11 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results" / "serving.json"
 README = ROOT / "bench" / "README.md"
 ORDER = ("naive", "litserve", "aiaas")
+# Issue #18: aiaas's other inference routes, on the same server, model and sentences as its predict route.
+ROUTES = ("classifications", "embeddings", "oip_binary")
+ROUTE_CONFIGS = tuple(f"aiaas_{route}" for route in ROUTES)
+# Each round: naive, litserve, the other routes, then aiaas's predict route (its window is the round's last).
+CLOSED_ORDER = ("naive", "litserve", *ROUTE_CONFIGS, "aiaas")
 CROSS_CHECK_TEXTS = 60
 
 log = logging.getLogger("bench.serving")
@@ -59,6 +64,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--litserve-workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument(
         "--quick", action="store_true", help="1 round of 4 s windows; results are not written"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the JSON here instead (a shortened or trial run), leaving serving.json and README alone",
     )
     args = parser.parse_args()
     if args.quick:
@@ -154,11 +165,12 @@ def _session_threads(onnx_dir: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _workers_evidence(server: procs.Server, onnx_dir: Path) -> dict:
+def _workers_evidence(server: procs.Server, onnx_dir: Path, work: Path) -> dict:
     from aiaas.core.settings import Settings
 
     tree = server.describe()
-    by_id = _py_spy_threads_by_id(server.proc.pid)
+    # Python's names for the OS threads: from the server itself (bench/serving/named_serve.py), else py-spy.
+    by_id = aiaas_setup.thread_names(server, work) or _py_spy_threads_by_id(server.proc.pid)
     os_threads = {t.id for t in psutil.Process(server.proc.pid).threads()}
     names = [by_id[t] for t in os_threads if t in by_id]
     infer = sorted(n for n in names if n.startswith("infer"))
@@ -168,11 +180,11 @@ def _workers_evidence(server: procs.Server, onnx_dir: Path) -> dict:
     settings = Settings()
     check = _session_threads(onnx_dir)
     if not by_id:
-        seen = "py-spy was not available to name the threads"
+        seen = "neither the server nor py-spy named the threads"
     else:
         unnamed = f"{native} without a Python name (native threads of the extensions)"
         seen = (
-            f"py-spy names {len(names)} of its {len(os_threads)} OS threads: {', '.join(infer)} (the "
+            f"Python names {len(names)} of its {len(os_threads)} OS threads: {', '.join(infer)} (the "
             f"inference executor), {anyio} AnyIO worker threads (Starlette's run_in_threadpool), "
             f"{', '.join(others)}; {unnamed}"
         )
@@ -203,9 +215,55 @@ def _workers_evidence(server: procs.Server, onnx_dir: Path) -> dict:
     }
 
 
+def server_of(config: str) -> str:
+    """The server a config loads: aiaas's route configs all load the aiaas server."""
+    return "aiaas" if config.startswith("aiaas") else config
+
+
+def _oip_binary(texts: list[str]) -> tuple[list[bytes], list[bytes]]:
+    """Binary-tensor OIP bodies (one BYTES `text` tensor; `label` and `scores` back as binary data), and
+    each body's Inference-Header-Content-Length line: what tritonclient sends with binary_data=True."""
+    import numpy as np
+
+    from aiaas.serving import oip_codec as codec
+
+    bodies, lines = [], []
+    for t in texts:
+        body, header_len = codec.encode_request(
+            [codec.Tensor("text", "BYTES", (1,), np.array([t.encode()], dtype=object))],
+            outputs=[
+                codec.RequestedOutput("label", {"binary_data": True}),
+                codec.RequestedOutput("scores", {"binary_data": True}),
+            ],
+        )
+        bodies.append(body)
+        lines.append(f"{codec.HEADER_LENGTH_HEADER}: {header_len}\r\n".encode())
+    return bodies, lines
+
+
+def _route_targets(port: int, texts: list[str], infer_key: str) -> dict[str, load.Target]:
+    auth = {"Authorization": f"Bearer {infer_key}"}
+    name = aiaas_setup.DEPLOYMENT
+    openai_style = [json.dumps({"model": name, "input": [t]}).encode() for t in texts]
+    oip_bodies, oip_lines = _oip_binary(texts)
+    return {
+        "aiaas_classifications": load.Target("127.0.0.1", port, "/v1/classifications", openai_style, auth),
+        "aiaas_embeddings": load.Target("127.0.0.1", port, "/v1/embeddings", openai_style, auth),
+        "aiaas_oip_binary": load.Target(
+            "127.0.0.1",
+            port,
+            f"/v2/models/{name}/infer",
+            oip_bodies,
+            auth,
+            content_type="application/octet-stream",
+            body_headers=oip_lines,
+        ),
+    }
+
+
 def _targets(entry: Path, texts: list[str], servers: dict[str, procs.Server], infer_key: str) -> dict:
     bodies_plain = [json.dumps({"text": t}).encode() for t in texts]
-    return {
+    return _route_targets(servers["aiaas"].port, texts, infer_key) | {
         "naive": load.Target("127.0.0.1", servers["naive"].port, "/predict", bodies_plain),
         "litserve": load.Target("127.0.0.1", servers["litserve"].port, "/predict", bodies_plain),
         "aiaas": load.Target(
@@ -242,6 +300,38 @@ def _cross_check(servers: dict[str, procs.Server], texts: list[str], infer_key: 
         "texts": len(texts),
         "agree_all": agree,
         "litserve_vs_aiaas": sum(a == b for a, b in zip(labels["litserve"], labels["aiaas"], strict=True)),
+        "aiaas_routes_vs_predict": _routes_agree(servers["aiaas"], texts, infer_key, labels["aiaas"]),
+    }
+
+
+def _routes_agree(server: procs.Server, texts: list[str], infer_key: str, predicted: list[str]) -> dict:
+    """Sentences on which /v1/classifications and OIP infer give predict's label (the same model)."""
+    from aiaas.serving import oip_codec as codec
+
+    headers = {"Authorization": f"Bearer {infer_key}"}
+    classified, oip = [], []
+    oip_bodies, oip_lines = _oip_binary(texts)
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as client:
+        for text, body, line in zip(texts, oip_bodies, oip_lines, strict=True):
+            r = client.post("/v1/classifications", json={"model": aiaas_setup.DEPLOYMENT, "input": [text]})
+            r.raise_for_status()
+            classified.append(r.json()["data"][0]["label"])
+            name, _, value = line.decode().partition(":")
+            r = client.post(
+                f"/v2/models/{aiaas_setup.DEPLOYMENT}/infer",
+                content=body,
+                headers={name: value.strip(), "content-type": "application/octet-stream"},
+            )
+            r.raise_for_status()
+            _, tensors = codec.decode_response(r.content, r.headers[codec.HEADER_LENGTH_HEADER])
+            label = next(t for t in tensors if t.name == "label").data[0]
+            oip.append(label.decode() if isinstance(label, bytes) else str(label))
+        r = client.post("/v1/embeddings", json={"model": aiaas_setup.DEPLOYMENT, "input": texts[:4]})
+        r.raise_for_status()
+    return {
+        "classifications": sum(a == b for a, b in zip(classified, predicted, strict=True)),
+        "oip_binary": sum(a == b for a, b in zip(oip, predicted, strict=True)),
+        "embedding_dims": len(r.json()["data"][0]["embedding"]),
     }
 
 
@@ -264,12 +354,13 @@ def _closed_rounds(
     targets: dict[str, load.Target],
     meters: dict[str, procs.ThreadMeter],
 ) -> dict[str, list[dict]]:
-    rounds: dict[str, list[dict]] = {name: [] for name in ORDER}
+    rounds: dict[str, list[dict]] = {name: [] for name in CLOSED_ORDER}
     for r in range(args.rounds):
-        for name in ORDER:
-            others0 = {n: s.cpu_seconds() for n, s in servers.items() if n != name}
+        for name in CLOSED_ORDER:
+            server = server_of(name)
+            others0 = {n: s.cpu_seconds() for n, s in servers.items() if n != server}
             t0 = time.perf_counter()
-            with _alone(servers, name):
+            with _alone(servers, server):
                 window = load.closed_loop(
                     targets[name],
                     clients=args.clients,
@@ -282,7 +373,7 @@ def _closed_rounds(
             summary["round"] = r
             summary["loadavg_1m"] = round(os.getloadavg()[0], 2)
             summary["idle_servers_cores_busy"] = {
-                n: round((s.cpu_seconds() - others0[n]) / elapsed, 3) for n, s in servers.items() if n != name
+                n: round((s.cpu_seconds() - others0[n]) / elapsed, 3) for n, s in servers.items() if n != server
             }
             rounds[name].append(summary)
             log.info(
@@ -395,19 +486,25 @@ def main() -> None:
         procs.wait_healthy(servers["litserve"], "/health")
         deployed = aiaas_setup.finish(servers["aiaas"], admin_key, model_id)
         targets = _targets(entry, texts, servers, deployed.infer_key)
-        for name in ORDER:
+        for name in CLOSED_ORDER:
             log.info("warming %s", name)
             load.warm(targets[name], requests=200)
         cross = _cross_check(servers, texts[:CROSS_CHECK_TEXTS], deployed.infer_key)
         log.info("cross-check: %s", cross)
 
-        meters = {name: procs.ThreadMeter(server) for name, server in servers.items()}
+        # One meter per config: each keeps the per-thread CPU at its own windows' edges.
+        meters = {name: procs.ThreadMeter(servers[server_of(name)]) for name in CLOSED_ORDER}
         rounds = _closed_rounds(args, servers, targets, meters)  # the last window is aiaas's
-        configs = {name: report.median_config(rounds[name]) for name in ORDER}
-        workers = _workers_evidence(servers["aiaas"], entry / "onnx")
+        configs = {name: report.median_config(rounds[name]) for name in CLOSED_ORDER}
+        workers = _workers_evidence(servers["aiaas"], entry / "onnx", work)
+        names_by_id = {int(k): v for k, v in workers["python_threads_by_id"].items()}
         workers["cpu_ms_per_request_by_thread_last_round"] = meters["aiaas"].by_group(
-            {int(k): v for k, v in workers["python_threads_by_id"].items()}, rounds["aiaas"][-1]["requests"]
+            names_by_id, rounds["aiaas"][-1]["requests"]
         )
+        by_thread = {
+            name: meters[name].by_group(names_by_id, rounds[name][-1]["requests"])
+            for name in ("aiaas", *ROUTE_CONFIGS)
+        }
         half = _half_load(args, servers, targets, configs["aiaas"]["rps"])
         trees = {name: server.describe() for name, server in servers.items()}
     finally:
@@ -422,27 +519,53 @@ def main() -> None:
         "aiaas": "`aiaas serve`, deployment predict API with key, ONNX int8"
         + (" (first-token logits graph)" if workers["fresh_process_threads"].get("first_token_logits") else ""),
     }
-    for name in ORDER:
+    descriptions |= {
+        "aiaas_classifications": 'the same server, `POST /v1/classifications` `{"model": deployment, "input": [text]}`',
+        "aiaas_embeddings": 'the same server, `POST /v1/embeddings` `{"model": deployment, "input": [text]}`',
+        "aiaas_oip_binary": "the same server, OIP v2 `POST /v2/models/{deployment}/infer`, binary tensors "
+        "(BYTES `text` in; `label`, `scores` out as binary data)",
+    }
+    for name in CLOSED_ORDER:
+        tree = trees[server_of(name)]
         configs[name] = {
             "what": descriptions[name],
             **configs[name],
-            "server_processes": len(trees[name]),
-            "server_threads": sum(p["threads"] for p in trees[name]),
-            "server_rss_mib": round(sum(p["rss_mib"] for p in trees[name]), 1),
+            "server_processes": len(tree),
+            "server_threads": sum(p["threads"] for p in tree),
+            "server_rss_mib": round(sum(p["rss_mib"] for p in tree), 1),
             "rounds": rounds[name],
         }
     per_round = {
         other: [round(a["rps"] / b["rps"], 2) for a, b in zip(rounds["aiaas"], rounds[other], strict=True)]
         for other in ("naive", "litserve")
     }
+    routes_per_round = {
+        route: [round(a["rps"] / b["rps"], 3) for a, b in zip(rounds[f"aiaas_{route}"], rounds["aiaas"], strict=True)]
+        for route in ROUTES
+    }
     result = {
         "benchmark": "serving",
-        "issue": 4,
+        "issues": [4, 18],
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "configs": configs,
         "ratio_vs_naive": round(configs["aiaas"]["rps"] / configs["naive"]["rps"], 2),
         "ratio_vs_litserve": round(configs["aiaas"]["rps"] / configs["litserve"]["rps"], 2),
         "ratio_per_round": per_round,
+        # Issue #18: each inference route's rps over the predict route's (same server, same run), and predict
+        # over LitServe again with issue #18's threshold.
+        **{
+            f"{route}_vs_predict": round(configs[f"aiaas_{route}"]["rps"] / configs["aiaas"]["rps"], 3)
+            for route in ROUTES
+        },
+        "routes_vs_predict_per_round": routes_per_round,
+        "routes_vs_predict_per_cpu": {  # requests per CPU-second over predict's: steadier on a shared machine
+            route: round(configs["aiaas"]["cpu_ms_per_request"] / configs[f"aiaas_{route}"]["cpu_ms_per_request"], 3)
+            for route in ROUTES
+        },
+        "predict_vs_litserve": round(configs["aiaas"]["rps"] / configs["litserve"]["rps"], 2),
+        # Where each aiaas route's server CPU goes (last round): the engine is the inference executor's
+        # threads (`infer_*`: tokenizer + ONNX Runtime); the rest is the event loop and the thread pool.
+        "engine_share": report.engine_share(by_thread),
         # The same comparison per CPU-second (server CPU per request): on a shared machine a server
         # with more runnable threads/processes gets a larger share of the cores, which moves rps.
         "cpu_efficiency_vs_naive": round(
@@ -479,7 +602,7 @@ def main() -> None:
             "rounds": args.rounds,
             "window_s": args.window,
             "warmup_s": args.warmup,
-            "order": list(ORDER),
+            "order": list(CLOSED_ORDER),
             "sentences": len(texts),
             "sentence_seed": bench_model.BENCH_SEED,
             "token_lengths": {"min": min(lengths), "median": statistics.median(lengths), "max": max(lengths)},
@@ -511,6 +634,8 @@ def main() -> None:
                         "ratio_vs_litserve",
                         "cold_start_s",
                         "p99_at_half_load_ms",
+                        "routes_vs_predict_per_cpu",
+                        "engine_share",
                         "targets",
                     )
                 },
@@ -519,9 +644,14 @@ def main() -> None:
         )
         print(report.markdown(result))
         return
-    report.write_json(RESULTS, result)
-    report.replace_section(README, report.markdown(result))
-    log.info("wrote %s and the Serving section of %s", RESULTS, README)
+    if args.out is not None:  # a trial run: labelled as such, the committed results left alone
+        result["trial"] = f"--rounds {args.rounds} --window {args.window:g} --warmup {args.warmup:g}"
+        report.write_json(args.out, result)
+        log.info("wrote %s (serving.json and README untouched)", args.out)
+    else:
+        report.write_json(RESULTS, result)
+        report.replace_section(README, report.markdown(result))
+        log.info("wrote %s and the Serving section of %s", RESULTS, README)
     for name, check in result["targets"].items():
         log.info(
             "%-20s %-10s target %-8s %s",

@@ -90,7 +90,6 @@ PATTERNS: dict[str, list[Shape]] = {
     "aiaas.store.deployments:NAME_RE": NAME_SHAPES,
     "aiaas.security.keys:_KEY_RE": NAME_SHAPES + [("aiaas_sk_", "a")],
     "aiaas.api.middleware:_REQUEST_ID_RE": NAME_SHAPES,
-    "aiaas.api.fastpath:_PREDICT": NAME_SHAPES + [("/v1/deployments/a", "/")],
     # Registered-model names and references (`support/3`, `support@production`) a tenant sends.
     "aiaas.store.versions:NAME_RE": NAME_SHAPES,
     "aiaas.store.versions:VERSION_REF": NAME_SHAPES + [("a", "/x"), ("a/1", "a")],
@@ -106,7 +105,7 @@ ANCHORED = {
     "aiaas.data.pii:_ALNUM_RUN", "aiaas.data.pii:_RID_SHAPE", "aiaas.data.cleaning:_NUMBER_NAME",
     "aiaas.data.cleaning:_REGRESSION_NUMBER", "aiaas.data.cleaning:_DECIMAL_COMMA",
     "aiaas.training.base_models:_DIR_NAME", "aiaas.training.base_models:_HUB_ID", "aiaas.store.deployments:NAME_RE",
-    "aiaas.security.keys:_KEY_RE", "aiaas.api.middleware:_REQUEST_ID_RE", "aiaas.api.fastpath:_PREDICT",
+    "aiaas.security.keys:_KEY_RE", "aiaas.api.middleware:_REQUEST_ID_RE",
     "aiaas.store.versions:NAME_RE", "aiaas.store.versions:VERSION_REF", "aiaas.store.versions:ALIAS_REF",
 }
 # Patterns that never see tenant text, and why.

@@ -32,6 +32,9 @@ from aiaas.store import versions
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol"])
 VERSION = OIP_VERSION
+# Bodies up to this size are decoded on the event loop: a few texts decode in microseconds, less than the
+# thread hop (~0.2 ms of CPU a request in the serving bench); larger ones still go to the thread pool.
+INLINE_DECODE_BYTES = 16 * 1024
 MODEL_HEADER = "x-aiaas-model"  # the model (version) that answered
 
 
@@ -154,7 +157,9 @@ def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
 async def _infer(request: Request, state: AppState, principal: Principal, name: str, version: str | None) -> Response:
     raw = _decompress(await request.body(), request.headers.get("content-encoding"),
                       state.settings.max_request_bytes)
-    req = await run_in_threadpool(codec.decode_request, raw, request.headers.get(codec.HEADER_LENGTH_HEADER))
+    header_length = request.headers.get(codec.HEADER_LENGTH_HEADER)
+    req = (codec.decode_request(raw, header_length) if len(raw) <= INLINE_DECODE_BYTES
+           else await run_in_threadpool(codec.decode_request, raw, header_length))
     answer = await state.services.inference.infer_tensors(caller(request, principal), name, version, req,
                                                           headers=request.headers)
     body, header_len = codec.encode_response(model_name=name, model_version=version or VERSION,
