@@ -118,8 +118,9 @@ class Settings(BaseSettings):
     # by the free memory its threads left scattered over 16 arenas (bench/README.md, "Soak").
     malloc_arena_max: int = Field(default_factory=usable_cores, ge=0)
     malloc_trim_seconds: float = Field(default=30.0, ge=0)
-    # Answer well-formed POST /v1/deployments/{name}/predict requests without FastAPI's routing and
-    # dependency solving (aiaas/api/fastpath.py): same parts, same answers, ~0.12 ms less CPU each.
+    # Answer the inference routes (predict, /v1/classifications, /v1/embeddings, OIP v2 infer) without
+    # FastAPI's routing and dependency solving (aiaas/api/fastpath.py): the routes' own functions and
+    # validation, byte-for-byte the same answers (tests/api/test_fastpath_routes.py), less CPU each.
     fast_predict_route: bool = True
 
     # Training workers started by `aiaas serve` (0 disables them; `aiaas worker` runs one alone).
