@@ -335,9 +335,9 @@ def readme_part(cg: dict) -> str:
     out = [
         f"**Instructions per request** (`python -m bench.callgrind_ab`, `bench/callgrind_ab.py`; run {cg['date']} "
         f"on an {m.get('cpu_model')}, {cg['valgrind']}): {cg['what']}. {cg['requests_per_side']} requests per "
-        f"tree after {cg['warmup_requests']} of warm-up; each merge against its first parent. Counts of "
-        "executed instructions do not depend on the machine's load, so one run per tree is enough; the "
-        "last row measures one tree twice, to show what is left of noise.",
+        f"tree after {cg['warmup_requests']} of warm-up; each merge against its first parent, then one tree "
+        "measured twice (what is left of noise) and whole ranges. Counts of executed instructions do not "
+        "depend on the machine's load, so one run per tree is enough.",
         "",
         "| merge | before → after (instructions / request) | after / before | Δ / request | same answers |",
         "|---|---:|---:|---:|---|",
@@ -375,11 +375,13 @@ def main() -> None:
                 _git("worktree", "add", "--detach", str(path), c)
                 made.append(path)
             trees.append(path)
-        pairs.append((f"{sha[:7]} vs its first parent {parent[:7]}", trees[0], trees[1]))
+        what = _git("log", "-1", "--format=%s", sha).split(":")[0]  # e.g. "Merge wp-e-inference"
+        pairs.append((f"{sha[:7]} ({what}) vs its first parent {parent[:7]}", trees[0], trees[1]))
     for i in range(0, len(args.tree) - 1, 2):
         before, after = Path(args.tree[i]), Path(args.tree[i + 1])
         same = before.resolve() == after.resolve()
-        label = f"same tree twice ({before}): the measure's own noise" if same else f"{before} -> {after}"
+        b, a = (_git("rev-parse", "--short=7", "HEAD", cwd=t) for t in (before, after))
+        label = f"{b} measured twice (the measure's own noise)" if same else f"{b} -> {a}"
         pairs.append((label, before, after))
 
     work = args.work or Path(tempfile.mkdtemp(prefix="aiaas-cg-"))
@@ -394,14 +396,15 @@ def main() -> None:
             for name, tree in (("before", before), ("after", after)):
                 log.info("%s: %s %s", label, name, tree)
                 sides[name] = _measured(tree, work, lib, artifact, args.requests, args.warmup,
-                                          label.startswith("same") and name == "after")
+                                          "measured twice" in label and name == "after")
                 log.info("  %s instructions/request", f"{sides[name]['instructions_per_request']:,}")
             c = compare_pair(label, sides["before"], sides["after"])
             log.info("%s: ratio %.4f (%+d instructions/request)", label, c["ratio"], c["delta_per_request"])
             compared.append(c)
         result = {
             "what": "instructions per POST /v1/deployments/{name}/predict (tiny BERT, ONNX fp32), in process "
-            "through httpx.ASGITransport, counted by valgrind --tool=callgrind; loop minus an idle window",
+            "through httpx.ASGITransport, counted by valgrind --tool=callgrind; the loop minus the same window "
+            "with no request",
             "date": started.isoformat(timespec="seconds"),
             "requests_per_side": args.requests,
             "warmup_requests": args.warmup,
