@@ -45,6 +45,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import callgrind_ab
 from bench.serving import aiaas_setup, load, procs
 from bench.serving import run as serving_run
 from bench.training import run as training_run
@@ -413,6 +414,8 @@ def readme_section(result: dict) -> str:
         "0.05); per-round figures, each side's spread and the parameters are in "
         "`bench/results/ab_refactor.json`.",
     ]
+    if "callgrind" in result:  # bench/callgrind_ab.py's run, kept beside this one in the results file
+        out += ["", callgrind_ab.readme_part(result["callgrind"])]
     return "\n".join(out)
 
 
@@ -477,6 +480,9 @@ def main() -> None:
     if args.quick:
         return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if RESULTS.exists() and "callgrind" in (kept := json.loads(RESULTS.read_text())):
+        result["callgrind"] = kept["callgrind"]  # bench/callgrind_ab.py's run: not this script's to drop
+        section = readme_section(result)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     replace_section(README, SECTION, section)
     log.info("wrote %s and the %r section of %s", RESULTS, SECTION, README)

@@ -137,10 +137,9 @@ async def _audit_auth_failure(request: Request, state: AppState, exc: Authentica
     if per_minute:
         if not (await limiter.check(f"authfail:{ip}", Limits(requests_per_minute=per_minute))).allowed:
             return
-    rejected = isinstance(exc, authn.KeyRejected)
     actor = audit.Actor(
-        org_id=exc.org_id if rejected else None,  # type: ignore[attr-defined]
-        key_id=exc.key_id if rejected else None,  # type: ignore[attr-defined]
+        org_id=exc.org_id if isinstance(exc, authn.KeyRejected) else None,
+        key_id=exc.key_id if isinstance(exc, authn.KeyRejected) else None,
         request_id=request.scope.get("state", {}).get("request_id"),
         client_ip=ip,
     )

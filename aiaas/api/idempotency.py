@@ -117,6 +117,7 @@ class BodyHasher:
 
         callbacks = {"on_part_begin": part_begin, "on_header_field": header_field, "on_header_value": header_value,
                      "on_header_end": header_end, "on_part_data": part_data, "on_part_end": part_end}
+        # python-multipart types the callbacks as its MultipartCallbacks TypedDict; this dict has those keys.
         return MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
 
     def update(self, chunk: bytes) -> None:

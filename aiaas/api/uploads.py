@@ -191,6 +191,7 @@ async def stream_form(request: Request, put: Callable[[BinaryIO], object], *,
     if kind != b"multipart/form-data" or b"boundary" not in params:
         raise _bad_form("the body must be multipart/form-data with a boundary")
     parts = _Parts(_charset(params), file_field)
+    # python-multipart types the callbacks as its MultipartCallbacks TypedDict; this dict has those keys.
     parser = MultipartParser(params[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
     sink: _Sink | None = None
     try:

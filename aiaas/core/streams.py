@@ -22,6 +22,7 @@ class ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    # typeshed's RawIOBase takes any Buffer; the callers here pass bytearray or memoryview only.
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._current:
             chunk = next(self._chunks, None)

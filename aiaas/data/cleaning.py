@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiaas.core.errors import InvalidFile
-from aiaas.data.readers import Table
+from aiaas.data.table import Table
 from aiaas.data.types import CleaningConfig, Label, Task
 
 # Every pattern here sees tenant text, so each runs in time linear in its input: possessive

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 from aiaas.core.errors import PiiDetected
 from aiaas.data.formats import detect
 from aiaas.data.pii import PII_KINDS, might_contain_pii, redact_findings, scan_text
-from aiaas.data.readers import Table
+from aiaas.data.table import Table
 
 logger = logging.getLogger(__name__)
 

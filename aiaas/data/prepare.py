@@ -9,17 +9,20 @@ InvalidFile/InvalidRequest that names the field and, for row problems, the line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiaas.core.errors import InvalidFile, InvalidRequest
 from aiaas.data.cleaning import Cleaned, clean_table
 from aiaas.data.limits import ReadLimits
-from aiaas.data.readers import Table, load_table
+from aiaas.data.profile import text_profile
+from aiaas.data.readers import load_table
 from aiaas.data.report import label_counts, label_warnings, percentiles
 from aiaas.data.split import auto_fraction, multilabel_split, random_split, stratified_split
+from aiaas.data.table import Table
 from aiaas.data.types import TASKS, CleaningConfig, Example, PreparedData, Task
-from aiaas.data.profile import text_profile
 
 logger = logging.getLogger(__name__)
 
@@ -54,61 +57,116 @@ def prepare_dataset(
         cleaning = CleaningConfig.from_dict(cleaning)
     config = cleaning.resolved(lowercase=False)
     classification = task != "regression"
+    read = _Reading(text_column, label_column, task, config, limits)
 
-    train_table = _load(train_path, train_filename, "training_file", text_column, label_column, limits)
-    train = clean_table(
-        train_table,
-        text_column=text_column,
-        label_column=label_column,
-        task=task,
-        config=config,
-        param="training_file",
-    )
+    # Training rows: read, cleaned, and refused at once if a model cannot learn from them.
+    train_table, train = read(train_path, train_filename, "training_file")
     _check_training(train, task, min_rows, min_rows_per_class)
 
+    # Validation rows: the given file, cleaned the same way, or a seeded split of the training rows.
     validation_report: dict[str, Any] | None = None
+    fraction: float | None = None
     if validation_path is not None:
-        validation_table = _load(
-            validation_path, validation_filename, "validation_file", text_column, label_column, limits
-        )
-        held_out = clean_table(
-            validation_table,
-            text_column=text_column,
-            label_column=label_column,
-            task=task,
-            config=config,
-            param="validation_file",
-        )
-        if config.dedupe:
-            _drop_texts_seen_in_training(held_out, set(train.texts))
-        _check_validation_file(held_out, train, classification)
-        train_examples = [Example(t, lab) for t, lab in zip(train.texts, train.labels, strict=True)]
-        validation_examples = [
-            Example(t, lab) for t, lab in zip(held_out.texts, held_out.labels, strict=True)
-        ]
-        fraction: float | None = None
-        validation_report = {
-            "format": validation_table.format,
-            "encoding": validation_table.encoding,
-            "columns": validation_table.columns,
-            "rows_read": held_out.rows_read,
-            "rows_dropped": held_out.dropped,
-            "duplicates_removed": held_out.dropped["duplicate"],
-            "conflicts": held_out.conflicts,
-        }
+        validation_table, held_out = read(validation_path, validation_filename, "validation_file")
+        train_examples, validation_examples = _hold_out_file(train, held_out, config.dedupe, classification)
+        validation_report = _validation_file_report(validation_table, held_out)
     else:
         fraction = validation_fraction if validation_fraction is not None else auto_fraction(len(train))
-        train_idx, validation_idx = _split(train, task, fraction, seed)
-        if not validation_idx:
-            raise InvalidFile(
-                f"training_file has too few rows to hold any out for validation ({len(train)} usable rows); "
-                "add rows, or upload a validation_file.",
-                param="training_file",
-            )
-        train_examples = [Example(train.texts[i], train.labels[i]) for i in train_idx]
-        validation_examples = [Example(train.texts[i], train.labels[i]) for i in validation_idx]
+        train_examples, validation_examples = _hold_out_split(train, task, fraction, seed)
 
+    report = _report(
+        train_table, train, train_examples, validation_examples, task=task, text_column=text_column,
+        label_column=label_column, fraction=fraction, seed=seed, validation_report=validation_report,
+    )
+    logger.info("prepared %s data: %d rows read, %d train, %d validation",
+                task, train.rows_read, len(train_examples), len(validation_examples))
+    return PreparedData(task=task, train=train_examples, validation=validation_examples,
+                        labels=report["labels"], report=report, cleaning=config.to_dict())
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How both files are read and cleaned: the same columns, task and cleaning for each."""
+
+    text_column: str
+    label_column: str
+    task: Task
+    config: CleaningConfig
+    limits: ReadLimits | None
+
+    def __call__(self, path: Path, filename: str | None, param: str) -> tuple[Table, Cleaned]:
+        table = _load(path, filename, param, self.text_column, self.label_column, self.limits)
+        cleaned = clean_table(
+            table,
+            text_column=self.text_column,
+            label_column=self.label_column,
+            task=self.task,
+            config=self.config,
+            param=param,
+        )
+        return table, cleaned
+
+
+def _examples(cleaned: Cleaned, rows: Iterable[int] | None = None) -> list[Example]:
+    """`cleaned` as examples: all its rows, or those at `rows`."""
+    if rows is None:
+        return [Example(t, lab) for t, lab in zip(cleaned.texts, cleaned.labels, strict=True)]
+    return [Example(cleaned.texts[i], cleaned.labels[i]) for i in rows]
+
+
+def _hold_out_file(
+    train: Cleaned, held_out: Cleaned, dedupe: bool, classification: bool
+) -> tuple[list[Example], list[Example]]:
+    """(train, validation) examples when a validation file is given; refuses an unusable one."""
+    if dedupe:
+        _drop_texts_seen_in_training(held_out, set(train.texts))
+    _check_validation_file(held_out, train, classification)
+    return _examples(train), _examples(held_out)
+
+
+def _hold_out_split(
+    train: Cleaned, task: Task, fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """(train, validation) examples split from the training rows; refuses too few to hold any out."""
+    train_idx, validation_idx = _split(train, task, fraction, seed)
+    if not validation_idx:
+        raise InvalidFile(
+            f"training_file has too few rows to hold any out for validation ({len(train)} usable rows); "
+            "add rows, or upload a validation_file.",
+            param="training_file",
+        )
+    return _examples(train, train_idx), _examples(train, validation_idx)
+
+
+def _validation_file_report(table: Table, held_out: Cleaned) -> dict[str, Any]:
+    return {
+        "format": table.format,
+        "encoding": table.encoding,
+        "columns": table.columns,
+        "rows_read": held_out.rows_read,
+        "rows_dropped": held_out.dropped,
+        "duplicates_removed": held_out.dropped["duplicate"],
+        "conflicts": held_out.conflicts,
+    }
+
+
+def _report(
+    train_table: Table,
+    train: Cleaned,
+    train_examples: list[Example],
+    validation_examples: list[Example],
+    *,
+    task: Task,
+    text_column: str,
+    label_column: str,
+    fraction: float | None,
+    seed: int,
+    validation_report: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The data report stored with the job: what was read, dropped, kept and split, and the labels."""
+    classification = task != "regression"
     train_counts = label_counts([e.label for e in train_examples]) if classification else {}
+    both = train_examples + validation_examples
     report: dict[str, Any] = {
         "task": task,
         "format": train_table.format,
@@ -131,9 +189,9 @@ def prepare_dataset(
             "train": train_counts,
             "validation": label_counts([e.label for e in validation_examples]) if classification else {},
         },
-        "text_length_chars": percentiles([len(e.text) for e in train_examples + validation_examples]),
+        "text_length_chars": percentiles([len(e.text) for e in both]),
         # Length and script histograms in the bins live-traffic monitoring uses (data/profile.py).
-        "text_profile": text_profile([e.text for e in train_examples + validation_examples]),
+        "text_profile": text_profile([e.text for e in both]),
         "warnings": _warnings(train, train_counts),
     }
     if not classification:
@@ -144,21 +202,7 @@ def prepare_dataset(
         }
     if validation_report is not None:
         report["validation_file"] = validation_report
-    logger.info(
-        "prepared %s data: %d rows read, %d train, %d validation",
-        task,
-        train.rows_read,
-        len(train_examples),
-        len(validation_examples),
-    )
-    return PreparedData(
-        task=task,
-        train=train_examples,
-        validation=validation_examples,
-        labels=report["labels"],
-        report=report,
-        cleaning=config.to_dict(),
-    )
+    return report
 
 
 def _check_arguments(

@@ -24,10 +24,11 @@ from typing import IO, Any
 
 from aiaas.core.errors import InvalidFile
 from aiaas.core.streams import ChunkReader
+from aiaas.data.csv_reader import CsvRecords, check_nul
 from aiaas.data.formats import SAMPLE_BYTES, Detected, decode_error, detect_sample, subject
+from aiaas.data.json_reader import JsonSchema, jsonl_records
 from aiaas.data.limits import Budget, ReadLimits
 from aiaas.data.pii_files import PiiTally
-from aiaas.data.readers import CsvRecords, JsonSchema, check_nul, jsonl_records
 
 Source = Callable[[], Iterator[bytes]]
 READ_BUFFER = 1024 * 1024

@@ -14,12 +14,13 @@ import logging
 import shutil
 from pathlib import Path
 
+from aiaas.protocol.tasks import MULTI_LABEL, SINGLE_LABEL
 from aiaas.store.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
 TRAINING_ONLY = {"optimizer.pt", "scheduler.pt", "trainer_state.pt"}
-TASKS = ("single_label_classification", "multi_label_classification")
+TASKS = (SINGLE_LABEL, MULTI_LABEL)
 
 
 def on_disk(work_dir: Path) -> dict[int, Path]:

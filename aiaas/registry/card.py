@@ -22,29 +22,8 @@ def build_card(
     n_val = data_report.get("n_validation")
     family = lineage.get("family") or "transformer"
     selection = lineage.get("model_selection")
-    headline = {k: metrics[k] for k in ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2") if k in metrics}
-    summary = ", ".join(f"{k} {v:.3f}" for k, v in headline.items() if isinstance(v, int | float))
-    if family == CLASSICAL_FAMILY:
-        what = (f"A {task.replace('_', ' ')} {CLASSICAL_FAMILY} model (word and character n-gram TF-IDF "
-                f"with a linear model) trained on {n_train} examples")
-    elif family == "ensemble":
-        weight = (lineage.get("hyperparameters") or {}).get("weight")
-        what = (f"A {task.replace('_', ' ')} ensemble: the weighted average ({weight} on the transformer) of a "
-                f"model fine-tuned from {lineage.get('base_model')} and a {CLASSICAL_FAMILY} model, trained on "
-                f"{n_train} examples")
-    elif family == "char-cnn":
-        what = (f"A {task.replace('_', ' ')} character CNN trained from scratch (no base model: the base model's "
-                f"tokenizer could not read the text) on {n_train} examples")
-    else:
-        what = (f"A {task.replace('_', ' ')} model fine-tuned from {lineage.get('base_model')} "
-                f"on {n_train} examples")
-    description = f"{what} (validated on {n_val}){': ' + summary if summary else ''}."
-    if selection:
-        description += f" Chosen by auto: {selection.get('reason')}."
     calibration = _calibration(metrics, lineage.get("hyperparameters") or {})
-    if calibration:
-        description += (f" Scores calibrated on validation ({calibration['method']}): expected calibration error "
-                        f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after.")
+    description = _description(task, family, lineage, metrics, n_train, n_val, calibration)
     card = {
         "model_id": model_id,
         "task": task,
@@ -77,6 +56,42 @@ def build_card(
     if calibration:
         card["calibration"] = calibration
     return card
+
+
+def _description(
+    task: str,
+    family: str,
+    lineage: dict[str, Any],
+    metrics: dict[str, Any],
+    n_train: Any,
+    n_val: Any,
+    calibration: dict[str, Any] | None,
+) -> str:
+    """One paragraph: which kind of model, trained on how much, how well it does, how it was chosen."""
+    headline = {k: metrics[k] for k in ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2") if k in metrics}
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in headline.items() if isinstance(v, int | float))
+    if family == CLASSICAL_FAMILY:
+        what = (f"A {task.replace('_', ' ')} {CLASSICAL_FAMILY} model (word and character n-gram TF-IDF "
+                f"with a linear model) trained on {n_train} examples")
+    elif family == "ensemble":
+        weight = (lineage.get("hyperparameters") or {}).get("weight")
+        what = (f"A {task.replace('_', ' ')} ensemble: the weighted average ({weight} on the transformer) of a "
+                f"model fine-tuned from {lineage.get('base_model')} and a {CLASSICAL_FAMILY} model, trained on "
+                f"{n_train} examples")
+    elif family == "char-cnn":
+        what = (f"A {task.replace('_', ' ')} character CNN trained from scratch (no base model: the base model's "
+                f"tokenizer could not read the text) on {n_train} examples")
+    else:
+        what = (f"A {task.replace('_', ' ')} model fine-tuned from {lineage.get('base_model')} "
+                f"on {n_train} examples")
+    description = f"{what} (validated on {n_val}){': ' + summary if summary else ''}."
+    selection = lineage.get("model_selection")
+    if selection:
+        description += f" Chosen by auto: {selection.get('reason')}."
+    if calibration:
+        description += (f" Scores calibrated on validation ({calibration['method']}): expected calibration error "
+                        f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after.")
+    return description
 
 
 def _calibration(metrics: dict[str, Any], hyperparameters: dict[str, Any]) -> dict[str, Any] | None:

@@ -86,7 +86,7 @@ class Batches(Resource):
                 while not batch.done:
                     _check(batch, deadline, timeout)
                     await asyncio.sleep(poll_seconds)
-                    batch = await self.retrieve(batch_id)  # type: ignore[misc]
+                    batch = await self.retrieve(batch_id)  # type: ignore[misc]  # the async client's awaitable
                 return batch
             return later()  # type: ignore[return-value]  # the async client's awaitable
         batch = first

@@ -202,7 +202,7 @@ class Predictions(Result):
     data: list[Classification]
     usage: TokenUsage | None = None
 
-    def __iter__(self) -> Iterator[Classification]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Classification]:  # type: ignore[override]  # the entries, not the fields
         return iter(self.data)
 
     def __len__(self) -> int:

@@ -30,6 +30,7 @@ import numpy as np
 from sqlalchemy import select
 
 from aiaas.data import profile as stats
+from aiaas.protocol.tasks import MULTI_LABEL, SINGLE_LABEL
 from aiaas.serving.interface import Outputs
 from aiaas.store.db import Database
 from aiaas.store.models import Deployment, FineTuningJob, Model
@@ -40,7 +41,6 @@ RING = 1000
 MINUTES_KEPT = 24 * 60
 WINDOWS = {"last_1000_requests": None, "last_hour": 60, "last_day": MINUTES_KEPT}  # minutes, None: the ring
 FEATURES = ("text_length", "script", "predicted_label", "top_score")
-SINGLE, MULTI = "single_label_classification", "multi_label_classification"
 
 
 @dataclass
@@ -147,8 +147,8 @@ class TrafficMonitor:
             vec[scripts + stats.script_of(t)] += 1
         rows = out.rows
         task = out.info.task
-        if labels and rows.ndim == 2 and rows.shape[1] == len(labels) and task in (SINGLE, MULTI):
-            if task == SINGLE:
+        if labels and rows.ndim == 2 and rows.shape[1] == len(labels) and task in (SINGLE_LABEL, MULTI_LABEL):
+            if task == SINGLE_LABEL:
                 vec[lay.label:lay.score] += np.bincount(rows.argmax(axis=1), minlength=len(labels))
             else:
                 cut = np.asarray(thresholds if thresholds else [0.5] * len(labels))

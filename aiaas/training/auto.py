@@ -82,6 +82,11 @@ def train_auto(
         "transformer_plan": plan,
     }
     callbacks.event("info", f"auto: {why}", data={"model_selection": selection})
+    return _winner(results, chosen, selection)
+
+
+def _winner(results: dict[str, TrainResult], chosen: str, selection: dict[str, Any]) -> FamilyResult:
+    """The chosen family's result, its model directory and hyperparameters annotated with the selection."""
     winner = results[chosen]
     annotate(winner.model_dir, {"family": chosen, "model_selection": selection})
     out = as_family(winner, chosen, selection)
@@ -173,14 +178,8 @@ def _try_ensemble(
     }
     y = ensemble.targets(task, data, labels)
     weight, scores, tried = ensemble.fit_weight(task, probs[TRANSFORMER], probs[classical.FAMILY], y, labels)
-    record.update(
-        {
-            "status": "trained",
-            "weight": weight,
-            "seconds": round(time.monotonic() - started, 1),
-            **{k: float(v) for k, v in scores.items() if isinstance(v, float)},
-        }
-    )
+    record.update({"status": "trained", "weight": weight, "seconds": round(time.monotonic() - started, 1),
+                   **{k: float(v) for k, v in scores.items() if isinstance(v, float)}})
     best = candidates[chosen]
     if not (0.0 < weight < 1.0 and sign * scores[metric] > sign * best[metric] + 1e-12):
         record["status"] = "not kept"
@@ -200,13 +199,8 @@ def _try_ensemble(
         task=task, labels=labels, weight=weight, scores=scores, selection_metric=metric,
     )  # fmt: skip
     results[ensemble.FAMILY] = TrainResult(
-        model_dir=model_dir,
-        metrics=scores,
-        trained_tokens=0,
-        steps=len(tried),
-        epochs_completed=1.0,
-        hyperparameters={"family": ensemble.FAMILY, "weight": weight, "weights_tried": tried},
-        history=[],
+        model_dir=model_dir, metrics=scores, trained_tokens=0, steps=len(tried), epochs_completed=1.0,
+        hyperparameters={"family": ensemble.FAMILY, "weight": weight, "weights_tried": tried}, history=[],
     )
     return ensemble.FAMILY, (
         f"ensemble (weight {weight:g} on the transformer) {metric} {scores[metric]:.4f} beats {chosen} "

@@ -19,6 +19,7 @@ import numpy as np
 
 from aiaas.core.errors import AiaasError
 from aiaas.training import batching, components, hyperparams, readability, runtime
+from aiaas.training.base_models import ResolvedBaseModel
 from aiaas.training.config import TrainConfig
 from aiaas.training.loop import PERIODIC_MIN_SECONDS
 from aiaas.training.types import PreparedDataLike
@@ -129,13 +130,7 @@ def estimate_transformer(
     precision, _ = runtime.pick_precision(config.precision, device)
     threads = config.num_threads or runtime.available_cores()
     with runtime.torch_threads(threads):
-        tokenizer = components.load_tokenizer(base)
-        max_length = components.max_length(config.max_length, base, tokenizer)
-        ids = batching.tokenize(tokenizer, [ex.text for ex in data.train], max_length)
-        targets = batching.encode_targets(config.task, [ex.label for ex in data.train], labels, split="train")
-        if config.task == "regression":
-            targets = (targets - targets.mean()) / (targets.std() or 1.0)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        tokenizer, ids, targets, lengths = _training_set(config, data, base, labels)
         hp = hyperparams.resolve(
             config, n_train=len(ids), num_parameters=base.num_parameters, hidden_size=base.hidden_size
         )
@@ -172,6 +167,20 @@ def estimate_transformer(
         "fixed_seconds": round(FIXED_S + load_s, 2),
         "estimate_seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _training_set(
+    config: TrainConfig, data: PreparedDataLike, base: ResolvedBaseModel, labels: list[str]
+) -> tuple[Any, list[list[int]], np.ndarray, np.ndarray]:
+    """(tokenizer, token ids, targets, lengths) of the training texts, as the engine prepares them."""
+    tokenizer = components.load_tokenizer(base)
+    max_length = components.max_length(config.max_length, base, tokenizer)
+    ids = batching.tokenize(tokenizer, [ex.text for ex in data.train], max_length)
+    targets = batching.encode_targets(config.task, [ex.label for ex in data.train], labels, split="train")
+    if config.task == "regression":
+        targets = (targets - targets.mean()) / (targets.std() or 1.0)
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    return tokenizer, ids, targets, lengths
 
 
 def _time_steps(

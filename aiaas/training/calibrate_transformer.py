@@ -12,6 +12,7 @@ multi-label thresholds are tuned again, one per label, on the calibrated probabi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,24 +69,7 @@ def calibrate(
         return {}
     y = batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
     logits = validation_logits(model, tokenizer, [ex.text for ex in data.validation], int(meta["max_length"]))
-    if task == "single_label_classification":
-        t = calibration.fit_temperature(logits, y)
-        a, c = np.full(len(labels), 1.0 / t), np.zeros(len(labels))
-        probs = _softmax
-        info: dict[str, Any] = {"calibration": "temperature", "temperature": round(t, 6)}
-    else:
-        a, c = calibration.fit_platt(logits, y)
-        probs = _sigmoid
-        info = {"calibration": "platt", "platt": {"a": a.round(6).tolist(), "c": c.round(6).tolist()}}
-    new_logits = logits * a + c
-    before = calibration.ece(task, probs(logits), y)
-    after = calibration.ece(task, probs(new_logits), y)
-    if before is not None and after is not None and after > before:
-        # Lower NLL but higher ECE: keep the head as trained, and say so.
-        info = {
-            "calibration": f"none ({info['calibration']} fit raised validation ECE {before:.4f} -> {after:.4f})"
-        }
-        a, c, new_logits, after = np.ones(len(labels)), np.zeros(len(labels)), logits, before
+    a, c, probs, info, new_logits, before, after = _fit(task, logits, y, len(labels))
     with torch.no_grad():
         head.weight.mul_(torch.as_tensor(a, dtype=head.weight.dtype)[:, None])
         head.bias.mul_(torch.as_tensor(a, dtype=head.bias.dtype)).add_(
@@ -108,12 +92,36 @@ def calibrate(
         if "temperature" in info
         else ("Platt per label" if info["calibration"] == "platt" else info["calibration"])
     )
-    callbacks.event(
-        "info",
-        f"transformer calibration on validation ({how}): ECE {before:.4f} -> {after:.4f}",
-        data={"calibration": info},
-    )
+    callbacks.event("info", f"transformer calibration on validation ({how}): ECE {before:.4f} -> {after:.4f}",
+                    data={"calibration": info})
     return info
+
+
+_Fitted = tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray], dict[str, Any], np.ndarray, Any, Any]
+
+
+def _fit(task: str, logits: np.ndarray, y: np.ndarray, n_labels: int) -> _Fitted:
+    """(scale a, shift c, probabilities, record, calibrated logits, ECE before, ECE after): temperature
+    for single-label, Platt per label for multi-label; no change when the fit would raise the ECE."""
+    if task == "single_label_classification":
+        t = calibration.fit_temperature(logits, y)
+        a, c = np.full(n_labels, 1.0 / t), np.zeros(n_labels)
+        probs = _softmax
+        info: dict[str, Any] = {"calibration": "temperature", "temperature": round(t, 6)}
+    else:
+        a, c = calibration.fit_platt(logits, y)
+        probs = _sigmoid
+        info = {"calibration": "platt", "platt": {"a": a.round(6).tolist(), "c": c.round(6).tolist()}}
+    new_logits = logits * a + c
+    before = calibration.ece(task, probs(logits), y)
+    after = calibration.ece(task, probs(new_logits), y)
+    if before is not None and after is not None and after > before:
+        # Lower NLL but higher ECE: keep the head as trained, and say so.
+        info = {
+            "calibration": f"none ({info['calibration']} fit raised validation ECE {before:.4f} -> {after:.4f})"
+        }
+        a, c, new_logits, after = np.ones(n_labels), np.zeros(n_labels), logits, before
+    return a, c, probs, info, new_logits, before, after
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

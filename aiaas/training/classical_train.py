@@ -4,6 +4,7 @@ head per regularisation strength of the grid, the best kept by the engine's sele
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,67 @@ def train_classical(
         if callbacks.should_stop():
             raise TrainingStopped("Training stopped on request.")
 
+    # Character ids and n-gram features, once: every head of the search is fitted on these.
+    f = _featurize(task, labels, data, check_stop)
+    featurize_s = time.perf_counter() - started
+    grid = _Grid.for_task(task, validated=f.x_val is not None)
+    _announce(callbacks, task, f, grid, featurize_s)
+
+    # The search: n-gram blocks x weighting, each over its strength grid; then calibrate the best.
+    n_out = 1 if task == "regression" else len(labels)
+    fit = _Fit(config, task, labels, n_out, f.x_train, f.y_train, f.x_val, f.y_val)
+    choice, history = _search(grid, fit, f.featurizer, check_stop, callbacks)
+    columns = _columns(f.featurizer, choice.blocks)
+    # The chosen blocks only: the served graph counts no n-gram the head does not use.
+    featurizer = NgramFeaturizer(
+        [b for b in f.featurizer.blocks if b.name in choice.blocks], f.featurizer.vocab_size
+    )
+    x_val = f.x_val[:, columns] if f.x_val is not None else None
+    head, best_scores, calibrated = _calibrate(fit, choice, x_val)
+    if calibrated.get("calibration"):
+        callbacks.event("info", _calibration_message(calibrated), data={"calibration": calibrated})
+
+    selection_metric = metrics.SELECTION[task][0]
+    summary = {k: v for k, v in best_scores.items() if k not in ("per_label", "thresholds")}
+    settings = _settings(grid, choice.strength, featurizer, config.class_weights)
+    settings.update({"ngram_blocks": "+".join(choice.blocks), "weighting": choice.weighting, **calibrated})
+    meta = _model_meta(task, labels, summary, best_scores, selection_metric, settings)
+    check_stop()
+    model_dir = ClassicalModel(tokenizer=f.tokenizer, featurizer=featurizer, head=head, meta=meta).save(
+        Path(work_dir) / "model"
+    )
+    wall_s = time.perf_counter() - started
+    callbacks.event("info", f"{FAMILY} model written after {wall_s:.1f} s.", data={"metrics": summary})
+    hyperparameters = _hyperparameters(config, grid, choice, featurizer, settings, selection_metric,
+                                       validated=f.x_val is not None, fits=len(history), wall_s=wall_s)
+    return TrainResult(
+        model_dir=model_dir,
+        metrics=best_scores,
+        trained_tokens=int(sum(len(ids) for ids in f.ids_train)),  # characters, one pass
+        steps=len(history),
+        epochs_completed=1.0,
+        hyperparameters=hyperparameters,
+        history=history,
+    )
+
+
+@dataclass
+class _Features:
+    """The training and validation sets as character ids, n-gram features and encoded targets."""
+
+    tokenizer: Any
+    featurizer: NgramFeaturizer
+    ids_train: list[list[int]]
+    ids_val: list[list[int]]
+    x_train: Any
+    x_val: Any | None  # None without validation examples
+    y_train: np.ndarray
+    y_val: np.ndarray
+
+
+def _featurize(
+    task: str, labels: list[str], data: PreparedDataLike, check_stop: Callable[[], None]
+) -> _Features:
     y_train = batching.encode_targets(task, [ex.label for ex in data.train], labels, split="train")
     y_val = batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
     texts_train = [ex.text for ex in data.train]
@@ -74,68 +136,50 @@ def train_classical(
     check_stop()
     featurizer, x_train = NgramFeaturizer.fit(ids_train, tokenizer.get_vocab_size(with_added_tokens=True))
     x_val = featurizer.transform(ids_val) if ids_val else None
-    featurize_s = time.perf_counter() - started
-    grid = _Grid.for_task(task, validated=x_val is not None)
-    if x_val is None:
+    return _Features(tokenizer, featurizer, ids_train, ids_val, x_train, x_val, y_train, y_val)
+
+
+def _announce(callbacks: TrainCallbacks, task: str, f: _Features, grid: _Grid, featurize_s: float) -> None:
+    if f.x_val is None:
         callbacks.event("warning", "No validation examples: default regularisation, no validation metrics.")
     callbacks.event(
         "info",
-        f"Training {FAMILY} ({task}) on {len(ids_train)} examples ({len(ids_val)} for validation): "
-        f"{featurizer.n_features} n-gram features, "
+        f"Training {FAMILY} ({task}) on {len(f.ids_train)} examples ({len(f.ids_val)} for validation): "
+        f"{f.featurizer.n_features} n-gram features, "
         f"{grid.model} with {grid.strength_name} in {list(grid.values)}.",
-        data={"features": {b.name: len(b) for b in featurizer.blocks}, "featurize_seconds": featurize_s},
+        data={"features": {b.name: len(b) for b in f.featurizer.blocks}, "featurize_seconds": featurize_s},
     )
 
-    n_out = 1 if task == "regression" else len(labels)
-    fit = _Fit(config, task, labels, n_out, x_train, y_train, x_val, y_val)
-    choice, history = _search(grid, fit, featurizer, check_stop, callbacks)
-    strength = choice.strength
-    columns = _columns(featurizer, choice.blocks)
-    # The chosen blocks only: the served graph counts no n-gram the head does not use.
-    featurizer = NgramFeaturizer(
-        [b for b in featurizer.blocks if b.name in choice.blocks], featurizer.vocab_size
-    )
-    head, best_scores, calibrated = _calibrate(fit, choice, x_val[:, columns] if x_val is not None else None)
-    if calibrated.get("calibration"):
-        callbacks.event("info", _calibration_message(calibrated), data={"calibration": calibrated})
 
-    selection_metric = metrics.SELECTION[task][0]
-    summary = {k: v for k, v in best_scores.items() if k not in ("per_label", "thresholds")}
-    settings = _settings(grid, strength, featurizer, config.class_weights)
-    settings.update({"ngram_blocks": "+".join(choice.blocks), "weighting": choice.weighting, **calibrated})
-    meta = _model_meta(task, labels, summary, best_scores, selection_metric, settings)
-    check_stop()
-    model_dir = ClassicalModel(tokenizer=tokenizer, featurizer=featurizer, head=head, meta=meta).save(
-        Path(work_dir) / "model"
-    )
-    wall_s = time.perf_counter() - started
-    callbacks.event("info", f"{FAMILY} model written after {wall_s:.1f} s.", data={"metrics": summary})
-    chosen_by = (
-        f"best {selection_metric} on validation" if x_val is not None else "default (no validation set)"
-    )
-    return TrainResult(
-        model_dir=model_dir,
-        metrics=best_scores,
-        trained_tokens=int(sum(len(ids) for ids in ids_train)),  # characters, one pass
-        steps=len(history),
-        epochs_completed=1.0,
-        hyperparameters={
-            "family": FAMILY,
-            **settings,
-            "n_features": featurizer.n_features,
-            "max_chars": MAX_CHARS,
-            "seed": config.seed,
-            "selection_metric": selection_metric,
-            "train_seconds": round(wall_s, 3),
-            "reasons": {
-                grid.strength_name: chosen_by,
-                "features": f"{'+'.join(choice.blocks)} n-grams, sublinear tf-idf"
-                + (", NB-weighted" if choice.weighting == "nb" else "")
-                + (f": {chosen_by} among {len(history)} fits" if x_val is not None else ""),
-            },
+def _hyperparameters(
+    config: TrainConfig,
+    grid: _Grid,
+    choice: _Choice,
+    featurizer: NgramFeaturizer,
+    settings: dict[str, Any],
+    selection_metric: str,
+    *,
+    validated: bool,
+    fits: int,
+    wall_s: float,
+) -> dict[str, Any]:
+    """What the job reports as the model's hyperparameters, with the reason for each choice."""
+    chosen_by = f"best {selection_metric} on validation" if validated else "default (no validation set)"
+    return {
+        "family": FAMILY,
+        **settings,
+        "n_features": featurizer.n_features,
+        "max_chars": MAX_CHARS,
+        "seed": config.seed,
+        "selection_metric": selection_metric,
+        "train_seconds": round(wall_s, 3),
+        "reasons": {
+            grid.strength_name: chosen_by,
+            "features": f"{'+'.join(choice.blocks)} n-grams, sublinear tf-idf"
+            + (", NB-weighted" if choice.weighting == "nb" else "")
+            + (f": {chosen_by} among {fits} fits" if validated else ""),
         },
-        history=history,
-    )
+    }
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from aiaas.training.base_models import (
     resolve_base_model,
 )
 from aiaas.training.config import TrainConfig
+from aiaas.training.hyperparams import ResolvedHyperparameters
 from aiaas.training.types import PreparedDataLike
 
 
@@ -145,6 +147,31 @@ def optimizer(
         except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
             pass
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8), False
+
+
+def model_and_optimizer(
+    config: TrainConfig,
+    base: ResolvedBaseModel,
+    labels: list[str],
+    hp: ResolvedHyperparameters,
+    device: str,
+    hparams: dict[str, Any],
+) -> tuple[Any, Any, Any]:
+    """The model with its new head, the optimizer and the learning-rate schedule; the choices made on
+    the way (embeddings frozen, fused optimizer) go into `hparams` with their reasons."""
+    import torch
+
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    torch.manual_seed(config.seed)  # the new head's init is reproducible
+    model = load_model(base, config.task, labels).to(device)
+    frozen, frozen_why = freeze_embeddings(config, model, device)
+    adamw, fused = optimizer(model, config, hp.learning_rate, device)
+    hparams["freeze_embeddings"], hparams["fused_optimizer"] = frozen, fused
+    hparams.setdefault("reasons", {})["freeze_embeddings"] = frozen_why
+    lr_factor = warmup_then_linear_decay(hp.warmup_steps, hp.total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(adamw, lr_factor)
+    return model, adamw, scheduler
 
 
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:

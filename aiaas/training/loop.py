@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,8 +57,6 @@ def train(
     from resolve_base_model(); user input must go through resolve_base_model first.
     Raises TrainingStopped as soon as callbacks.should_stop() is true.
     """
-    import torch
-
     work_dir = Path(work_dir)
     labels = components.check_data(config, data)
     base = components.resolve(config.base_model, base_models_dir)
@@ -78,17 +75,8 @@ def train(
         # ---- hyperparameters: resolve every "auto", with reasons ----
         hp, hparams = _hyperparameters(config, base, sets, device, precision, precision_why, threads)
 
-        # ---- model, optimizer, schedule ----
-        random.seed(config.seed)
-        np.random.seed(config.seed % 2**32)
-        torch.manual_seed(config.seed)  # the new head's init is reproducible
-        model = components.load_model(base, config.task, labels).to(device)
-        frozen, frozen_why = components.freeze_embeddings(config, model, device)
-        optimizer, fused = components.optimizer(model, config, hp.learning_rate, device)
-        hparams["freeze_embeddings"], hparams["fused_optimizer"] = frozen, fused
-        hparams.setdefault("reasons", {})["freeze_embeddings"] = frozen_why
-        lr_factor = components.warmup_then_linear_decay(hp.warmup_steps, hp.total_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        # ---- model, optimizer, schedule (seeded: the new head's init is reproducible) ----
+        model, optimizer, scheduler = components.model_and_optimizer(config, base, labels, hp, device, hparams)
         trainer = _Trainer(
             config, callbacks, check_stop, work_dir, base, labels, sets, hp, device, precision,
             model, optimizer, scheduler,

@@ -82,7 +82,7 @@ PATTERNS: dict[str, list[Shape]] = {
     "aiaas.data.cleaning:_NUMBER_NAME": NUMBER_SHAPES,
     "aiaas.data.cleaning:_REGRESSION_NUMBER": NUMBER_SHAPES,
     "aiaas.data.cleaning:_DECIMAL_COMMA": NUMBER_SHAPES,
-    "aiaas.data.readers:_JSON_TOKEN": JSON_SHAPES,
+    "aiaas.data.json_reader:_JSON_TOKEN": JSON_SHAPES,
     # Names a tenant sends: organisation slugs, base-model ids, deployment names, keys, request ids, paths.
     "aiaas.registry.models:_SLUG": NAME_SHAPES,
     "aiaas.training.base_models:_DIR_NAME": NAME_SHAPES,
@@ -117,7 +117,7 @@ NOT_TENANT: dict[str, str] = {
 
 def _whole_cell_functions() -> dict[str, tuple[Callable[[str], object], list[Shape]]]:
     from aiaas.core.errors import InvalidFile
-    from aiaas.data import cleaning, formats, pii, readers
+    from aiaas.data import cleaning, formats, json_reader, pii
     from aiaas.data.limits import Budget, ReadLimits
     from aiaas.data.pii_files import scan_table
     from aiaas.data.readers import Table
@@ -136,7 +136,7 @@ def _whole_cell_functions() -> dict[str, tuple[Callable[[str], object], list[Sha
 
     def count_json(text: str) -> object:  # limits that make the token walk run to the end
         limits = ReadLimits(max_cells=10**9, max_rows=1, max_columns=10**8)
-        return readers._count_json_values(text, Budget(limits, len(text), "file"), walk_above=0)
+        return json_reader._count_json_values(text, Budget(limits, len(text), "file"), walk_above=0)
 
     return {
         "pii.scan_text": (pii.scan_text, PII_SHAPES),

@@ -77,33 +77,40 @@ def export_ensemble_model(
 
     served = _load(out_dir)
     try:
-        got = served.predict(texts)
-        w = served.weight
-        reference = w * served.members[ensemble.MEMBERS[0]].predict(texts)
-        reference = reference + (1 - w) * served.members[ensemble.MEMBERS[1]].predict(texts)
-        diff = float(np.abs(got - reference).max()) if len(texts) else 0.0
-        if not diff <= MAX_ABS_DIFF:
-            raise AiaasError(
-                f"The ensemble's scores differ from its members' weighted average by {diff:.2e}."
-            )
-        sample = texts[:LATENCY_SAMPLE]
-        latency = measure_latency(
-            {"ensemble": served.predict, "transformer": served.members[ensemble.MEMBERS[0]].predict}, sample
-        )
-        runtime.update(
-            {
-                "ensemble_vs_members_max_abs_diff": diff,
-                **latency_fields(latency),
-                "validation_texts": len(texts),
-                "export_seconds": round(time.perf_counter() - started, 2),
-            }
-        )
-        if labels is not None and served.task == "single_label_classification":
-            index = {label: i for i, label in enumerate(served.labels)}
-            truth = np.array([index.get(label, -1) for label in labels])
-            runtime["accuracy"] = {"ensemble": float((got.argmax(axis=1) == truth).mean())}
+        runtime.update(_check_served(served, texts, labels, started))
     finally:
         served.close()
     (out_dir / rt.META_FILE).write_text(json.dumps(full, indent=2))
     logger.info("exported ensemble %s -> %s", model_dir, out_dir)
     return runtime
+
+
+def _check_served(
+    served: EnsemblePredictor, texts: list[str], labels: list | None, started: float
+) -> dict[str, Any]:
+    """The loaded ensemble answers as its members' weighted average; its latency, and accuracy on
+    validation (single-label) when the labels are known."""
+    got = served.predict(texts)
+    w = served.weight
+    reference = w * served.members[ensemble.MEMBERS[0]].predict(texts)
+    reference = reference + (1 - w) * served.members[ensemble.MEMBERS[1]].predict(texts)
+    diff = float(np.abs(got - reference).max()) if len(texts) else 0.0
+    if not diff <= MAX_ABS_DIFF:
+        raise AiaasError(
+            f"The ensemble's scores differ from its members' weighted average by {diff:.2e}."
+        )
+    sample = texts[:LATENCY_SAMPLE]
+    latency = measure_latency(
+        {"ensemble": served.predict, "transformer": served.members[ensemble.MEMBERS[0]].predict}, sample
+    )
+    checked: dict[str, Any] = {
+        "ensemble_vs_members_max_abs_diff": diff,
+        **latency_fields(latency),
+        "validation_texts": len(texts),
+        "export_seconds": round(time.perf_counter() - started, 2),
+    }
+    if labels is not None and served.task == "single_label_classification":
+        index = {label: i for i, label in enumerate(served.labels)}
+        truth = np.array([index.get(label, -1) for label in labels])
+        checked["accuracy"] = {"ensemble": float((got.argmax(axis=1) == truth).mean())}
+    return checked
