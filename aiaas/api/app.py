@@ -8,6 +8,7 @@ import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -117,6 +118,15 @@ def build_services(settings: Settings, db: Database, secret: str, telemetry: Rec
     )
 
 
+def _background_threads(state: AppState, publisher: Publisher | None) -> list[Any]:
+    """What runs beside the requests while the app lives (each has start(); stopped by services.aclose or
+    the lifespan): drift monitoring, webhook delivery, request-log flushes, upload checks a stopped server
+    left, the metrics file and the console charts' minute ring."""
+    parts = (state.services.monitoring, state.services.webhooks, state.services.request_log,
+             state.services.file_checks, publisher, state.services.inference.traffic)
+    return [part for part in parts if part is not None]
+
+
 def create_app(settings: Settings | None = None, *, db: Database | None = None, migrate_db: bool = True) -> FastAPI:
     settings = settings or get_settings()
     secret = settings.master_secret()  # refuses to start without a usable secret
@@ -142,11 +152,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         warm = asyncio.create_task(_warm_pinned(state))
-        for background in (state.services.monitoring, state.services.webhooks, state.services.request_log,
-                           state.services.file_checks, publisher,  # file_checks: uploads a stopped server left
-                           state.services.inference.traffic):
-            if background is not None:
-                background.start()
+        for background in _background_threads(state, publisher):
+            background.start()
         try:
             yield
         finally:

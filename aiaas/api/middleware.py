@@ -269,21 +269,10 @@ class EdgeMiddleware:
             if not started:
                 await reject_too_large()
         except Exception as exc:
-            if not started and is_busy(exc):  # contention, not a fault: a retryable 503, nothing written
-                log.warning("database busy, request id %s: %s", rid, exc)
-                status = 503
-                await _respond(send, 503, error_body(path, DatabaseBusy(
-                    "The database was busy and nothing was written; retry the same request after the "
-                    "Retry-After seconds (AIAAS_DATABASE_URL on PostgreSQL takes more concurrent writes)."), rid),
-                    [rid_header, (b"retry-after", b"1")])
-                return
-            log.exception("unhandled error, request id %s", rid)
             if started:
+                log.exception("unhandled error after the answer started, request id %s", rid)
                 raise
-            status = 500
-            message = f"Internal server error (request id {rid})."
-            body = _json_error(path, message, kind="server_error", code="internal_error", request_id=rid)
-            await _respond(send, 500, body, [rid_header])
+            status = await _answer_failure(send, path, rid, rid_header, exc)
         finally:
             if budget is not None and reserved:
                 budget.give(reserved)
@@ -304,6 +293,23 @@ def _log_access(state: dict, rid: str, method: str, route: str, status: int, ela
         "request_id": rid, "org_id": getattr(principal, "org_id", None), "key_id": getattr(principal, "key_id", None),
         "method": method, "route": route, "status": status, "latency_ms": round(elapsed * 1000, 2),
         "bytes_in": received, "bytes_out": sent})
+
+
+async def _answer_failure(send: Send, path: str, rid: str, rid_header: tuple[bytes, bytes], exc: Exception) -> int:
+    """The answer to an exception no handler took, before any byte was sent: a busy database is contention,
+    not a fault (503 database_busy, retryable: its transaction wrote nothing); anything else is a 500 that
+    names the request id (the traceback goes to the log)."""
+    if is_busy(exc):
+        log.warning("database busy, request id %s: %s", rid, exc)
+        busy = DatabaseBusy("The database was busy and nothing was written; retry the same request after the "
+                            "Retry-After seconds (AIAAS_DATABASE_URL on PostgreSQL takes more concurrent writes).")
+        await _respond(send, 503, error_body(path, busy, rid), [rid_header, (b"retry-after", b"1")])
+        return 503
+    log.exception("unhandled error, request id %s", rid, exc_info=exc)
+    message = f"Internal server error (request id {rid})."
+    body = _json_error(path, message, kind="server_error", code="internal_error", request_id=rid)
+    await _respond(send, 500, body, [rid_header])
+    return 500
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
