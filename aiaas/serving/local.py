@@ -82,7 +82,8 @@ class LocalRuntime(Runtime):
         self._closed = True
         if self._cache is not None:
             await self._cache.close()
-        for _, batcher in self._batchers.values():
+        # A copy: a batcher dropped (its model unloaded) while this awaits changes the dict.
+        for _, batcher in list(self._batchers.values()):
             await batcher.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
