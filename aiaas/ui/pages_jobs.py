@@ -16,7 +16,8 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from aiaas.core.errors import InvalidRequest
-from aiaas.protocol.jobs import TERMINAL, Hyperparameters, JobCreate, event_public
+from aiaas.protocol.jobs import TERMINAL, JobCreate, event_public
+from aiaas.protocol.tasks import TASKS
 from aiaas.registry import models as registry
 from aiaas.services import audit, catalog, quotas
 from aiaas.services import jobs as job_service
@@ -28,7 +29,6 @@ from aiaas.ui.pages import PAGE, actor
 from aiaas.ui.render import SECURITY_HEADERS, ConsoleRoute, bar_rows, heat, redirect, render
 
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute)
-TASKS = ("single_label_classification", "multi_label_classification", "regression")
 STREAM_POLL_S = 0.5
 CHOICES_TTL_S = 10.0  # listing the base models reads each one's config (~40 ms): the form reuses it briefly
 _choices: dict[str, tuple[float, list[dict]]] = {}
@@ -77,10 +77,10 @@ def create_job(
     c.check_csrf(csrf)
     c.require("create_job")
     try:
-        body = JobCreate(model=model, training_file=training_file, text_column=text_column,
-                         label_column=label_column, task=task, suffix=suffix or None,  # type: ignore[arg-type]
-                         hyperparameters=Hyperparameters(
-                             n_epochs=int(n_epochs) if n_epochs.strip().isdigit() else "auto"))
+        body = JobCreate.model_validate({  # from a dict: the form's task string is validated as the API's is
+            "model": model, "training_file": training_file, "text_column": text_column,
+            "label_column": label_column, "task": task, "suffix": suffix or None,
+            "hyperparameters": {"n_epochs": int(n_epochs) if n_epochs.strip().isdigit() else "auto"}})
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])

@@ -90,6 +90,9 @@ async def test_cancel_a_queued_job(client, org_a):
     r = await client.post("/ui/jobs", data={"training_file": fid, "model": "tfidf-linear", "csrf": csrf,
                                             "text_column": "nope"})
     assert r.status_code == 400 and "no column" in r.text and "text_column" in r.text
+    r = await client.post("/ui/jobs", data={"training_file": fid, "model": "tfidf-linear", "csrf": csrf,
+                                            "text_column": "text", "label_column": "label", "task": "ranking"})
+    assert r.status_code == 400 and "task" in r.text  # validated as the API validates it
 
 
 async def test_revoking_a_key_in_the_console_ends_its_sessions(app, db, org_a):
