@@ -4,6 +4,7 @@
 AIAAS_SOAK_GLIBC_DEFAULTS=1 runs the same soak with the server on glibc's allocator defaults (the "before").
 
     make soak            # writes bench/results/soak.json
+    AIAAS_SOAK_SECONDS=240 AIAAS_SOAK_OUT=/tmp/soak.json python -m bench.soak   # short, not in results/
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from tests.helpers.datasets import toy_csv
 CLIENTS = 4
 
 
-def _client(base_url: str, key: str, stop: threading.Event, seed: int, stats: dict, lock: threading.Lock) -> None:
+def _client(base_url: str, key: str, stop: threading.Event, seed: int, stats: dict, lock: threading.Lock,
+            t0: float, requests_at: list[tuple[float, str]]) -> None:
     rng = random.Random(seed)
     files: list[str] = []
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
@@ -47,6 +49,7 @@ def _client(base_url: str, key: str, stop: threading.Event, seed: int, stats: di
             else:
                 continue
             with lock:
+                requests_at.append((time.monotonic() - t0, op))
                 stats[op] = stats.get(op, 0) + 1
                 if r.status_code >= 500:
                     stats["5xx"] = stats.get("5xx", 0) + 1
@@ -79,11 +82,13 @@ def main() -> None:
         stats: dict = {}
         lock = threading.Lock()
         stop = threading.Event()
-        threads = [threading.Thread(target=_client, args=(server.base_url, stack.key, stop, i, stats, lock))
+        requests_at: list[tuple[float, str]] = []
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=_client,
+                                    args=(server.base_url, stack.key, stop, i, stats, lock, t0, requests_at))
                    for i in range(CLIENTS)]
         for t in threads:
             t.start()
-        t0 = time.monotonic()
         samples: list[tuple[float, int]] = []
         while time.monotonic() - t0 < seconds:
             samples.append((time.monotonic() - t0, api.memory_info().rss))
@@ -91,10 +96,15 @@ def main() -> None:
         stop.set()
         for t in threads:
             t.join(60)
+        listed = httpx.get(server.base_url + "/v1/models", headers={"Authorization": f"Bearer {stack.key}"},
+                           timeout=120).json()["data"]
+        models = sum(1 for m in listed if m["id"].startswith("ft:"))
     finally:
         server.stop()
     warm = [rss for t, rss in samples if t >= seconds / 5]
     growth = (warm[-1] - warm[0]) / warm[0] if len(warm) > 1 else 0.0
+    # Requests answered after warm-up, for growth per 1,000 requests (runs at different rates compare).
+    after_warmup = sum(1 for t, _ in requests_at if t >= seconds / 5)
     result = {
         "seconds": seconds, "clients": CLIENTS, "requests": {k: v for k, v in stats.items() if k in
                                                              ("predict", "list", "upload", "job")},
@@ -102,13 +112,21 @@ def main() -> None:
         "rss_after_warmup_mb": round(warm[0] / 2**20, 1) if warm else None,
         "rss_end_mb": round(warm[-1] / 2**20, 1) if warm else None,
         "rss_growth_after_warmup": round(growth, 4),
+        "requests_after_warmup": after_warmup,
+        "rss_mb_per_1000_requests_after_warmup": (round((warm[-1] - warm[0]) / 2**20 / after_warmup * 1000, 3)
+                                                  if len(warm) > 1 and after_warmup else None),
+        "fine_tuned_models_at_end": models,
         # The curve, one sample a minute (seconds since the traffic started, MiB): growth that is still
         # climbing at the end is a leak, growth that levels off is warm-up.
         "rss_mb_by_minute": [[round(t), round(rss / 2**20, 1)] for t, rss in _per_minute(samples)],
-        "machine": {"cpus": len(os.sched_getaffinity(0)), "processor": platform.processor() or platform.machine()},
+        "machine": {"cpus": len(os.sched_getaffinity(0)),
+                    "processor": platform.processor() or platform.machine(),
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
     }
     result["server_env"] = allocator
-    out = Path(__file__).parent / "results" / ("soak-glibc-defaults.json" if glibc_defaults else "soak.json")
+    # AIAAS_SOAK_OUT: where the figures go instead (a run on a loaded machine stays out of results/).
+    out = Path(os.environ.get("AIAAS_SOAK_OUT") or Path(__file__).parent / "results" /
+               ("soak-glibc-defaults.json" if glibc_defaults else "soak.json"))
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     ok = result["5xx"] == 0 and growth <= 0.10

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -57,6 +59,29 @@ def list_response(items: list[Any], *, has_more: bool) -> dict[str, Any]:
         "first_id": items[0]["id"] if items else None,
         "last_id": items[-1]["id"] if items else None,
     }
+
+
+def _json(value: Any) -> bytes:
+    # As starlette's JSONResponse renders a body, so a streamed list reads byte for byte as a returned one.
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
+def list_stream(pages: Iterable[Iterable[dict[str, Any]]]) -> Iterator[bytes]:
+    """`list_response(every item, has_more=False)` as JSON bytes, one page of items at a time: a long list
+    is never held whole (the pages can be read lazily, e.g. from the database in batches)."""
+    first = last = None
+    yield b'{"object":"list","data":['
+    sep = b""
+    for page in pages:
+        parts = []
+        for item in page:
+            first = item["id"] if first is None else first
+            last = item["id"]
+            parts.append(sep + _json(item))
+            sep = b","
+        if parts:
+            yield b"".join(parts)
+    yield b'],"has_more":false,"first_id":' + _json(first) + b',"last_id":' + _json(last) + b"}"
 
 
 class OipErrorResponse(BaseModel):

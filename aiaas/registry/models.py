@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from aiaas.core.clock import now
 from aiaas.core.errors import not_found
 from aiaas.store import versions
+from aiaas.store.db import Database
 from aiaas.store.models import Model
 
 _SLUG = re.compile(r"[^a-z0-9-]+")
@@ -55,5 +57,37 @@ def get_model(session: Session, org_id: str, model_id: str, *, param: str | None
     return row
 
 
-def list_models(session: Session, org_id: str) -> list[Model]:
-    return list(session.scalars(select(Model).where(Model.org_id == org_id).order_by(Model.created_at.desc())))
+LIST_BATCH = 100  # models per read of model_pages(): ~18 KB of Python objects each while a batch is written
+
+
+def model_ids(session: Session, org_id: str) -> list[str]:
+    """The organisation's model ids, newest first, without loading cards and lineage."""
+    return list(session.scalars(select(Model.id).where(Model.org_id == org_id)
+                                .order_by(Model.created_at.desc(), Model.id.desc())))
+
+
+def model_pages(db: Database, org_id: str, *, batch: int | None = None) -> Iterator[list[Model]]:
+    """Every model of the organisation, newest first, `batch` at a time, each batch read in its own short
+    session (keyset on created_at, id).
+
+    Why: a listing that loads every model at once holds every card (~5 KB of JSON each, several times that
+    as Python objects) until the answer is sent; with thousands of models, a few concurrent listings left
+    the API process tens of MB larger, and larger again with every model a job added (the soak,
+    bench/README.md). One batch at a time keeps a listing's memory the same whatever the number of
+    models, and no read transaction stays open while a slow client reads the answer."""
+    batch = LIST_BATCH if batch is None else batch
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch!r}")
+    after: tuple[int, str] | None = None
+    while True:
+        query = select(Model).where(Model.org_id == org_id)
+        if after is not None:
+            query = query.where(or_(Model.created_at < after[0],
+                                    and_(Model.created_at == after[0], Model.id < after[1])))
+        with db.session() as s:
+            rows = list(s.scalars(query.order_by(Model.created_at.desc(), Model.id.desc()).limit(batch)))
+        if rows:
+            yield rows
+        if len(rows) < batch:
+            return
+        after = (rows[-1].created_at, rows[-1].id)

@@ -5,6 +5,7 @@ Base models and families are what a fine-tuning job's `model` may name; only bas
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Literal
 
 from fastapi import APIRouter
@@ -15,7 +16,7 @@ from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.api.openapi import documented
 from aiaas.protocol import responses as r
 from aiaas.core.errors import InvalidRequest, not_found
-from aiaas.protocol.common import list_response
+from aiaas.protocol.common import list_stream
 from aiaas.protocol.models import base_model_public, family_public, model_public
 from aiaas.registry import models as registry
 from aiaas.services import audit, catalog, download
@@ -31,9 +32,14 @@ def _base_models(state) -> list[dict]:
 
 
 @router.get("/models", responses=documented(r.ModelList))
-def list_models(principal: PrincipalDep, session: SessionDep, state: StateDep) -> dict:
-    own = [model_public(m) for m in registry.list_models(session, principal.org_id)]
-    return list_response(_base_models(state) + own, has_more=False)
+def list_models(principal: PrincipalDep, state: StateDep) -> StreamingResponse:
+    """Every model (OpenAI's list has no pages), written a batch of the organisation's models at a time:
+    the listing's memory does not grow with the number of models (registry.model_pages)."""
+    pages = registry.model_pages(state.db, principal.org_id)
+    first = next(pages, [])  # read before answering: a database error is still a 500 with the request id
+    items = chain([_base_models(state), [model_public(m) for m in first]],
+                  ([model_public(m) for m in page] for page in pages))
+    return StreamingResponse(iterate_in_threadpool(list_stream(items)), media_type="application/json")
 
 
 @router.get("/models/{model}", responses=documented(r.ModelPublic, "not_found"))

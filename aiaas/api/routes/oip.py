@@ -58,14 +58,14 @@ async def ready(state: StateDep) -> JSONResponse:
 def list_models(principal: PrincipalDep, state: StateDep) -> dict:
     with state.db.session() as s:
         deps, _ = dep_store.list_deployments(s, principal.org_id, after=None, limit=100)
-        models = registry.list_models(s, principal.org_id)
+        models = registry.model_ids(s, principal.org_id)  # ids only: cards are not read to name models
         registered = [(rm.name, [str(v.version) for v in versions.list_versions(s, rm)])
                       for rm in versions.list_registered(s, principal.org_id)]
-        own = {m.id: versions.version_of_model(s, principal.org_id, m.id) for m in models}
+        own = {m: versions.version_of_model(s, principal.org_id, m) for m in models}
     entries = [{"name": d.name, "versions": [VERSION], "platform": "onnxruntime_onnx", "model": d.model}
                for d in deps]
     entries += [{"name": name, "versions": vs, "platform": "onnxruntime_onnx"} for name, vs in registered]
-    entries += [{"name": m.id, "versions": [str(v.version) if (v := own[m.id]) is not None else VERSION],
+    entries += [{"name": m, "versions": [str(v.version) if (v := own[m]) is not None else VERSION],
                  "platform": "onnxruntime_onnx"} for m in models]
     return {"models": entries}
 
