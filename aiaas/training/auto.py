@@ -8,6 +8,11 @@ model cannot read the text (its tokenizer's [UNK] rate, aiaas.training.readabili
 transformer is skipped and char-cnn (aiaas.training.charcnn), which learns from the
 characters, is trained with the budget instead and compared with tfidf-linear.
 
+Under 1,000 labelled rows (aiaas.training.auto_cv.KFold) the families are judged by k-fold
+cross-validation on train + validation instead, where the time budget allows it, and the winner
+is refit on all rows (aiaas.training.auto_kfold says which family is cross-validated, and how
+each is served).
+
 Both scores, the decision and why are recorded in an event, in the winner's aiaas.json
 ("model_selection", carried into the serving artifact) and in the result's
 hyperparameters (which the job runner writes into the lineage and model card).
@@ -61,6 +66,16 @@ def train_auto(
         transformer, candidates[TRANSFORMER] = small.transformer(
             config, callbacks, base_models_dir, folds_plan, transformer_started
         )
+        if transformer is None:  # a fold overran its limit: one run on the split, if that still fits
+            stopped = candidates[TRANSFORMER]
+            again = auto_plan.replan(plan, started + budget - time.monotonic())
+            transformer, candidates[TRANSFORMER] = _try_transformer(
+                config, data, work_dir, callbacks, base_models_dir, again, time.monotonic()
+            )
+            candidates[TRANSFORMER].update({"cv": stopped["cv"], "cv_stopped": stopped["reason"]})
+            candidates[TRANSFORMER]["trained_tokens"] = (
+                int(candidates[TRANSFORMER].get("trained_tokens") or 0) + stopped["trained_tokens"]
+            )
     else:
         transformer, candidates[TRANSFORMER] = _try_transformer(
             config, data, work_dir, callbacks, base_models_dir, plan, transformer_started

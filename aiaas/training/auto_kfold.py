@@ -49,7 +49,7 @@ from aiaas.training.auto_refit import classical_fold, refit_classical
 from aiaas.training.config import TrainConfig
 from aiaas.training.family_result import TRANSFORMER, calibrate
 from aiaas.training.loop import train
-from aiaas.training.types import ExampleLike, PreparedDataLike, TrainCallbacks, TrainResult
+from aiaas.training.types import ExampleLike, PreparedDataLike, TrainCallbacks, TrainingStopped, TrainResult
 
 METRIC_KEYS = SUMMARY_KEYS
 
@@ -147,8 +147,14 @@ class SmallData:
         work_dir = self.cv_dir / TRANSFORMER
 
         def fit(i: int, data: Any) -> tuple[TrainResult, np.ndarray, None]:
-            guard = Deadline(Quiet(callbacks), time.monotonic() + float(folds_plan["hard_limit_s"]))
-            result = train(config, data, work_dir / f"fold-{i + 1}", guard, base_models_dir=base_models_dir)
+            limit = float(folds_plan["hard_limit_s"])
+            guard = Deadline(Quiet(callbacks), time.monotonic() + limit)
+            try:
+                result = train(config, data, work_dir / f"fold-{i + 1}", guard, base_models_dir=base_models_dir)
+            except TrainingStopped as exc:
+                if guard.over_budget:
+                    raise TrainingStopped(f"over its time limit ({limit:.0f} s)") from exc
+                raise
             calibrate(result, config.task, data, guard)
             texts = [ex.text for ex in data.validation]
             return result, ensemble.validation_probs(result.model_dir, TRANSFORMER, texts), None
@@ -158,7 +164,10 @@ class SmallData:
         tokens = sum(int(r.trained_tokens or 0) for r in run.results)
         seconds = round(time.monotonic() - started, 1)
         if not run.complete:
-            callbacks.event("warning", f"auto: transformer k-fold CV stopped: {run.stopped}")
+            callbacks.event(
+                "warning", f"auto: transformer k-fold CV stopped: {run.stopped}; it is trained on the split "
+                "instead if one run still fits the budget"
+            )
             return None, {"status": "stopped", "reason": f"k-fold CV: {run.stopped}", "seconds": seconds,
                           "trained_tokens": tokens, "cv": run.summary(self.task)}  # fmt: skip
         last = run.results[-1]
@@ -205,6 +214,9 @@ class SmallData:
     def why_split(self, candidates: dict[str, dict[str, Any]]) -> str:
         if not self.active:
             return self.reason
+        run = self.runs.get(TRANSFORMER)
+        if run is not None and not run.complete:
+            return f"the transformer's k-fold CV stopped ({run.stopped})"
         if self.transformer_plan is not None and not self.transformer_plan.get("run"):
             if candidates.get(TRANSFORMER, {}).get("status") == "trained":
                 return f"the transformer was not cross-validated: {self.transformer_plan['reason']}"

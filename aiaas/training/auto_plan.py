@@ -219,6 +219,13 @@ def _time_steps(
     return timed_s, timed_tokens, len(picks)
 
 
+def replan(plan: dict[str, Any], left_s: float) -> dict[str, Any]:
+    """`plan`'s estimate fitted again to `left_s` (one run on the split, after k fold fits stopped)."""
+    if "epoch_seconds" not in plan:
+        return {"run": False, "reason": plan.get("reason", "no estimate")}
+    return _fit_plan(plan, left_s)
+
+
 def plan_folds(plan: dict[str, Any], k: int, pooled_rows: int, train_rows: int) -> dict[str, Any]:
     """Whether k fold fits of the transformer (aiaas.training.auto_cv) fit in what `plan` left, each
     on (k-1)/k of the pooled rows at the plan's cost per row; each fold's time limit. A transformer

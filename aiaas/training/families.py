@@ -38,7 +38,8 @@ DESCRIPTIONS = {
     classical.FAMILY: "word and character n-gram TF-IDF with a linear model; trains in seconds on a CPU, "
     "any language",
     AUTO: f"trains {classical.FAMILY} first, then the transformer within time_budget_s, and keeps the "
-    "better on the validation set; 'auto:<base model>' picks the transformer",
+    "better on the validation set (under 1,000 rows: by k-fold cross-validation, then refit on all rows); "
+    "'auto:<base model>' picks the transformer",
 }
 # What auto may spend on both families together when the caller sets no budget.
 DEFAULT_TIME_BUDGET_S = 900.0

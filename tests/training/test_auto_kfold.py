@@ -187,3 +187,25 @@ def test_the_transformer_is_scored_on_the_split_when_k_fits_do_not(
     assert "the transformer was not cross-validated" in selection["reason"]
     if result.family == "tfidf-linear":  # tfidf-linear's folds all ran: it is still refit on all rows
         assert result.model_dir == tmp_path / "cv" / "refit" / "model"
+
+
+@pytest.mark.slow
+def test_a_transformer_fold_over_its_limit_falls_back_to_the_split(
+    tmp_path: Path, base_models_dir: Path, monkeypatch
+) -> None:
+    plan_folds = auto_plan.plan_folds
+
+    def no_time(*args, **kwargs):  # the folds fit the budget, but each gets no time at all
+        return {**plan_folds(*args, **kwargs), "hard_limit_s": 0.0}
+
+    monkeypatch.setattr(auto_plan, "plan_folds", no_time)
+    rec = Recorder()
+    result = _auto(single_label_data(), tmp_path, rec, base_models_dir=base_models_dir)
+    selection = result.selection
+    transformer = selection["candidates"]["transformer"]
+    assert "time limit" in transformer["cv_stopped"] and not transformer["cv"]["folds"]
+    assert transformer["status"] == "trained"  # once, on the split
+    assert (tmp_path / "transformer" / "model" / "aiaas.json").is_file()
+    assert any(e["level"] == "warning" and "transformer k-fold CV stopped" in e["message"] for e in rec.events)
+    assert selection["scored_on"] == "validation split"
+    assert "the transformer's k-fold CV stopped" in selection["reason"]
