@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     poll_seconds: float = Field(default=0.5, gt=0)
     training_threads: int | None = Field(default=None, gt=0)
+    # `auto` on small data (aiaas/training/auto_cv.py): with fewer labelled rows than auto_kfold_max_rows
+    # (train + validation), the families are judged by auto_kfold_k-fold cross-validation (fewer folds
+    # when a class has fewer rows) instead of one validation split, and the winner is refit on all rows,
+    # within the job's time budget. 0 turns it off.
+    auto_kfold_max_rows: int = Field(default=1000, ge=0)
+    auto_kfold_k: int = Field(default=5, ge=2, le=20)
     # A job whose worker dies this many times (lease expired, not released) ends `failed` with
     # `worker_crashed` instead of being claimed again forever.
     job_max_attempts: int = Field(default=3, ge=1)

@@ -191,6 +191,7 @@ def _run(lease: Lease, settings: Settings, blobs: BlobStore) -> str:
 def _train(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJob, train_file: File,
            val_file: File | None, org: Organization, meter: CpuMeter, tracking: TrackingCallbacks | None) -> str:
     from aiaas.training import TrainConfig, TrainingStopped
+    from aiaas.training.auto_cv import KFold
     from aiaas.training.families import train_family
 
     try:
@@ -210,7 +211,8 @@ def _train(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJo
         work_dir = attempt_dir(settings.jobs_dir, job.id, lease.attempt)
         result = train_family(family, config, data, work_dir, tracking or JobCallbacks(lease),
                               base_models_dir=settings.base_models_dir,
-                              time_budget_s=(job.options or {}).get("time_budget_s"))
+                              time_budget_s=(job.options or {}).get("time_budget_s"),
+                              kfold=KFold(max_rows=settings.auto_kfold_max_rows, k=settings.auto_kfold_k))
     except TrainingStopped:
         if lease.cancelled.is_set():
             return _cancelled(lease, usage=meter.usage(job))

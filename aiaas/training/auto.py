@@ -8,6 +8,11 @@ model cannot read the text (its tokenizer's [UNK] rate, aiaas.training.readabili
 transformer is skipped and char-cnn (aiaas.training.charcnn), which learns from the
 characters, is trained with the budget instead and compared with tfidf-linear.
 
+Under 1,000 labelled rows (aiaas.training.auto_cv.KFold) the families are judged by k-fold
+cross-validation on train + validation instead, where the time budget allows it, and the winner
+is refit on all rows (aiaas.training.auto_kfold says which family is cross-validated, and how
+each is served).
+
 Both scores, the decision and why are recorded in an event, in the winner's aiaas.json
 ("model_selection", carried into the serving artifact) and in the result's
 hyperparameters (which the job runner writes into the lineage and model card).
@@ -21,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from aiaas.core.errors import AiaasError
-from aiaas.training import auto_plan, charcnn, classical, components, ensemble, metrics
+from aiaas.training import auto_cv, auto_plan, charcnn, classical, components, ensemble, metrics
+from aiaas.training.auto_cv import Deadline
+from aiaas.training.auto_kfold import SmallData
 from aiaas.training.charcnn_train import train_charcnn
 from aiaas.training.classical_train import train_classical
 from aiaas.training.config import TrainConfig
@@ -37,6 +44,7 @@ def train_auto(
     callbacks: TrainCallbacks,
     base_models_dir: Path | None,
     budget: float,
+    kfold: auto_cv.KFold | None = None,
 ) -> FamilyResult:
     started = time.monotonic()
     task = config.task
@@ -46,43 +54,103 @@ def train_auto(
         classical.FAMILY: _candidate(task, classic, time.monotonic() - started)
     }
     results: dict[str, TrainResult] = {classical.FAMILY: classic}
+    small = SmallData.start(config, data, work_dir / "cv", callbacks, kfold or auto_cv.KFold(), started + budget)
+    small.record_classical(candidates[classical.FAMILY])
 
-    transformer_started = time.monotonic()
-    plan = auto_plan.plan_transformer(
-        config, data, work_dir, base_models_dir, budget - (transformer_started - started)
-    )
-    transformer, candidates[TRANSFORMER] = _try_transformer(
-        config, data, work_dir, callbacks, base_models_dir, plan, transformer_started
-    )
-    if transformer is not None:
-        results[TRANSFORMER] = transformer
-    candidates[TRANSFORMER]["base_model"] = plan.get("base_model", config.base_model)
-    if plan.get("unreadable"):  # the base model cannot read the text: a family that learns its own
-        cnn, candidates[charcnn.FAMILY] = _try_charcnn(config, data, work_dir, callbacks, started + budget)
-        if cnn is not None:
-            results[charcnn.FAMILY] = cnn
+    plan = _train_rivals(config, data, work_dir, callbacks, base_models_dir, started + budget, small,
+                         candidates, results)
+    transformer = results.get(TRANSFORMER)
 
-    chosen, why = _choose(task, candidates)
-    if charcnn.FAMILY in candidates:  # say why the transformer is not in the comparison
-        why = f"{why} ({TRANSFORMER} skipped: {candidates[TRANSFORMER]['reason']})"
+    chosen, why, by_cv = _judge(task, candidates, small)
+    # On all rows: tfidf-linear when it is kept, and before a k-fold ensemble (its member). A split-scored
+    # ensemble's weight is fit on validation, which the refit trains on: it is judged with the split models.
+    refit_first = by_cv and transformer is not None
+    if refit_first:
+        results[classical.FAMILY] = small.refit(config, callbacks, candidates[classical.FAMILY])
     # The ensemble is recorded beside the candidates (the families trained), not among them.
     combined: dict[str, Any] = {}
     if transformer is not None:
         chosen, why = _try_ensemble(
-            config, data, work_dir, callbacks, results, candidates, combined, chosen, why
-        )
+            config, data, work_dir, callbacks, results, candidates, combined, chosen, why,
+            small if by_cv else None,
+        )  # fmt: skip
+    if chosen == classical.FAMILY and small.can_refit:
+        results[classical.FAMILY] = small.refit(config, callbacks, candidates[classical.FAMILY])
+        why = f"{why}; refit on all {len(small.rows)} rows"
     selection = {
         "chosen": chosen,
         "reason": why,
         "metric": metric,
+        "scored_on": small.scored_on(by_cv),
         "candidates": candidates,
         **({"ensemble": combined} if combined else {}),
+        **small.record(),
         "time_budget_s": budget,
         "seconds": round(time.monotonic() - started, 1),
         "transformer_plan": plan,
     }
     callbacks.event("info", f"auto: {why}", data={"model_selection": selection})
     return _winner(results, chosen, selection)
+
+
+def _judge(task: str, candidates: dict[str, dict[str, Any]], small: SmallData) -> tuple[str, str, bool]:
+    """The family kept, why, and whether the k folds' mean scores decided it (else the validation split)."""
+    by_cv = small.judges(candidates)
+    if by_cv:
+        small.use_cv_scores(candidates)
+    chosen, why = _choose(task, candidates)
+    if by_cv:
+        why = small.explain(chosen, why, candidates)
+    elif small.folds is not None:
+        why = f"{why} (on the validation split: {small.why_split(candidates)})"
+    if charcnn.FAMILY in candidates:  # say why the transformer is not in the comparison
+        why = f"{why} ({TRANSFORMER} skipped: {candidates[TRANSFORMER]['reason']})"
+    return chosen, why, by_cv
+
+
+def _train_rivals(
+    config: TrainConfig,
+    data: PreparedDataLike,
+    work_dir: Path,
+    callbacks: TrainCallbacks,
+    base_models_dir: Path | None,
+    deadline: float,
+    small: SmallData,
+    candidates: dict[str, dict[str, Any]],
+    results: dict[str, TrainResult],
+) -> dict[str, Any]:
+    """tfidf-linear's rivals, into `candidates` and `results`: the transformer (k-fold when `small` says its
+    folds fit, else on the split), and char-cnn where the base model cannot read the text. Returns the
+    transformer's plan."""
+    transformer_started = time.monotonic()
+    plan = auto_plan.plan_transformer(config, data, work_dir, base_models_dir, deadline - transformer_started)
+    folds_plan = small.plan_transformer(plan, callbacks)
+    if folds_plan is not None and folds_plan["run"]:
+        transformer, candidates[TRANSFORMER] = small.transformer(
+            config, callbacks, base_models_dir, folds_plan, transformer_started
+        )
+        if transformer is None:  # a fold overran its limit: one run on the split, if that still fits
+            stopped = candidates[TRANSFORMER]
+            again = auto_plan.replan(plan, deadline - time.monotonic())
+            transformer, candidates[TRANSFORMER] = _try_transformer(
+                config, data, work_dir, callbacks, base_models_dir, again, time.monotonic()
+            )
+            candidates[TRANSFORMER].update({"cv": stopped["cv"], "cv_stopped": stopped["reason"]})
+            candidates[TRANSFORMER]["trained_tokens"] = (
+                int(candidates[TRANSFORMER].get("trained_tokens") or 0) + stopped["trained_tokens"]
+            )
+    else:
+        transformer, candidates[TRANSFORMER] = _try_transformer(
+            config, data, work_dir, callbacks, base_models_dir, plan, transformer_started
+        )
+    if transformer is not None:
+        results[TRANSFORMER] = transformer
+    candidates[TRANSFORMER]["base_model"] = plan.get("base_model", config.base_model)
+    if plan.get("unreadable"):  # the base model cannot read the text: a family that learns its own
+        cnn, candidates[charcnn.FAMILY] = _try_charcnn(config, data, work_dir, callbacks, deadline)
+        if cnn is not None:
+            results[charcnn.FAMILY] = cnn
+    return plan
 
 
 def _winner(results: dict[str, TrainResult], chosen: str, selection: dict[str, Any]) -> FamilyResult:
@@ -93,8 +161,8 @@ def _winner(results: dict[str, TrainResult], chosen: str, selection: dict[str, A
     out.hyperparameters = {**winner.hyperparameters, "family": chosen, "model_selection": selection}
     # Every candidate trained counts: the job's trained tokens are the sum (each in its own tokenizer's
     # units: characters for tfidf-linear, subword tokens x epochs for the transformer, characters x epochs
-    # for char-cnn).
-    out.trained_tokens = sum(int(r.trained_tokens or 0) for r in results.values())
+    # for char-cnn), fold fits and the refit included.
+    out.trained_tokens = sum(int(c.get("trained_tokens") or 0) for c in selection["candidates"].values())
     return out
 
 
@@ -165,32 +233,41 @@ def _try_ensemble(
     record: dict[str, Any],
     chosen: str,
     why: str,
+    cv: SmallData | None = None,
 ) -> tuple[str, str]:
     """The weighted average of both members' calibrated scores (aiaas.training.ensemble), weight fit
-    on validation; it replaces the single winner only when it beats it there."""
+    on validation (with `cv`: on the out-of-fold scores); it replaces the single winner only when it
+    beats it there (with `cv`: on the mean of the k folds' scores)."""
     task = config.task
     metric, sign = metrics.SELECTION[task]
     started = time.monotonic()
     labels = components.check_data(config, data)
-    texts = [ex.text for ex in data.validation]
-    probs = {
-        name: ensemble.validation_probs(results[name].model_dir, name, texts) for name in ensemble.MEMBERS
-    }
-    y = ensemble.targets(task, data, labels)
+    if cv is not None:
+        probs, y = cv.oof_probs(), cv.oof_targets()
+    else:
+        texts = [ex.text for ex in data.validation]
+        probs = {
+            name: ensemble.validation_probs(results[name].model_dir, name, texts) for name in ensemble.MEMBERS
+        }
+        y = ensemble.targets(task, data, labels)
     weight, scores, tried = ensemble.fit_weight(task, probs[TRANSFORMER], probs[classical.FAMILY], y, labels)
     record.update({"status": "trained", "weight": weight, "seconds": round(time.monotonic() - started, 1),
                    **{k: float(v) for k, v in scores.items() if isinstance(v, float)}})
+    if cv is not None:
+        record["cv"] = cv.ensemble_summary(weight, probs, y)
+    # Judged as the families were: on validation, or (k-fold) by the mean of the folds' scores.
+    value = record["cv"]["mean"][metric] if cv is not None else scores[metric]
     best = candidates[chosen]
-    if not (0.0 < weight < 1.0 and sign * scores[metric] > sign * best[metric] + 1e-12):
+    if not (0.0 < weight < 1.0 and sign * value > sign * best[metric] + 1e-12):
         record["status"] = "not kept"
         return (
             chosen,
-            f"{why}; the ensemble (weight {weight:g}) {metric} {scores[metric]:.4f} does not beat it",
+            f"{why}; the ensemble (weight {weight:g}) {metric} {value:.4f} does not beat it",
         )
     if not ensemble.servable():
         record["status"] = "not kept: the serving runtime does not load ensembles yet"
         return chosen, (
-            f"{why}; the ensemble (weight {weight:g}) {metric} {scores[metric]:.4f} would beat it, but "
+            f"{why}; the ensemble (weight {weight:g}) {metric} {value:.4f} would beat it, but "
             "the serving runtime does not load ensembles yet"
         )
     model_dir = ensemble.write_ensemble(
@@ -203,7 +280,7 @@ def _try_ensemble(
         hyperparameters={"family": ensemble.FAMILY, "weight": weight, "weights_tried": tried}, history=[],
     )
     return ensemble.FAMILY, (
-        f"ensemble (weight {weight:g} on the transformer) {metric} {scores[metric]:.4f} beats {chosen} "
+        f"ensemble (weight {weight:g} on the transformer) {metric} {value:.4f} beats {chosen} "
         f"{best[metric]:.4f}"
     )
 
@@ -234,33 +311,3 @@ def _candidate(task: str, result: TrainResult, seconds: float) -> dict[str, Any]
     }
     out.update({k: float(result.metrics[k]) for k in keys if k in result.metrics})
     return out
-
-
-class Deadline:
-    """The job's callbacks, plus a stop once the transformer's time is up."""
-
-    def __init__(self, inner: TrainCallbacks, deadline: float) -> None:
-        self.inner = inner
-        self.deadline = deadline
-        self.over_budget = False
-
-    def event(self, level: str, message: str, *, type: str = "message", data: dict | None = None) -> None:
-        self.inner.event(level, message, type=type, data=data)
-
-    def checkpoint(self, step: int, path: Path, metrics: dict) -> None:
-        self.inner.checkpoint(step, path, metrics)
-
-    def should_stop(self) -> bool:
-        if self.inner.should_stop():
-            return True
-        if time.monotonic() > self.deadline:
-            self.over_budget = True
-            return True
-        return False
-
-    def seconds_to_save_before_stop(self) -> float | None:
-        """A shutdown saves a checkpoint first, as for a plain transformer job; the budget running out does not."""
-        if self.over_budget:
-            return None
-        inner = getattr(self.inner, "seconds_to_save_before_stop", None)
-        return inner() if inner is not None else None

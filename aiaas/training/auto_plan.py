@@ -226,3 +226,33 @@ def _time_steps(
                 timed_s += time.perf_counter() - step_started
                 timed_tokens += len(index) * lengths[index].max()
     return timed_s, timed_tokens, len(picks)
+
+
+def replan(plan: dict[str, Any], left_s: float) -> dict[str, Any]:
+    """`plan`'s estimate fitted again to `left_s` (one run on the split, after k fold fits stopped)."""
+    if "epoch_seconds" not in plan:
+        return {"run": False, "reason": plan.get("reason", "no estimate")}
+    return _fit_plan(plan, left_s)
+
+
+def plan_folds(plan: dict[str, Any], k: int, pooled_rows: int, train_rows: int) -> dict[str, Any]:
+    """Whether k fold fits of the transformer (aiaas.training.auto_cv) fit in what `plan` left, each
+    on (k-1)/k of the pooled rows at the plan's cost per row; each fold's time limit. A transformer
+    that did not get its full epochs on the split does not get k fits either."""
+    if not plan.get("run"):
+        return {"run": False, "reason": f"the transformer is not trained ({plan.get('reason')})"}
+    if plan.get("n_epochs"):
+        return {"run": False, "reason": "it was shortened to fit one run; k fold fits do not fit"}
+    fold_rows = pooled_rows * (k - 1) / k
+    per_epoch = float(plan["epoch_seconds"]) * fold_rows / max(1, train_rows)
+    fold_s = float(plan["fixed_seconds"]) + int(plan["planned_epochs"]) * per_epoch
+    need, left = k * fold_s, float(plan["left_seconds"])
+    out = {"k": k, "fold_seconds": round(fold_s, 1), "seconds": round(need, 1), "left_seconds": round(left, 1)}
+    if need > left:
+        return {**out, "run": False, "reason": f"{k} fold fits need ~{need:.0f} s, {left:.0f} s left"}
+    return {
+        **out,
+        "run": True,
+        "reason": f"{k} fold fits need ~{need:.0f} s of {left:.0f} s left",
+        "hard_limit_s": round(max(fold_s * (1 + OVERRUN), fold_s + GRACE_S), 1),
+    }

@@ -2,13 +2,17 @@
 
     transformer    aiaas.training.train: fine-tune a BERT-family encoder (the default)
     tfidf-linear   aiaas.training.classical(_train): n-gram TF-IDF + a linear model, seconds on a CPU
-    auto           both, judged on the validation set by the engine's selection metric
+    auto           both, judged on the validation set by the engine's selection metric (under 1,000
+                   rows: by k-fold cross-validation, aiaas.training.auto_cv)
 
 The modules behind it:
     families.py       names, `family_for_model`, `train_family` (this module)
     family_result.py  FamilyResult, calibration of a transformer, aiaas.json annotations
     auto.py           auto: candidates, the choice, the ensemble candidate
-    auto_plan.py      auto's transformer plan: readability, cost estimate, epochs that fit
+    auto_plan.py      auto's transformer plan: readability, cost estimate, epochs (and k folds) that fit
+    auto_cv.py        auto on small data: the k folds, fold fits, per-fold scores and their mean ± std
+    auto_kfold.py     which candidates are cross-validated, the choice by fold means, what is served
+    auto_refit.py     tfidf-linear's fold fits and its refit on all rows (calibrated out of fold)
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiaas.core.errors import InvalidRequest
-from aiaas.training import auto, classical
+from aiaas.training import auto, auto_cv, classical
 from aiaas.training.base_models import MINILM_ID
 from aiaas.training.classical_train import train_classical
 from aiaas.training.config import TrainConfig
@@ -34,7 +38,8 @@ DESCRIPTIONS = {
     classical.FAMILY: "word and character n-gram TF-IDF with a linear model; trains in seconds on a CPU, "
     "any language",
     AUTO: f"trains {classical.FAMILY} first, then the transformer within time_budget_s, and keeps the "
-    "better on the validation set; 'auto:<base model>' picks the transformer",
+    "better on the validation set (under 1,000 rows: by k-fold cross-validation, then refit on all rows); "
+    "'auto:<base model>' picks the transformer",
 }
 # What auto may spend on both families together when the caller sets no budget.
 DEFAULT_TIME_BUDGET_S = 900.0
@@ -80,9 +85,11 @@ def train_family(
     *,
     base_models_dir: Path | None = None,
     time_budget_s: float | None = None,
+    kfold: auto_cv.KFold | None = None,
 ) -> FamilyResult:
     """Train `family` ("transformer" | "tfidf-linear" | "auto"). For auto, `config.base_model` is
-    the transformer candidate and `time_budget_s` (default DEFAULT_TIME_BUDGET_S) bounds both."""
+    the transformer candidate, `time_budget_s` (default DEFAULT_TIME_BUDGET_S) bounds both, and
+    `kfold` (default: under 1,000 rows, 5 folds) says when the choice is made by k-fold CV."""
     work_dir = Path(work_dir)
     if family == TRANSFORMER:
         result = train(config, data, work_dir, callbacks, base_models_dir=base_models_dir)
@@ -93,7 +100,7 @@ def train_family(
         return as_family(train_classical(config, data, work_dir, callbacks), classical.FAMILY)
     if family == AUTO:
         budget = DEFAULT_TIME_BUDGET_S if time_budget_s is None else float(time_budget_s)
-        return auto.train_auto(config, data, work_dir, callbacks, base_models_dir, budget)
+        return auto.train_auto(config, data, work_dir, callbacks, base_models_dir, budget, kfold)
     raise InvalidRequest(f"Unknown model family {family!r}; use one of {', '.join(FAMILIES)}.", param="model")
 
 

@@ -9,9 +9,13 @@ from typing import Any
 
 import pytest
 
+from aiaas.training.auto_cv import KFold
 from tests.helpers.tiny_bert import build_tiny_bert
 
 TINY = "tiny-bert"
+# auto judged on the validation split, as before k-fold CV: for the tests of the split's behaviour
+# (tests/training/test_auto_kfold.py covers small data's k-fold path).
+SPLIT = KFold(max_rows=0)
 
 # Words the tiny BERT's vocabulary was trained on, split into separable groups.
 REFUND = ["refund", "charged twice", "money back", "card was charged"]

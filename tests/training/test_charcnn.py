@@ -13,7 +13,7 @@ from aiaas.registry.export import export_trained_model
 from aiaas.serving.runtime import load_predictor
 from aiaas.training import TrainConfig, auto, charcnn, charcnn_train, families, readability
 from aiaas.training.charcnn_train import train_charcnn
-from tests.training.conftest import TINY, Recorder, multi_label_data, regression_data
+from tests.training.conftest import SPLIT, TINY, Recorder, multi_label_data, regression_data
 from tests.training.test_classical import AWKWARD, chinese_data
 
 
@@ -82,7 +82,7 @@ def test_auto_trains_charcnn_when_the_base_model_reads_unk(
     rec = Recorder()
     result = families.train_family(
         "auto", TrainConfig(base_model=TINY, num_threads=1), data, tmp_path, rec,
-        base_models_dir=base_models_dir, time_budget_s=600,
+        base_models_dir=base_models_dir, time_budget_s=600, kfold=SPLIT,
     )  # fmt: skip
     selection = result.selection
     assert selection is not None

@@ -13,7 +13,7 @@ from aiaas.registry.export import export_trained_model
 from aiaas.serving.ensemble import EnsemblePredictor
 from aiaas.serving.runtime import load_predictor
 from aiaas.training import TrainConfig, auto_plan, ensemble, families
-from tests.training.conftest import TINY, PreparedData, Recorder
+from tests.training.conftest import SPLIT, TINY, PreparedData, Recorder
 from tests.training.test_classical import chinese_data
 from tests.training.test_families import word_order_data
 
@@ -58,7 +58,8 @@ def test_auto_keeps_the_ensemble_when_it_wins_and_serves_it_as_one_model(
     rec = Recorder()
     config = TrainConfig(base_model=TINY, n_epochs=8, **FAST)
     result = families.train_family(
-        "auto", config, data, tmp_path / "t", rec, base_models_dir=base_models_dir, time_budget_s=600
+        "auto", config, data, tmp_path / "t", rec, base_models_dir=base_models_dir, time_budget_s=600,
+        kfold=SPLIT,
     )
     selection = result.selection
     assert selection is not None
@@ -121,7 +122,8 @@ def test_auto_records_but_does_not_keep_an_ensemble_serving_cannot_load(
     monkeypatch.setattr(auto_plan.readability, "UNK_SKIP", 1.0)
     config = TrainConfig(base_model=TINY, n_epochs=8, **FAST)
     result = families.train_family(
-        "auto", config, mixed_data(), tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=600
+        "auto", config, mixed_data(), tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=600,
+        kfold=SPLIT,
     )
     assert result.family in ("transformer", "tfidf-linear")
     assert result.selection is not None

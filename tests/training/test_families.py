@@ -11,7 +11,7 @@ import pytest
 
 from aiaas.core.errors import InvalidRequest
 from aiaas.training import TrainConfig, TrainingStopped, auto, auto_plan, families
-from tests.training.conftest import TINY, Example, PreparedData, Recorder, single_label_data
+from tests.training.conftest import SPLIT, TINY, Example, PreparedData, Recorder, single_label_data
 from tests.training.test_classical import chinese_data
 
 FAST = {"n_epochs": 2, "learning_rate": 3e-3, "early_stopping_patience": None, "precision": "fp32"}
@@ -73,7 +73,8 @@ def test_auto_keeps_tfidf_when_the_transformer_cannot_read_the_text(
     data = chinese_data()
     rec = Recorder()
     result = families.train_family(
-        "auto", _config(), data, tmp_path, rec, base_models_dir=base_models_dir, time_budget_s=600
+        "auto", _config(), data, tmp_path, rec, base_models_dir=base_models_dir, time_budget_s=600,
+        kfold=SPLIT,
     )
     assert result.family == "tfidf-linear"
     selection = result.selection
@@ -103,7 +104,7 @@ def test_auto_keeps_the_transformer_when_word_order_decides(tmp_path: Path, base
         tmp_path,
         Recorder(),
         base_models_dir=base_models_dir,
-        time_budget_s=600,
+        time_budget_s=600, kfold=SPLIT,
     )
     both = result.selection["candidates"]
     assert both["tfidf-linear"]["accuracy"] < 0.7  # n-grams cannot tell the orders apart
@@ -123,7 +124,7 @@ def test_auto_skips_the_transformer_when_the_budget_is_spent(tmp_path: Path, bas
         tmp_path,
         rec,
         base_models_dir=base_models_dir,
-        time_budget_s=0,
+        time_budget_s=0, kfold=SPLIT,
     )
     assert result.family == "tfidf-linear"
     transformer = result.selection["candidates"]["transformer"]
@@ -151,7 +152,7 @@ def test_auto_stops_a_transformer_that_overruns(tmp_path: Path, base_models_dir:
         tmp_path,
         Recorder(),
         base_models_dir=base_models_dir,
-        time_budget_s=600,
+        time_budget_s=600, kfold=SPLIT,
     )
     assert result.family == "tfidf-linear"
     assert result.selection["candidates"]["transformer"]["status"] == "stopped"
@@ -167,18 +168,20 @@ def test_auto_passes_a_cancel_through(tmp_path: Path, base_models_dir: Path) -> 
             tmp_path,
             Recorder(stop_after_calls=5),
             base_models_dir=base_models_dir,
-            time_budget_s=600,
+            time_budget_s=600, kfold=SPLIT,
         )
 
 
 def test_a_rerun_reuses_the_first_plan(tmp_path: Path, base_models_dir: Path) -> None:
     data = single_label_data()
     families.train_family(
-        "auto", _config(), data, tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=0
+        "auto", _config(), data, tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=0,
+        kfold=SPLIT,
     )
     # Plenty of budget the second time, but the job keeps the first attempt's plan (resumable checkpoints).
     again = families.train_family(
-        "auto", _config(), data, tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=600
+        "auto", _config(), data, tmp_path, Recorder(), base_models_dir=base_models_dir, time_budget_s=600,
+        kfold=SPLIT,
     )
     assert again.selection["candidates"]["transformer"]["status"] == "skipped"
     assert "first attempt" in again.selection["transformer_plan"]["reason"]
@@ -192,7 +195,7 @@ def test_auto_keeps_tfidf_when_the_transformer_cannot_start(tmp_path: Path, base
         tmp_path,
         Recorder(),
         base_models_dir=base_models_dir,
-        time_budget_s=600,
+        time_budget_s=600, kfold=SPLIT,
     )
     assert result.family == "tfidf-linear"
     transformer = result.selection["candidates"]["transformer"]
@@ -214,7 +217,7 @@ def test_auto_keeps_tfidf_when_the_transformer_fails(
         tmp_path,
         rec,
         base_models_dir=base_models_dir,
-        time_budget_s=600,
+        time_budget_s=600, kfold=SPLIT,
     )
     assert result.family == "tfidf-linear"
     transformer = result.selection["candidates"]["transformer"]

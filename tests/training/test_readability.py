@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from aiaas.training import TrainConfig, families, readability
-from tests.training.conftest import TINY, Recorder, single_label_data
+from tests.training.conftest import SPLIT, TINY, Recorder, single_label_data
 from tests.training.test_classical import chinese_data
 
 FAST = {"n_epochs": 2, "learning_rate": 3e-3, "early_stopping_patience": None, "precision": "fp32"}
@@ -26,7 +26,8 @@ def test_auto_skips_the_transformer_on_text_its_vocabulary_cannot_read(
     rec = Recorder()
     config = TrainConfig(base_model=TINY, **FAST)
     result = families.train_family(
-        "auto", config, chinese_data(), tmp_path, rec, base_models_dir=base_models_dir, time_budget_s=600
+        "auto", config, chinese_data(), tmp_path, rec, base_models_dir=base_models_dir, time_budget_s=600,
+        kfold=SPLIT,
     )
     assert result.family == "tfidf-linear" and result.selection is not None
     transformer = result.selection["candidates"]["transformer"]
@@ -47,7 +48,7 @@ def test_auto_still_trains_the_transformer_on_text_it_reads(tmp_path: Path, base
         tmp_path,
         Recorder(),
         base_models_dir=base_models_dir,
-        time_budget_s=600,
+        time_budget_s=600, kfold=SPLIT,
     )
     assert result.selection is not None
     assert result.selection["candidates"]["transformer"]["status"] == "trained"
