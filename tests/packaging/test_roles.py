@@ -51,9 +51,7 @@ def _venv(path: Path) -> Path:
 
 
 def _pip(python: Path, *args: str) -> None:
-    # --no-compile: byte-compiling every dependency is no part of what a role test checks (the imports below
-    # compile what they use); it was a sixth of the install's time.
-    out = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-compile", *args], env=_clean_env(),
+    out = subprocess.run([str(python), "-m", "pip", "install", "-q", *args], env=_clean_env(),
                          capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
