@@ -82,7 +82,7 @@ def db(settings):
     database.dispose()
 
 
-# ---- Scheduling on `make test` (`pytest -n 2 --dist loadfile --no-loadscope-reorder`): tests/helpers/scheduling.py
+# ---- How `make test` shares the suite between its two xdist workers: tests/helpers/scheduling.py ----
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "loadfile":

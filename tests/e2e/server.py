@@ -83,7 +83,8 @@ def start_server(env: dict[str, str], log_dir: Path, *, job_workers: int = 0, ti
         proc = zygote.spawn(args, log)
     else:
         fh = open(log, "wb")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(AIAAS + args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(AIAAS + args, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     server = Server(proc=proc, base_url=f"http://127.0.0.1:{port}", log=log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
