@@ -36,7 +36,7 @@ test: $(STAMP) check
 	# Supply chain: bandit (every finding reviewed) and pip-audit. Where PyPI's vulnerability API is not
 	# reachable (this kind of machine), pip-audit's gap is reported loudly instead of failing the run.
 	AUDIT_ALLOW_OFFLINE=$${AUDIT_ALLOW_OFFLINE:-1} PYTHON=$(PY) bash tests/hostile/audit.sh
-	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not e2e" $(PYTEST_ARGS)

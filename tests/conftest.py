@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,34 @@ def db(settings):
     migrate.upgrade(database.engine)
     yield database
     database.dispose()
+
+
+# ---- How `make test` shares the suite between its two xdist workers: tests/helpers/scheduling.py ----
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests.helpers.scheduling import FileOrBackendScheduling
+
+    return FileOrBackendScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput") and config.getvalue("dist") == "loadfile":  # on xdist workers only
+        from tests.helpers.scheduling import longest_units_first
+
+        items[:] = longest_units_first(items, config)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    from tests.helpers.scheduling import record
+
+    record(report)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        from tests.helpers.scheduling import save
+
+        save(session.config)

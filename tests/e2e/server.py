@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.e2e.prefork import Forked, Zygote
+
 AIAAS = [sys.executable, "-m", "aiaas.cli.main"]
 
 
@@ -48,7 +50,7 @@ def init(env: dict[str, str]) -> str:
 
 @dataclass
 class Server:
-    proc: subprocess.Popen
+    proc: subprocess.Popen | Forked
     base_url: str
     log: Path
     extra: list[subprocess.Popen] = field(default_factory=list)
@@ -69,18 +71,20 @@ class Server:
 
 
 def start_server(env: dict[str, str], log_dir: Path, *, job_workers: int = 0, timeout: float = 60.0,
-                 workers: int = 1) -> Server:
+                 workers: int = 1, zygote: Zygote | None = None) -> Server:
+    """`aiaas serve` on a free port, ready; forked by `zygote` when given (tests/e2e/prefork.py), which must
+    have been started with the same `env`."""
     port = free_port()
     log = log_dir / f"server-{port}.log"
-    fh = open(log, "wb")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(
-        AIAAS + ["serve", "--port", str(port), "--job-workers", str(job_workers)]
-        + (["--workers", str(workers)] if workers != 1 else []),
-        env=env,
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    args = ["serve", "--port", str(port), "--job-workers", str(job_workers)]
+    args += ["--workers", str(workers)] if workers != 1 else []
+    proc: subprocess.Popen | Forked
+    if zygote is not None:
+        proc = zygote.spawn(args, log)
+    else:
+        fh = open(log, "wb")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(AIAAS + args, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     server = Server(proc=proc, base_url=f"http://127.0.0.1:{port}", log=log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,6 +95,6 @@ def start_server(env: dict[str, str], log_dir: Path, *, job_workers: int = 0, ti
                 return server
         except httpx.HTTPError:
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)  # a restart is on the critical path of every e2e test (20 of them in chaos R2)
     server.stop()
     raise RuntimeError(f"server did not become ready:\n{server.logs()}")

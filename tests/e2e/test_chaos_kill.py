@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.chaos import MODEL, make_stack
+from tests.e2e.prefork import Zygote
 from tests.e2e.server import start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -147,7 +148,8 @@ def test_r2_kill9_during_writes_loses_nothing_acked_and_shows_nothing_half(tmp_p
     deployments: dict[str, str] = {}
     killed_during = {"upload": 0, "job": 0, "deploy": 0}
     verified: set[str] = set()
-    server = start_server(stack.env, tmp_path)
+    zygote = Zygote(stack.env)  # 21 starts: each a fork of a process that has imported `aiaas serve` once
+    server = start_server(stack.env, tmp_path, zygote=zygote)
     try:
         for _trial in range(TRIALS):
             traffic = Traffic(server.base_url, stack.key, rng, next(iter(files), None))
@@ -162,10 +164,11 @@ def test_r2_kill9_during_writes_loses_nothing_acked_and_shows_nothing_half(tmp_p
             files |= traffic.files
             jobs |= traffic.jobs
             deployments |= traffic.deployments
-            server = start_server(stack.env, tmp_path)
+            server = start_server(stack.env, tmp_path, zygote=zygote)
             counts = _check(server.base_url, stack.key, files, jobs, deployments, verified)
     finally:
         server.stop()
+        zygote.close()
     print(f"R2: {TRIALS} kills; requests in flight at the kill: {killed_during}; acked and read back: "
           f"{len(files)} files, {len(jobs)} jobs, {len(deployments)} deployments; listed {counts}")
     assert files and jobs and deployments
