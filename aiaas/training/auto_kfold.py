@@ -15,7 +15,9 @@ is then served as:
 
     tfidf-linear   refit on all rows (aiaas.training.auto_refit), calibrated on out-of-fold logits;
                    also after a split-judged choice, whenever its folds all ran
-    transformer    the last fold's model: trained on k-1 folds, its held-out fold keeps calibrating it
+    transformer    the best fold's model (by the selection metric on its own held-out fold; the last fold's
+                   was served at first, and a fold that did not learn made a whole job's model useless):
+                   trained on k-1 folds, its held-out fold keeps calibrating it
                    (its temperature is folded into the head by the fit on rows it did not train on).
                    A refit on all rows would need one more full run and a calibration fit on
                    out-of-fold logits through the transformer head; not done: decided for the budget
@@ -170,17 +172,19 @@ class SmallData:
             )
             return None, {"status": "stopped", "reason": f"k-fold CV: {run.stopped}", "seconds": seconds,
                           "trained_tokens": tokens, "cv": run.summary(self.task)}  # fmt: skip
-        last = run.results[-1]
+        metric, sign = metrics.SELECTION[self.task]
+        i = max(range(len(run.results)), key=lambda j: sign * float(run.results[j].metrics.get(metric, -sign * np.inf)))
+        served = run.results[i]
         candidate: dict[str, Any] = {
             "status": "trained",
             "seconds": seconds,
             "trained_tokens": tokens,
-            **{k: float(last.metrics[k]) for k in METRIC_KEYS if isinstance(last.metrics.get(k), int | float)},
+            **{k: float(served.metrics[k]) for k in METRIC_KEYS if isinstance(served.metrics.get(k), int | float)},
             "cv": run.summary(self.task),
-            "served": f"the fold-{split.k} model: trained on {len(split.rows) - len(split.held_out(split.k - 1))} "
-            f"rows, calibrated on its held-out fold",
+            "served": f"the fold-{i + 1} model (the best fold by {metric}): trained on "
+            f"{len(split.rows) - len(split.held_out(i))} rows, calibrated on its held-out fold",
         }
-        return last, candidate
+        return served, candidate
 
     # -- the choice ---------------------------------------------------------------------------------
     def judges(self, candidates: dict[str, dict[str, Any]]) -> bool:

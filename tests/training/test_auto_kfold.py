@@ -161,7 +161,11 @@ def test_the_transformer_is_cross_validated_when_k_fits_fit(tmp_path: Path, base
     assert transformer["status"] == "trained" and len(transformer["cv"]["folds"]) == 5
     assert _fold_events(rec, "transformer") == transformer["cv"]["folds"]
     assert transformer["macro_f1"] == transformer["cv"]["mean"]["macro_f1"]
-    assert "fold-5" in transformer["served"]
+    # The served model is the best fold's (a fold that did not learn must never be the job's model).
+    scores = [f["macro_f1"] for f in transformer["cv"]["folds"]]
+    best = max(range(5), key=lambda i: scores[i])
+    assert f"fold-{best + 1} model" in transformer["served"], (transformer["served"], scores)
+    assert transformer["served_fold"]["macro_f1"] == pytest.approx(scores[best])
     # Both families judged on the same folds; the ensemble's weight fit on their out-of-fold scores.
     assert selection["ensemble"]["status"] in ("trained", "not kept")
     assert len(selection["ensemble"]["cv"]["folds"]) == 5
