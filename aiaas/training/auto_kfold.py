@@ -233,7 +233,14 @@ class SmallData:
 
     # -- the ensemble on out-of-fold scores ---------------------------------------------------------
     def oof_probs(self) -> dict[str, np.ndarray]:
-        return {name: self.runs[name].oof for name in ensemble.MEMBERS}  # type: ignore[misc]
+        """Both members' out-of-fold scores (called only when both ran every fold, so both are set)."""
+        out: dict[str, np.ndarray] = {}
+        for name in ensemble.MEMBERS:
+            oof = self.runs[name].oof
+            if oof is None:
+                raise RuntimeError(f"{name} has no out-of-fold scores: its folds did not all run")
+            out[name] = oof
+        return out
 
     def oof_targets(self) -> np.ndarray:
         assert self.folds is not None
