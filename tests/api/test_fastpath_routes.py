@@ -4,6 +4,8 @@ and one without it (AIAAS_FAST_PREDICT_ROUTE=false) on one database, and their a
 
 from __future__ import annotations
 
+import re
+
 import gzip
 import json
 
@@ -75,6 +77,18 @@ def _comparable(r: httpx.Response) -> tuple:
             body["error"].pop("request_id", None)  # differs per request by design
     headers = {k: r.headers.get(k) for k in COMPARED_HEADERS}
     headers |= {k: r.headers[k] if "-limit-" in k else "present" for k in r.headers if k.startswith("x-ratelimit")}
+    if r.status_code == 429:  # the seconds left in the window depend on when each app answered
+        assert r.headers["retry-after"].isdigit()
+        headers["retry-after"] = "present"
+        assert isinstance(body, dict)
+        err = body["error"]  # OpenAI's envelope (a dict with the message) or OIP's (the message itself)
+        message = err["message"] if isinstance(err, dict) else err
+        assert "Retry after" in message, message
+        message = re.sub(r"Retry after \d+s", "Retry after Ns", message)
+        if isinstance(err, dict):
+            err["message"] = message
+        else:
+            body["error"] = message
     return r.status_code, body, headers
 
 
