@@ -26,6 +26,8 @@ from tests.e2e.server import start_server
 from tests.helpers.datasets import toy_csv
 
 CLIENTS = 4
+# AIAAS_SOAK_WEIGHTS="70,20,0,0": the mix of predict, list, upload, job (to tell growth by kind of work apart).
+WEIGHTS = [int(w) for w in os.environ.get("AIAAS_SOAK_WEIGHTS", "70,20,7,3").split(",")]
 
 
 def _client(base_url: str, key: str, stop: threading.Event, seed: int, stats: dict, lock: threading.Lock,
@@ -34,7 +36,7 @@ def _client(base_url: str, key: str, stop: threading.Event, seed: int, stats: di
     files: list[str] = []
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
         while not stop.is_set():
-            op = rng.choices(["predict", "list", "upload", "job"], weights=[70, 20, 7, 3])[0]
+            op = rng.choices(["predict", "list", "upload", "job"], weights=WEIGHTS)[0]
             if op == "predict":
                 r = c.post("/v1/deployments/soak/predict", json={"inputs": [f"my parcel {rng.random()} is late"] * 4})
             elif op == "list":
