@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from aiaas.api.app import create_app
+from tests.api.fastpath_pair import same_retry, shortcut_pair
 from tests.api.test_ratelimit import set_limits
-from tests.helpers.deployed import export_tiny_classifier, register
+from tests.helpers.deployed import export_tiny_classifier
 
 MODEL = "ft:tiny-bert:org-a:fast:ftjob-fast"
 COMPARED_HEADERS = ("content-type", "retry-after", "x-should-retry", "www-authenticate")
@@ -24,22 +22,8 @@ def artifact(tmp_path_factory):
 @pytest.fixture
 async def pair(settings, db, org_a, artifact):
     """(shortcut client, framework client): two apps on one database, one with the shortcut off."""
-    register(settings, db, org_a.id, artifact, model_id=MODEL, task="single_label_classification",
-             labels=["negative", "positive"])
-    settings = settings.model_copy(update={"lookup_cache_seconds": 0})  # both apps read limits afresh
-    apps = [
-        create_app(settings, db=db, migrate_db=False),
-        create_app(settings.model_copy(update={"fast_predict_route": False}), db=db, migrate_db=False),
-    ]
-    clients = [
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=a, raise_app_exceptions=False), base_url="http://t")
-        for a in apps
-    ]
-    r = await clients[0].post("/v1/deployments", headers=org_a.headers, json={"name": "fast", "model": MODEL})
-    assert r.status_code == 201, r.text
-    yield clients
-    for c in clients:
-        await c.aclose()
+    async with shortcut_pair(settings, db, org_a, artifact, model_id=MODEL, deployment="fast") as clients:
+        yield clients
 
 
 @pytest.fixture
@@ -64,10 +48,7 @@ def _comparable(r: httpx.Response) -> tuple:
     headers = {k: r.headers.get(k) for k in COMPARED_HEADERS}
     # Rate-limit headers: the same set and limits (remaining and reset depend on each app's history).
     headers |= {k: r.headers[k] if "-limit-" in k else "present" for k in r.headers if k.startswith("x-ratelimit")}
-    if r.status_code == 429:  # the seconds left in the window depend on when each app answered
-        assert r.headers["retry-after"].isdigit() and "Retry after" in body["error"]["message"]
-        headers["retry-after"] = "present"
-        body["error"]["message"] = re.sub(r"Retry after \d+s", "Retry after Ns", body["error"]["message"])
+    same_retry(r, body, headers)
     return r.status_code, body, headers
 
 

@@ -4,8 +4,6 @@ and one without it (AIAAS_FAST_PREDICT_ROUTE=false) on one database, and their a
 
 from __future__ import annotations
 
-import re
-
 import gzip
 import json
 
@@ -13,10 +11,10 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from aiaas.api.app import create_app
 from aiaas.serving import oip_codec as codec
+from tests.api.fastpath_pair import same_retry, shortcut_pair
 from tests.api.test_ratelimit import set_limits
-from tests.helpers.deployed import export_tiny_classifier, register
+from tests.helpers.deployed import export_tiny_classifier
 
 MODEL = "ft:tiny-bert:org-a:fastr:ftjob-fastr"
 DEPLOYMENT = "fastr"
@@ -35,22 +33,8 @@ def artifact(tmp_path_factory):
 @pytest.fixture
 async def pair(settings, db, org_a, artifact):
     """(shortcut client, framework client): two apps on one database, one with the shortcut off."""
-    register(settings, db, org_a.id, artifact, model_id=MODEL, task="single_label_classification",
-             labels=["negative", "positive"])
-    settings = settings.model_copy(update={"lookup_cache_seconds": 0})  # both apps read limits afresh
-    apps = [
-        create_app(settings, db=db, migrate_db=False),
-        create_app(settings.model_copy(update={"fast_predict_route": False}), db=db, migrate_db=False),
-    ]
-    clients = [
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=a, raise_app_exceptions=False), base_url="http://t")
-        for a in apps
-    ]
-    r = await clients[0].post("/v1/deployments", headers=org_a.headers, json={"name": DEPLOYMENT, "model": MODEL})
-    assert r.status_code == 201, r.text
-    yield clients
-    for c in clients:
-        await c.aclose()
+    async with shortcut_pair(settings, db, org_a, artifact, model_id=MODEL, deployment=DEPLOYMENT) as clients:
+        yield clients
 
 
 @pytest.fixture
@@ -77,18 +61,7 @@ def _comparable(r: httpx.Response) -> tuple:
             body["error"].pop("request_id", None)  # differs per request by design
     headers = {k: r.headers.get(k) for k in COMPARED_HEADERS}
     headers |= {k: r.headers[k] if "-limit-" in k else "present" for k in r.headers if k.startswith("x-ratelimit")}
-    if r.status_code == 429:  # the seconds left in the window depend on when each app answered
-        assert r.headers["retry-after"].isdigit()
-        headers["retry-after"] = "present"
-        assert isinstance(body, dict)
-        err = body["error"]  # OpenAI's envelope (a dict with the message) or OIP's (the message itself)
-        message = err["message"] if isinstance(err, dict) else err
-        assert "Retry after" in message, message
-        message = re.sub(r"Retry after \d+s", "Retry after Ns", message)
-        if isinstance(err, dict):
-            err["message"] = message
-        else:
-            body["error"] = message
+    same_retry(r, body, headers)
     return r.status_code, body, headers
 
 
