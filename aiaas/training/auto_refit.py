@@ -142,13 +142,7 @@ def _calibrate_oof(
     if task == "regression":
         return head, score(task, raw.astype(np.float32), y, labels), {}
     before = calibration.ece(task, outputs(task, raw), y)
-    if task == "single_label_classification":
-        t = calibration.fit_temperature(raw, y)
-        a, c = np.full(raw.shape[1], 1.0 / t), np.zeros(raw.shape[1])
-        info: dict[str, Any] = {"calibration": "temperature", "temperature": round(t, 6)}
-    else:
-        a, c = calibration.fit_platt(raw, y)
-        info = {"calibration": "platt", "platt": {"a": a.round(6).tolist(), "c": c.round(6).tolist()}}
+    a, c, info = calibration.fit_scaling(task, raw, y)
     after = calibration.ece(task, outputs(task, raw * a + c), y)
     if before is not None and after is not None and after > before:
         raised = f"{info['calibration']} fit raised out-of-fold ECE {before:.4f} -> {after:.4f}"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
 import numpy as np
 
 ECE_BINS = 15
@@ -87,3 +89,15 @@ def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
         if _bce(found.x[0] * z + found.x[1], t) <= _bce(z, t):
             a[j], c[j] = float(found.x[0]), float(found.x[1])
     return a, c
+
+
+def fit_scaling(task: str, logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Per-output scale `a` and shift `c` (calibrated logits = logits * a + c) fit on held-out logits:
+    temperature for single-label (a = 1/T, c = 0), per-label Platt for multi-label; and what to record."""
+    if task == "single_label_classification":
+        t = fit_temperature(logits, y)
+        return np.full(logits.shape[1], 1.0 / t), np.zeros(logits.shape[1]), {
+            "calibration": "temperature", "temperature": round(t, 6)}
+    a, c = fit_platt(logits, y)
+    return a, c, {"calibration": "platt", "platt": {"a": a.round(6).tolist(), "c": c.round(6).tolist()}}
+

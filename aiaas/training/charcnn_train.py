@@ -167,13 +167,7 @@ def _calibrate(model: Any, tokenizer: Any, task: str, texts: list[str], y: np.nd
         raw = charcnn.logits(model, tokenizer, texts)
         before = calibration.ece(task, classical.outputs(task, raw), y)
         w, b = layer.weight.detach().clone(), layer.bias.detach().clone()
-        if task == "single_label_classification":
-            t = calibration.fit_temperature(raw, y)
-            a, c = np.full(raw.shape[1], 1.0 / t), np.zeros(raw.shape[1])
-            info: dict[str, Any] = {"calibration": "temperature", "temperature": round(t, 6)}
-        else:
-            a, c = calibration.fit_platt(raw, y)
-            info = {"calibration": "platt", "platt": {"a": a.round(6).tolist(), "c": c.round(6).tolist()}}
+        a, c, info = calibration.fit_scaling(task, raw, y)
         layer.weight.mul_(torch.as_tensor(a, dtype=torch.float32)[:, None])
         layer.bias.mul_(torch.as_tensor(a, dtype=torch.float32)).add_(torch.as_tensor(c, dtype=torch.float32))
         scores = _scores(model, tokenizer, task, texts, y, labels, (0.0, 1.0))
