@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, make_url, select
+from sqlalchemy.exc import OperationalError
 
 from aiaas.sdk import Client
 from aiaas.store.models import FineTuningJob, JobCheckpoint, JobEvent, Model
@@ -20,7 +22,44 @@ from tests.e2e.server import AIAAS, start_server
 from tests.helpers.datasets import toy_csv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-LEASE_S, HEARTBEAT_S = 4.0, 0.5
+LEASE_S, HEARTBEAT_S = 6.0, 0.5
+
+
+def _holds_no_write_lock(database_url: str, job_id: str) -> bool:
+    """True when no open transaction holds what a fenced write on the job needs: SQLite's write lock, or
+    the job's row in PostgreSQL. A worker stopped inside such a transaction would block every other writer."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(url.database or "", timeout=0.05, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.close()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '100ms'")
+            conn.execute(select(FineTuningJob.id).where(FineTuningJob.id == job_id).with_for_update())
+            return True
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def _pause_outside_transaction(pid: int, database_url: str, job_id: str) -> None:
+    """SIGSTOP `pid` at a moment it is not inside a write transaction (resume it briefly and retry until so)."""
+    for _ in range(200):
+        os.kill(pid, signal.SIGSTOP)
+        if _holds_no_write_lock(database_url, job_id):
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+    raise AssertionError("the worker was inside a write transaction at each of 200 pauses")
 
 
 def _worker(stack, name: str) -> tuple[subprocess.Popen, Path]:  # type: ignore[no-untyped-def]
@@ -60,17 +99,18 @@ def test_r3_paused_worker_is_replaced_and_fenced(tmp_path, database_url):
             b, b_log = _worker(stack, "b")  # idle: nothing to claim while A holds the lease
             procs.append(b)
             time.sleep(1.0)
-            os.kill(a.pid, signal.SIGSTOP)
+            _pause_outside_transaction(a.pid, stack.database_url, job_id)  # else B could not claim at all
             stopped_at = time.monotonic()
             owner = wait_for(lambda: _snapshot(db, job_id)[3] not in (None, "") and
                              _snapshot(db, job_id)[4] == 2, LEASE_S + 10, interval=0.02)
             reclaim_s = time.monotonic() - stopped_at
             assert owner, "the job was not re-claimed"
             # B has resumed the job. Pause B briefly (well within its lease) so that any row written
-            # while A runs again can only be A's, then let A go.
+            # while A runs again can only be A's, then let A go. B is paused between transactions: paused
+            # inside one it would hold the lock A's heartbeat needs, and A could not even learn it lost.
             assert wait_for(lambda: "Resumed from checkpoint" in " ".join(
                 e["message"] for e in c.fine_tuning.jobs.list_events(job_id, limit=100)), 120), b_log.read_text()
-            os.kill(b.pid, signal.SIGSTOP)
+            _pause_outside_transaction(b.pid, stack.database_url, job_id)
             before = _snapshot(db, job_id)
             os.kill(a.pid, signal.SIGCONT)
             refused = wait_for(lambda: "writes refused" in a_log.read_text(), LEASE_S - 1.5, interval=0.02)
