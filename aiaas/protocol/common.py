@@ -79,8 +79,11 @@ def list_stream(pages: Iterable[Iterable[dict[str, Any]]]) -> Iterator[bytes]:
             last = item["id"]
             parts.append(sep + _json(item))
             sep = b","
+        page = []  # let this page go before the next is read: one page held at a time
         if parts:
-            yield b"".join(parts)
+            chunk, parts = b"".join(parts), []
+            yield chunk
+            del chunk
     yield b'],"has_more":false,"first_id":' + _json(first) + b',"last_id":' + _json(last) + b"}"
 
 

@@ -86,8 +86,10 @@ def model_pages(db: Database, org_id: str, *, batch: int | None = None) -> Itera
                                     and_(Model.created_at == after[0], Model.id < after[1])))
         with db.session() as s:
             rows = list(s.scalars(query.order_by(Model.created_at.desc(), Model.id.desc()).limit(batch)))
+        more = len(rows) == batch
+        after = (rows[-1].created_at, rows[-1].id) if rows else None
         if rows:
             yield rows
-        if len(rows) < batch:
+        del rows  # not held while the next batch is read
+        if not more:
             return
-        after = (rows[-1].created_at, rows[-1].id)

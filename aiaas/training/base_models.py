@@ -12,6 +12,8 @@ unpickling runs arbitrary code.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import os
@@ -37,6 +39,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # What a hub download may fetch: configs, tokenizer files, safetensors. Never pickles.
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
+INSPECT_CACHE_SIZE = 64  # model directories whose facts are kept (a few bytes each)
 
 
 @dataclass
@@ -130,6 +133,28 @@ def inspect_model_dir(path: Path, *, model_id: str) -> ResolvedBaseModel:
             f"Base model '{model_id}' has no model.safetensors weights; add them to {path.name}/.",
             param="model",
         )
+    # What a listing shows is cached by the files' identity (path, size, mtime): parsing tokenizer.json
+    # (MiniLM's: ~5 MB of Python objects) on every GET /v1/models made each listing's peak 5 MB and, with
+    # a few clients listing at once, left the API process's memory higher after each burst (the soak).
+    watched = [config_file, path / "tokenizer.json", path / "tokenizer_config.json", *sorted(safetensors)]
+    return dataclasses.replace(_inspect(str(path), model_id, tuple(_stamp(p) for p in watched)))
+
+
+def _stamp(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=INSPECT_CACHE_SIZE)
+def _inspect(path_str: str, model_id: str, _stamps: tuple[tuple[str, int, int] | None, ...]
+             ) -> ResolvedBaseModel:
+    """The facts of a checked model directory; `_stamps` (its files' size and mtime) is in the cache key,
+    so a changed or replaced file is read again."""
+    path = Path(path_str)
+    config_file = path / "config.json"
     try:
         config = json.loads(config_file.read_text())
     except (OSError, ValueError) as exc:
@@ -142,7 +167,7 @@ def inspect_model_dir(path: Path, *, model_id: str) -> ResolvedBaseModel:
         path=path,
         do_lower_case=_do_lower_case(path),
         hidden_size=int(hidden),
-        num_parameters=_count_parameters(safetensors),
+        num_parameters=_count_parameters(sorted(p for p in path.glob("*.safetensors") if p.is_file())),
     )
 
 

@@ -144,3 +144,40 @@ def test_train_accepts_a_directory_the_caller_resolved(tmp_path: Path, base_mode
     result = train(TrainConfig(base_model=str(resolved.path), n_epochs=1), single_label_data(16, 8), tmp_path,
                    Recorder())  # fmt: skip
     assert json.loads((result.model_dir / "aiaas.json").read_text())["base_model"] == TINY
+
+
+def test_inspection_is_read_once_until_a_file_changes(tmp_path: Path, base_models_dir: Path, monkeypatch) -> None:
+    # GET /v1/models inspects every base model; parsing tokenizer.json each time (MiniLM's: a 5 MB
+    # transient peak per listing) grew the API process under concurrent listings (the soak, bench/README.md).
+    from aiaas.training import base_models
+
+    models = tmp_path / "models"
+    shutil.copytree(base_models_dir / TINY, models / "cached")
+    parsed: list[Path] = []
+    real = base_models._do_lower_case
+    monkeypatch.setattr(base_models, "_do_lower_case", lambda p: parsed.append(p) or real(p))
+    first = [resolve_base_model("cached", base_models_dir=models) for _ in range(20)]
+    assert len(parsed) == 1 and all(m == first[0] for m in first)
+    first[0].hidden_size = -1  # a caller's copy: the cache is not changed through it
+    assert resolve_base_model("cached", base_models_dir=models).hidden_size > 0
+    # A changed file is read again: tokenizer.json without a lowercasing normalizer.
+    tok = models / "cached" / "tokenizer.json"
+    body = json.loads(tok.read_text())
+    assert first[0].do_lower_case is True
+    body["normalizer"] = {"type": "BertNormalizer", "lowercase": False}
+    tok.write_text(json.dumps(body) + " " * 7)
+    assert resolve_base_model("cached", base_models_dir=models).do_lower_case is False
+    assert len(parsed) == 2
+
+
+def test_inspection_cache_stays_bounded(tmp_path: Path, base_models_dir: Path) -> None:
+    from aiaas.training import base_models
+
+    models = tmp_path / "models"
+    shutil.copytree(base_models_dir / TINY, models / "churn")
+    config = models / "churn" / "config.json"
+    body = json.loads(config.read_text())
+    for i in range(base_models.INSPECT_CACHE_SIZE + 20):  # every rewrite is a new key (its size differs)
+        config.write_text(json.dumps(body) + " " * i)
+        resolve_base_model("churn", base_models_dir=models)
+    assert base_models._inspect.cache_info().currsize <= base_models.INSPECT_CACHE_SIZE
