@@ -97,6 +97,7 @@ def _series(points: list[dict], family: str) -> dict:
                  "ms_per_row": [round(1000 * p["wall_s"] / p["rows"], 3) for p in mine],
                  "train_ms_per_row": [round(1000 * p["phases_s"]["train"] / p["rows"], 3) for p in mine],
                  "validation_fits": [(p.get("search") or {}).get("validation_fits") for p in mine],
+                 "loadavg_1m": [[p["loadavg"][0][0], p["loadavg"][1][0]] for p in mine],
                  "not_finished": [{"rows": p["rows"], "after_s": p["not_finished_after_s"]}
                                   for p in points if p["model"] == family and "not_finished_after_s" in p]}
     if len(mine) >= 3:

@@ -123,8 +123,9 @@ def _f(value: Any, spec: str = ".1f") -> str:
 
 
 def _training_md(train: dict) -> list[str]:
-    lines = ["| family | rows | wall s | prepare s | train s | export s | CPU s | wall ms/row | validation fits | "
-             "wall fit residual |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| family | rows | wall s | prepare s | train s | export s | CPU s | wall ms/row | "
+             "validation fits (transformer: evaluations) | load avg 1m | wall fit residual |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for family, s in train["series"].items():
         residuals = s.get("fit_wall", {}).get("relative_residuals", [None] * len(s["rows"]))
         for i, rows in enumerate(s["rows"]):
@@ -132,8 +133,8 @@ def _training_md(train: dict) -> list[str]:
             lines.append(f"| {family} | {rows:,} | {_f(s['wall_s'][i])} | {_f(ph['prepare'][i])} | "
                          f"{_f(ph['train'][i])} | {_f(ph['export'][i])} | {_f(s['cpu_s'][i])} | "
                          f"{_f(s['ms_per_row'][i], '.2f')} | {_f(s['validation_fits'][i], 'd')} | "
-                         f"{_f(residuals[i], '.1%')} |")
-        lines += [f"| {family} | {nf['rows']:,} | not finished in {nf['after_s']:.0f} s, stopped | | | | | | | |"
+                         f"{'→'.join(format(x, '.1f') for x in s['loadavg_1m'][i])} | {_f(residuals[i], '.1%')} |")
+        lines += [f"| {family} | {nf['rows']:,} | not finished in {nf['after_s']:.0f} s, stopped | | | | | | | | |"
                   for nf in s["not_finished"]]
     lines.append("")
     for family, s in train["series"].items():
@@ -174,8 +175,8 @@ def _upload_md(upload: dict | None) -> list[str]:
 def _density_md(density: dict | None) -> list[str]:
     if not density:
         return ["bench/results/density.json is not there yet (bench/density.py, another work package): "
-                "no hit-rate curve in this run; `python -m bench.curves --skip-training --skip-serving` "
-                "adds it once it is."]
+                "no hit-rate curve in this run; a full run, or `python -m bench.curves --points DIR` on the "
+                "points an earlier run kept in DIR (nothing re-measured), adds it once it is."]
     if not density["points"]:
         return [f"{density['source']}: present but not in a shape this reader knows; raw value kept in curves.json."]
     lines = [f"From {density['source']}.", "", "| deployed models | hit rate |", "|---:|---:|"]
@@ -201,9 +202,10 @@ def markdown(result: dict) -> str:
         "`make bench-curves` (`python -m bench.curves`; `--quick` for a smoke run). Raw figures: "
         "`bench/results/curves.json`; the method is in bench/curves.py's docstring.",
         "",
-        f"Run {result['date']} on {m['cores']} cores ({m['cpu_model']}), **shared with ~6 engineers building and "
-        f"testing at the same time**: load average {m['loadavg_start']} at the start, {m['loadavg_end']} at "
-        "the end. Wall times are therefore what a fraction of 2 cores achieved; CPU seconds are given beside them.",
+        f"Written {result['date']} on {m['cores']} cores ({m['cpu_model']}), **shared with ~6 engineers building "
+        f"and testing at the same time**: load average {m['loadavg_start']} when this run began, {m['loadavg_end']} "
+        "when it ended; each training job's and each serving window's own load average is in curves.json (and "
+        "in the training table). Wall times are what a fraction of 2 cores achieved; CPU seconds are beside them.",
         "",
         "### Training wall time vs rows",
         "",
