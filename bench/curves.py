@@ -1,7 +1,8 @@
 """Cost curves (issue #18 item 5): how training, upload, serving and the model cache scale.
 
     python -m bench.curves                  # what `make bench-curves` runs (~45-60 min on 2 loaded cores)
-    python -m bench.curves --quick          # small sizes, short windows; writes under /tmp, not bench/results
+    python -m bench.curves --quick          # 300/1k/3k tfidf-linear rows, 5 short serving windows (~7 min here);
+                                            # writes under /tmp, not bench/results
     python -m bench.curves --points DIR     # keep each measured point (training jobs, serving sweep) in DIR
                                             # and reuse those already there
 
@@ -28,6 +29,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -203,9 +205,13 @@ def main() -> None:
     out_dir = Path(tempfile.mkdtemp(prefix="bench-curves-quick-")) if args.quick else RESULTS_DIR
     points_dir = args.points or Path(tempfile.mkdtemp(prefix="bench-curves-points-"))
     points_dir.mkdir(parents=True, exist_ok=True)
-    train = {"points": [], "series": {}} if args.skip_training else training(
-        points_dir, QUICK_PLAN if args.quick else TRAINING_PLAN, args.point_timeout)
-    serving = None if args.skip_serving else _serving(points_dir, quick=args.quick)
+    try:
+        train = {"points": [], "series": {}} if args.skip_training else training(
+            points_dir, QUICK_PLAN if args.quick else TRAINING_PLAN, args.point_timeout)
+        serving = None if args.skip_serving else _serving(points_dir, quick=args.quick)
+    finally:
+        if args.points is None:  # a directory of our own: the points are in curves.json
+            shutil.rmtree(points_dir, ignore_errors=True)
     upload, density = upload_curve(), density_curve()
     result = {
         "benchmark": "curves",
