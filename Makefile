@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo check test test-fast soak bench-serving bench-training bench-quality bench-upload image clean
+.PHONY: venv demo check test test-fast soak bench-serving bench-training bench-quality bench-upload bench-curves image clean
 
 venv: $(STAMP)
 
@@ -64,6 +64,11 @@ bench-quality: $(BENCH_STAMP)
 # Upload time and the API process's peak RSS vs. file size, 10 MB -> 1 GB CSV and JSONL (bench/results/upload.json).
 bench-upload: $(BENCH_STAMP)
 	$(PY) -m bench.upload
+
+# Cost curves (issue #18 item 5): training time vs rows, serving p50/p99 vs clients, plus upload.json's and
+# density.json's curves; bench/results/curves.json and curves_*.png (~1 h on 2 loaded cores; --quick: minutes).
+bench-curves: $(BENCH_STAMP)
+	$(PY) -m bench.curves
 
 # Container images (Dockerfile): aiaas-api (API + serving, no torch) and aiaas-worker (training).
 # IMAGE_BASE: any Debian-like image with python3 (>= 3.11) and python3-venv. Where no registry is
