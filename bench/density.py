@@ -5,9 +5,10 @@ development run) does, against a real `aiaas serve` (SQLite, file blob store, en
 
 1. builds the serving benchmark's MiniLM-L6 topic classifier once (bench/serving/model.py: a fine-tuned
    head, exported by aiaas's own export_model, int8 behind the accuracy guard, fp32 kept as fallback) and
-   registers N copies of its export as N distinct fine-tuned models, each its own encrypted artifact
-   (aiaas.json, tokenizer, int8 graph: the fp32 fallback is left out, see register_copies), so every
-   cache miss is a real load (decrypt, first-token graph, ONNX Runtime session, tokenizer); deploys each as its own
+   registers N copies of its export, as export_model writes it now (with the pre-optimised first-token
+   graph stored), as N distinct fine-tuned models, each its own encrypted artifact (aiaas.json, tokenizer,
+   int8 graph, first-token graph: the fp32 fallback is left out, see bench/density_setup.py), so every cache
+   miss is a real load (decrypt, first-token session, tokenizer); deploys each as its own
    deployment with min_replicas=0 (nothing pinned: the model cache decides what stays loaded);
 2. measures saturation: closed loop, 16 clients, Zipf(1.1) over the N deployments (misses included);
 3. runs Zipf(1.1) traffic at half of that rate (open loop, Poisson arrivals, latency from the scheduled
@@ -17,7 +18,8 @@ development run) does, against a real `aiaas serve` (SQLite, file blob store, en
 4. samples the API process's RSS every 20 ms and the cache's resident bytes (/metrics);
 5. for the cost curve (item 5), the cache hit rate against the number of deployed models at the same
    budget: the same traffic over the first 10, 50, 100 and N deployments (`hit_rate_vs_models`).
-6. where a cold load's time goes (`cold_load_breakdown`), on one more copy of the whole export.
+6. where a cold load's time goes (`cold_load_breakdown`, bench/density_setup.py), on one more copy of the
+   whole export, next to a load of the export without its stored first-token graph (rewritten at load).
 
 Results: bench/results/density.json (`targets`, `hit_rate_vs_models`, the machine and load average) and
 the "## Density" table in bench/README.md.
@@ -35,13 +37,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from bench.density_setup import build_model, cold_load_breakdown, deploy_all, int8_servable, register_copies
 from bench.serving import load, procs
 from bench.serving.aiaas_setup import HIGH_RPM, HIGH_TPM, _init
 from bench.upload import RssSampler, machine
@@ -74,58 +76,6 @@ QUICK = Plan(models=24, budget_mb=1024, saturation_s=8, warmup_s=5, window_s=15,
 def zipf_weights(n: int, s: float = ZIPF_S) -> np.ndarray:
     w = np.arange(1, n + 1, dtype=np.float64) ** -s
     return w / w.sum()
-
-
-# -- setup ------------------------------------------------------------------------------------------
-def register_copies(data_dir: Path, admin_key: str, export: Path, n: int, work: Path) -> list[tuple[str, str]]:
-    """N fine-tuned models, each its own encrypted copy of `export` (the onnx/ part the loader reads, as
-    the job runner stores it); returns [(model id, artifact uri)]."""
-    from aiaas.core.settings import Settings
-    from aiaas.registry import models as registry
-    from aiaas.services import authn
-    from aiaas.store.blob_factory import create_blob_store
-    from aiaas.store.db import Database
-    from aiaas.store.encrypted import encrypted
-
-    from bench.serving.model import BASE_MODEL
-
-    staging = work / "staging"
-    # The export's fp32 fallback graph (91 of its 114 MB) is left out of the copies: where int8's requirements
-    # are met (they are here, or the bench says so below) the loader never decrypts it, and 200 copies of it
-    # would only be 18 GB more disk writes before the run.
-    shutil.copytree(export, staging / "onnx", ignore=shutil.ignore_patterns("model.fp32.onnx"))
-    labels = json.loads((export / "aiaas.json").read_text())["labels"]
-    settings = Settings(data_dir=data_dir)
-    db = Database(settings.sqlalchemy_url)
-    out = []
-    try:
-        with db.session() as s:
-            org_id = authn.authenticate(s, admin_key).org_id
-        blobs = encrypted(create_blob_store(settings.blobs_url), db, settings.master_secret())
-        with ThreadPoolExecutor(4) as pool:  # storing is mostly waiting for the disk
-            uris = list(pool.map(lambda i: blobs.put_dir(f"{org_id}/models/ftjob-density{i:03d}", staging), range(n)))
-        for i, uri in enumerate(uris):
-            job = f"ftjob-density{i:03d}"
-            model_id = registry.fine_tuned_model_id(base=BASE_MODEL, org_name="default", suffix=f"m{i:03d}",
-                                                    job_id=job)
-            with db.session() as s:
-                registry.register_model(s, model_id=model_id, org_id=org_id, job_id=job, base_model=BASE_MODEL,
-                                        task="single_label_classification", artifact_uri=uri,
-                                        lineage={"benchmark": "bench/density"}, card={"labels": labels})
-            out.append((model_id, uri))
-    finally:
-        db.dispose()
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
-
-
-def deploy_all(api: httpx.Client, models: list[tuple[str, str]]) -> list[str]:
-    names = []
-    for i, (model_id, _) in enumerate(models):
-        name = f"m{i:03d}"
-        api.post("/v1/deployments", json={"name": name, "model": model_id, "min_replicas": 0}).raise_for_status()
-        names.append(name)
-    return names
 
 
 # -- traffic ----------------------------------------------------------------------------------------
@@ -379,13 +329,6 @@ def start(plan: Plan, work: Path, export: Path) -> Setup:
     return Setup(server, key, names, [uri for _, uri in models], bodies)
 
 
-def int8_servable() -> bool:
-    """Whether this machine serves the int8 graph (else the runtime needs the fp32 file the copies leave out)."""
-    from aiaas.serving.machine import has_int8_dot_product
-
-    return has_int8_dot_product()
-
-
 def measure(plan: Plan, s: Setup) -> dict:
     rss = RssSampler(s.server.proc.pid)
     idle_rss = rss.rss()
@@ -432,56 +375,6 @@ def targets(plan: Plan, m: dict, server_log: str) -> dict:
     }
 
 
-def cold_load_breakdown(data_dir: Path, export: Path, repeats: int = 5) -> dict:
-    """Where a cold load's time goes, in this process (median of `repeats`, seconds), on one more stored copy
-    of the whole export (fp32 fallback included): decrypting all of onnx/ (the loader before this change),
-    what the loader decrypts now (aiaas.json, tokenizer, the int8 graph), and opening the model
-    (load_predictor: tokenizer, first-token graph rewrite, ONNX Runtime session)."""
-    import statistics
-
-    from aiaas.core.settings import Settings
-    from aiaas.serving.runtime import load_predictor
-    from aiaas.services.inference.loader import ArtifactLoader
-    from aiaas.store.blob_factory import create_blob_store
-    from aiaas.store.db import Database
-    from aiaas.store.encrypted import encrypted
-
-    settings = Settings(data_dir=data_dir)
-    db = Database(settings.sqlalchemy_url)
-    times: dict[str, list[float]] = {"decrypt_whole_onnx_dir_s": [], "decrypt_what_the_loader_reads_s": [],
-                                     "load_predictor_s": []}
-    try:
-        blobs = encrypted(create_blob_store(settings.blobs_url), db, settings.master_secret())
-        org = next(p.name for p in (data_dir / "blobs").iterdir() if p.is_dir() and p.name.startswith("org-"))
-        staging = data_dir.parent / "breakdown"
-        shutil.copytree(export, staging / "onnx")
-        onnx = blobs.put_dir(f"{org}/models/ftjob-breakdown", staging) + "/onnx"
-        loader = ArtifactLoader(settings, blobs)
-        for _ in range(repeats):
-            t = time.perf_counter()
-            with blobs.open_local(onnx):
-                times["decrypt_whole_onnx_dir_s"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            with loader._runtime_files(onnx) as d:
-                times["decrypt_what_the_loader_reads_s"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                load_predictor(Path(d)).close()
-                times["load_predictor_s"].append(time.perf_counter() - t)
-    finally:
-        db.dispose()
-    return {k: round(statistics.median(v), 3) for k, v in times.items()} | {"repeats": repeats}
-
-
-def build_model() -> Path:
-    """bench/serving/model.py's cached export (built in a subprocess: this process never imports torch)."""
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "bench.serving.model"], capture_output=True, text=True, check=True,
-                         env=procs.bench_env())
-    return Path(out.stdout.strip().splitlines()[-1]) / "onnx"
-
-
 def serve() -> None:
     """`aiaas serve ...` with the model cache's INFO lines kept (uvicorn's log config sets the root to WARNING):
     one line per load or eviction, never per request."""
@@ -516,7 +409,8 @@ def main() -> None:
             "machine": machine() | {"load_average_start": load_start, "load_average_end": os.getloadavg(),
                                     "memory_total_mb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / MiB)},
             "model": "all-MiniLM-L6-v2 + fine-tuned 6-topic head (bench/serving/model.py), int8 ONNX chosen by the "
-                     "accuracy guard (fp32 kept in the artifact); each copy its own encrypted artifact",
+                     "accuracy guard (fp32 kept in the artifact), pre-optimised first-token graph stored; each copy its own "
+                     "encrypted artifact",
             "models": plan.models, "zipf_s": ZIPF_S, "memory_budget_mb": plan.budget_mb, "plan": vars(plan),
             **measured,
             "hit_rate_vs_models": [{"models": c["models"], "hit_rate": c["hit_rate"],

@@ -151,6 +151,8 @@ class ModelCache:
         finally:
             entry.in_flight -= 1
             entry.last_used = self._clock()
+            # A model counts what it has open: one that opened a lazy graph for this request grew.
+            entry.size = max(entry.size, _size_of(entry.predictor))
             self._enforce_budget()
 
     def pin(self, key: str, pinned: bool) -> None:

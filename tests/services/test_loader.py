@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from aiaas.serving.sessions import onnxruntime_version, stored_first_token_file
 from aiaas.services.inference.loader import ArtifactLoader
 from aiaas.store import tenancy
 from aiaas.store.blob_factory import create_blob_store
@@ -46,7 +47,22 @@ def test_only_the_chosen_graph_is_decrypted(settings, db, classifier_artifact, t
     assert model.predict(["great service"]).shape == (1, 2)
     assert model.precision == "fp32"
     assert "/model.decoy.onnx" not in spy.opened and "" not in spy.opened  # neither the decoy nor the whole dir
-    assert sorted(spy.opened[1:]) == ["/aiaas.json", "/model.fp32.onnx", "/tokenizer.json"]
+    # ... and the first-token graph the export stored for fp32, where its guard accepted one (it opens that)
+    first_token = stored_first_token_file(json.loads((classifier_artifact / "onnx/aiaas.json").read_text())["runtime"],
+                                          "fp32")
+    assert sorted(spy.opened[1:]) == sorted(["/aiaas.json", "/model.fp32.onnx", "/tokenizer.json"]
+                                            + ([f"/{first_token}"] if first_token else []))
+    assert model.first_token_logits is (first_token is not None)
+
+
+def test_the_stored_first_token_graph_is_decrypted_with_the_graph_it_narrows(settings, db, classifier_artifact,
+                                                                             tmp_path):
+    patch = {"first_token": {"int8": {"accepted": True, "file": "model.ft.onnx",
+                                      "onnxruntime": onnxruntime_version()}},
+             "precision": "int8", "requires": {}}
+    spy, uri = _stored(settings, db, classifier_artifact, tmp_path, patch)
+    loader = ArtifactLoader(settings, spy)  # type: ignore[arg-type]
+    assert loader._needed_files(uri + "/onnx") == ["aiaas.json", "tokenizer.json", "model.decoy.onnx", "model.ft.onnx"]
 
 
 def test_the_fp32_fallback_comes_too_where_the_chosen_graph_needs_what_this_machine_lacks(

@@ -306,3 +306,23 @@ def test_a_close_while_loads_queue_does_not_run_them():
     loader, results = asyncio.run(main())
     assert loader.calls == ["a"]  # b and c were still waiting for the slot
     assert all(isinstance(r, Unavailable) for r in results[1:])
+
+
+def test_a_model_that_grows_while_in_use_is_counted_at_its_new_size():
+    """A predictor opens its full graph on the first embeddings request (runtime.Predictor): the cache
+    counts what it has open, so the growth evicts others when the request ends."""
+
+    async def main():
+        loader = Loader({"a": 400, "b": 400})
+        cache = ModelCache(loader, memory_budget_bytes=1000, idle_unload_s=None)
+        await cache.get("a")
+        async with cache.use("b") as model:
+            assert cache.memory_bytes == 800
+            model.memory_bytes = 700  # e.g. it opened a lazy graph for this request
+        stats = cache.stats()
+        await cache.close()
+        return stats
+
+    stats = asyncio.run(main())
+    assert stats["memory_bytes"] == 700  # "a" (least recently used) was evicted to fit b's new size
+    assert list(stats["models"]) == ["b"]

@@ -64,6 +64,7 @@ class ArtifactLoader:
     def _needed_files(self, onnx: str) -> list[str] | None:
         from aiaas.serving.ensemble import is_ensemble
         from aiaas.serving.runtime import META_FILE, TOKENIZER_FILE
+        from aiaas.serving.sessions import first_token_accepted, stored_first_token_file
 
         with self.blobs.open_local(f"{onnx}/{META_FILE}") as path:
             if not path.is_file():
@@ -73,6 +74,8 @@ class ArtifactLoader:
         if not isinstance(runtime, dict) or is_ensemble(meta):
             return None
         files, precision = runtime.get("files") or {}, runtime.get("precision")
+        if not isinstance(precision, str):
+            return None
         chosen = files.get(precision) if isinstance(files, dict) else None
         if not isinstance(chosen, str) or not _plain_name(chosen):
             return None
@@ -82,6 +85,8 @@ class ArtifactLoader:
             if not isinstance(fallback, str) or not _plain_name(fallback):
                 return None
             names.append(fallback)
+        elif first_token_accepted(runtime, precision) and (ft := stored_first_token_file(runtime, precision)):
+            names.append(ft)  # the logits graph the export stored, which the runtime opens (serving/sessions.py)
         return names
 
     def _base_export(self, base_id: str) -> Path:
