@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo check test test-fast soak bench-serving bench-training bench-quality bench-upload bench-curves image clean
+.PHONY: venv demo check test test-fast soak bench-serving bench-training bench-quality bench-upload bench-curves bench-density image clean
 
 venv: $(STAMP)
 
@@ -69,6 +69,11 @@ bench-upload: $(BENCH_STAMP)
 # density.json's curves; bench/results/curves.json and curves_*.png (~1 h on 2 loaded cores; --quick: minutes).
 bench-curves: $(BENCH_STAMP)
 	$(PY) -m bench.curves
+
+# 200 fine-tuned MiniLM models, Zipf(1.1) traffic at half load: resident p99, cold loads, hit rate, RSS vs. the
+# model cache budget (bench/results/density.json). AIAAS_BENCH_DENSITY_QUICK=1: a short development run.
+bench-density: $(BENCH_STAMP)
+	$(PY) -m bench.density
 
 # Container images (Dockerfile): aiaas-api (API + serving, no torch) and aiaas-worker (training).
 # IMAGE_BASE: any Debian-like image with python3 (>= 3.11) and python3-venv. Where no registry is

@@ -4,8 +4,15 @@
   (they are held, not failed); a failed load fails its waiters and is retried by the
   next caller.
 - Loads run in an executor, never on the event loop (ONNX session creation takes
-  ~0.1-1 s and would freeze every other request).
-- LRU eviction keeps the total under `memory_budget_bytes`. A model with requests in
+  ~0.1-1 s and would freeze every other request), at most `max_concurrent_loads` at once
+  (default: half the usable cores, at least 1): each is CPU- and memory-heavy, and a burst
+  of misses (many models, long-tailed traffic) loading all at once would only slow each
+  other and the resident models' requests down.
+  A hit never waits for a load (there is no cache-wide lock).
+- LRU eviction keeps the total under `memory_budget_bytes`, loads included: before a model
+  loads, least recently used idle models are evicted to make room for its expected size
+  (its size when last loaded, else the largest model seen), so the budget holds while it loads
+  rather than only once it has loaded. A model with requests in
   flight is never evicted (its memory would not come back anyway), nor is a pinned one.
   If nothing can go yet, the cache runs over budget and evicts as requests finish.
 - With `idle_unload_s`, a model unused that long is unloaded, unless pinned
@@ -37,6 +44,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from aiaas.core.cpu import usable_cores
 from aiaas.core.errors import InsufficientMemory, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -88,6 +96,7 @@ class ModelCache:
         idle_unload_s: float | None,
         executor: concurrent.futures.Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_concurrent_loads: int | None = None,
     ) -> None:
         if not callable(loader):
             raise TypeError(f"loader must be callable, got {type(loader).__name__}")
@@ -101,8 +110,16 @@ class ModelCache:
             raise ValueError(
                 f"idle_unload_s must be a positive number of seconds or None, got {idle_unload_s!r}"
             )
+        if max_concurrent_loads is None:  # loads never take more than half the cores from inference
+            max_concurrent_loads = max(1, usable_cores() // 2)
+        if not isinstance(max_concurrent_loads, int) or max_concurrent_loads < 1:
+            raise ValueError(f"max_concurrent_loads must be an integer >= 1, got {max_concurrent_loads!r}")
         self._loader = loader
         self._budget = memory_budget_bytes
+        self._load_slots = asyncio.Semaphore(max_concurrent_loads)
+        self._max_loads = max_concurrent_loads
+        self._sizes: dict[str, int] = {}  # each model's size when last loaded: what its next load will need
+        self._reserved: dict[str, int] = {}  # room held for the loads running now
         self._idle_s = idle_unload_s
         self._executor = executor  # None: the loop's default executor
         self._clock = clock
@@ -134,6 +151,8 @@ class ModelCache:
         finally:
             entry.in_flight -= 1
             entry.last_used = self._clock()
+            # A model counts what it has open: one that opened a lazy graph for this request grew.
+            entry.size = max(entry.size, _size_of(entry.predictor))
             self._enforce_budget()
 
     def pin(self, key: str, pinned: bool) -> None:
@@ -185,6 +204,7 @@ class ModelCache:
         """Drop `key` now (new version deployed, deployment deleted). Requests already
         holding it finish with their reference; the next get() loads afresh."""
         self._generation[key] = self._generation.get(key, 0) + 1
+        self._sizes.pop(key, None)  # a new version may differ in size
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._counters.evictions += 1
@@ -228,6 +248,8 @@ class ModelCache:
                 for key, e in self._entries.items()
             },
             "loading": sorted(self._loading),
+            "reserved_bytes": sum(self._reserved.values()),
+            "max_concurrent_loads": self._max_loads,
             "pinned": sorted(self._pinned),
             "hits": c.hits,
             "misses": c.misses,
@@ -252,7 +274,7 @@ class ModelCache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        for future in self._loading.values():
+        for future in list(self._loading.values()):  # a copy: each finished load leaves the dict
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(future)
         for key, entry in list(self._entries.items()):
@@ -292,17 +314,10 @@ class ModelCache:
             future.exception()  # retrieved here so a failure nobody waited for is not reported as lost
 
     async def _load(self, key: str) -> _Entry:
-        loop = asyncio.get_running_loop()
         generation = self._generation.get(key, 0)
-        started = time.perf_counter()
-        try:
-            predictor = await loop.run_in_executor(self._executor, self._loader, key)
-            size = _size_of(predictor)
-        except Exception:
-            self._counters.load_failures += 1
-            logger.exception("loading model %s failed", key)
-            raise
-        elapsed = time.perf_counter() - started
+        async with self._load_slots:  # queued loads wait here; hits and running loads go on
+            predictor, size, elapsed = await self._run_loader(key)
+        self._sizes[key] = size
         self._counters.loads += 1
         self._counters.load_seconds = [*self._counters.load_seconds[-99:], elapsed]
         pinned = sum(e.size for k, e in self._entries.items() if k in self._pinned and k != key)
@@ -322,13 +337,32 @@ class ModelCache:
             _close(predictor)
             return entry
         self._entries[key] = entry
-        logger.info("loaded model %s in %.2f s (%d MiB)", key, elapsed, size >> 20)
+        logger.info("loaded model %s in %.3f s (%d MiB)", key, elapsed, size >> 20)
         self._enforce_budget(protect=key)
         return entry
 
+    async def _run_loader(self, key: str) -> tuple[Any, int, float]:
+        """Make room for the model, then load it in the executor: (predictor, its bytes, seconds)."""
+        if self._closed:  # closed while this load queued for a slot
+            raise Unavailable("The model server is shutting down; retry the request.")
+        self._reserved[key] = self._sizes.get(key, max(self._sizes.values(), default=0))
+        try:
+            self._enforce_budget()
+            started = time.perf_counter()
+            predictor = await asyncio.get_running_loop().run_in_executor(self._executor, self._loader, key)
+            size = _size_of(predictor)
+        except Exception:
+            self._counters.load_failures += 1
+            logger.exception("loading model %s failed", key)
+            raise
+        finally:
+            self._reserved.pop(key, None)  # the caller installs the entry before anything else runs
+        return predictor, size, time.perf_counter() - started
+
     def _enforce_budget(self, protect: str | None = None) -> None:
-        """Evict least recently used, idle, unpinned models until under budget."""
-        total = self.memory_bytes
+        """Evict least recently used, idle, unpinned models until the loaded ones and the room held
+        for loads in progress fit the budget."""
+        total = self.memory_bytes + sum(self._reserved.values())
         if total <= self._budget:
             self._over_budget = False
             return

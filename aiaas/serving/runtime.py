@@ -31,6 +31,16 @@ from aiaas.serving import ensemble
 from aiaas.serving.interface import TASKS, ModelInfo
 from aiaas.serving.interface import thresholds_in_label_order as thresholds_in_label_order  # noqa: PLC0414
 from aiaas.serving.machine import cpu_features, has_int8_dot_product
+from aiaas.serving.sessions import (  # re-exported: the export and tests open sessions through the runtime
+    DISABLED_OPTIMIZERS as DISABLED_OPTIMIZERS,  # noqa: PLC0414
+    MEMORY_BASE_BYTES as MEMORY_BASE_BYTES,  # noqa: PLC0414
+    MEMORY_OVERHEAD as MEMORY_OVERHEAD,  # noqa: PLC0414
+    first_token_accepted as first_token_accepted,  # noqa: PLC0414
+    make_session as make_session,  # noqa: PLC0414
+    open_first_token_session as open_first_token_session,  # noqa: PLC0414
+    session_memory,
+    stored_first_token_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,63 +54,11 @@ OUTPUT_EMBEDDINGS = "embeddings"
 # unsorted batches of 32 -> 194 (padding to the longest member wastes half the work).
 DEFAULT_BUCKET_SIZE = 4  # measured on MiniLM int8: 8-14% less CPU per sentence than 8 (bench/README.md)
 
-# ONNX Runtime keeps prepacked weights, an arena and per-run buffers next to the file
-# contents. Measured RSS growth on load + first predict, MiniLM-L6: fp32 (86 MiB file)
-# 129 MiB, int8 (22 MiB file) 55 MiB; size * 1.5 + 24 MiB covers both.
-MEMORY_OVERHEAD = 1.5
-MEMORY_BASE_BYTES = 24 << 20
-
-# ORT graph rewrites the runtime turns off. SkipLayerNormFusion merges a residual Add with
-# the LayerNormalization after it; on the dynamic-int8 graphs export_model writes, ONNX
-# Runtime 1.32's fused kernel took 240 us where Add + LayerNormalization take 40 us for the
-# same [4, 12, 384] tensor, 18% of MiniLM-L6's forward time; without it MiniLM-L6 int8 ran
-# 510-516 -> 599-643 sentences/s on one thread (buckets of 4) and fp32 was unchanged
-# (bench/README.md, "Serving: what changed").
-DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
-
 SERVES_ENSEMBLES = True  # load_predictor loads `ensemble` artifacts (serving/ensemble.py): auto may keep one
 
 # What a machine must have for a precision's kernels to behave as they did when the
 # export measured them (see machine.has_int8_dot_product).
 _REQUIREMENT_CHECKS = {"int8_dot_product": has_int8_dot_product}
-
-
-def make_session(
-    model: Path | bytes, *, intra_op_threads: int = 1, optimized_model_path: Path | None = None
-) -> ort.InferenceSession:
-    """An InferenceSession (of a graph file, or of serialized graph bytes) configured for a
-    shared CPU host.
-
-    - intra_op threads: how many cores one request may use (1 = scale by processes/threads
-      outside, the best throughput per core for small BERTs);
-    - inter_op 1 + sequential: these graphs have no parallel branches worth a pool;
-    - allow_spinning 0: idle pool threads sleep instead of burning a core that another
-      model or tenant needs;
-    - ORT_ENABLE_ALL: attention/LayerNorm/GELU fusions, measured as fast as an offline
-      onnxruntime.transformers optimisation, so the artifact stays a plain graph;
-      minus DISABLED_OPTIMIZERS, which are slower than what they replace.
-
-    `optimized_model_path`, when given, receives the graph as ONNX Runtime rewrote it
-    (for inspecting which fusions ran).
-    """
-    if not isinstance(intra_op_threads, int) or isinstance(intra_op_threads, bool) or intra_op_threads < 1:
-        raise ValueError(f"intra_op_threads must be an integer >= 1, got {intra_op_threads!r}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
-    if optimized_model_path is not None:
-        options.optimized_model_filepath = str(optimized_model_path)
-    return ort.InferenceSession(
-        model if isinstance(model, bytes) else str(model),
-        sess_options=options,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=list(DISABLED_OPTIMIZERS),
-    )
 
 
 def load_tokenizer(path: Path, *, max_length: int) -> Tokenizer:
@@ -177,8 +135,9 @@ class Predictor:
     """A loaded model artifact. Thread-safe: ONNX Runtime sessions and tokenizers may be
     called from several threads at once, so one Predictor serves a whole thread pool.
 
-    `session` is the full graph, or a function that opens it on first use. `logits_session`,
-    when given, answers requests for logits alone: the first-token graph (first_token.py)."""
+    `session` is the full graph, or a function that opens it on first use (`memory_bytes` then
+    grows by `memory_when_opened`). `logits_session`, when given, answers requests for logits
+    alone: the first-token graph (first_token.py)."""
 
     def __init__(
         self,
@@ -192,6 +151,7 @@ class Predictor:
         memory_bytes: int,
         bucket_size: int = DEFAULT_BUCKET_SIZE,
         logits_session: ort.InferenceSession | None = None,
+        memory_when_opened: int = 0,
     ) -> None:
         if bucket_size < 1:
             raise ValueError(f"bucket_size must be >= 1, got {bucket_size}")
@@ -211,7 +171,8 @@ class Predictor:
         self.precision = precision
         self.model_file = model_file
         self.artifact_dir = artifact_dir
-        self.memory_bytes = memory_bytes
+        self.memory_bytes = memory_bytes  # what is open now; grows by memory_when_opened with the lazy graph
+        self._memory_when_opened = memory_when_opened
         self.bucket_size = bucket_size
         if self._session is not None:
             described = self._session
@@ -345,6 +306,7 @@ class Predictor:
                 if self._session is None and self._open_session is not None:
                     self._session = self._open_session()
                     self._open_session = None
+                    self.memory_bytes += self._memory_when_opened
                 session = self._session
         if session is None:
             raise Unavailable("This model was unloaded; retry the request.")
@@ -441,17 +403,19 @@ def load_graph(
         if not path.is_file():
             raise InvalidFile(f"Artifact file missing: {path}")
     tokenizer = load_tokenizer(tokenizer_path, max_length=meta["max_length"])
-    memory = int(model_path.stat().st_size * MEMORY_OVERHEAD) + MEMORY_BASE_BYTES
-    logits_session = None
+    memory, full_memory = session_memory(model_path.stat().st_size), 0
+    logits_session, stored = None, _stored_first_token(artifact_dir, runtime, chosen)
     if first_token_accepted(runtime, chosen):
-        logits_session = open_first_token_session(model_path, intra_op_threads=intra_op_threads)
+        logits_session = open_first_token_session(model_path, intra_op_threads=intra_op_threads, stored=stored)
     session: ort.InferenceSession | Callable[[], ort.InferenceSession]
     if logits_session is not None:
-        # The full graph (embeddings) opens on first use; budget for both graphs from the start. Its bytes
-        # are read now: an artifact decrypted for the load is deleted as soon as the load returns.
+        # The full graph (embeddings) opens on first use. Its bytes are read now: an artifact decrypted for
+        # the load is deleted as soon as the load returns. Budgeted is what is open: the first-token session
+        # and those bytes; the full session's share is added if and when it opens (Predictor._session_for).
         graph = model_path.read_bytes()
         session = lambda: make_session(graph, intra_op_threads=intra_op_threads)
-        memory *= 2
+        full_memory = memory
+        memory = session_memory((stored or model_path).stat().st_size) + len(graph)
     else:
         session = make_session(model_path, intra_op_threads=intra_op_threads)
     predictor = Predictor(
@@ -464,6 +428,7 @@ def load_graph(
         artifact_dir=artifact_dir,
         memory_bytes=memory,
         bucket_size=int(runtime.get("bucket_size", DEFAULT_BUCKET_SIZE)),
+        memory_when_opened=full_memory,
     )
     logger.info(
         "loaded %s (%s, %s%s, ~%d MiB)",
@@ -476,24 +441,8 @@ def load_graph(
     return predictor
 
 
-def first_token_accepted(runtime: dict[str, Any], precision: str) -> bool:
-    """Whether the export's accuracy guard passed the first-token graph of this precision."""
-    decision = (runtime.get("first_token") or {}).get(precision)
-    return isinstance(decision, dict) and decision.get("accepted") is True
-
-
-def open_first_token_session(model: Path, *, intra_op_threads: int = 1) -> ort.InferenceSession | None:
-    """A session of `model`'s first-token logits graph (first_token.py), or None where the graph
-    has no first-token head or the rewrite does not load (the full graph then answers)."""
-    import onnx
-
-    from aiaas.serving.first_token import first_token_graph
-
-    try:
-        rewritten = first_token_graph(onnx.load(str(model)))
-        if rewritten is None:
-            return None
-        return make_session(rewritten[0].SerializeToString(), intra_op_threads=intra_op_threads)
-    except Exception as exc:  # noqa: BLE001 - an optimisation: never worth failing the load over
-        logger.warning("%s: first-token graph unavailable (%s); serving the full graph", model, exc)
-        return None
+def _stored_first_token(artifact_dir: Path, runtime: dict[str, Any], precision: str) -> Path | None:
+    """The first-token graph the export stored for `precision`, where it did and the file is there."""
+    name = stored_first_token_file(runtime, precision)
+    path = artifact_dir / name if name is not None else None
+    return path if path is not None and path.is_file() else None

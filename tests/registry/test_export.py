@@ -33,9 +33,13 @@ def test_artifact_layout_and_report(classifier):
     assert meta["runtime"] == report
     assert report["precision"] in report["files"] and report["file"] == report["files"][report["precision"]]
     assert (artifact / "model.fp32.onnx").is_file()
-    # Candidates that lost were deleted; what is listed exists.
+    # Candidates that lost were deleted; what is listed exists: the graphs, and the first-token graph of the
+    # chosen one, stored at export so that a load only opens it (serving/sessions.py).
     on_disk = sorted(p.name for p in artifact.glob("model.*.onnx"))
-    assert on_disk == sorted(report["files"].values())
+    first_token = report["first_token"][report["precision"]]
+    assert first_token["accepted"] is True
+    assert first_token["file"] == report["file"].removesuffix(".onnx") + ".first_token.onnx"
+    assert on_disk == sorted([*report["files"].values(), first_token["file"]])
     assert report["fp32_vs_torch_max_abs_diff"] < 1e-5
     assert set(report["latency_ms"]["fp32"]) == {"p50", "p95"} and report["throughput_seq_s"]["fp32"] > 0
     assert report["candidates"]["int8"]["attempts"]

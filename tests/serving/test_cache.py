@@ -217,3 +217,112 @@ def test_real_predictor_through_the_cache(single_label):
     assert probs.shape == (1, 3)
     assert stats["models"]["v1"]["bytes"] == predictor.memory_bytes > 0
     assert predictor.closed
+
+
+class CountingLoader(Loader):
+    """Records how many loads run at once, and the cache's accounted memory when each starts."""
+
+    def __init__(self, cache_ref: list[ModelCache], sizes: dict[str, int] | None = None, delay: float = 0.0):
+        super().__init__(sizes, delay)
+        self.cache_ref = cache_ref
+        self.running = self.most = 0
+        self.memory_at_start: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str) -> Model:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.memory_at_start[key] = self.cache_ref[0].memory_bytes
+        try:
+            return super().__call__(key)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_room_is_made_before_a_model_loads_so_the_budget_holds_during_the_load():
+    async def main():
+        ref: list[ModelCache] = []
+        loader = CountingLoader(ref)
+        cache = ModelCache(loader, memory_budget_bytes=250, idle_unload_s=None, max_concurrent_loads=1)
+        ref.append(cache)
+        for key in ("a", "b", "c"):  # 100 each: c needs room, a (least recently used) goes first
+            await cache.get(key)
+        await cache.get("a")  # a was evicted: its reload needs room again, now b goes
+        stats = cache.stats()
+        await cache.close()
+        return loader, stats
+
+    loader, stats = asyncio.run(main())
+    # While c loaded, only b was resident (a already evicted): loaded + loading never passed the budget.
+    assert loader.memory_at_start == {"a": 100, "b": 100, "c": 100}
+    assert sorted(stats["models"]) == ["a", "c"] and stats["evictions"] == 2
+    assert stats["reserved_bytes"] == 0
+
+
+def test_loads_are_bounded_and_hits_do_not_wait_for_them():
+    async def main():
+        ref: list[ModelCache] = []
+        loader = CountingLoader(ref, delay=0.2)
+        cache = ModelCache(loader, memory_budget_bytes=10_000, idle_unload_s=None, max_concurrent_loads=2)
+        ref.append(cache)
+        await cache.get("hot")
+        loads = asyncio.gather(*(cache.get(f"cold{i}") for i in range(6)))
+        await asyncio.sleep(0.02)
+        started = time.perf_counter()
+        await cache.get("hot")  # resident: answered while six loads queue for two slots
+        hit_s = time.perf_counter() - started
+        queued = sorted(cache.stats()["loading"])
+        await loads
+        await cache.close()
+        return loader, hit_s, queued
+
+    loader, hit_s, queued = asyncio.run(main())
+    assert loader.most == 2  # never more than max_concurrent_loads at once
+    assert hit_s < 0.1  # a hit that waited for a load would take ~0.2 s
+    assert queued == [f"cold{i}" for i in range(6)]  # one load each, queued or running
+    assert sorted(loader.calls) == sorted(["hot", *(f"cold{i}" for i in range(6))])
+
+
+def test_max_concurrent_loads_is_validated_and_defaults_to_half_the_cores(monkeypatch):
+    with pytest.raises(ValueError, match="max_concurrent_loads"):
+        ModelCache(Loader(), memory_budget_bytes=10, idle_unload_s=None, max_concurrent_loads=0)
+    monkeypatch.setattr("aiaas.serving.cache.usable_cores", lambda: 2)
+    assert ModelCache(Loader(), memory_budget_bytes=10, idle_unload_s=None).stats()["max_concurrent_loads"] == 1
+    monkeypatch.setattr("aiaas.serving.cache.usable_cores", lambda: 8)
+    assert ModelCache(Loader(), memory_budget_bytes=10, idle_unload_s=None).stats()["max_concurrent_loads"] == 4
+
+
+def test_a_close_while_loads_queue_does_not_run_them():
+    async def main():
+        loader = Loader(delay=0.1)
+        cache = ModelCache(loader, memory_budget_bytes=10_000, idle_unload_s=None, max_concurrent_loads=1)
+        gets = asyncio.gather(*(cache.get(k) for k in ("a", "b", "c")), return_exceptions=True)
+        await asyncio.sleep(0.02)
+        await cache.close()
+        return loader, await gets
+
+    loader, results = asyncio.run(main())
+    assert loader.calls == ["a"]  # b and c were still waiting for the slot
+    assert all(isinstance(r, Unavailable) for r in results[1:])
+
+
+def test_a_model_that_grows_while_in_use_is_counted_at_its_new_size():
+    """A predictor opens its full graph on the first embeddings request (runtime.Predictor): the cache
+    counts what it has open, so the growth evicts others when the request ends."""
+
+    async def main():
+        loader = Loader({"a": 400, "b": 400})
+        cache = ModelCache(loader, memory_budget_bytes=1000, idle_unload_s=None)
+        await cache.get("a")
+        async with cache.use("b") as model:
+            assert cache.memory_bytes == 800
+            model.memory_bytes = 700  # e.g. it opened a lazy graph for this request
+        stats = cache.stats()
+        await cache.close()
+        return stats
+
+    stats = asyncio.run(main())
+    assert stats["memory_bytes"] == 700  # "a" (least recently used) was evicted to fit b's new size
+    assert list(stats["models"]) == ["b"]

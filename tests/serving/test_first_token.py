@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from aiaas.serving import runtime as rt
+from aiaas.serving import sessions
 from aiaas.serving.first_token import first_token_graph
 from tests.serving.artifacts import MAX_LENGTH, TEXTS, word_soup
 
@@ -148,11 +149,16 @@ def test_export_judges_it_and_the_runtime_serves_logits_from_it(single_label):
     texts = word_soup(20, seed=11) + TEXTS
     tolerance = 1e-5 if chosen == "fp32" else 2e-2
     np.testing.assert_allclose(predictor.predict(texts), full.predict(texts), atol=tolerance)
-    # Embeddings need every token: they come from the full graph, opened on first use.
+    # Budgeted is what is open: the first-token session and the full graph's bytes, kept for its first use.
+    graph_bytes = (artifact / meta["runtime"]["file"]).stat().st_size
+    stored = artifact / verdict["file"]
+    assert predictor.memory_bytes == sessions.session_memory(stored.stat().st_size) + graph_bytes
+    at_load = predictor.memory_bytes
+    # Embeddings need every token: they come from the full graph, opened on first use, and counted then.
     np.testing.assert_allclose(predictor.embed(texts), full.embed(texts), atol=tolerance)
+    assert predictor.memory_bytes == at_load + sessions.session_memory(graph_bytes)
     both = predictor.infer(texts, probabilities=True, embeddings=True)
     assert both.probabilities is not None and both.embeddings is not None
-    assert predictor.memory_bytes >= 2 * full.memory_bytes  # budgeted for both graphs
     predictor.close()
     assert predictor.closed
 
@@ -170,15 +176,82 @@ def test_the_runtime_keeps_the_full_graph_unless_the_guard_passed_it(single_labe
     assert not rt.load_predictor(artifact).first_token_logits
 
 
-def test_a_rewrite_that_fails_at_load_falls_back_to_the_full_graph(single_label, monkeypatch, caplog):
+def _without_stored_graph(artifact: Path, dest: Path) -> Path:
+    """A copy of `artifact` as exported before the first-token graph was stored in it."""
+    shutil.copytree(artifact, dest)
+    meta = json.loads((dest / rt.META_FILE).read_text())
+    verdict = meta["runtime"]["first_token"][meta["runtime"]["precision"]]
+    (dest / verdict.pop("file")).unlink()
+    verdict.pop("onnxruntime")
+    (dest / rt.META_FILE).write_text(json.dumps(meta))
+    return dest
+
+
+def _broken_rewrite(monkeypatch) -> None:
     from aiaas.serving import first_token
 
     def broken(model, **kwargs):
         raise ValueError("unexpected graph")
 
     monkeypatch.setattr(first_token, "first_token_graph", broken)
-    with caplog.at_level(logging.WARNING, logger="aiaas.serving.runtime"):
-        predictor = rt.load_predictor(single_label[1])
+
+
+def test_export_stores_the_first_token_graph_and_a_load_only_opens_it(single_label, tmp_path, monkeypatch):
+    artifact = single_label[1]
+    runtime = json.loads((artifact / rt.META_FILE).read_text())["runtime"]
+    verdict = runtime["first_token"][runtime["precision"]]
+    assert verdict["file"] == sessions.first_token_file_name(runtime["file"])
+    assert verdict["onnxruntime"] == sessions.onnxruntime_version()
+    stored = onnx.load(str(artifact / verdict["file"]))
+    assert [o.name for o in stored.graph.output] == ["logits"]
+    assert any(n.domain == "com.microsoft" for n in stored.graph.node)  # pre-optimised: ORT's fused operators
+    old = _without_stored_graph(artifact, tmp_path / "old")
+    texts = word_soup(20, seed=5) + TEXTS
+    before = rt.load_predictor(old)  # rewrites at load, as before
+    _broken_rewrite(monkeypatch)  # from here a rewrite would fail: the stored graph must be what is opened
+    predictor = rt.load_predictor(artifact)
+    assert predictor.first_token_logits
+    np.testing.assert_allclose(predictor.predict(texts), before.predict(texts), atol=1e-6)
+
+
+def test_an_old_artifact_or_another_onnxruntime_rewrites_at_load(single_label, tmp_path):
+    texts = word_soup(10, seed=7) + TEXTS
+    want = rt.load_predictor(single_label[1]).predict(texts)
+    old = _without_stored_graph(single_label[1], tmp_path / "old")
+    loaded = rt.load_predictor(old)
+    assert loaded.first_token_logits
+    np.testing.assert_allclose(loaded.predict(texts), want, atol=1e-6)
+
+    other = tmp_path / "other"
+    shutil.copytree(single_label[1], other)
+    meta = json.loads((other / rt.META_FILE).read_text())
+    meta["runtime"]["first_token"][meta["runtime"]["precision"]]["onnxruntime"] = "0.0.1"
+    (other / rt.META_FILE).write_text(json.dumps(meta))
+    assert sessions.stored_first_token_file(meta["runtime"], meta["runtime"]["precision"]) is None
+    loaded = rt.load_predictor(other)
+    assert loaded.first_token_logits
+    np.testing.assert_allclose(loaded.predict(texts), want, atol=1e-6)
+
+
+def test_an_old_artifact_can_be_given_its_first_token_graph(single_label, tmp_path, monkeypatch):
+    from aiaas.registry.export.guard import store_first_token_graph
+
+    old = _without_stored_graph(single_label[1], tmp_path / "old")
+    texts = word_soup(10, seed=3) + TEXTS
+    want = rt.load_predictor(old).predict(texts)
+    name = store_first_token_graph(old)
+    assert name is not None and (old / name).is_file()
+    assert store_first_token_graph(old) is None  # already there
+    _broken_rewrite(monkeypatch)
+    loaded = rt.load_predictor(old)
+    assert loaded.first_token_logits
+    np.testing.assert_allclose(loaded.predict(texts), want, atol=1e-6)
+
+
+def test_a_rewrite_that_fails_at_load_falls_back_to_the_full_graph(single_label, tmp_path, monkeypatch, caplog):
+    _broken_rewrite(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="aiaas.serving.sessions"):
+        predictor = rt.load_predictor(_without_stored_graph(single_label[1], tmp_path / "old"))
     assert not predictor.first_token_logits
     assert "first-token graph unavailable (unexpected graph)" in caplog.text
     assert predictor.predict(TEXTS).shape == (len(TEXTS), 3)

@@ -12,8 +12,9 @@ serving runtime never does). Writes an artifact directory that
 
 One graph answers both "logits" [N, C] and "embeddings" [N, H] (mean-pooled over the
 attention mask, L2-normalised), with dynamic batch and sequence axes. For classifiers the
-export also judges the first-token graph the runtime derives from it for logits-only
-requests (serving/first_token.py), and records the verdict under runtime.first_token.
+export also writes the first-token graph for logits-only requests (serving/first_token.py),
+pre-optimised, as model.<precision>.first_token.onnx, judges it, and records the verdict under
+runtime.first_token (with the file, where accepted: a load then only opens it).
 
 The modules, in the order an export runs them:
     pipeline.py     export_model / export_base_model: the steps below, the choice, aiaas.json

@@ -8,6 +8,7 @@ the runtime derives (serving/first_token.py) gets its own verdict, `judge_first_
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from aiaas.protocol.tasks import EMBEDDING
 from aiaas.registry.export.shared import measure_latency
 from aiaas.serving import runtime as rt
+from aiaas.serving import sessions
 from aiaas.serving.agreement import GuardDecision, guard_decision
 
 if TYPE_CHECKING:
@@ -102,20 +104,53 @@ def accuracy_report(decisions: dict[str, GuardDecision]) -> dict:
 
 def judge_first_token(trial: Trial, precision: str, latency_texts: list[str]) -> dict:
     """The chosen graph with its last layer narrowed to the first token (serving/first_token.py),
-    judged against fp32 by the same guard; the runtime serves logits from it only if accepted."""
+    judged against fp32 by the same guard; the runtime serves logits from it only if accepted.
+
+    The narrowed graph is written once, here, next to the graph it narrows, and named in the
+    verdict ("file") when accepted: a load then opens it instead of rewriting the graph in Python."""
     path = trial.out_dir / trial.meta["runtime"]["files"][precision]
-    session = rt.open_first_token_session(path, intra_op_threads=1)
-    if session is None:
+    try:
+        stored = sessions.write_first_token_graph(path)
+    except Exception as exc:  # noqa: BLE001 - an optimisation: the full graph serves without it
+        logger.warning("%s: first-token rewrite failed (%s)", path, exc)
+        return {"accepted": False, "reason": f"the first-token rewrite failed: {exc}"}
+    if stored is None:
         return {"accepted": False, "reason": "the graph has no first-token head to narrow"}
+    session = rt.open_first_token_session(path, intra_op_threads=1, stored=stored)
+    if session is None:
+        stored.unlink(missing_ok=True)
+        return {"accepted": False, "reason": "the first-token graph does not load"}
     full = trial.predictors[precision]
     narrowed = one_thread_predictor(path, trial.meta, precision, logits_session=session)
     decision = trial.verdict(narrowed)
     speed = measure_latency(_served_by({"full": full, "first_token": narrowed}), latency_texts)
     logger.info("first-token %s graph: %s", precision, decision.reason)
-    return {
-        **decision.to_dict(),
-        "throughput_seq_s": {name: m["seq_per_s"] for name, m in speed.items()},
-    }
+    verdict = {**decision.to_dict(), "throughput_seq_s": {name: m["seq_per_s"] for name, m in speed.items()}}
+    if decision.accepted:
+        verdict.update(file=stored.name, onnxruntime=sessions.onnxruntime_version())
+    else:
+        stored.unlink(missing_ok=True)
+    return verdict
+
+
+def store_first_token_graph(artifact_dir: Path) -> str | None:
+    """Give an artifact exported before first-token graphs were stored the graph its accepted verdict
+    was given on (the rewrite is deterministic), named in its aiaas.json; the stored file's name, or
+    None where there is nothing to store (no accepted verdict, already stored, no head to narrow)."""
+    meta_path = Path(artifact_dir) / rt.META_FILE
+    meta = json.loads(meta_path.read_text())
+    runtime = meta.get("runtime") or {}
+    precision = runtime.get("precision")
+    if not isinstance(precision, str) or not rt.first_token_accepted(runtime, precision):
+        return None
+    if sessions.stored_first_token_file(runtime, precision) is not None:
+        return None  # stored, by this ONNX Runtime
+    stored = sessions.write_first_token_graph(Path(artifact_dir) / runtime["files"][precision])
+    if stored is None:
+        return None
+    runtime["first_token"][precision].update(file=stored.name, onnxruntime=sessions.onnxruntime_version())
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return stored.name
 
 
 def served_outputs(predictor: rt.Predictor, texts: list[str]) -> np.ndarray:

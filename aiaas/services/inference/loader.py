@@ -3,17 +3,21 @@ export a base encoder once."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiaas.core.errors import Unavailable
 from aiaas.core.settings import Settings
 from aiaas.store.blobs import BlobStore
+from aiaas.store.encrypted import private_tempdir
 
 if TYPE_CHECKING:
     from aiaas.serving.runtime import ServedModel
@@ -36,10 +40,54 @@ class ArtifactLoader:
             return load_predictor(self._base_export(artifact[len("base:"):]))
         # Artifacts are encrypted at rest: decrypt the ONNX part into private memory-backed storage,
         # load it (ONNX Runtime and the tokenizer read everything into memory), and let it vanish.
-        with self.blobs.open_local(artifact.rstrip("/") + "/onnx") as onnx_dir:
+        with self._runtime_files(artifact.rstrip("/") + "/onnx") as onnx_dir:
             if not Path(onnx_dir).is_dir():
                 raise Unavailable("This model has no exported runtime artifact; re-run its fine-tuning job.")
             return load_predictor(Path(onnx_dir))
+
+    @contextlib.contextmanager
+    def _runtime_files(self, onnx: str) -> Iterator[Path]:
+        """onnx/ decrypted, with only what loading a one-graph model reads where aiaas.json says what that is:
+        the export keeps its fp32 graph as a fallback next to the int8 one (91 of MiniLM-L6's 114 MB), and
+        decrypting it on every cold load cost CPU and memory-backed space for nothing (bench/README.md,
+        "Density"). Anything else (ensembles, an unknown requirement, no meta): the whole directory."""
+        names = self._needed_files(onnx)
+        if names is None:
+            with self.blobs.open_local(onnx) as whole:
+                yield whole
+            return
+        with private_tempdir() as root, contextlib.ExitStack() as files:
+            for name in names:
+                os.symlink(files.enter_context(self.blobs.open_local(f"{onnx}/{name}")), root / name)
+            yield root
+
+    def _needed_files(self, onnx: str) -> list[str] | None:
+        from aiaas.serving.ensemble import is_ensemble
+        from aiaas.serving.runtime import META_FILE, TOKENIZER_FILE
+        from aiaas.serving.sessions import first_token_accepted, stored_first_token_file
+
+        with self.blobs.open_local(f"{onnx}/{META_FILE}") as path:
+            if not path.is_file():
+                return None
+            meta = json.loads(path.read_text())
+        runtime = meta.get("runtime") if isinstance(meta, dict) else None
+        if not isinstance(runtime, dict) or is_ensemble(meta):
+            return None
+        files, precision = runtime.get("files") or {}, runtime.get("precision")
+        if not isinstance(precision, str):
+            return None
+        chosen = files.get(precision) if isinstance(files, dict) else None
+        if not isinstance(chosen, str) or not _plain_name(chosen):
+            return None
+        names = [META_FILE, TOKENIZER_FILE, chosen]
+        if not _requirements_met(runtime.get("requires"), precision):  # the runtime falls back to fp32
+            fallback = files.get("fp32")
+            if not isinstance(fallback, str) or not _plain_name(fallback):
+                return None
+            names.append(fallback)
+        elif first_token_accepted(runtime, precision) and (ft := stored_first_token_file(runtime, precision)):
+            names.append(ft)  # the logits graph the export stored, which the runtime opens (serving/sessions.py)
+        return names
 
     def _base_export(self, base_id: str) -> Path:
         """Export a base encoder to ONNX once (in a subprocess: the API never imports torch)."""
@@ -66,3 +114,16 @@ class ArtifactLoader:
                 raise Unavailable(f"Could not prepare base model '{base_id}' for serving.")
             os.replace(tmp, out)
         return out
+
+
+def _plain_name(name: Any) -> bool:
+    return isinstance(name, str) and bool(name) and "/" not in name and name not in (".", "..")
+
+
+def _requirements_met(requires: Any, precision: Any) -> bool:
+    """Whether this machine has what the export asked for `precision` (as runtime._choose_file checks);
+    False for a requirement this code does not know."""
+    from aiaas.serving.machine import has_int8_dot_product
+
+    wanted = (requires or {}).get(precision, []) if isinstance(requires, dict) else []
+    return all(req == "int8_dot_product" and has_int8_dot_product() for req in wanted)
