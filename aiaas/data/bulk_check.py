@@ -64,7 +64,9 @@ def _blocks(source: Source, encoding: str, *, max_carry: int) -> Iterator[str]:
     pieces: list[str] = []
     held = 0
     chunks = source()
-    with contextlib.closing(chunks) if hasattr(chunks, "close") else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if (close := getattr(chunks, "close", None)) is not None:
+            stack.callback(close)  # a generator's cleanup (open files, decryptors) runs now
         try:
             for chunk in chunks:
                 piece = decoder.decode(chunk)
