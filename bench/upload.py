@@ -305,6 +305,7 @@ def record_stages() -> None:
     path = RESULTS / "upload.json"
     doc = json.loads(path.read_text()) if path.exists() else {}
     doc["stages_alone_cpu_mb_s"] = result
+    doc.setdefault("machine", {})["cpu_flags"] = machine()["cpu_flags"]
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
@@ -314,7 +315,10 @@ def machine() -> dict:
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
-    return {"cpu_model": model.group(1).strip() if model else platform.processor(), "cores": usable_cores()}
+    flags = re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE)
+    wanted = ("aes", "sha_ni", "avx2", "avx512f", "pclmulqdq")
+    return {"cpu_model": model.group(1).strip() if model else platform.processor(), "cores": usable_cores(),
+            "cpu_flags": [f for f in wanted if flags and f in flags.group(1).split()]}
 
 
 def targets(runs: list[dict]) -> dict:

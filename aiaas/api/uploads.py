@@ -184,8 +184,9 @@ def _charset(params: dict[bytes, bytes]) -> str:
 async def _coalesced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The body in pieces of at least PIECE bytes (the last may be shorter).
 
-    The server hands the body over in pieces of up to ~64 KB; the multipart parser costs about
-    as much per call as per 300 KB of data, so it parses 1 MB at a time (166 -> 446 MB/s of CPU)."""
+    The server hands the body over in pieces of up to ~64 KB: one pass of the loop below (parser
+    call, callbacks, checks) per MB instead of per 64 KB. The copy this costs replaces the one
+    `_Parts.take` made joining the small pieces."""
     held: list[bytes] = []
     size = 0
     async for chunk in chunks:
