@@ -202,10 +202,12 @@ def prepare_child(path: Path) -> None:
                       "prepare_peak_rss_mb": round(hwm / 1024, 1)}), flush=True)
 
 
-def prepare_one(path: Path, timeout: float) -> dict:
-    """Run prepare_child in a fresh process; its peak RSS (VmHWM), or how it ended when it did not finish."""
+def prepare_one(path: Path, timeout: float, root: Path | None = None) -> dict:
+    """Run prepare_child in a fresh process; its peak RSS (VmHWM), or how it ended when it did not finish.
+    `root`: the checkout whose code runs (this one when None; another commit's for a before/after)."""
+    root = root or Path(__file__).parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "bench.upload", "prepare", str(path)], stdout=subprocess.PIPE,
-                            text=True, env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])})
+                            text=True, cwd=root, env=os.environ | {"PYTHONPATH": str(root)})
     sampler = RssSampler(proc.pid).start()
     start = time.perf_counter()
     ended = "finished"
@@ -224,6 +226,44 @@ def prepare_one(path: Path, timeout: float) -> dict:
     if lines and result["prepare_ended"] == "finished":
         result |= json.loads(lines[-1])
     return result
+
+
+def record_prepare() -> None:
+    """`python -m bench.upload prepare-runs`: the prepare phase alone for each size and format (no server),
+    with AIAAS_BENCH_UPLOAD_PREPARE_BASELINE (another checkout, e.g. `git worktree add /tmp/old HEAD~1`) also
+    run on the same file right before, so before/after share the load. Updates bench/results/upload.json."""
+    sizes = [int(s) for s in os.environ.get("AIAAS_BENCH_UPLOAD_SIZES_MB", "10,100").split(",")]
+    formats = os.environ.get("AIAAS_BENCH_UPLOAD_FORMATS", "csv,jsonl").split(",")
+    baseline = os.environ.get("AIAAS_BENCH_UPLOAD_PREPARE_BASELINE")
+    timeout = float(os.environ.get("AIAAS_BENCH_UPLOAD_PREPARE_TIMEOUT", "1800"))
+    started, load_start, runs = datetime.now(UTC), os.getloadavg()[0], []
+    with tempfile.TemporaryDirectory(prefix="aiaas-bench-prepare-") as tmp:
+        for fmt in formats:
+            for size_mb in sizes:
+                path = Path(tmp) / f"train-{size_mb}mb.{fmt}"
+                run = {"format": fmt, "mb": round(write_file(path, size_mb * MB, fmt) / MB, 1),
+                       "load_average": os.getloadavg()[0]}
+                if baseline:
+                    run["before"] = prepare_one(path, timeout, Path(baseline))
+                run["after"] = prepare_one(path, timeout)
+                path.unlink()
+                runs.append(run)
+                print(json.dumps(run), flush=True)
+    path = RESULTS / "upload.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    doc.setdefault("prepare_runs", []).append({
+        "run_at": started.isoformat(timespec="seconds"), "baseline": baseline,
+        "machine": machine() | {"load_average_start": load_start, "load_average_end": os.getloadavg()[0]},
+        "runs": runs})
+    for run in runs:  # the latest prepare figures go with the upload run of the same file
+        for r in doc["runs"]:
+            if r["format"] == run["format"] and abs(r["mb"] - run["mb"]) < 1:
+                for k in [k for k in r if k.startswith("prepare")]:
+                    del r[k]
+                r.update(run["after"])
+    doc["targets"] = {k: v for k, v in doc.get("targets", {}).items() if not k.startswith("prepare")} | {
+        k: v for k, v in targets(doc["runs"]).items() if k.startswith("prepare")}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def _cpu_rate(mb: float, run) -> float:
@@ -428,6 +468,8 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["prepare"]:
         prepare_child(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["prepare-runs"]:
+        record_prepare()
     elif sys.argv[1:2] == ["stages"]:
         record_stages()
     else:
