@@ -20,6 +20,8 @@ wait for each check (seconds, default 1800).
 Then a worker's data step (`prepare`): prepare_dataset and the PII policy on the same file, in a fresh
 process whose peak RSS (VmHWM) is recorded; AIAAS_BENCH_UPLOAD_PREPARE_MAX_MB (default 1024) skips it for
 larger files, and the 1 GB target then says so with the line through the two largest sizes measured.
+`python -m bench.upload prepare-runs` runs the prepare phase alone (no server), optionally against another
+checkout on the same file for a before/after (see record_prepare).
 """
 
 from __future__ import annotations
