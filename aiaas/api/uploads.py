@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
@@ -181,6 +181,25 @@ def _charset(params: dict[bytes, bytes]) -> str:
         return "latin-1"
 
 
+async def _coalesced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body in pieces of at least PIECE bytes (the last may be shorter).
+
+    The server hands the body over in pieces of up to ~64 KB: one pass of the loop below (parser
+    call, callbacks, checks) per MB instead of per 64 KB. The copy this costs replaces the one
+    `_Parts.take` made joining the small pieces."""
+    held: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        held.append(chunk)
+        size += len(chunk)
+        if size >= PIECE:
+            yield b"".join(held)
+            held.clear()
+            size = 0
+    if held:
+        yield b"".join(held)
+
+
 async def stream_form(request: Request, put: Callable[[BinaryIO], object], *,
                       file_field: str = "file") -> StreamedForm:
     """Parse the request's multipart body, streaming part `file_field`'s bytes into `put` (run in a thread).
@@ -195,7 +214,7 @@ async def stream_form(request: Request, put: Callable[[BinaryIO], object], *,
     parser = MultipartParser(params[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
     sink: _Sink | None = None
     try:
-        async for chunk in request.stream():
+        async for chunk in _coalesced(request.stream()):
             try:
                 parser.write(chunk)
             except FormParserError as exc:

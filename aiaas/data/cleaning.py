@@ -88,51 +88,96 @@ def clean_table(
     table: Table, *, text_column: str, label_column: str, task: Task, config: CleaningConfig, param: str
 ) -> Cleaned:
     """Clean the text and parse the label of every row; drop or refuse incomplete rows; dedupe."""
-    clean = text_cleaner(config)
-    parse_label = _label_parser(task, config.normalize_labels)
-    dropped = {"missing_text": 0, "missing_label": 0, "duplicate": 0, "conflicting_label": 0}
-    errors = _Errors()
-    texts: list[str] = []
-    labels: list[Label] = []
-    positions: list[int] = []
-    for i, (raw_text, raw_label) in enumerate(
-        zip(table.data[text_column], table.data[label_column], strict=True)
+    rows = RowCleaner(task, config, table.unit)
+    for position, raw_text, raw_label in zip(
+        table.positions, table.data[text_column], table.data[label_column], strict=True
     ):
+        rows.add(position, raw_text, raw_label)
+    return rows.result(table.rows, param)
+
+
+_UNSEEN = object()
+_DROP_HINT = "; fill it in, or set cleaning.drop_missing to true to drop such rows"
+
+
+class RowCleaner:
+    """Cleans rows one at a time as they are read, keeping only the rows that survive.
+
+    An exact duplicate of a row already kept (same cleaned text, same label) is counted and
+    forgotten at once, so a file of many repeated rows costs the memory of its distinct rows.
+    A text labelled two ways teaches the model nothing but noise, and keeping either label
+    would be a guess, so `result()` drops every row of such a text.
+    """
+
+    def __init__(self, task: Task, config: CleaningConfig, unit: str) -> None:
+        self.clean = text_cleaner(config)
+        self.parse_label = _label_parser(task, config.normalize_labels)
+        self.config = config
+        self.unit = unit
+        self.dropped = {"missing_text": 0, "missing_label": 0, "duplicate": 0, "conflicting_label": 0}
+        self.errors = _Errors()
+        self.texts: list[str] = []
+        self.labels: list[Label] = []
+        self.positions: list[int] = []
+        self.first_label: dict[str, Any] = {}  # text -> the key of the first label it was kept with
+        self.other_labels: set[tuple[str, Any]] = set()  # (text, key) kept for a text's other labels
+        self.names: dict[str, str] = {}  # one object per label name, however many rows carry it
+
+    def add(self, position: int, raw_text: Any, raw_label: Any) -> None:
+        """Clean one row; keep it, count it as dropped, or note its problem (see result())."""
         try:
             text = _text_value(raw_text)
         except _CellError as exc:
-            errors.add(f"{table.where(i)}: {exc}")
-            continue
-        text = clean(text) if text is not None else ""
+            self.errors.add(f"{self.unit} {position}: {exc}")
+            return
+        text = self.clean(text) if text is not None else ""
         if not text:
-            if config.drop_missing:
-                dropped["missing_text"] += 1
-            else:
-                errors.add(f"{table.where(i)}: text is empty{_DROP_HINT}")
-            continue
+            self._missing("missing_text", position, "text")
+            return
         try:
-            label = parse_label(raw_label)
+            label = self.parse_label(raw_label)
         except _CellError as exc:
-            errors.add(f"{table.where(i)}: {exc}")
-            continue
+            self.errors.add(f"{self.unit} {position}: {exc}")
+            return
         if label is None:
-            if config.drop_missing:
-                dropped["missing_label"] += 1
-            else:
-                errors.add(f"{table.where(i)}: label is empty{_DROP_HINT}")
-            continue
-        texts.append(text)
-        labels.append(label)
-        positions.append(table.positions[i])
-    if errors.count:
-        raise InvalidFile(errors.summary(), param=param)
-    cleaned = Cleaned(texts, labels, positions, table.unit, table.rows, dropped)
-    if config.dedupe:
-        _dedupe(cleaned)
-    return cleaned
+            self._missing("missing_label", position, "label")
+            return
+        if self.config.dedupe and self._seen(text, label_key(label)):
+            self.dropped["duplicate"] += 1
+            return
+        if isinstance(label, str):
+            label = self.names.setdefault(label, label)
+        self.texts.append(text)
+        self.labels.append(label)
+        self.positions.append(position)
 
+    def _missing(self, reason: str, position: int, what: str) -> None:
+        if self.config.drop_missing:
+            self.dropped[reason] += 1
+        else:
+            self.errors.add(f"{self.unit} {position}: {what} is empty{_DROP_HINT}")
 
-_DROP_HINT = "; fill it in, or set cleaning.drop_missing to true to drop such rows"
+    def _seen(self, text: str, key: Any) -> bool:
+        """True for a (text, label) already kept; otherwise remembers it."""
+        first = self.first_label.get(text, _UNSEEN)
+        if first is _UNSEEN:
+            self.first_label[text] = key
+            return False
+        if first == key or (text, key) in self.other_labels:
+            return True
+        self.other_labels.add((text, key))
+        return False
+
+    def result(self, rows_read: int, param: str) -> Cleaned:
+        """The kept rows; refuses the file (InvalidFile, `param`) if any row had a problem."""
+        if self.errors.count:
+            raise InvalidFile(self.errors.summary(), param=param)
+        cleaned = Cleaned(self.texts, self.labels, self.positions, self.unit, rows_read, self.dropped)
+        conflicted = {text for text, _ in self.other_labels}
+        self.first_label, self.other_labels = {}, set()
+        if conflicted:
+            _drop_conflicts(cleaned, conflicted)
+        return cleaned
 
 
 class _Errors:
@@ -157,29 +202,11 @@ class _Errors:
         return message
 
 
-def _dedupe(cleaned: Cleaned) -> None:
-    """Drop exact duplicates (first one kept), then every row of a text that has two labels.
-
-    A text labelled two ways teaches the model nothing but noise, and keeping either
-    label would be a guess, so none is kept.
-    """
-    seen: set[tuple[str, Any]] = set()
-    first_label: dict[str, Any] = {}
-    conflicted: set[str] = set()
-    unique: list[int] = []
-    for i, (text, label) in enumerate(zip(cleaned.texts, cleaned.labels, strict=True)):
-        key = label_key(label)
-        if (text, key) in seen:
-            cleaned.dropped["duplicate"] += 1
-            continue
-        seen.add((text, key))
-        unique.append(i)
-        if first_label.setdefault(text, key) != key:
-            conflicted.add(text)
+def _drop_conflicts(cleaned: Cleaned, conflicted: set[str]) -> None:
+    """Drop every row of a text kept with two or more labels; keep a few as examples for the report."""
     keep: list[int] = []
     examples: dict[str, dict[str, Any]] = {}
-    for i in unique:
-        text = cleaned.texts[i]
+    for i, text in enumerate(cleaned.texts):
         if text not in conflicted:
             keep.append(i)
             continue
@@ -189,10 +216,9 @@ def _dedupe(cleaned: Cleaned) -> None:
             example[cleaned.unit + "s"].append(cleaned.positions[i])
             example["labels"].append(cleaned.labels[i])
     cleaned.conflicts = list(examples.values())
-    if len(keep) != len(cleaned.texts):
-        cleaned.texts = [cleaned.texts[i] for i in keep]
-        cleaned.labels = [cleaned.labels[i] for i in keep]
-        cleaned.positions = [cleaned.positions[i] for i in keep]
+    cleaned.texts = [cleaned.texts[i] for i in keep]
+    cleaned.labels = [cleaned.labels[i] for i in keep]
+    cleaned.positions = [cleaned.positions[i] for i in keep]
 
 
 # --- cell values -------------------------------------------------------------------------------

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from aiaas.core.errors import InvalidFile, InvalidRequest
-from aiaas.data.cleaning import Cleaned, clean_table
+from aiaas.data.cleaning import Cleaned
 from aiaas.data.limits import ReadLimits
 from aiaas.data.profile import text_profile
-from aiaas.data.readers import load_table
+from aiaas.data.prepare_read import Columns, FileRead, read_cleaned
 from aiaas.data.report import label_counts, label_warnings, percentiles
 from aiaas.data.split import auto_fraction, multilabel_split, random_split, stratified_split
-from aiaas.data.table import Table
 from aiaas.data.types import TASKS, CleaningConfig, Example, PreparedData, Task
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ def prepare_dataset(
         cleaning = CleaningConfig.from_dict(cleaning)
     config = cleaning.resolved(lowercase=False)
     classification = task != "regression"
-    read = _Reading(text_column, label_column, task, config, limits)
+    read = _Reading(Columns(text_column, label_column, task, config), limits)
 
     # Training rows: read, cleaned, and refused at once if a model cannot learn from them.
     train_table, train = read(train_path, train_filename, "training_file")
@@ -86,25 +85,16 @@ def prepare_dataset(
 
 @dataclass(frozen=True)
 class _Reading:
-    """How both files are read and cleaned: the same columns, task and cleaning for each."""
+    """How both files are read and cleaned: the same columns, task and cleaning for each.
 
-    text_column: str
-    label_column: str
-    task: Task
-    config: CleaningConfig
+    Each record is cleaned as it is read and only the rows kept are held (prepare_read.py), so
+    a file of many duplicate rows costs the memory of its distinct rows, not of the file."""
+
+    columns: Columns
     limits: ReadLimits | None
 
-    def __call__(self, path: Path, filename: str | None, param: str) -> tuple[Table, Cleaned]:
-        table = _load(path, filename, param, self.text_column, self.label_column, self.limits)
-        cleaned = clean_table(
-            table,
-            text_column=self.text_column,
-            label_column=self.label_column,
-            task=self.task,
-            config=self.config,
-            param=param,
-        )
-        return table, cleaned
+    def __call__(self, path: Path, filename: str | None, param: str) -> tuple[FileRead, Cleaned]:
+        return read_cleaned(path, filename, param, self.columns, self.limits)
 
 
 def _examples(cleaned: Cleaned, rows: Iterable[int] | None = None) -> list[Example]:
@@ -138,7 +128,7 @@ def _hold_out_split(
     return _examples(train, train_idx), _examples(train, validation_idx)
 
 
-def _validation_file_report(table: Table, held_out: Cleaned) -> dict[str, Any]:
+def _validation_file_report(table: FileRead, held_out: Cleaned) -> dict[str, Any]:
     return {
         "format": table.format,
         "encoding": table.encoding,
@@ -151,7 +141,7 @@ def _validation_file_report(table: Table, held_out: Cleaned) -> dict[str, Any]:
 
 
 def _report(
-    train_table: Table,
+    train_table: FileRead,
     train: Cleaned,
     train_examples: list[Example],
     validation_examples: list[Example],
@@ -226,26 +216,6 @@ def _check_arguments(
         raise InvalidRequest(
             f"min_rows_per_class must be at least 1, not {min_per_class}.", param="min_rows_per_class"
         )
-
-
-def _load(path: Path, filename: str | None, param: str, text_column: str, label_column: str,
-          limits: ReadLimits | None) -> Table:
-    table = load_table(path, filename=filename, param=param, columns=(text_column, label_column), limits=limits)
-    for column, column_param in ((text_column, "text_column"), (label_column, "label_column")):
-        if column not in table.data:
-            raise _missing_column(table, column, column_param, param)
-    return table
-
-
-def _missing_column(table: Table, column: str, column_param: str, param: str) -> InvalidFile:
-    shown = ", ".join(repr(c) for c in table.columns[:20])
-    if len(table.columns) > 20:
-        shown += f", ... ({len(table.columns)} in all)"
-    message = f"{param} has no column {column!r}; its columns are: {shown}. Set {column_param} to one of them"
-    close = [c for c in table.columns if c.strip().casefold() == column.strip().casefold()]
-    if close:
-        message += f" (probably {close[0]!r})"
-    return InvalidFile(message + ".", param=column_param)
 
 
 def _dropped_summary(cleaned: Cleaned) -> str:

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from aiaas.core.errors import InvalidFile
 from aiaas.core.streams import ChunkReader
+from aiaas.data import bulk_check
 from aiaas.data.csv_reader import CsvRecords, check_nul
 from aiaas.data.formats import SAMPLE_BYTES, Detected, decode_error, detect_sample, subject
 from aiaas.data.json_reader import JsonSchema, jsonl_records
@@ -90,13 +91,8 @@ def check_stream(source: Source, *, size: int, filename: str, limits: ReadLimits
     if not streamable(detected):
         raise ValueError(f"{detected.kind} files are not checked as a stream")
     for encoding in detected.encodings:
-        budget = Budget(limits, size, param)
         try:
-            with _text(source, encoding) as fh:
-                if detected.kind == "csv":
-                    rows, columns, tally = _csv_pass(fh, detected, param, budget, scan)
-                else:
-                    rows, columns, tally = _jsonl_pass(fh, param, budget, scan)
+            rows, columns, tally = _one_pass(source, encoding, detected, Budget(limits, size, param), scan)
         except UnicodeDecodeError:
             continue
         if rows == 0:
@@ -107,6 +103,23 @@ def check_stream(source: Source, *, size: int, filename: str, limits: ReadLimits
             )
         return StreamCheck(detected, encoding, rows, columns, tally)
     raise decode_error(param)
+
+
+def _one_pass(source: Source, encoding: str, detected: Detected, budget: Budget,
+              scan: bool) -> tuple[int, list[str], PiiTally | None]:
+    """The bulk pass (bulk_check.py) when it can answer exactly, else the record-by-record pass."""
+    param = budget.param
+    try:
+        if detected.kind == "csv":
+            return bulk_check.csv_pass(source, encoding, detected, param, budget, scan)
+        return bulk_check.jsonl_pass(source, encoding, param, budget, scan)
+    except bulk_check.NotSimple:
+        pass
+    budget = Budget(budget.limits, budget.file_bytes, param)  # start the count again
+    with _text(source, encoding) as fh:
+        if detected.kind == "csv":
+            return _csv_pass(fh, detected, param, budget, scan)
+        return _jsonl_pass(fh, param, budget, scan)
 
 
 def _csv_pass(fh: IO[str], detected: Detected, param: str, budget: Budget,

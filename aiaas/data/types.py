@@ -69,9 +69,9 @@ class CleaningConfig:
         return CleaningConfig(**values)
 
 
-@dataclass
+@dataclass(slots=True)
 class Example:
-    """One cleaned training example."""
+    """One cleaned training example (slots: a large training set holds millions)."""
 
     text: str
     label: Label

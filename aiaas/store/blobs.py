@@ -82,12 +82,15 @@ class FileBlobStore(BlobStore):
             raise ValueError("blob URI outside the store root")
         return path
 
-    def put(self, key: str, src: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
+    def put(self, key: str, src: BinaryIO, *, max_bytes: int | None = None, digest: bool = True) -> StoredBlob:
+        """As BlobStore.put; `digest=False` skips the SHA-256 (its `sha256` is then ""): for a caller that
+        records a digest of its own, such as the encrypting store (the plaintext's), so that an upload's
+        bytes are hashed once, not twice."""
         dest = (self.root / key).resolve()
         if self.root not in dest.parents:
             raise ValueError("blob key outside the store root")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
+        hasher = hashlib.sha256() if digest else None
         size = 0
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".upload-")
         try:
@@ -96,13 +99,14 @@ class FileBlobStore(BlobStore):
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:
                         raise PayloadTooLarge(f"File is larger than the upload limit of {max_bytes} bytes.")
-                    digest.update(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
                     out.write(chunk)
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return StoredBlob(uri=f"file://{dest}", size=size, sha256=digest.hexdigest())
+        return StoredBlob(uri=f"file://{dest}", size=size, sha256=hasher.hexdigest() if hasher is not None else "")
 
     def put_dir(self, key: str, src: Path) -> str:
         dest = (self.root / key).resolve()
