@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections import Counter
 
 import pytest
@@ -274,7 +273,9 @@ def test_demo_dataset_is_noisy_but_learnable():
 
 
 @pytest.mark.slow
-def test_100k_rows_prepare_in_a_few_seconds(write):
+def test_100k_rows_prepare(write):
+    # How long it takes is the benches' business (bench/upload.py's prepare phase, bench/curves.py's phases):
+    # a wall-clock bound here failed on busy shared cores with nothing wrong.
     rng = random.Random(0)
     words = [
         "order",
@@ -304,9 +305,6 @@ def test_100k_rows_prepare_in_a_few_seconds(write):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(5, 15)))
         lines.append(f'"{text}, case {i}",{labels[i % 8]}')
     path = write("big.csv", "\n".join(lines) + "\n")
-    start = time.perf_counter()
     prepared = prepare_dataset(path, train_filename="big.csv")
-    elapsed = time.perf_counter() - start
     assert prepared.report["rows_kept"] == 100_000
     assert prepared.report["n_validation"] == 10_000
-    assert elapsed < 5.0, f"took {elapsed:.1f}s"
