@@ -66,7 +66,8 @@ def _load(c: dict) -> str:
 
 
 def _configs_table(r: dict) -> str:
-    rows = [_row("HF Trainer, defaults", r["configs"]["hf_trainer"])]
+    hf = r["configs"].get("hf_trainer")
+    rows = [_row("HF Trainer, defaults", hf)] if hf else []
     detail = r["rounds_detail"]
     for i, (ai, tuned) in enumerate(zip(detail["aiaas"], detail["hf_trainer_tuned"])):
         rows += [_row(f"aiaas, round {i}", ai), _row(f"HF Trainer tuned, round {i}", tuned)]
@@ -86,9 +87,8 @@ def _configs_table(r: dict) -> str:
 
 def _targets_table(r: dict) -> str:
     rows = "\n".join(
-        f"| {name} | {t['value']:+.2f} | ≥ {t['target']:g} | {'met' if t['met'] else '**missed**'} |"
-        if "delta" in name
-        else f"| {name} | {t['value']:.2f}× | ≥ {t['target']:g}× | {'met' if t['met'] else '**missed**'} |"
+        f"| {name} | {_value(name, t['value'])} | ≥ {t['target']:g}{'' if 'delta' in name else '×'} "
+        f"| {_verdict(t)} |"
         for name, t in r["targets"].items()
     )
     return (
@@ -98,13 +98,28 @@ def _targets_table(r: dict) -> str:
     )
 
 
+def _value(name: str, value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:+.2f}" if "delta" in name else f"{value:.2f}×"
+
+
+def _verdict(t: dict) -> str:
+    if t["value"] is None:
+        return "not measured in this run (`met: false`)"
+    return "met" if t["met"] else "**missed**"
+
+
 def _comparisons(r: dict) -> str:
     t = r["vs_hf_tuned"]
-    return f"""Against the tuned Trainer: speed-up per round {t["speedup_rounds"]} (median {t["speedup"]:.2f}×;
-{t["speedup_step_median"]:.2f}× on the median step window, {t["speedup_wall"]:.2f}× end to end), accuracy
+    tuned = f"""Against the tuned Trainer: speed-up per round {t["speedup_rounds"]} (median {t["speedup"]:.2f}×;
+{t["speedup_step_median"]:.2f}× on the median step window, {t["speedup_wall"]:.2f}× end to end,
+{t.get("speedup_cpu_s", 0):.2f}× in CPU seconds of the whole worker process for the same samples), accuracy
 {t["accuracy_delta"]:+.2f} pt on validation and {t["accuracy_delta_test"]:+.2f} pt on test (round 0's paired
-bootstrap 95% intervals: {t["accuracy_delta_ci95"]} and {t["accuracy_delta_test_ci95"]}). Against the
-Trainer's defaults: {r["speedup"]:.2f}× (per aiaas round {r["speedup_rounds"]}; {r["speedup_step_median"]:.2f}×
+bootstrap 95% intervals: {t["accuracy_delta_ci95"]} and {t["accuracy_delta_test_ci95"]})."""
+    if "speedup" not in r:
+        return tuned + " The Trainer's defaults were not run this time (`--skip-defaults`)."
+    return tuned + f""" Against the Trainer's defaults: {r["speedup"]:.2f}× (per aiaas round {r["speedup_rounds"]}; {r["speedup_step_median"]:.2f}×
 on step windows, {r["speedup_wall"]:.2f}× end to end), {r["accuracy_delta"]:+.2f} pt on validation
 ({r["accuracy_delta_ci95"]}), {r["accuracy_delta_test"]:+.2f} pt on test ({r["accuracy_delta_test_ci95"]})."""
 

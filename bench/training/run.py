@@ -178,7 +178,9 @@ def _run_configs(args: argparse.Namespace, split_file: Path, keep: Path, model_p
         tuned = run("bench.training.hf_worker", f"hf-tuned-{r}", model_path, tuned_args)
         rounds["hf_trainer_tuned"].append(tuned)
     # The slowest run last: on busy shared cores the comparison the targets are about comes first.
-    configs = {"hf_trainer": run("bench.training.hf_worker", "hf", model_path, ["--seed", str(FIRST_SEED)])}
+    configs = {}
+    if not args.skip_defaults:
+        configs["hf_trainer"] = run("bench.training.hf_worker", "hf", model_path, ["--seed", str(FIRST_SEED)])
     flops = _run_flops(args, keep)
     configs["aiaas"], configs["hf_trainer_tuned"] = rounds["aiaas"][0], rounds["hf_trainer_tuned"][0]
     return {"configs": configs, "rounds": rounds, "flops": flops}
@@ -213,6 +215,9 @@ def _comparison(split: Split, runs: dict, other: str) -> dict:
         "speedup_rounds": [round(x, 2) for x in ratios],
         "speedup_step_median": round(step_ratio, 2),
         "speedup_wall": round(med(others, "wall_s") / med(ai_rounds, "wall_s"), 2),
+        # CPU seconds of the whole worker process for the same samples: on cores shared with other
+        # jobs, less dependent on the share each run got than samples/s
+        "speedup_cpu_s": round(med(others, "cpu_s") / med(ai_rounds, "cpu_s"), 2),
         "accuracy_delta": delta("val_accuracy"),
         "accuracy_delta_test": delta("test_accuracy"),
         "accuracy_delta_ci95": ci["validation"],
@@ -221,11 +226,13 @@ def _comparison(split: Split, runs: dict, other: str) -> dict:
     }
 
 
-def _target(value: float, target: float) -> dict:
-    return {"value": value, "target": target, "met": bool(value >= target)}
+def _target(value: float | None, target: float) -> dict:
+    """A target as written to training.json; a baseline not run (--skip-defaults) is value None, not met."""
+    return {"value": value, "target": target, "met": value is not None and bool(value >= target)}
 
 
 def _targets(vs_defaults: dict, vs_tuned: dict) -> dict:
+    vs_defaults = vs_defaults or {"speedup": None, "accuracy_delta": None}
     return {
         "speedup_vs_defaults": _target(vs_defaults["speedup"], TARGET_SPEEDUP),
         "accuracy_delta_vs_defaults_pt": _target(vs_defaults["accuracy_delta"], TARGET_DELTA_PT),
@@ -236,12 +243,12 @@ def _targets(vs_defaults: dict, vs_tuned: dict) -> dict:
 
 
 def _report(args: argparse.Namespace, split: Split, facts: dict, runs: dict, extra: dict) -> dict:
-    vs_defaults = _comparison(split, runs, "hf_trainer")
+    vs_defaults = _comparison(split, runs, "hf_trainer") if "hf_trainer" in runs["configs"] else {}
     vs_tuned = _comparison(split, runs, "hf_trainer_tuned")
     for rs in runs["rounds"].values():
         for r in rs:
             r.pop("_pred", None)
-    runs["configs"]["hf_trainer"].pop("_pred", None)
+    runs["configs"].get("hf_trainer", {}).pop("_pred", None)
     targets = _targets(vs_defaults, vs_tuned)
     return {
         "what": "HF Trainer defaults (padding to max_length 128, fp32) vs aiaas.training.train defaults; "
@@ -280,6 +287,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep each worker's result here; a rerun reuses them")
     parser.add_argument("--note", default="", help="what was unusual about this run, for the README")
     parser.add_argument(
+        "--skip-defaults", action="store_true", help="no Trainer-defaults run (its targets: not measured)"
+    )
+    parser.add_argument("--skip-profile", action="store_true", help="no bench.training.profile")
+    parser.add_argument(
         "--quick", action="store_true", help="300 sentences, 1 epoch, 1 round; results are not written"
     )
     args = parser.parse_args()
@@ -299,13 +310,15 @@ def main() -> None:
         split_file = keep / "split.json"
         split.to_file(split_file)
         runs = _run_configs(args, split_file, keep, model_path)
-        extra = {"flops": runs.pop("flops"), "profile": _run_profile(args.quick, keep)}
+        extra = {"flops": runs.pop("flops")}
+        if not args.skip_profile:
+            extra["profile"] = _run_profile(args.quick, keep)
     report = _report(args, split, facts, runs, extra)
     report["bench_seconds"] = round(time.perf_counter() - started, 1)
     report["note"] = args.note
     _ai = report["flops"].get("achieved", {})
     summary = ("speedup", "accuracy_delta", "accuracy_delta_test", "vs_hf_tuned", "targets", "bench_seconds")
-    print(json.dumps({**{k: report[k] for k in summary}, "flops_achieved": _ai}, indent=2))
+    print(json.dumps({**{k: report.get(k) for k in summary}, "flops_achieved": _ai}, indent=2))
     if args.quick:
         return
     _write(report)

@@ -16,6 +16,7 @@ def _worker(samples_per_s: float, val: float, test: float) -> dict:
         "samples_per_s": samples_per_s,
         "step_samples_per_s_median": samples_per_s,
         "wall_s": 100.0 / samples_per_s,
+        "cpu_s": 200.0 / samples_per_s,
         "val_accuracy": val,
         "test_accuracy": test,
         "_pred": {"validation": [0, 1], "test": [0, 1]},
@@ -79,6 +80,13 @@ def test_targets_are_value_target_met_and_judged_on_the_tuned_trainer_too() -> N
     assert targets["accuracy_delta_vs_tuned_pt"]["met"] is True
     assert targets["accuracy_delta_test_vs_tuned_pt"] == {"value": -0.6, "target": -0.5, "met": False}
     assert targets["speedup_vs_defaults"]["met"] and targets["accuracy_delta_vs_defaults_pt"]["met"]
+
+
+def test_a_baseline_not_run_is_recorded_as_not_met() -> None:
+    tuned = {"speedup": 2.5, "accuracy_delta": 0.1, "accuracy_delta_test": 0.0}
+    targets = run._targets({}, tuned)
+    assert targets["speedup_vs_defaults"] == {"value": None, "target": 4.0, "met": False}
+    assert targets["speedup_vs_tuned"]["met"]
 
 
 def test_seed_summary_is_mean_and_sample_std_in_points() -> None:
