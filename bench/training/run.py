@@ -175,14 +175,17 @@ def _run_configs(args: argparse.Namespace, split_file: Path, keep: Path, model_p
         s = ai["settings"]
         tuned_args = ["--tuned", "--batch-size", str(s["batch_size"]), "--seed", seed]
         tuned_args += ["--warmup-steps", str(s["warmup_steps"]), "--weight-decay", str(s["weight_decay"])]
-        tuned = run("bench.training.hf_worker", f"hf-tuned-{r}", model_path, tuned_args)
-        rounds["hf_trainer_tuned"].append(tuned)
+        if not args.skip_tuned:
+            tuned = run("bench.training.hf_worker", f"hf-tuned-{r}", model_path, tuned_args)
+            rounds["hf_trainer_tuned"].append(tuned)
     # The slowest run last: on busy shared cores the comparison the targets are about comes first.
     configs = {}
     if not args.skip_defaults:
         configs["hf_trainer"] = run("bench.training.hf_worker", "hf", model_path, ["--seed", str(FIRST_SEED)])
     flops = _run_flops(args, keep)
-    configs["aiaas"], configs["hf_trainer_tuned"] = rounds["aiaas"][0], rounds["hf_trainer_tuned"][0]
+    configs["aiaas"] = rounds["aiaas"][0]
+    if rounds["hf_trainer_tuned"]:
+        configs["hf_trainer_tuned"] = rounds["hf_trainer_tuned"][0]
     return {"configs": configs, "rounds": rounds, "flops": flops}
 
 
@@ -233,6 +236,7 @@ def _target(value: float | None, target: float) -> dict:
 
 def _targets(vs_defaults: dict, vs_tuned: dict) -> dict:
     vs_defaults = vs_defaults or {"speedup": None, "accuracy_delta": None}
+    vs_tuned = vs_tuned or {"speedup": None, "accuracy_delta": None, "accuracy_delta_test": None}
     return {
         "speedup_vs_defaults": _target(vs_defaults["speedup"], TARGET_SPEEDUP),
         "accuracy_delta_vs_defaults_pt": _target(vs_defaults["accuracy_delta"], TARGET_DELTA_PT),
@@ -244,7 +248,7 @@ def _targets(vs_defaults: dict, vs_tuned: dict) -> dict:
 
 def _report(args: argparse.Namespace, split: Split, facts: dict, runs: dict, extra: dict) -> dict:
     vs_defaults = _comparison(split, runs, "hf_trainer") if "hf_trainer" in runs["configs"] else {}
-    vs_tuned = _comparison(split, runs, "hf_trainer_tuned")
+    vs_tuned = _comparison(split, runs, "hf_trainer_tuned") if "hf_trainer_tuned" in runs["configs"] else {}
     for rs in runs["rounds"].values():
         for r in rs:
             r.pop("_pred", None)
@@ -290,6 +294,9 @@ def main() -> None:
         "--skip-defaults", action="store_true", help="no Trainer-defaults run (its targets: not measured)"
     )
     parser.add_argument("--skip-profile", action="store_true", help="no bench.training.profile")
+    parser.add_argument(
+        "--skip-tuned", action="store_true", help="no tuned-Trainer runs (their targets: not measured)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="300 sentences, 1 epoch, 1 round; results are not written"
     )
