@@ -132,7 +132,7 @@ def store(out: dict) -> None:
     report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     report["engine_variants"] = out
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    if "configs" in report and "hf_trainer_tuned" in report["configs"]:
+    if "rounds_detail" in report:  # written by this version of bench.training.run
         from bench.training.common import replace_section
         from bench.training.report import readme_section
 

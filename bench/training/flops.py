@@ -237,6 +237,7 @@ def measure(texts: list[str], labels: list[int], steps: int) -> dict[str, Any]:
     per_cpu_s = flops / step_cpu_s
     return {
         "threads": threads,
+        "omp_wait_policy_passive": runtime.omp_passive_in_effect(),
         "precision": engine.precision,
         "frozen_embeddings": engine.frozen,
         "fused_optimizer": engine.fused,
@@ -286,6 +287,9 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=1000, help="the bench's split")
     parser.add_argument("--test", type=int, default=1000, help="the bench's split")
     args = parser.parse_args()
+    # Before torch loads (its OpenMP reads the variable once): OMP_WAIT_POLICY=PASSIVE, as in the engine's
+    # own runs; spinning threads would otherwise burn CPU time on busy shared cores.
+    from aiaas.training import runtime  # noqa: F401
     from bench.training.common import loadavg
     from bench.training.run import _split
 

@@ -16,8 +16,7 @@ def _intro(r: dict) -> str:
     flags = ", ".join(f for f, on in m["cpu_flags"].items() if on) or "none of avx2/avx512f/avx512_bf16/amx"
     native = m["cpu_flags"].get("avx512_bf16") or m["cpu_flags"].get("amx_bf16")
     bf16 = "on (the CPU has native bf16)" if native else "off (no native bf16 on this CPU)"
-    return f"""`make bench-training` (`python -m bench.training.run`, {r["bench_seconds"] / 60:.0f} min in the run below)
-fine-tunes MiniLM-L6 on the same {d["train"]} English polarity sentences ({d["source"]}), {r["epochs"]} epochs,
+    return f"""`make bench-training` (`python -m bench.training.run`) fine-tunes MiniLM-L6 on the same {d["train"]} English polarity sentences ({d["source"]}), {r["epochs"]} epochs,
 validation {d["validation"]} sentences, test {d["test"]} more that no run sees, each run in a fresh process, on
 {m["cores"]} cores ({m["cpu_model"]}; flags: {flags}; load average {m["loadavg_start"]} at the start,
 {m.get("loadavg_end")} at the end, shared with other engineers' jobs). Three configs:
@@ -145,24 +144,33 @@ def _variants(r: dict) -> str:
         f"| {s['samples_per_s']['mean']:.1f} |"
         for name, s in summary.items()
     )
-    return _variants_table(v, summary, rows) + _variants_deltas(summary)
+    return _variants_table(v, summary, rows) + _variants_deltas(summary, v.get("runs"))
 
 
-def _variants_deltas(summary: dict) -> str:
-    """Each turned-back choice against the defaults, in points, beside the seeds' spread."""
+def _variants_deltas(summary: dict, runs: dict | None = None) -> str:
+    """Each turned-back choice minus the defaults, in points: paired seed by seed over the seeds both have
+    (when the runs are there), beside the spread of the defaults over seeds."""
     base_name = next(n for n in summary if n.startswith("default"))
     base = summary[base_name]
+    by_seed = {r["seed"]: r for r in (runs or {}).get("default", [])}
     lines = []
     for name, s in summary.items():
         if name == base_name:
             continue
+        pairs = [(r, by_seed[r["seed"]]) for r in (runs or {}).get(name, []) if r["seed"] in by_seed]
+        if pairs:
+            diff = {
+                k: [round(100 * (a[k] - b[k]), 1) for a, b in pairs] for k in ("val_accuracy", "test_accuracy")
+            }
+            lines.append(
+                f"- `{name}` minus the defaults, seed by seed ({[a['seed'] for a, _ in pairs]}): validation "
+                f"{diff['val_accuracy']} pt, test {diff['test_accuracy']} pt (the defaults' own spread over "
+                f"seeds: ± {base['val_accuracy']['std']:.1f} validation, ± {base['test_accuracy']['std']:.1f} test)"
+            )
+            continue
         d_val = s["val_accuracy"]["mean"] - base["val_accuracy"]["mean"]
         d_test = s["test_accuracy"]["mean"] - base["test_accuracy"]["mean"]
-        spread = max(s["test_accuracy"]["std"], base["test_accuracy"]["std"], s["val_accuracy"]["std"])
-        lines.append(
-            f"- `{name}` minus the defaults: {d_val:+.2f} pt validation, {d_test:+.2f} pt test "
-            f"(largest seed standard deviation among the two rows: {spread:.2f} pt)"
-        )
+        lines.append(f"- `{name}` minus the defaults: {d_val:+.2f} pt validation, {d_test:+.2f} pt test")
     return "\n\n" + "\n".join(lines) if lines else ""
 
 
@@ -192,6 +200,17 @@ def _flops(r: dict) -> str:
     per_sample = f["epoch_flops"] / f["epoch_samples"]
     call = ai * per_sample
     own = p.get(f["precision"], p["fp32"])["best_flops_per_s"]
+    spin = (
+        ""
+        if f.get("omp_wait_policy_passive", True)
+        else " This flops run had OpenMP spin-waiting on (OMP_WAIT_POLICY unset; fixed since): on cores this "
+        "busy spinning threads add CPU time to the steps and less to the large GEMMs, so the per-CPU-second "
+        "fraction is understated."
+    )
+    return _flops_text(f, g, rows, ai, per_sample, call, own, a, p, r) + spin
+
+
+def _flops_text(f: dict, g, rows: str, ai: float, per_sample: float, call: float, own: float, a: dict, p: dict, r: dict) -> str:
     return f"""Achieved FLOP/s (`python -m bench.training.flops`, {f["threads"]} threads, load average
 {f["loadavg"][0][0]} → {f["loadavg"][1][0]}): the machine's matmul peak measured with torch.matmul, best and
 median wall-clock GFLOP/s of repeated GEMMs and GFLOP per CPU-second this process got (its threads together;
@@ -214,7 +233,22 @@ CPU-second** ({100 * a.get("fraction_of_fp32_gemm_per_cpu_s", 0):.1f}% of fp32's
 {g(a["steps_flops_per_s"])} GFLOP/s = {100 * a["fraction_of_own_precision_peak"]:.1f}% of the best {f["precision"]}
 2048³ GEMM ({100 * a["fraction_of_fp32_peak"]:.1f}% of fp32's); over the bench's whole training call (median aiaas
 round, {ai:.1f} samples/s, evaluation and checkpoints included but not counted) {g(call)} GFLOP/s =
-{100 * call / own:.1f}% of that."""
+{100 * call / own:.1f}% of that.{_call_per_cpu_s(r, f)}"""
+
+
+def _call_per_cpu_s(r: dict, f: dict) -> str:
+    """The engine's own run (OMP_WAIT_POLICY=PASSIVE, as it sets): training FLOPs per CPU-second of its process."""
+    p = f["peak"].get(f["precision"], f["peak"]["fp32"])
+    if "flops_per_cpu_s" not in p or f["epoch_samples"] != r["data"]["train"]:
+        return ""
+    cpu = statistics.median(x["cpu_s"] for x in r["rounds_detail"]["aiaas"])
+    rate = r["epochs"] * f["epoch_flops"] / cpu
+    return (
+        f" Per CPU-second of the bench's aiaas worker process (median {cpu:.0f} CPU s for {r['epochs']} epochs, "
+        f"model loading, evaluation, checkpoints and test prediction included, so a lower bound): "
+        f"{rate / 1e9:.1f} GFLOP = **{100 * rate / p['flops_per_cpu_s']:.0f}% of the {f['precision']} GEMM's "
+        "rate per CPU-second**."
+    )
 
 
 def _profile(r: dict) -> str:
