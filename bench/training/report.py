@@ -18,8 +18,8 @@ def _intro(r: dict) -> str:
     bf16 = "on (the CPU has native bf16)" if native else "off (no native bf16 on this CPU)"
     return f"""`make bench-training` (`python -m bench.training.run`) fine-tunes MiniLM-L6 on the same {d["train"]} English polarity sentences ({d["source"]}), {r["epochs"]} epochs,
 validation {d["validation"]} sentences, test {d["test"]} more that no run sees, each run in a fresh process, on
-{m["cores"]} cores ({m["cpu_model"]}; flags: {flags}; load average {m["loadavg_start"]} at the start,
-{m.get("loadavg_end")} at the end, shared with other engineers' jobs). Three configs:
+{m["cores"]} cores ({m["cpu_model"]}; flags: {flags}; shared with other engineers' jobs: the load average
+during each run is in the table, {m["loadavg_start"]} when this report was put together). Three configs:
 
 - **HF Trainer, defaults**: texts padded to max_length 128 like run_glue.py, fp32, batch 8, lr 5e-5, no
   warmup, seed 42 (set before the model is built, as run_glue.py does); one round.
