@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--model", default="minilm-l6")
+    parser.add_argument("--seed", type=int, default=42, help="TrainConfig.seed (42 is the engine's default)")
     args = parser.parse_args()
 
     from aiaas.training import TrainConfig, train
@@ -56,7 +57,10 @@ def main() -> None:
         load = [loadavg()]
         t0 = time.perf_counter()
         result = train(
-            TrainConfig(base_model=args.model, n_epochs=args.epochs), data, Path(work_dir), _Quiet()
+            TrainConfig(base_model=args.model, n_epochs=args.epochs, seed=args.seed),
+            data,
+            Path(work_dir),
+            _Quiet(),
         )
         train_s = time.perf_counter() - t0
         load.append(loadavg())
@@ -76,6 +80,9 @@ def main() -> None:
             "learning_rate": hp["learning_rate"],
             "warmup_steps": hp["warmup_steps"],
             "weight_decay": hp["weight_decay"],
+            "seed": args.seed,
+            "freeze_embeddings": hp.get("freeze_embeddings"),
+            "fused_optimizer": hp.get("fused_optimizer"),
             "epochs": args.epochs,
             "epochs_completed": result.epochs_completed,
             "optimizer_steps": result.steps,

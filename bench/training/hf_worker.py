@@ -9,11 +9,15 @@ CPU: dynamic padding (texts tokenized unpadded, `DataCollatorWithPadding` pads e
 to its longest), batches grouped by length (`group_by_length=True`, called
 `train_sampling_strategy="group_by_length"` in newer transformers), `bf16=True` only where
 the CPU computes bf16 natively (AMX or AVX-512 BF16 in /proc/cpuinfo; emulated bf16 is
-slower than fp32), `optim="adamw_torch_fused"`, and the batch size given (bench.training.run
-passes aiaas's). Run in its own process by bench.training.run:
+slower than fp32), `optim="adamw_torch_fused"`, and the batch size, warmup steps and weight decay
+given (bench.training.run passes aiaas's resolved ones; the schedule is linear decay after the warmup
+in both, gradients clipped to norm 1 in both, max_length 128 in both). The learning rate stays the
+Trainer's default (5e-5). `--seed` sets the Trainer's seed (default 42, its own). Run in its own process
+by bench.training.run:
 
     python -m bench.training.hf_worker SPLIT.json OUT.json --epochs 3 --model DIR
-    python -m bench.training.hf_worker SPLIT.json OUT.json --epochs 3 --model DIR --tuned --batch-size 16
+    python -m bench.training.hf_worker SPLIT.json OUT.json --epochs 3 --model DIR --tuned --batch-size 16 \
+        --warmup-steps 19 --weight-decay 0.01 --seed 43
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool(found) and any(flag in found.group(1).split() for flag in NATIVE_BF16_FLAGS)
 
 
-def tuned_arguments(training_arguments: type, batch_size: int, bf16: bool) -> dict:
+def tuned_arguments(
+    training_arguments: type, batch_size: int, bf16: bool, warmup_steps: int = 0, weight_decay: float = 0.0
+) -> dict:
     """TrainingArguments for the tuned baseline; length grouping is spelled per transformers version."""
     names = {f.name for f in dataclasses.fields(training_arguments)}
     grouping = (
@@ -54,6 +60,8 @@ def tuned_arguments(training_arguments: type, batch_size: int, bf16: bool) -> di
         "bf16": bf16,
         "use_cpu": bf16,  # newer transformers refuses bf16 without a GPU unless told it is on CPU
         "optim": "adamw_torch_fused",
+        "warmup_steps": warmup_steps,
+        "weight_decay": weight_decay,
         **grouping,
     }
 
@@ -67,6 +75,9 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--tuned", action="store_true", help="the Trainer's best flags (module docstring)")
     parser.add_argument("--batch-size", type=int, default=16, help="with --tuned")
+    parser.add_argument("--warmup-steps", type=int, default=0, help="with --tuned")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="with --tuned")
+    parser.add_argument("--seed", type=int, default=42, help="the Trainer's seed (42 is its default)")
     args = parser.parse_args()
 
     import torch
@@ -77,8 +88,10 @@ def main() -> None:
         Trainer,
         TrainerCallback,
         TrainingArguments,
+        set_seed,
     )
 
+    set_seed(args.seed)  # before the model is built, as run_glue.py does: the new head follows the seed
     split = Split.from_file(args.split)
     index = {label: i for i, label in enumerate(split.labels)}
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -126,10 +139,19 @@ def main() -> None:
 
     train_set, val_set, test_set = Encoded(split.train), Encoded(split.validation), Encoded(split.test)
     bf16 = args.tuned and native_bf16()
-    tuned = tuned_arguments(TrainingArguments, args.batch_size, bf16) if args.tuned else {}
+    tuned = (
+        tuned_arguments(TrainingArguments, args.batch_size, bf16, args.warmup_steps, args.weight_decay)
+        if args.tuned
+        else {}
+    )
     with tempfile.TemporaryDirectory(prefix="hf-trainer-") as out_dir:
         training_args = TrainingArguments(
-            output_dir=out_dir, num_train_epochs=args.epochs, report_to="none", disable_tqdm=True, **tuned
+            output_dir=out_dir,
+            num_train_epochs=args.epochs,
+            report_to="none",
+            disable_tqdm=True,
+            seed=args.seed,
+            **tuned,
         )
         steps = StepTimes(training_args.per_device_train_batch_size)
         trainer = Trainer(
@@ -164,6 +186,9 @@ def main() -> None:
             "lr_scheduler": str(training_args.lr_scheduler_type),
             "warmup_steps": training_args.warmup_steps,
             "weight_decay": training_args.weight_decay,
+            "max_grad_norm": training_args.max_grad_norm,
+            "max_length": MAX_LENGTH,
+            "seed": args.seed,
             "epochs": args.epochs,
             "optimizer_steps": output.global_step,
             "torch_threads": torch.get_num_threads(),
