@@ -175,6 +175,7 @@ def _run_configs(args: argparse.Namespace, split_file: Path, keep: Path, model_p
         s = ai["settings"]
         tuned_args = ["--tuned", "--batch-size", str(s["batch_size"]), "--seed", seed]
         tuned_args += ["--warmup-steps", str(s["warmup_steps"]), "--weight-decay", str(s["weight_decay"])]
+        tuned_args += ["--learning-rate", str(s["learning_rate"])]
         if not args.skip_tuned:
             tuned = run("bench.training.hf_worker", f"hf-tuned-{r}", model_path, tuned_args)
             rounds["hf_trainer_tuned"].append(tuned)
