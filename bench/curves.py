@@ -191,13 +191,30 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--points", type=Path, default=None, help="keep/reuse training points here")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--skip-serving", action="store_true")
+    parser.add_argument("--refresh", action="store_true",
+                        help="measure nothing: keep curves.json's training and serving curves, re-read "
+                             "upload.json and density.json, redraw and rewrite the README section")
     parser.add_argument("--point-timeout", type=float, default=4 * 3600,
                         help="seconds one training job may take before it is stopped and recorded as unfinished")
     return parser.parse_args()
 
 
+def refresh() -> None:
+    """curves.json again from what it measured and the other benches' current files."""
+    result = json.loads((RESULTS_DIR / "curves.json").read_text())
+    upload, density = upload_curve(), density_curve()
+    result |= {"upload": upload, "density": density, "refreshed": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+               "targets": targets(result["training"], result["serving"], upload, density)}
+    result["plots"] = curves_report.plots(result, RESULTS_DIR)
+    (RESULTS_DIR / "curves.json").write_text(json.dumps(result, indent=1) + "\n")
+    curves_report.write_readme(README, result)
+
+
 def main() -> None:
     args = _parse()
+    if args.refresh:
+        refresh()
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     started = time.perf_counter()
