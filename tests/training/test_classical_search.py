@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -167,3 +168,36 @@ def test_search_stops_trying_candidates_past_its_time_budget(tmp_path: Path, mon
     assert {(e["features"], e["weighting"]) for e in evals} == {("char+word", "tfidf")}  # the first in full
     assert len(evals) >= len(classical.C_GRID) and result.hyperparameters["weighting"] == "tfidf"
     assert any(e["level"] == "warning" and "not tried" in e["message"] for e in rec.events)
+
+
+def test_search_budget_is_judged_before_every_fit_not_only_between_candidates(tmp_path: Path, monkeypatch) -> None:
+    """Each fit costs 10 s of a fake clock: after the first candidate (always in full), no fit may start
+    that would end past the budget, even in the middle of a candidate's strength grid."""
+    now = [0.0]
+    monkeypatch.setattr(classical_train, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    real_fit_one = classical_train._fit_one
+    ends: list[float] = []
+
+    def fit_one(*args, **kwargs):  # type: ignore[no-untyped-def]
+        choice, record = real_fit_one(*args, **kwargs)
+        now[0] += 10.0
+        record["fit_seconds"] = 10.0
+        ends.append(now[0])
+        return choice, record
+
+    monkeypatch.setattr(classical_train, "_fit_one", fit_one)
+    first_only = Recorder()
+    monkeypatch.setattr(classical_train, "SEARCH_BUDGET_S", 0.0)
+    train_classical(TrainConfig(task=SINGLE, base_model=classical.FAMILY), single_label_data(), tmp_path / "a",
+                    first_only)
+    first_fits = len(first_only.metrics_events())
+    budget = 10.0 * first_fits + 25.0  # room for two more fits of 10 s, not three
+    monkeypatch.setattr(classical_train, "SEARCH_BUDGET_S", budget)
+    now[0], ends[:] = 0.0, []
+    rec = Recorder()
+    train_classical(TrainConfig(task=SINGLE, base_model=classical.FAMILY), single_label_data(), tmp_path / "b", rec)
+    evals = rec.metrics_events()
+    assert len(evals) == first_fits + 2, [(e["features"], e["weighting"]) for e in evals]
+    assert max(ends) <= budget
+    stop = [e["message"] for e in rec.events if e["level"] == "warning" and "not tried" in e["message"]]
+    assert stop and "(part of its grid)" in stop[0], rec.events
