@@ -69,3 +69,11 @@ def test_orange_tab_reads_train_and_test(tmp_path: Path) -> None:
     assert pairs == [("profit up", "earn"), ("buys firm", "acq"), ("profit up", "earn"), ("buys firm", "earn")]
     texts, labels, duplicates, conflicting = _clean(pairs)
     assert (texts, labels, duplicates, conflicting) == (["profit up"], ["earn"], 2, 1)
+
+
+def test_transformer_trained_alone_counts_where_auto_had_none() -> None:
+    alone = _set(0.70, 0.70, None, ece=0.02, wall=200, int8=None)
+    alone["transformer_alone"] = {"accuracy": 0.74}
+    t = targets({"datasets": {"a": alone}})
+    assert t["auto_vs_best_single"]["value"] == -4.0 and not t["auto_vs_best_single"]["met"]
+    assert t["auto_vs_transformer"]["per_set"] == {"a": -4.0}
