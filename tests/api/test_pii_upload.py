@@ -449,9 +449,9 @@ def test_staged_plaintext_has_no_directory_entry_on_linux():
 def test_a_cell_packed_with_values_scans_in_linear_time():
     # 16,000 addresses in one 128 KB cell (the CSV field limit) once took 5 s: the overlap test was quadratic.
     cell = "1.1.1.1 " * 16_000
-    started = time.perf_counter()
+    started = time.thread_time()  # this thread's CPU: the scan runs here, and other processes do not count
     assert len(scan_text(cell)) == 16_000
-    assert time.perf_counter() - started < 1.5
+    assert time.thread_time() - started < 1.5
 
 
 def test_the_bulk_pre_check_never_hides_a_finding():
