@@ -30,21 +30,51 @@ def _pg_admin_url() -> str:
     return url
 
 
+def _pg_database_url(name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(_pg_admin_url()).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def _pg_migrated_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to head once per test process: the `db` fixture's databases are
+    copied from it (CREATE DATABASE ... TEMPLATE, ~0.1 s) instead of each running every migration (~1 s)."""
+    from sqlalchemy import create_engine, text
+
+    from aiaas.store import migrate
+    from aiaas.store.db import Database
+
+    admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
+    name = "aiaas_tpl_" + uuid.uuid4().hex[:16]
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        database = Database(_pg_database_url(name))
+        migrate.upgrade(database.engine)
+        database.dispose()  # a template must have no open connection while it is copied
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database; returns its SQLAlchemy URL."""
+def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL database; returns its SQLAlchemy URL. Empty, except for a test that also asks
+    for `db` (which migrates it to head before the test runs): that one gets a copy of a migrated template."""
     if not POSTGRES_URL:
         pytest.skip("AIAAS_TEST_POSTGRES_URL is not set")
     from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
+    template = request.getfixturevalue("_pg_migrated_template") if "db" in request.fixturenames else None
     admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
     name = "aiaas_t_" + uuid.uuid4().hex[:16]
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(_pg_admin_url()).set(database=name).render_as_string(hide_password=False)
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     try:
-        yield url
+        yield _pg_database_url(name)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
