@@ -340,6 +340,16 @@ def _info(
     )
 
 
+def unmet_requirements(runtime: dict[str, Any], precision: str) -> list[Any]:
+    """What the export asked of the CPU for `precision` that this one lacks (an unknown requirement is unmet):
+    where not empty, a load serves fp32 instead."""
+    requires = runtime.get("requires") or {}
+    if not isinstance(requires, dict):
+        return [requires]
+    features = cpu_features()
+    return [req for req in requires.get(precision, []) if not _REQUIREMENT_CHECKS.get(req, lambda _f: False)(features)]
+
+
 def _choose_file(artifact_dir: Path, runtime: dict[str, Any], precision: str | None) -> tuple[str, str]:
     files: dict[str, str] = runtime.get("files") or {}
     chosen = precision or runtime.get("precision", "fp32")
@@ -348,12 +358,7 @@ def _choose_file(artifact_dir: Path, runtime: dict[str, Any], precision: str | N
             f"Artifact has no '{chosen}' model; available: {', '.join(sorted(files)) or 'none'}.",
             param="precision",
         )
-    features = cpu_features()
-    unmet = [
-        req
-        for req in (runtime.get("requires") or {}).get(chosen, [])
-        if not _REQUIREMENT_CHECKS.get(req, lambda _f: False)(features)
-    ]
+    unmet = unmet_requirements(runtime, chosen)
     if unmet and chosen != "fp32":
         # The accuracy guard measured this precision on the exporting machine's kernels;
         # without the same instructions here, its numbers would not hold. fp32 always does.

