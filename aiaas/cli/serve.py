@@ -175,17 +175,39 @@ def _start_job_workers(settings: Settings) -> WorkerPool | None:
     return pool
 
 
+def _unread_bytes(connection: Any) -> int:
+    """Bytes a client has sent on this connection that the server has not read yet (0 if unknown)."""
+    import fcntl
+    import termios
+
+    transport = getattr(connection, "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return 0
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:  # closed meanwhile
+        return 0
+    return int.from_bytes(buf, "little")
+
+
 async def _drain_reads(connections: Any, settle_s: float = 0.3, max_s: float = 3.0) -> None:
-    """Wait until no more connections start a request (none for `settle_s`), at most `max_s`."""
+    """Wait, at most `max_s`, until every request a client has already sent has been read: no connection has
+    unread bytes in its socket, and none has started a request for `settle_s`. A busy event loop (or a starved
+    process) may take longer than `settle_s` to read what is waiting; the kernel's count of unread bytes says
+    exactly what is still to read, so such a request is not cut."""
     import asyncio
 
     def busy() -> int:
         return sum(1 for c in list(connections) if getattr(c, "cycle", None) is not None)
 
+    def unread() -> bool:
+        return any(_unread_bytes(c) for c in list(connections))
+
     loop = asyncio.get_running_loop()
     start = last_change = loop.time()
     seen = busy()
-    while loop.time() - last_change < settle_s and loop.time() - start < max_s:
+    while (unread() or loop.time() - last_change < settle_s) and loop.time() - start < max_s:
         await asyncio.sleep(0.05)
         now = busy()
         if now > seen:
