@@ -44,6 +44,8 @@ class ApiKey(Base):
 
 class File(Base):
     __tablename__ = "files"
+    # A page of an organisation's files, newest first, read from the index (not every row fetched and sorted).
+    __table_args__ = (Index("ix_files_org_id_id", "org_id", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
@@ -63,6 +65,7 @@ class File(Base):
 
 class FineTuningJob(Base):
     __tablename__ = "fine_tuning_jobs"
+    __table_args__ = (Index("ix_fine_tuning_jobs_org_id_id", "org_id", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)

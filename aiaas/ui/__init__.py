@@ -14,11 +14,18 @@ PREFIX = "/ui"
 SIGNIN_PATH = f"{PREFIX}/signin"  # the one console form posted without a session
 
 
+def routers() -> list[Any]:
+    """The console's routers (each route's path starts with PREFIX): what install() adds, and what the page
+    budget test walks to find every page."""
+    from aiaas.ui import pages, pages_admin, pages_deployments, pages_jobs, pages_models, signin
+
+    return [module.router for module in (signin, pages, pages_jobs, pages_models, pages_deployments, pages_admin)]
+
+
 def install(app: Any) -> None:
     """Add the console's routes and its static files to the FastAPI app (called by create_app)."""
-    from aiaas.ui import pages, pages_admin, pages_deployments, pages_jobs, pages_models, signin
     from aiaas.ui.render import ConsoleStatic
 
-    for module in (signin, pages, pages_jobs, pages_models, pages_deployments, pages_admin):
-        app.include_router(module.router)
+    for router in routers():
+        app.include_router(router)
     app.mount(f"{PREFIX}/static", ConsoleStatic(directory=STATIC_DIR), name="ui-static")

@@ -226,8 +226,9 @@ def test_quickstart_leaves_no_process_behind(tmp_path, how):
             assert proc.wait(timeout=300) == 0, (stack.tmp / "quickstart.log").read_text()[-3000:]
             # Its server is gone when it ends: its last lines say how to start one again on the same data.
             out = (stack.tmp / "quickstart.log").read_text()
-            assert "the server has stopped" in out and f"aiaas serve --data-dir {stack.data.resolve()}" in out, out[-2000:]
-            assert "/ui" in out, out[-2000:]
+            last = "\n".join(out.splitlines()[-10:])
+            assert "the server has stopped" in last and f"aiaas serve --data-dir {stack.data.resolve()}" in last, last
+            assert "web console: http://127.0.0.1:8000/ui" in last, last
         else:
             log = stack.tmp / "quickstart.log"
             assert wait_for(lambda: "Files validated" in log.read_text(errors="replace"), 180), log.read_text()[-3000:]
@@ -244,3 +245,14 @@ def test_quickstart_leaves_no_process_behind(tmp_path, how):
     assert any(" serve " in c for c in seen.values()) and any(c.endswith(" worker") for c in seen.values()), seen
     assert not left, {p: seen[p] for p in left}
     assert took < 25
+    if how == "to_the_end":
+        # As its last lines say: `aiaas serve` on the same data dir answers with the trained model, still deployed.
+        server = start_server(stack.env | {"AIAAS_DATA_DIR": str(stack.data.resolve())}, stack.tmp)
+        try:
+            key = (stack.data / "quickstart.key").read_text().strip()
+            r = httpx.post(f"{server.base_url}/v1/deployments/quickstart/predict", json={"inputs": ["where is my order?"]},
+                           headers={"Authorization": f"Bearer {key}"}, timeout=120)
+            assert r.status_code == 200, r.text
+            assert r.json()["model"].startswith("ft:tiny-bert:") and len(r.json()["data"]) == 1, r.json()
+        finally:
+            server.stop()

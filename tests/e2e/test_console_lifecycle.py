@@ -3,7 +3,7 @@ an alias set and a version downloaded through the page; a canary split saved and
 deployment page, each change seen by the API; the request rate and latency charts, redrawn while the page
 is open and not while its tab is hidden; a `read` key sees
 versions and revisions but its forms are refused; script payloads in model metadata and in an alias name
-never run; the new pages fit a phone. No console errors."""
+never run; the new pages fit 1280x800 and a phone. No console errors."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from aiaas.store.db import Database
 from aiaas.store.models import Model, ModelVersion
 from tests.e2e.server import base_env, init, start_server
 from tests.helpers.deployed import export_tiny_classifier, register
-from tests.ui.browser import PHONE, Watch, new_page, shot, sign_in, wait_until
+from tests.ui.browser import DESKTOP, PHONE, Watch, new_page, shot, sign_in, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 V1 = "ft:tiny-bert:default:toy:ftjob-1"
@@ -101,12 +101,31 @@ def test_alias_download_split_and_rollback_through_the_pages(browser, stack):
         rows.nth(0).locator("input[name=weight]").fill("90")
         rows.nth(1).locator("input[name=ref]").fill("toy@prod")
         rows.nth(1).locator("input[name=weight]").fill("10")
+        page.fill("#sticky-header", "X-User-Id")
         with page.expect_navigation():
             page.click("#split-save")
         assert page.locator("#traffic .traffic-row .weight").all_inner_texts() == ["90%", "10%"]
+        assert page.inner_text("#sticky code") == "x-user-id"  # stored as the API stores it, lower case
+        assert page.input_value("#sticky-header") == "x-user-id"  # the form shows what is saved
         dep = c.get("/v1/deployments/sup").json()
         assert dep["traffic"] == [{"model": "toy/1", "weight": 90}, {"model": "toy@prod", "weight": 10}]
-        assert dep["revision"] == 2
+        assert dep["revision"] == 2 and dep["sticky_header"] == "x-user-id"
+        # The header the page set keeps one caller on one model of the split.
+        served = {c.post("/v1/deployments/sup/predict", json={"inputs": ["fine"]},
+                         headers={"X-User-Id": "user-42"}).json()["model"] for _ in range(8)}
+        assert len(served) == 1, served
+
+        # The registered model's page says which deployment serves each version, and how.
+        page.goto("/ui/registered/toy")
+        v1 = page.locator("#v1 .serving-cell li.served-by")
+        v2 = page.locator("#v2 .serving-cell li.served-by")
+        assert v1.count() == 1 and v2.count() == 1
+        assert v1.get_attribute("data-deployment") == "sup" and v1.locator(".share").inner_text() == "90%"
+        assert v2.get_attribute("data-deployment") == "sup" and v2.locator(".share").inner_text() == "10%"
+        assert "@prod" in v2.inner_text() and "@prod" not in v1.inner_text()
+        shot(page, "registered-model-served-by")
+        page.click("#v2 .serving-cell a")  # each entry links to its deployment
+        page.wait_for_url("**/ui/deployments/sup")
 
         for _ in range(20):
             assert c.post("/v1/deployments/sup/predict", json={"inputs": ["great service"]}).status_code == 200
@@ -121,6 +140,9 @@ def test_alias_download_split_and_rollback_through_the_pages(browser, stack):
         assert dep["traffic"] == [{"model": "toy/1", "weight": 100}] and dep["revision"] == 3
         assert page.inner_text("#revision") == "3"
         assert page.locator("#revisions tr.revision").count() == 3
+        # Revision 1 had no sticky header: rolled back, neither the page nor the API names one.
+        assert dep["sticky_header"] is None
+        assert page.locator("#sticky").count() == 0 and page.input_value("#sticky-header") == ""
         shot(page, "deployment-rolled-back")
     assert watch.errors == [] and watch.dialogs == [], (watch.errors, watch.dialogs)
 
@@ -238,13 +260,16 @@ def test_script_payloads_in_model_metadata_and_alias_names_never_run(browser, st
     assert watch.unexpected(400) == [], watch.errors
 
 
-def test_new_pages_fit_a_phone(browser, stack):
+@pytest.mark.parametrize("screen", ["desktop", "phone"])
+def test_new_pages_fit_the_screen(browser, stack, screen):
+    """At 1280x800 and at a phone's width: nothing wider than the screen (no sideways scrolling)."""
     server, keys = stack
     watch = Watch()
-    page = new_page(browser, server.base_url, watch, viewport=PHONE)
+    viewport = DESKTOP if screen == "desktop" else PHONE
+    page = new_page(browser, server.base_url, watch, viewport=viewport)
     sign_in(page, keys["admin"])
     for path in ["/ui/models", "/ui/registered/toy", f"/ui/models/{V1}", "/ui/deployments/sup"]:
         page.goto(path)
-        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 1, path
-        shot(page, "phone-" + path[len("/ui/"):].replace("/", "-").replace(":", "_"))
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"] + 1, path
+        shot(page, f"{screen}-" + path[len("/ui/"):].replace("/", "-").replace(":", "_"))
     assert watch.errors == [], watch.errors

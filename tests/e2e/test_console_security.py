@@ -10,7 +10,7 @@ from aiaas.services import authn
 from aiaas.store import tenancy
 from aiaas.store.db import Database
 from tests.e2e.server import base_env, init, start_server
-from tests.ui.browser import PHONE, Watch, new_page, shot, sign_in
+from tests.ui.browser import DESKTOP, PHONE, Watch, new_page, shot, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 XSS = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2;alert(2)</script>'
@@ -130,19 +130,30 @@ def test_foreign_ids_show_the_missing_page(browser, stack):
     assert watch.unexpected(404) == [], watch.errors
 
 
-def test_sign_in_and_pages_fit_a_phone(browser, stack):
+@pytest.mark.parametrize("screen", ["desktop", "phone"])
+def test_sign_in_and_every_page_fit_the_screen(browser, stack, screen):
+    """Every page at 1280x800 and at a phone's width, a file's report and a job's page included."""
     server, keys = stack
     watch = Watch()
-    page = new_page(browser, server.base_url, watch, viewport=PHONE)
+    viewport = DESKTOP if screen == "desktop" else PHONE
+    page = new_page(browser, server.base_url, watch, viewport=viewport)
     page.goto("/ui/signin")
-    shot(page, "phone-signin")
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"] + 1
+    shot(page, f"{screen}-signin")
     sign_in(page, keys["admin"])
     file_page = "/ui/files/" + upload_via_page(page, "a-rather-long-file-name-for-a-phone-screen.csv",
                                                b"text,label\nhello there,a\nbye now,b\n")
-    for path in ["/ui/overview", "/ui/files", file_page, "/ui/jobs", "/ui/jobs/new", "/ui/models", "/ui/deployments",
-                 "/ui/usage", "/ui/keys", "/ui/audit"]:
+    # A job on it (the classical family needs no base model; no worker here, so it stays queued).
+    page.goto("/ui/jobs/new?file=" + file_page.rsplit("/", 1)[-1])
+    page.select_option("select[name=model]", "tfidf-linear")
+    page.click("#create-job")
+    page.wait_for_url("**/ui/jobs/ftjob-*")
+    job_page = "/ui/jobs/" + page.url.rsplit("/", 1)[-1]
+    named = {file_page: "file", job_page: "job"}
+    for path in ["/ui/overview", "/ui/files", file_page, "/ui/jobs", job_page, "/ui/jobs/new", "/ui/models",
+                 "/ui/deployments", "/ui/usage", "/ui/keys", "/ui/audit"]:
         page.goto(path)
         # Usable: nothing wider than the screen, so no sideways scrolling of the page itself.
-        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 1, path
-        shot(page, "phone-file" if path == file_page else "phone-" + path[len("/ui/"):].replace("/", "-"))
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"] + 1, path
+        shot(page, f"{screen}-" + named.get(path, path[len("/ui/"):].replace("/", "-")))
     assert watch.errors == [], watch.errors

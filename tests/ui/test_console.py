@@ -8,9 +8,11 @@ import hashlib
 import re
 
 import pytest
+from fastapi.routing import APIRoute
 from sqlalchemy import select, update
 
 from aiaas.store import tenancy
+from aiaas.ui import routers as console_routers
 from aiaas.store.models import ApiKey, UiSession
 from tests.helpers.datasets import toy_csv
 from tests.ui.conftest import csrf_of, make_key, new_client, sign_in
@@ -113,7 +115,19 @@ async def test_every_state_changing_form_needs_the_csrf_token(client, db, org_a)
         ("/ui/deployments/d/try", {"data": {"text": "hi"}}),
         ("/ui/jobs/ftjob-x/cancel", {"data": {}}),
         ("/ui/keys/key-x/revoke", {"data": {}}),
+        ("/ui/deployments/d/model", {"data": {"model": "ft:x"}}),
+        ("/ui/deployments/d/traffic", {"data": {"ref": "ft:x", "weight": "100", "sticky_header": "x-user"}}),
+        ("/ui/deployments/d/shadow", {"data": {}}),
+        ("/ui/deployments/d/rollback", {"data": {}}),
+        ("/ui/registered/r/aliases", {"data": {"alias": "prod", "version": "1"}}),
+        ("/ui/registered/r/aliases/prod/delete", {"data": {}}),
+        ("/ui/download", {"data": {"model": "ft:x"}}),
     ]
+    # Every form the console accepts is in the list (sign-in has its own pre-session token, tested above;
+    # sign-out without the token ends nothing, tested below).
+    forms = [r for router in console_routers() for r in router.routes if isinstance(r, APIRoute) and "POST" in r.methods]
+    reached = {next(r.path for r in forms if r.path_regex.match(path)) for path, _ in posts}
+    assert [r.path for r in forms if r.path not in reached] == ["/ui/signin", "/ui/signout"]
     for path, kw in posts:
         for token in (None, "forged-" + csrf[:10]):
             data = dict(kw.get("data", {}))
@@ -123,6 +137,8 @@ async def test_every_state_changing_form_needs_the_csrf_token(client, db, org_a)
             assert r.status_code == 403 and "CSRF" in r.text, (path, token, r.status_code)
     with db.session() as s:
         assert s.scalar(select(ApiKey).where(ApiKey.name == "x")) is None
+    r = await client.post("/ui/signout", data={"csrf": "forged-" + csrf[:10]})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/overview"  # still signed in
     r = await client.post("/ui/keys", data={"name": "x", "scope": "read", "csrf": csrf})
     assert r.status_code == 201 and re.search(r"aiaas_sk_\w+", r.text)
 
