@@ -147,3 +147,24 @@ def test_recent_uses_age_by_halving_and_forget_zeros():
     assert (uses["a"], uses["b"]) == (0, 1)
     with pytest.raises(ValueError, match="window"):
         RecentUses(window=0)
+
+
+@linux_only
+def test_the_local_runtime_loads_at_the_settings_nice():
+    from aiaas.core.settings import Settings
+    from aiaas.serving.local import LocalRuntime
+
+    base = _nice()
+    assert Settings().model_load_nice == 10
+    with pytest.raises(ValueError):
+        Settings(model_load_nice=20)
+
+    async def main(**kwargs):
+        loader = PriorityLoader()
+        runtime = LocalRuntime(loader, threads=1, memory_budget_bytes=1000, idle_unload_s=None, **kwargs)
+        await runtime.cache.get("a")
+        await runtime.aclose()
+        return loader.seen[0][0]
+
+    assert asyncio.run(main()) == min(19, base + 10)
+    assert asyncio.run(main(load_nice=0)) == base
