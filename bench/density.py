@@ -305,11 +305,19 @@ def cold_stats(seconds: list[float]) -> dict:
             "max": round(max(seconds), 3) if seconds else None}
 
 
+def load_nice() -> int:
+    """The load threads' nice value for this run: the server's default, or AIAAS_BENCH_DENSITY_LOAD_NICE (for an A/B)."""
+    from aiaas.core.settings import Settings
+
+    return int(os.environ.get("AIAAS_BENCH_DENSITY_LOAD_NICE", Settings.model_fields["model_load_nice"].default))
+
+
 def start(plan: Plan, work: Path, export: Path) -> Setup:
     env = procs.bench_env(AIAAS_DATA_DIR=str(work / "data"), AIAAS_ENV="production",
                           AIAAS_RATE_LIMIT_REQUESTS_PER_MINUTE=HIGH_RPM, AIAAS_RATE_LIMIT_TOKENS_PER_MINUTE=HIGH_TPM,
                           AIAAS_MODEL_MEMORY_BUDGET_MB=str(plan.budget_mb), AIAAS_LOG_FORMAT="json",
-                          AIAAS_QUOTA_DEPLOYMENTS=str(plan.models))  # default 50 an organisation: raised as an operator would
+                          AIAAS_QUOTA_DEPLOYMENTS=str(plan.models),  # default 50 an organisation: raised as an operator would
+                          AIAAS_MODEL_LOAD_NICE=str(load_nice()))
     key = _init(env)
     t = time.perf_counter()
     models = register_copies(work / "data", key, export, plan.models, work)
@@ -412,6 +420,7 @@ def main() -> None:
                      "accuracy guard (fp32 kept in the artifact), pre-optimised first-token graph stored; each copy its own "
                      "encrypted artifact",
             "models": plan.models, "zipf_s": ZIPF_S, "memory_budget_mb": plan.budget_mb, "plan": vars(plan),
+            "model_load_nice": load_nice(),
             **measured,
             "hit_rate_vs_models": [{"models": c["models"], "hit_rate": c["hit_rate"],
                                     "request_hit_rate": c["request_hit_rate"], "budget_mb": plan.budget_mb,

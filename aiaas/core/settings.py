@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(default=20_000, gt=0)
     model_memory_budget_mb: int = Field(default=4096, gt=0)
     model_idle_unload_s: float = Field(default=900.0, gt=0)
+    # How much lower than request serving the model cache's load threads run (nice; 0: the same priority): a
+    # load's ~0.2 s of CPU then takes a core from requests only where one is idle (bench/README.md, "Density").
+    model_load_nice: int = Field(default=10, ge=0, le=19)
     # One more inference thread than usable cores: the event loop shares the GIL with them, and while
     # one waits for it the spare keeps the cores busy. 2 cores: 1.86 vs 1.68 cores busy, +4.7% requests
     # served (median of 6 same-run windows; bench/README.md, "Serving: what changed").

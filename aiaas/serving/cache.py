@@ -8,11 +8,15 @@
   (default: half the usable cores, at least 1): each is CPU- and memory-heavy, and a burst
   of misses (many models, long-tailed traffic) loading all at once would only slow each
   other and the resident models' requests down.
-  A hit never waits for a load (there is no cache-wide lock).
-- LRU eviction keeps the total under `memory_budget_bytes`, loads included: before a model
-  loads, least recently used idle models are evicted to make room for its expected size
+  A hit never waits for a load (there is no cache-wide lock). Loads run in the cache's own
+  threads, at a lower OS priority than the threads serving requests (cache_policy.py,
+  `load_nice`), unless the caller gives an executor.
+- Eviction keeps the total under `memory_budget_bytes`, loads included: before a model
+  loads, idle models are evicted to make room for its expected size
   (its size when last loaded, else the largest model seen), so the budget holds while it loads
-  rather than only once it has loaded. A model with requests in
+  rather than only once it has loaded. Which go first: the fewest requests over a recent window
+  (cache_policy.RecentUses), least recently used among equals, so a one-off request for a
+  long-tail model evicts the previous one-off, not a model in steady use. A model with requests in
   flight is never evicted (its memory would not come back anyway), nor is a pinned one.
   If nothing can go yet, the cache runs over budget and evicts as requests finish.
 - With `idle_unload_s`, a model unused that long is unloaded, unless pinned
@@ -46,6 +50,7 @@ from typing import Any
 
 from aiaas.core.cpu import usable_cores
 from aiaas.core.errors import InsufficientMemory, Unavailable
+from aiaas.serving.cache_policy import DEFAULT_WINDOW, LOAD_NICE, RecentUses, load_executor
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +102,12 @@ class ModelCache:
         executor: concurrent.futures.Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_concurrent_loads: int | None = None,
+        load_nice: int = LOAD_NICE,
+        recent_window: int = DEFAULT_WINDOW,
     ) -> None:
+        """`executor`: where loads run; None: the cache's own `max_concurrent_loads` threads, each
+        `load_nice` below the process's priority (0: the same). `recent_window`: requests over which
+        eviction counts each model's use (cache_policy.RecentUses)."""
         if not callable(loader):
             raise TypeError(f"loader must be callable, got {type(loader).__name__}")
         if not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0:
@@ -121,10 +131,16 @@ class ModelCache:
         self._sizes: dict[str, int] = {}  # each model's size when last loaded: what its next load will need
         self._reserved: dict[str, int] = {}  # room held for the loads running now
         self._idle_s = idle_unload_s
-        self._executor = executor  # None: the loop's default executor
+        if not isinstance(load_nice, int) or isinstance(load_nice, bool) or not 0 <= load_nice <= 19:
+            raise ValueError(f"load_nice must be an integer in 0..19, got {load_nice!r}")
+        self._executor = executor
+        self._own_executor: concurrent.futures.ThreadPoolExecutor | None = None  # made at the first load
+        self._load_nice = load_nice
+        self._recent = RecentUses(recent_window)
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._loading: dict[str, asyncio.Future[_Entry]] = {}
+        self._waiting: dict[str, int] = {}  # requests waiting for each loading model
         self._pinned: set[str] = set()
         # Bumped by evict(): a load that started before an evict must not install a stale model.
         self._generation: dict[str, int] = {}
@@ -205,6 +221,7 @@ class ModelCache:
         holding it finish with their reference; the next get() loads afresh."""
         self._generation[key] = self._generation.get(key, 0) + 1
         self._sizes.pop(key, None)  # a new version may differ in size
+        self._recent.forget(key)
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._counters.evictions += 1
@@ -281,12 +298,16 @@ class ModelCache:
             _close(entry.predictor)
             self._unloaded(key)
         self._entries.clear()
+        if self._own_executor is not None:  # its loads are done (awaited above)
+            self._own_executor.shutdown(wait=False)
+            self._own_executor = None
 
     # -- internals --------------------------------------------------------------------------
     async def _acquire(self, key: str) -> _Entry:
         if self._closed:
             raise Unavailable("The model server is shutting down; retry the request.")
         self._ensure_sweeper()
+        self._recent.add(key)
         entry = self._entries.get(key)
         if entry is not None:
             self._counters.hits += 1
@@ -297,8 +318,16 @@ class ModelCache:
                 future = asyncio.ensure_future(self._load(key))
                 self._loading[key] = future
                 future.add_done_callback(partial(self._load_done, key))
-            # shield: one impatient caller being cancelled must not cancel everyone's load.
-            entry = await asyncio.shield(future)
+            # Counted while they wait: a model just loaded for waiting requests is not evicted (for the
+            # next load's room) before they wake up and hold it. shield: one impatient caller being
+            # cancelled must not cancel everyone's load.
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+            try:
+                entry = await asyncio.shield(future)
+            finally:
+                self._waiting[key] -= 1
+                if not self._waiting[key]:
+                    del self._waiting[key]
             if self._entries.get(key) is not entry:  # evicted between load and wake-up
                 return await self._acquire(key)
         entry.in_flight += 1
@@ -349,7 +378,7 @@ class ModelCache:
         try:
             self._enforce_budget()
             started = time.perf_counter()
-            predictor = await asyncio.get_running_loop().run_in_executor(self._executor, self._loader, key)
+            predictor = await asyncio.get_running_loop().run_in_executor(self._load_pool(), self._loader, key)
             size = _size_of(predictor)
         except Exception:
             self._counters.load_failures += 1
@@ -359,20 +388,28 @@ class ModelCache:
             self._reserved.pop(key, None)  # the caller installs the entry before anything else runs
         return predictor, size, time.perf_counter() - started
 
+    def _load_pool(self) -> concurrent.futures.Executor:
+        if self._executor is not None:
+            return self._executor
+        if self._own_executor is None:
+            self._own_executor = load_executor(self._max_loads, self._load_nice)
+        return self._own_executor
+
     def _enforce_budget(self, protect: str | None = None) -> None:
-        """Evict least recently used, idle, unpinned models until the loaded ones and the room held
-        for loads in progress fit the budget."""
+        """Evict idle, unpinned models, fewest recent requests first (least recently used among
+        equals), until the loaded ones and the room held for loads in progress fit the budget."""
         total = self.memory_bytes + sum(self._reserved.values())
         if total <= self._budget:
             self._over_budget = False
             return
-        for key in list(self._entries):  # oldest first
+        candidates = [
+            key for key, e in self._entries.items()  # least recently used first: sorted() keeps that order
+            if key != protect and e.in_flight == 0 and key not in self._pinned and key not in self._waiting
+        ]
+        for key in sorted(candidates, key=self._recent.__getitem__):
             if total <= self._budget:
                 break
-            entry = self._entries[key]
-            if key == protect or entry.in_flight > 0 or key in self._pinned:
-                continue
-            del self._entries[key]
+            entry = self._entries.pop(key)
             _close(entry.predictor)
             self._unloaded(key)
             total -= entry.size

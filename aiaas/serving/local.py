@@ -20,6 +20,7 @@ import numpy as np
 from aiaas.core.errors import InvalidRequest
 from aiaas.serving.batcher import MicroBatcher, text_length
 from aiaas.serving.cache import ModelCache
+from aiaas.serving.cache_policy import LOAD_NICE
 from aiaas.serving.interface import ModelInfo, ModelRef, Outputs, Runtime
 
 if TYPE_CHECKING:  # the runtime module imports onnxruntime; a process serving nothing never needs it
@@ -31,9 +32,11 @@ SCORES, EMBEDDINGS = "scores", "embeddings"
 
 class LocalRuntime(Runtime):
     def __init__(self, loader: Callable[[str], ServedModel], *, threads: int, memory_budget_bytes: int,
-                 idle_unload_s: float | None, on_batch: Callable[[str, int], None] | None = None) -> None:
-        """`loader(artifact)` returns a loaded model (runtime.ServedModel); it runs in a worker thread. `on_batch(kind, size)`
-        is told each batch the inference threads ran (metrics; called from those threads)."""
+                 idle_unload_s: float | None, on_batch: Callable[[str, int], None] | None = None,
+                 load_nice: int = LOAD_NICE) -> None:
+        """`loader(artifact)` returns a loaded model (runtime.ServedModel); it runs in a worker thread (the cache's,
+        `load_nice` below the serving threads' priority). `on_batch(kind, size)` is told each batch the inference
+        threads ran (metrics; called from those threads)."""
         if not callable(loader):
             raise TypeError(f"loader must be callable, got {type(loader).__name__}")
         if not isinstance(threads, int) or threads < 1:
@@ -42,6 +45,7 @@ class LocalRuntime(Runtime):
         self._threads = threads
         self._budget = memory_budget_bytes
         self._idle_s = idle_unload_s
+        self._load_nice = load_nice
         self._on_batch = on_batch
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="infer")
         self._cache: ModelCache | None = None
@@ -52,7 +56,8 @@ class LocalRuntime(Runtime):
     def cache(self) -> ModelCache:
         """Created on first use, so a process that serves no model starts no sweeper."""
         if self._cache is None:
-            self._cache = ModelCache(self._loader, memory_budget_bytes=self._budget, idle_unload_s=self._idle_s)
+            self._cache = ModelCache(self._loader, memory_budget_bytes=self._budget, idle_unload_s=self._idle_s,
+                                     load_nice=self._load_nice)
             self._cache.on_unload(self._drop_batchers)
         return self._cache
 

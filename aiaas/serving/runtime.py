@@ -11,10 +11,12 @@ ONNX file), `tokenizer.json`, and one or more `model.<precision>.onnx` files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +75,28 @@ def load_tokenizer(path: Path, *, max_length: int) -> Tokenizer:
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_length)
+    return tokenizer
+
+
+# Tokenizers of the loaded models, one per (tokenizer.json contents, max_length): models fine-tuned from one base
+# share it. Building one is ~40 ms of CPU (up to ~200 ms under contention) during which the tokenizers library
+# holds the GIL, stalling every request in the process (bench/README.md, "Density"); reading and hashing the file
+# is ~1 ms. Weak: a tokenizer goes with the last model that uses it. Safe to share: the runtime never changes a
+# loaded tokenizer, and one already serves all inference threads.
+_tokenizers: weakref.WeakValueDictionary[tuple[bytes, int], Tokenizer] = weakref.WeakValueDictionary()
+_tokenizers_lock = threading.Lock()
+
+
+def shared_tokenizer(path: Path, *, max_length: int) -> Tokenizer:
+    """load_tokenizer's tokenizer, the same object for every model with the same file contents and max_length."""
+    data = path.read_bytes()
+    key = (hashlib.sha256(data).digest(), max_length)
+    with _tokenizers_lock:
+        tokenizer = _tokenizers.get(key)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(path, max_length=max_length)
+        with _tokenizers_lock:
+            tokenizer = _tokenizers.setdefault(key, tokenizer)
     return tokenizer
 
 
@@ -373,9 +397,12 @@ ServedModel = Predictor | ensemble.EnsemblePredictor  # what load_predictor retu
 
 
 def load_predictor(
-    artifact_dir: Path, *, intra_op_threads: int = 1, precision: str | None = None
-) -> ServedModel:
-    """Load an exported artifact. `precision` overrides the export's choice (e.g. "fp32").
+    artifact_dir: Path, *, intra_op_threads: int = 1, precision: str | None = None,
+    full_graph: Callable[[], bytes] | None = None,
+) -> ServedModel:  # fmt: skip
+    """Load an exported artifact. `precision` overrides the export's choice (e.g. "fp32"). `full_graph`: where a
+    one-graph model served by its first-token graph gets its full graph's bytes when an embeddings request opens
+    it (the loader reads the stored artifact again); without it they are read now and kept (load_graph).
 
     An ensemble artifact (serving/ensemble.py) loads its two members with `load_graph` and answers
     as one model: an EnsemblePredictor, which has a Predictor's whole public surface."""
@@ -386,12 +413,13 @@ def load_predictor(
             return load_graph(path, intra_op_threads=intra_op_threads, precision=wanted)
 
         return ensemble.load_ensemble(artifact_dir, meta, member, precision=precision)
-    return load_graph(artifact_dir, intra_op_threads=intra_op_threads, precision=precision, meta=meta)
+    return load_graph(artifact_dir, intra_op_threads=intra_op_threads, precision=precision, meta=meta,
+                      full_graph=full_graph)
 
 
 def load_graph(
     artifact_dir: Path, *, intra_op_threads: int = 1, precision: str | None = None,
-    meta: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None, full_graph: Callable[[], bytes] | None = None,
 ) -> Predictor:  # fmt: skip
     """Load a one-graph artifact (transformer, tfidf-linear, char-cnn): one ONNX session and its tokenizer."""
     artifact_dir = Path(artifact_dir)
@@ -407,20 +435,20 @@ def load_graph(
     for path in (model_path, tokenizer_path):
         if not path.is_file():
             raise InvalidFile(f"Artifact file missing: {path}")
-    tokenizer = load_tokenizer(tokenizer_path, max_length=meta["max_length"])
+    tokenizer = shared_tokenizer(tokenizer_path, max_length=meta["max_length"])
     memory, full_memory = session_memory(model_path.stat().st_size), 0
     logits_session, stored = None, _stored_first_token(artifact_dir, runtime, chosen)
     if first_token_accepted(runtime, chosen):
         logits_session = open_first_token_session(model_path, intra_op_threads=intra_op_threads, stored=stored)
     session: ort.InferenceSession | Callable[[], ort.InferenceSession]
     if logits_session is not None:
-        # The full graph (embeddings) opens on first use. Its bytes are read now: an artifact decrypted for
-        # the load is deleted as soon as the load returns. Budgeted is what is open: the first-token session
-        # and those bytes; the full session's share is added if and when it opens (Predictor._session_for).
-        graph = model_path.read_bytes()
-        session = lambda: make_session(graph, intra_op_threads=intra_op_threads)
+        # The full graph (embeddings) opens on first use. Budgeted is what is open: the first-token session (and
+        # the full graph's bytes, where kept); the full session's share is added if and when it opens
+        # (Predictor._session_for).
+        source, kept = _full_graph_source(model_path, full_graph)
+        session = lambda: make_session(source(), intra_op_threads=intra_op_threads)
         full_memory = memory
-        memory = session_memory((stored or model_path).stat().st_size) + len(graph)
+        memory = session_memory((stored or model_path).stat().st_size) + kept
     else:
         session = make_session(model_path, intra_op_threads=intra_op_threads)
     predictor = Predictor(
@@ -444,6 +472,19 @@ def load_graph(
         memory >> 20,
     )
     return predictor
+
+
+def _full_graph_source(model_path: Path, full_graph: Callable[[], bytes] | None) -> tuple[Callable[[], bytes], int]:
+    """Where a lazily opened full graph's bytes come from, and how many of them are kept until then: `full_graph`
+    (nothing kept), else the file read now and kept (an artifact decrypted for a load is deleted when it returns)."""
+    if full_graph is not None:
+        return full_graph, 0
+    graph = model_path.read_bytes()
+
+    def kept_graph() -> bytes:
+        return graph
+
+    return kept_graph, len(graph)
 
 
 def _stored_first_token(artifact_dir: Path, runtime: dict[str, Any], precision: str) -> Path | None:

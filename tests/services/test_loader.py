@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from aiaas.serving.sessions import onnxruntime_version, stored_first_token_file
 from aiaas.services.inference.loader import ArtifactLoader
 from aiaas.store import tenancy
@@ -62,7 +64,8 @@ def test_the_stored_first_token_graph_is_decrypted_with_the_graph_it_narrows(set
              "precision": "int8", "requires": {}}
     spy, uri = _stored(settings, db, classifier_artifact, tmp_path, patch)
     loader = ArtifactLoader(settings, spy)  # type: ignore[arg-type]
-    assert loader._needed_files(uri + "/onnx") == ["aiaas.json", "tokenizer.json", "model.decoy.onnx", "model.ft.onnx"]
+    assert loader._needed_files(uri + "/onnx") == (["aiaas.json", "tokenizer.json", "model.decoy.onnx", "model.ft.onnx"],
+                                                   "model.decoy.onnx")
 
 
 def test_the_fp32_fallback_comes_too_where_the_chosen_graph_needs_what_this_machine_lacks(
@@ -80,3 +83,35 @@ def test_an_artifact_without_a_runtime_section_is_decrypted_whole(settings, db, 
     loader._needed_files = lambda onnx: None  # type: ignore[method-assign]
     assert loader(uri).predict(["fine"]).shape == (1, 2)
     assert spy.opened == [""]  # the whole onnx/ directory, as before
+
+
+def test_a_first_token_model_reads_its_full_graph_again_when_an_embeddings_request_opens_it(
+        settings, db, classifier_artifact, tmp_path):
+    """A loaded model does not keep its full graph's bytes in memory for an embeddings request that may never come:
+    that request decrypts the graph again (bench/README.md, "Density"), and answers what the artifact answers."""
+    from aiaas.serving.runtime import load_predictor
+    from aiaas.serving.sessions import session_memory
+
+    source = tmp_path / "source"
+    shutil.copytree(classifier_artifact, source)
+    meta = json.loads((source / "onnx/aiaas.json").read_text())
+    runtime = meta["runtime"]
+    precision = runtime["precision"]
+    if stored_first_token_file(runtime, precision) is None:
+        from aiaas.registry.export.guard import store_first_token_graph
+
+        store_first_token_graph(source / "onnx")
+        runtime = json.loads((source / "onnx/aiaas.json").read_text())["runtime"]
+    first_token = stored_first_token_file(runtime, precision)
+    assert first_token is not None  # the tiny classifier's first-token graph is accepted and stored
+    spy, uri = _stored(settings, db, source, tmp_path, {"files": runtime["files"]})  # no decoy: the real graph
+    model = ArtifactLoader(settings, spy)(uri)  # type: ignore[arg-type]
+    graph = "/" + runtime["files"][precision]
+    assert model.first_token_logits and spy.opened.count(graph) == 1
+    assert model.memory_bytes == session_memory((source / "onnx" / first_token).stat().st_size)  # no bytes kept
+    assert model.predict(["great service"]).shape == (1, 2) and spy.opened.count(graph) == 1
+    embeddings = model.embed(["great service", "it broke"])
+    assert spy.opened.count(graph) == 2  # decrypted again, for the full graph only
+    assert model.memory_bytes > session_memory((source / "onnx" / first_token).stat().st_size)
+    np.testing.assert_allclose(embeddings, load_predictor(source / "onnx").embed(["great service", "it broke"]),
+                               atol=1e-5)

@@ -257,3 +257,25 @@ def test_loading_turns_the_tokenizer_pool_off_unless_the_operator_chose(single_l
     from aiaas.serving.runtime import _encode
 
     assert [e.ids for e in _encode(tokenizer, TEXTS)] == [e.ids for e in tokenizer.encode_batch(TEXTS)]
+
+
+def test_models_with_the_same_tokenizer_share_one_while_any_is_loaded(single_label, tmp_path):
+    """Building a tokenizer holds the GIL for tens of ms (bench/README.md, "Density"): loads of models fine-tuned
+    from one base reuse the tokenizer a loaded model already has, and it goes with the last of them."""
+    import gc
+
+    from aiaas.serving import runtime
+
+    copy = tmp_path / "copy"
+    shutil.copytree(single_label[1], copy)
+    first, second = load_predictor(single_label[1]), load_predictor(copy)
+    assert first._tokenizer is second._tokenizer
+    assert np.array_equal(first.predict(TEXTS), second.predict(TEXTS))
+    shorter = runtime.shared_tokenizer(copy / runtime.TOKENIZER_FILE, max_length=MAX_LENGTH // 2)
+    assert shorter is not first._tokenizer  # truncation differs: a tokenizer of its own
+    key = next(k for k, v in runtime._tokenizers.items() if v is first._tokenizer)
+    first.close()
+    second.close()
+    del first, second, shorter
+    gc.collect()
+    assert key not in runtime._tokenizers

@@ -11,10 +11,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiaas.core.errors import Unavailable
+from aiaas.core.errors import AiaasError, Unavailable
 from aiaas.core.settings import Settings
 from aiaas.store.blobs import BlobStore
 from aiaas.store.encrypted import private_tempdir
@@ -40,28 +41,43 @@ class ArtifactLoader:
             return load_predictor(self._base_export(artifact[len("base:"):]))
         # Artifacts are encrypted at rest: decrypt the ONNX part into private memory-backed storage,
         # load it (ONNX Runtime and the tokenizer read everything into memory), and let it vanish.
-        with self._runtime_files(artifact.rstrip("/") + "/onnx") as onnx_dir:
+        onnx = artifact.rstrip("/") + "/onnx"
+        with self._runtime_files(onnx) as (onnx_dir, lazy):
             if not Path(onnx_dir).is_dir():
                 raise Unavailable("This model has no exported runtime artifact; re-run its fine-tuning job.")
-            return load_predictor(Path(onnx_dir))
+            # A model served by its stored first-token graph opens the full graph only for an embeddings request:
+            # it is decrypted again then, instead of being kept in memory (22 of 79 MiB for MiniLM-L6 int8) by
+            # every loaded model in case one comes (bench/README.md, "Density").
+            full_graph = None if lazy is None else partial(self._read, f"{onnx}/{lazy}")
+            return load_predictor(Path(onnx_dir), full_graph=full_graph)
+
+    def _read(self, uri: str) -> bytes:
+        """One file of a stored artifact, decrypted."""
+        try:
+            with self.blobs.open_local(uri) as path:
+                return path.read_bytes()
+        except (AiaasError, OSError) as exc:  # deleted since the model loaded (the cache drops it with its deployment)
+            raise Unavailable("This model's artifact is no longer stored; retry the request.") from exc
 
     @contextlib.contextmanager
-    def _runtime_files(self, onnx: str) -> Iterator[Path]:
+    def _runtime_files(self, onnx: str) -> Iterator[tuple[Path, str | None]]:
         """onnx/ decrypted, with only what loading a one-graph model reads where aiaas.json says what that is:
         the export keeps its fp32 graph as a fallback next to the int8 one (91 of MiniLM-L6's 114 MB), and
         decrypting it on every cold load cost CPU and memory-backed space for nothing (bench/README.md,
-        "Density"). Anything else (ensembles, an unknown requirement, no meta): the whole directory."""
-        names = self._needed_files(onnx)
-        if names is None:
+        "Density"). Anything else (ensembles, an unknown requirement, no meta): the whole directory.
+        Also yields the name of the graph the stored first-token graph narrows, where that is what loads."""
+        needed = self._needed_files(onnx)
+        if needed is None:
             with self.blobs.open_local(onnx) as whole:
-                yield whole
+                yield whole, None
             return
+        names, narrowed = needed
         with private_tempdir() as root, contextlib.ExitStack() as files:
             for name in names:
                 os.symlink(files.enter_context(self.blobs.open_local(f"{onnx}/{name}")), root / name)
-            yield root
+            yield root, narrowed
 
-    def _needed_files(self, onnx: str) -> list[str] | None:
+    def _needed_files(self, onnx: str) -> tuple[list[str], str | None] | None:
         from aiaas.serving.ensemble import is_ensemble
         from aiaas.serving.runtime import META_FILE, TOKENIZER_FILE, unmet_requirements
         from aiaas.serving.sessions import first_token_accepted, stored_first_token_file
@@ -87,7 +103,8 @@ class ArtifactLoader:
             names.append(fallback)
         elif first_token_accepted(runtime, precision) and (ft := stored_first_token_file(runtime, precision)):
             names.append(ft)  # the logits graph the export stored, which the runtime opens (serving/sessions.py)
-        return names
+            return names, chosen
+        return names, None
 
     def _base_export(self, base_id: str) -> Path:
         """Export a base encoder to ONNX once (in a subprocess: the API never imports torch)."""

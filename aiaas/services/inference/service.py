@@ -95,6 +95,7 @@ class InferenceService:
             threads=settings.inference_threads,
             memory_budget_bytes=settings.model_memory_budget_mb * 1024 * 1024,
             idle_unload_s=settings.model_idle_unload_s,
+            load_nice=settings.model_load_nice,
             on_batch=None if telemetry is None else (
                 lambda kind, n: telemetry.observe("aiaas_inference_batch_size", (kind,), n)),
         )
