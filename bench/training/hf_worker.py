@@ -12,8 +12,13 @@ the CPU computes bf16 natively (AMX or AVX-512 BF16 in /proc/cpuinfo; emulated b
 slower than fp32), `optim="adamw_torch_fused"`, and the batch size, warmup steps and weight decay
 given (bench.training.run passes aiaas's resolved ones; the schedule is linear decay after the warmup
 in both, gradients clipped to norm 1 in both, max_length 128 in both) and aiaas's learning rate
-(`--learning-rate`; without it the Trainer's 5e-5, which left MiniLM at chance after a few hundred steps in a
-500-sentence run). `--seed` sets the Trainer's seed (default 42, its own). Run in its own process
+(`--learning-rate`; without it the Trainer's 5e-5: the same learning rate on both sides. The 500-sentence
+run that seemed to leave MiniLM at chance at 5e-5 read its predictions in the wrong order, below). `--seed` sets the Trainer's seed (default 42, its own).
+
+Predictions are read back in the dataset's order (`predict_in_order`): with length grouping on, this Trainer
+also predicts through a shuffled length-grouped sampler, so `predict().predictions` come in that sampler's
+order; read as if in the dataset's order they scored chance (49.5-51%) in the first quiet run of issue #18 while
+the model had learned (bench/README.md, "Training: the tuned Trainer at chance"). Run in its own process
 by bench.training.run:
 
     python -m bench.training.hf_worker SPLIT.json OUT.json --epochs 3 --model DIR
@@ -30,6 +35,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,10 +70,31 @@ def tuned_arguments(
         "optim": "adamw_torch_fused",
         "warmup_steps": warmup_steps,
         "weight_decay": weight_decay,
-        # ours, when given: at the Trainer's default 5e-5 a few hundred steps left MiniLM at chance (48.8%)
+        # ours, when given: the same learning rate on both sides (without it, the Trainer's 5e-5)
         **({"learning_rate": learning_rate} if learning_rate is not None else {}),
         **grouping,
     }
+
+
+def predict_in_order(trainer: Any, dataset: Any, labels: list[int]) -> np.ndarray:
+    """`trainer.predict(dataset)`'s predictions, row i for dataset[i] (whose label is labels[i]).
+
+    With `train_sampling_strategy="group_by_length"` (`group_by_length=True` before transformers 5) the Trainer
+    predicts through the same kind of sampler it trains with (`Trainer._get_eval_sampler`: a LengthGroupedSampler,
+    shuffled, seeded with args.data_seed or args.seed afresh on each call), and returns predictions and label_ids
+    in that order. A fresh sampler gives that order again; the label_ids, put back the same way, must then equal
+    `labels`, or this raises rather than score predictions against the wrong rows."""
+    output = trainer.predict(dataset)
+    sampler = trainer._get_eval_sampler(dataset)
+    order = np.arange(len(dataset)) if sampler is None else np.fromiter(iter(sampler), dtype=np.int64)
+    predictions, label_ids = np.asarray(output.predictions), np.asarray(output.label_ids)
+    if len(order) != len(predictions) or sorted(order.tolist()) != list(range(len(dataset))):
+        raise RuntimeError(f"the eval sampler's order is not a permutation of the {len(dataset)} rows")
+    in_order, put_back = np.empty_like(predictions), np.empty_like(label_ids)
+    in_order[order], put_back[order] = predictions, label_ids
+    if not np.array_equal(put_back, np.asarray(labels)):
+        raise RuntimeError("predictions could not be put back in the dataset's order: label_ids do not match")
+    return in_order
 
 
 def main() -> None:
@@ -173,8 +200,8 @@ def main() -> None:
         output = trainer.train()
         train_s = time.perf_counter() - t0
         load.append(loadavg())
-        val_pred = np.asarray(trainer.predict(val_set).predictions).argmax(-1)
-        test_pred = np.asarray(trainer.predict(test_set).predictions).argmax(-1)
+        val_pred = predict_in_order(trainer, val_set, val_set.labels).argmax(-1)
+        test_pred = predict_in_order(trainer, test_set, test_set.labels).argmax(-1)
     val_acc, val_f1 = accuracy_and_f1(val_pred, np.array(val_set.labels), len(split.labels))
     test_acc, _ = accuracy_and_f1(test_pred, np.array(test_set.labels), len(split.labels))
     padding = f"max_length ({MAX_LENGTH})"

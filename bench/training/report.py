@@ -29,7 +29,9 @@ during each run is in the table, {m["loadavg_start"]} when this report was put t
 - **HF Trainer, tuned** (issue #18): `DataCollatorWithPadding` (dynamic padding), `group_by_length`
   (`train_sampling_strategy="group_by_length"` in transformers 5), `bf16=True` {bf16},
   `optim="adamw_torch_fused"`, and aiaas's batch size, epochs, max_length (128), warmup steps then linear
-  decay, weight decay, gradient clipping at 1.0 and learning rate (its own default, 5e-5, left MiniLM at chance in a 500-sentence run).
+  decay, weight decay, gradient clipping at 1.0 and learning rate; its predictions are read back in the
+  dataset's order (with length grouping on, the Trainer predicts in a shuffled order: see "Training: the tuned
+  Trainer at chance").
 
 aiaas and the tuned Trainer run {r["rounds"]} rounds, alternating (aiaas, tuned, aiaas, tuned, ...),
 round r with seed {42}+r on both sides; ratios are per round (the two runs of a round are minutes apart
