@@ -102,7 +102,8 @@ PATTERNS: dict[str, list[Shape]] = {
     "aiaas.data.profile:_ASCII_LETTER": TEXT_SHAPES + [("1", "")],
     # The token estimate runs over every inference text before the model does.
     "aiaas.services.inference.tokens:_PIECES": TEXT_SHAPES + [("a", "\u3002"), ("\u6f22", "a"), ("!", ""), ("_a", " ")],
-    "aiaas.services.inference.tokens:_ASCII_PIECES": TEXT_SHAPES + [("a", "!"), ("!", ""), ("_a", " "), ("\x1c", "a")],
+    "aiaas.services.inference.tokens:_ASCII_PIECES": TEXT_SHAPES + [("a", "!"), ("!", ""), ("_a", " "),
+                                                                    ("\x1c", "a")],
 }
 # Patterns the code also runs anchored (match/fullmatch), which can backtrack where a scan does not.
 ANCHORED = {

@@ -170,7 +170,8 @@ def test_an_answer_gets_the_rate_headers_and_only_them(backend: str) -> None:
     x-ratelimit-* header of a decision, allowed, adjusted or refused, and never its Retry-After."""
     async def scenario(limiter: RateLimiter, _: RateLimiter, clock: FakeClock) -> None:
         limits = Limits(requests_per_minute=1, tokens_per_minute=50)
-        decisions = [await limiter.check("k", limits, tokens=10), await limiter.adjust("k", limits, tokens=-5),
+        decisions = [await limiter.check("k", limits, tokens=10),
+                     await limiter.adjust("k", limits, tokens=-5),
                      await limiter.check("k", limits, tokens=10)]
         assert [d.allowed for d in decisions] == [True, True, False]
         assert "Retry-After" in decisions[2].headers
