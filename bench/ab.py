@@ -414,8 +414,9 @@ def readme_section(result: dict) -> str:
         "0.05); per-round figures, each side's spread and the parameters are in "
         "`bench/results/ab_refactor.json`.",
     ]
-    if "callgrind" in result:  # bench/callgrind_ab.py's run, kept beside this one in the results file
-        out += ["", callgrind_ab.readme_part(result["callgrind"])]
+    for key in ("callgrind", "callgrind_winback"):  # bench/callgrind_ab.py's runs, kept in the results file
+        if key in result:
+            out += ["", callgrind_ab.readme_part(result[key])]
     return "\n".join(out)
 
 
@@ -480,9 +481,11 @@ def main() -> None:
     if args.quick:
         return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    if RESULTS.exists() and "callgrind" in (kept := json.loads(RESULTS.read_text())):
-        result["callgrind"] = kept["callgrind"]  # bench/callgrind_ab.py's run: not this script's to drop
-        section = readme_section(result)
+    kept = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for key in ("callgrind", "callgrind_winback"):  # bench/callgrind_ab.py's runs: not this script's to drop
+        if key in kept:
+            result[key] = kept[key]
+    section = readme_section(result)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     replace_section(README, SECTION, section)
     log.info("wrote %s and the %r section of %s", RESULTS, SECTION, README)

@@ -18,7 +18,8 @@ a busy server amortises them over thousands of requests; ONNX Runtime runs one i
 
 A second, native run of the same loop under cProfile gives Python calls per request per function, to
 name what accounts for a difference (callgrind sees Python only as the interpreter's C functions).
-Results: bench/results/ab_refactor.json (key "callgrind") and the Refactor A/B section of bench/README.md.
+Results: bench/results/ab_refactor.json (key "callgrind", or --key: the merges' run and the win-back's
+"callgrind_winback" are kept side by side) and the Refactor A/B section of bench/README.md.
 """
 
 from __future__ import annotations
@@ -335,11 +336,12 @@ def readme_part(cg: dict) -> str:
     out = [
         f"**Instructions per request** (`python -m bench.callgrind_ab`, `bench/callgrind_ab.py`; run {cg['date']} "
         f"on an {m.get('cpu_model')}, {cg['valgrind']}): {cg['what']}. {cg['requests_per_side']} requests per "
-        f"tree after {cg['warmup_requests']} of warm-up; each merge against its first parent, then one tree "
-        "measured twice (what is left of noise) and whole ranges. Counts of executed instructions do not "
-        "depend on the machine's load, so one run per tree is enough.",
+        f"tree after {cg['warmup_requests']} of warm-up; each pair as labelled (a merge against its first "
+        "parent, or two trees), and one tree measured twice: what is left of noise, to hold each Δ against. "
+        "Counts of executed instructions do not depend on the machine's speed, but the event loop's polling "
+        "while a request runs in a thread does follow the scheduling, so that noise is not zero.",
         "",
-        "| merge | before → after (instructions / request) | after / before | Δ / request | same answers |",
+        "| pair | before → after (instructions / request) | after / before | Δ / request | same answers |",
         "|---|---:|---:|---:|---|",
     ]
     for p in cg["pairs"]:
@@ -359,6 +361,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=120)
     ap.add_argument("--warmup", type=int, default=60)
     ap.add_argument("--no-write", action="store_true", help="print the result, leave the results file alone")
+    ap.add_argument("--key", default="callgrind", help="the results file's key for this run (others are kept)")
     ap.add_argument("--work", type=Path, default=None,
                     help="keep each tree's measurement (and callgrind files) here and reuse them on a rerun")
     args = ap.parse_args()
@@ -419,7 +422,7 @@ def main() -> None:
             print(text)
         else:
             data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-            data["callgrind"] = result
+            data[args.key] = result
             RESULTS.write_text(json.dumps(data, indent=2) + "\n")
             from bench import ab  # the section holds both runs; ab.readme_section adds this one's part
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from aiaas import __version__
-from aiaas.api.deps import AppState, Services, verify_key
+from aiaas.api.deps import RATE_LIMIT_HEADERS, AppState, Services, verify_key
 from aiaas.api.docs import install_docs
 from aiaas.api.errors import install_error_handlers
 from aiaas.api.fastpath import FastRoutesMiddleware
@@ -219,6 +219,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     # rate-limit headers: one layer.
     app.add_middleware(
         EdgeMiddleware, telemetry=telemetry, limit_for=limit_for, authenticate=authenticate,
+        ratelimit_state_key=RATE_LIMIT_HEADERS,
         public_paths=frozenset(public), budget_for=lambda path: uploads if path.startswith(UPLOAD_PATHS) else None,
     )
     return app

@@ -24,7 +24,7 @@ from aiaas.core.errors import AuthenticationFailed, PermissionDenied
 from aiaas.core.settings import Settings
 from aiaas.security.keys import Principal, hash_key
 from aiaas.security.policy import required_scope
-from aiaas.security.ratelimit import Decision, Limits, RateLimiter
+from aiaas.security.ratelimit import Limits, RateLimiter
 from aiaas.security.ttlcache import TtlCache
 from aiaas.services import audit, authn
 from aiaas.services.file_checks import FileChecker
@@ -158,11 +158,6 @@ def _rate_headers(request: Request) -> dict[str, str]:
     return headers
 
 
-def _remember_headers(request: Request, decision: Decision) -> None:
-    _rate_headers(request).update(
-        {k: v for k, v in decision.headers.items() if k.lower().startswith("x-ratelimit-")})
-
-
 async def _charge_request(request: Request, state: AppState, principal: Principal, limits: OrgLimits) -> None:
     """One request against the key's requests/min; the tokens bucket is read (not charged) for its headers."""
     limiter = state.services.ratelimit
@@ -173,8 +168,9 @@ async def _charge_request(request: Request, state: AppState, principal: Principa
     if tpm:
         checks.append(limiter.check(f"t:{principal.key_id}", Limits(tokens_per_minute=tpm), tokens=0))
     decisions = [await check for check in checks] if limiter.local else await asyncio.gather(*checks)
+    headers = _rate_headers(request)
     for decision in decisions:
-        _remember_headers(request, decision)
+        decision.copy_rate_headers(headers)
     for decision in decisions:
         if not decision.allowed:
             raise refusal(decision)

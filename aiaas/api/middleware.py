@@ -130,7 +130,7 @@ class EdgeMiddleware:
         *,
         telemetry: Recorder,
         limit_for: Callable[[str], int],
-        ratelimit_state_key: str = "ratelimit_headers",
+        ratelimit_state_key: str,  # where the auth dependency leaves them (api/deps.py RATE_LIMIT_HEADERS)
         authenticate: Callable[[Scope], Awaitable[object]] | None = None,
         public_paths: frozenset[str] = frozenset(),
         budget_for: Callable[[str], ByteBudget | None] = lambda _path: None,

@@ -22,6 +22,7 @@ from aiaas.data.prepare_read import Columns, FileRead, read_cleaned
 from aiaas.data.report import label_counts, label_warnings, percentiles
 from aiaas.data.split import auto_fraction, multilabel_split, random_split, stratified_split
 from aiaas.data.types import TASKS, CleaningConfig, Example, PreparedData, Task
+from aiaas.protocol.tasks import DEFAULT_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def prepare_dataset(
     validation_filename: str | None = None,
     text_column: str = "text",
     label_column: str = "label",
-    task: Task = "single_label_classification",
+    task: Task = DEFAULT_TASK,
     cleaning: CleaningConfig | dict[str, Any] | None = None,
     seed: int = 42,
     validation_fraction: float | None = None,

@@ -48,10 +48,6 @@ PSI_PRIOR_COUNTS = 10.0
 PSI_FLOOR = 1e-4
 
 
-def length_bin(n: int) -> int:
-    return bisect_right(LENGTH_EDGES, n) - 1
-
-
 def length_histogram(texts: Iterable[str]) -> list[int]:
     counts = [0] * len(LENGTH_BINS)
     for t in texts:

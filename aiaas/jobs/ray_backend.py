@@ -41,7 +41,7 @@ from aiaas.core.errors import ConfigurationError
 from aiaas.core.settings import Settings
 from aiaas.jobs.lease import Lease
 from aiaas.store import jobs as job_store
-from aiaas.store.db import Database
+from aiaas.store.db import Database, rows_changed
 from aiaas.store.models import FineTuningJob
 
 if importlib.util.find_spec("ray") is None:  # pragma: no cover - depends on the install
@@ -64,7 +64,7 @@ def hand_over(db: Database, job_id: str, from_owner: str, to_owner: str, lease_s
             .where(FineTuningJob.id == job_id, FineTuningJob.lease_owner == from_owner)
             .values(lease_owner=to_owner, lease_expires_at=time.time() + lease_s)
         )
-        return result.rowcount == 1
+        return rows_changed(result) == 1
 
 
 def run_job_task(payload: dict[str, Any], job_id: str, claim_id: str) -> str:

@@ -34,6 +34,7 @@ from aiaas.core.clock import now
 from aiaas.core.errors import AiaasError
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings, make_private_dir
+from aiaas.protocol.tasks import DEFAULT_TASK
 from aiaas.jobs import kept_checkpoints
 from aiaas.jobs.lease import Lease
 from aiaas.jobs.mlflow_tracker import card_text
@@ -201,7 +202,7 @@ def _train(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJo
         lr_mult = hp.get("learning_rate_multiplier", "auto")
         config = TrainConfig(
             base_model=base_name,
-            task=job.options.get("task", "single_label_classification"),
+            task=job.options.get("task", DEFAULT_TASK),
             n_epochs=hp.get("n_epochs", "auto"),
             batch_size=hp.get("batch_size", "auto"),
             learning_rate_multiplier=lr_mult,
@@ -309,7 +310,7 @@ def _prepare(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuning
             validation_filename=val_file.filename if val_file else None,
             text_column=opts.get("text_column", "text"),
             label_column=opts.get("label_column", "label"),
-            task=opts.get("task", "single_label_classification"),
+            task=opts.get("task", DEFAULT_TASK),
             cleaning=CleaningConfig.from_dict(pre),
             seed=job.seed,
             validation_fraction=opts.get("validation_fraction"),

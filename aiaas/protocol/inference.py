@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -49,3 +50,30 @@ class PredictRequest(StrictModel):
 
     inputs: list[str] = Field(min_length=1)
     top_k: int | None = Field(default=None, ge=1, le=1000)
+
+
+# -- answers: the one shape of each, for the online routes and the batch lines (services/batches.py) --------
+def usage_public(tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": tokens, "total_tokens": tokens}
+
+
+def embeddings_public(model_id: str, vectors: Any, tokens: int, *, base64_out: bool) -> dict[str, Any]:
+    """POST /v1/embeddings: one float32 vector per input, as a list or little-endian base64."""
+    data = [{"object": "embedding", "index": i,
+             "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if base64_out else v.tolist()}
+            for i, v in enumerate(vectors)]
+    return {"object": "list", "data": data, "model": model_id, "usage": usage_public(tokens)}
+
+
+def classifications_public(model_id: str, results: list[dict[str, Any]], tokens: int) -> dict[str, Any]:
+    """POST /v1/classifications."""
+    return {"object": "list", "model": model_id,
+            "data": [{"object": "classification", "index": i, **r} for i, r in enumerate(results)],
+            "usage": usage_public(tokens)}
+
+
+def predictions_public(deployment: str, model_id: str, results: list[dict[str, Any]],
+                       tokens: int) -> dict[str, Any]:
+    """POST /v1/deployments/{name}/predict."""
+    return {"object": "list", "model": model_id, "deployment": deployment,
+            "data": [{"index": i, **r} for i, r in enumerate(results)], "usage": usage_public(tokens)}

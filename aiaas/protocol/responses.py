@@ -12,6 +12,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiaas.protocol.batches import BatchStatus
 from aiaas.protocol.integrations import MlflowIntegration
 
 T = TypeVar("T")
@@ -341,8 +342,7 @@ class BatchPublic(BaseModel):
     errors: dict[str, Any] | None = None
     input_file_id: str
     completion_window: str
-    status: Literal["validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling",
-                    "cancelled"]
+    status: BatchStatus
     output_file_id: str | None = None
     error_file_id: str | None = None
     created_at: int

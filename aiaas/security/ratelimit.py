@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 WINDOW_S = 60.0  # limits are per minute
 _EPS = 1e-9  # float slack so a bucket refilled to 0.9999999999 still pays for 1
+RATE_LIMIT_PREFIX = "x-ratelimit-"  # the headers an answer carries, refused or not (_put_headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,13 @@ class Decision:
             )
         return RateLimited(message, headers=dict(self.headers))
 
+    def copy_rate_headers(self, into: dict[str, str]) -> None:
+        """Put this decision's x-ratelimit-* headers (not a refusal's Retry-After) into an answer's."""
+        if self.allowed:  # an allowed decision carries nothing else (_decide, _adjusted)
+            into.update(self.headers)
+        else:
+            into.update({k: v for k, v in self.headers.items() if k.startswith(RATE_LIMIT_PREFIX)})
+
 
 def format_duration(seconds: float) -> str:
     """OpenAI's duration style: "20ms", "1s", "1.5s", "6m0s", "1h2m3s"."""
@@ -100,6 +108,7 @@ def _refill(level: float | None, limit: int, elapsed: float) -> float:
 
 
 def _put_headers(headers: dict[str, str], name: str, limit: int, after: float) -> None:
+    """The x-ratelimit-{limit,remaining,reset}-`name` headers: the one place they are written."""
     headers[f"x-ratelimit-limit-{name}"] = str(limit)
     headers[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(after + _EPS)))
     headers[f"x-ratelimit-reset-{name}"] = format_duration((limit - after) * WINDOW_S / limit)

@@ -8,7 +8,6 @@ model's batched throughput; each line is still answered, and metered, as one req
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 from aiaas.core.errors import AiaasError, InvalidRequest
 from aiaas.core.settings import Settings
 from aiaas.protocol.batches import BatchCreate
+from aiaas.protocol.inference import classifications_public, embeddings_public, predictions_public
 from aiaas.services import files as file_service
 from aiaas.services.inference.metering import Caller
 from aiaas.services.inference.service import InferenceService
@@ -240,18 +240,11 @@ async def _answer_group(service: InferenceService, caller: Caller, batch_id: str
 
 def _body(kind: str, name: str, model_id: str, results: Any, tokens: int, opts: tuple[Any, ...]) -> dict[str, Any]:
     """The body the online route answers (api/routes/inference.py, deployments.py predict)."""
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     if kind == "embed":
-        b64 = opts[1] == "base64"
-        data = [{"object": "embedding", "index": i,
-                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if b64 else v.tolist()}
-                for i, v in enumerate(results)]
-        return {"object": "list", "data": data, "model": model_id, "usage": usage}
+        return embeddings_public(model_id, results, tokens, base64_out=opts[1] == "base64")
     if kind == "predict":
-        return {"object": "list", "model": model_id, "deployment": name,
-                "data": [{"index": i, **r} for i, r in enumerate(results)], "usage": usage}
-    return {"object": "list", "model": model_id,
-            "data": [{"object": "classification", "index": i, **r} for i, r in enumerate(results)], "usage": usage}
+        return predictions_public(name, model_id, results, tokens)
+    return classifications_public(model_id, results, tokens)
 
 
 async def score_rows(service: InferenceService, caller: Caller, model: str, texts: Sequence[Any], *,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from aiaas.core.errors import AiaasError, NotFound
 from aiaas.core.ids import new_id
@@ -48,7 +48,7 @@ from aiaas.data.readers import inspect_upload, load_table
 from aiaas.data.streaming import check_stream, detect_source, redacted_stream, streamable
 from aiaas.store import files as file_store
 from aiaas.store.blobs import BlobStore, StoredBlob
-from aiaas.store.db import Database
+from aiaas.store.db import Database, rows_changed
 from aiaas.store.encrypted import private_tempdir
 from aiaas.store.models import File
 
@@ -231,9 +231,9 @@ def _settle(db: Database, org_id: str, file_id: str, owner: str | None, **values
     if owner is not None:
         where.append(File.check_owner == owner)
     with db.session() as s:
-        done = cast(CursorResult[Any], s.execute(update(File).where(*where)
-                                                .values(check_owner=None, check_lease_until=None, **values)))
-        if done.rowcount == 1:
+        done = s.execute(update(File).where(*where)
+                         .values(check_owner=None, check_lease_until=None, **values))
+        if rows_changed(done) == 1:
             return str(values["status"])
         now = s.scalar(select(File.status).where(File.id == file_id, File.org_id == org_id))
     if now is None:
@@ -247,11 +247,11 @@ def claim(db: Database, file_id: str, owner: str, lease_s: float, *, now: float 
     several API processes gets it."""
     now = time.time() if now is None else now
     with db.session() as s:
-        done = cast(CursorResult[Any], s.execute(
+        done = s.execute(
             update(File).where(File.id == file_id, File.status == "uploaded",
                                or_(File.check_lease_until.is_(None), File.check_lease_until < now))
-            .values(check_owner=owner, check_lease_until=now + lease_s)))
-        return done.rowcount == 1
+            .values(check_owner=owner, check_lease_until=now + lease_s))
+        return rows_changed(done) == 1
 
 
 def left_unchecked(db: Database, *, now: float | None = None, limit: int = 100) -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ from sqlalchemy import func, literal_column, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from aiaas.core.clock import now
 from aiaas.core.errors import InvalidRequest
 from aiaas.core.ids import new_id
 from aiaas.core.settings import Settings
@@ -175,7 +176,7 @@ def training_event(*, org_id: str, key_id: str | None, model: str, trained_token
     """The usage row of one job attempt, written by the worker under its lease."""
     return UsageEvent(id=new_id("usage"), org_id=org_id, key_id=key_id, kind="training", model=model,
                       requests=0, input_tokens=0, trained_tokens=int(trained_tokens),
-                      cpu_seconds=round(float(cpu_seconds), 3), created_at=int(time.time()))
+                      cpu_seconds=round(float(cpu_seconds), 3), created_at=now())
 
 
 # ---- reports ---------------------------------------------------------------------------------

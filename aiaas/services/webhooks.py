@@ -36,7 +36,7 @@ from aiaas.store import webhooks as store
 from aiaas.store.db import Database
 from aiaas.store.encrypted import Keyring
 from aiaas.store.models import FineTuningJob, WebhookDelivery, WebhookEndpoint
-from aiaas.store.tenancy import now
+from aiaas.core.clock import now
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class WebhookDispatcher:
 
     async def _post(self, client: httpx.AsyncClient, send: _Send) -> dict[str, Any]:
         started = time.perf_counter()
-        entry: dict[str, Any] = {"at": int(time.time()), "status_code": None, "error": None}
+        entry: dict[str, Any] = {"at": now(), "status_code": None, "error": None}
         try:
             await asyncio.to_thread(check_url, send.url, allow_private=self.allow_private)  # DNS may have changed
             response = await client.post(send.url, content=send.body, headers=send.headers)

@@ -8,14 +8,15 @@ replaced) can never add a chunk twice.
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from aiaas.core.clock import now
 from aiaas.core.errors import InvalidRequest, not_found
 from aiaas.core.ids import new_id
+from aiaas.store.db import rows_changed
 from aiaas.store.models import Batch
 from aiaas.store.pagination import page
 
@@ -86,22 +87,22 @@ def try_claim(session: Session, batch_id: str, worker_id: str, lease_s: float) -
         return None
     if row.lease_owner is not None and (row.lease_expires_at or 0) >= t:
         return None
-    result = _execute(session,
+    result = session.execute(
         update(Batch).where(
             Batch.id == batch_id, Batch.attempts == row.attempts, Batch.status.in_(ACTIVE),
             or_(Batch.lease_owner.is_(None), Batch.lease_expires_at < t),
         ).values(lease_owner=worker_id, lease_expires_at=t + lease_s, attempts=row.attempts + 1)
     )
-    return row.attempts + 1 if result.rowcount == 1 else None
+    return row.attempts + 1 if rows_changed(result) == 1 else None
 
 
 def fence(session: Session, batch_id: str, worker_id: str, lease_s: float, attempt: int) -> Batch:
     """Renew the lease and return the row (locked by the UPDATE for the rest of the transaction), or raise
     BatchLeaseLost when another claim holds it now."""
-    result = _execute(session,
+    result = session.execute(
         update(Batch).where(Batch.id == batch_id, Batch.lease_owner == worker_id, Batch.attempts == attempt)
         .values(lease_expires_at=time.time() + lease_s))
-    if result.rowcount != 1:
+    if rows_changed(result) != 1:
         raise BatchLeaseLost(batch_id)
     row = session.get(Batch, batch_id, populate_existing=True)
     assert row is not None
@@ -113,5 +114,4 @@ def release(session: Session, batch_id: str, worker_id: str) -> None:
                     .values(lease_owner=None, lease_expires_at=None))
 
 
-def _execute(session: Session, stmt: Any) -> CursorResult[Any]:
-    return cast(CursorResult[Any], session.execute(stmt))
+

@@ -5,14 +5,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # PostgreSQL's retryable lock outcomes: lock_not_available, deadlock_detected, serialization_failure.
 _PG_BUSY_STATES = frozenset({"55P03", "40P01", "40001"})
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE changed. Session.execute is typed as giving a Result; for these
+    statements SQLAlchemy gives its CursorResult subclass, the one with rowcount."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def is_busy(exc: BaseException) -> bool:

@@ -18,6 +18,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from aiaas.store.db import rows_changed
 from aiaas.store.models import IdempotencyKey
 
 IN_PROGRESS = "in_progress"
@@ -51,7 +52,7 @@ def claim(session: Session, *, org_id: str, key: str, method: str, path: str, tt
                    (IdempotencyKey.state == IN_PROGRESS) & (IdempotencyKey.locked_until < t)))
         .values(**fields)
     )
-    if taken.rowcount == 1:  # type: ignore[attr-defined]  # an UPDATE/DELETE gives a CursorResult
+    if rows_changed(taken) == 1:
         return Claim(owner=owner)
     try:
         with session.begin_nested():
@@ -76,7 +77,7 @@ def refresh(session: Session, *, org_id: str, key: str, owner: str, lock_seconds
                IdempotencyKey.state == IN_PROGRESS)
         .values(locked_until=time.time() + lock_seconds)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE/DELETE gives a CursorResult
+    return rows_changed(result) == 1
 
 
 def complete(session: Session, *, org_id: str, key: str, owner: str, request_hash: str, status: int,
@@ -89,7 +90,7 @@ def complete(session: Session, *, org_id: str, key: str, owner: str, request_has
         .values(state=COMPLETED, request_hash=request_hash, status=status, response_headers=headers,
                 response_body=body, locked_until=None)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE/DELETE gives a CursorResult
+    return rows_changed(result) == 1
 
 
 def release(session: Session, *, org_id: str, key: str, owner: str) -> None:
@@ -103,4 +104,4 @@ def release(session: Session, *, org_id: str, key: str, owner: str) -> None:
 def purge_expired(session: Session, *, ttl_seconds: float) -> int:
     """Delete every record older than the time to live; the number deleted."""
     result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < time.time() - ttl_seconds))
-    return result.rowcount or 0  # type: ignore[attr-defined]  # an UPDATE/DELETE gives a CursorResult
+    return rows_changed(result) or 0

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from aiaas.core.clock import now
 from aiaas.core.errors import InvalidRequest, not_found
 from aiaas.core.ids import new_id
+from aiaas.store.db import rows_changed
 from aiaas.store.models import FineTuningJob, JobCheckpoint, JobEvent
 from aiaas.store.pagination import Order, page
 
@@ -152,7 +153,7 @@ def try_claim(session: Session, job_id: str, worker_id: str, lease_s: float, *,
                 last_crash=reason, estimated_finish=None,
                 error={"code": "worker_crashed", "message": message, "param": None})
         )
-        if done.rowcount == 1:
+        if rows_changed(done) == 1:
             _raw_event(session, row.org_id, job_id, "error", message, data={"reason": reason, "crashes": crashes})
         return None
     result = session.execute(
@@ -160,7 +161,7 @@ def try_claim(session: Session, job_id: str, worker_id: str, lease_s: float, *,
             lease_owner=worker_id, lease_expires_at=t + lease_s, attempts=row.attempts + 1, crashes=crashes,
             last_crash=reason)
     )
-    if result.rowcount != 1:
+    if rows_changed(result) != 1:
         return None
     if crashed:
         _raw_event(session, row.org_id, job_id, "warn",
@@ -199,7 +200,7 @@ def fence(session: Session, job_id: str, worker_id: str, lease_s: float, attempt
     if attempt is not None:
         mine.append(FineTuningJob.attempts == attempt)
     result = session.execute(update(FineTuningJob).where(and_(*mine)).values(lease_expires_at=t + lease_s))
-    if result.rowcount != 1:
+    if rows_changed(result) != 1:
         raise LeaseLost(job_id)
     job = session.get(FineTuningJob, job_id, populate_existing=True)
     assert job is not None

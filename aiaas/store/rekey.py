@@ -26,12 +26,12 @@ from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 
 from aiaas.core.errors import ConfigurationError
 from aiaas.core.settings import Settings
 from aiaas.security import crypto
-from aiaas.store.db import Database
+from aiaas.store.db import Database, rows_changed
 from aiaas.store.encrypted import EncryptedBlobStore, blob_aad, is_encrypted, org_of
 from aiaas.store.models import File, Model, Organization
 
@@ -71,12 +71,12 @@ def rewrap_all(db: Database, old_secret: str, new_secret: str) -> tuple[int, int
                         "secret; nothing was changed."
                     ) from None
                 rewrapped += 1
-            result: CursorResult[Any] = s.execute(  # type: ignore[assignment]  # an UPDATE returns a CursorResult
+            result = s.execute(
                 update(Organization)
                 .where(Organization.id == org_id, _same(Organization.wrapped_data_key, wrapped))
                 .values(wrapped_data_key=crypto.wrap_key(new_kek, data_key, org_id=org_id))
             )
-            if result.rowcount != 1:
+            if rows_changed(result) != 1:
                 raise crypto.DecryptionError(
                     f"The data key of organization {org_id} changed during the rotation; nothing was changed, "
                     "run it again.")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aiaas.core.errors import not_found
 from aiaas.core.ids import new_id
+from aiaas.store.db import rows_changed
 from aiaas.store.models import WebhookDelivery, WebhookEndpoint
 from aiaas.store.pagination import page
-from aiaas.store.tenancy import now
+from aiaas.core.clock import now
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -77,10 +78,10 @@ def due(session: Session, *, at: float, limit: int) -> list[WebhookDelivery]:
 
 def claim(session: Session, delivery: WebhookDelivery, *, until: float) -> bool:
     """Take a due delivery for this process (another API process may be looking at it too)."""
-    result: CursorResult[Any] = session.execute(update(WebhookDelivery).where(  # type: ignore[assignment]  # an UPDATE returns a CursorResult
+    result = session.execute(update(WebhookDelivery).where(
         WebhookDelivery.id == delivery.id, WebhookDelivery.state == PENDING,
         WebhookDelivery.next_attempt_at == delivery.next_attempt_at).values(next_attempt_at=until))
-    return bool(result.rowcount)
+    return bool(rows_changed(result))
 
 
 def list_deliveries(session: Session, org_id: str, endpoint_id: str, *, after: str | None, limit: int

@@ -7,15 +7,16 @@ from typing import Any
 import numpy as np
 
 from aiaas.data.profile import score_histogram
+from aiaas.protocol.tasks import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
 # Candidate decision thresholds for multi-label tuning.
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 # The metric early stopping and "best checkpoint" follow, per task, and its direction.
-SELECTION = {
-    "single_label_classification": ("macro_f1", +1),
-    "multi_label_classification": ("micro_f1", +1),
-    "regression": ("rmse", -1),
+SELECTION: dict[str, tuple[str, int]] = {
+    SINGLE_LABEL: ("macro_f1", +1),
+    MULTI_LABEL: ("micro_f1", +1),
+    REGRESSION: ("rmse", -1),
 }
 
 

@@ -102,6 +102,8 @@ PATTERNS: dict[str, list[Shape]] = {
     "aiaas.data.profile:_ASCII_LETTER": TEXT_SHAPES + [("1", "")],
     # The token estimate runs over every inference text before the model does.
     "aiaas.services.inference.tokens:_PIECES": TEXT_SHAPES + [("a", "\u3002"), ("\u6f22", "a"), ("!", ""), ("_a", " ")],
+    "aiaas.services.inference.tokens:_ASCII_PIECES": TEXT_SHAPES + [("a", "!"), ("!", ""), ("_a", " "),
+                                                                    ("\x1c", "a")],
 }
 # Patterns the code also runs anchored (match/fullmatch), which can backtrack where a scan does not.
 ANCHORED = {
@@ -125,6 +127,7 @@ def _whole_cell_functions() -> dict[str, tuple[Callable[[str], object], list[Sha
     from aiaas.data.pii_files import scan_table
     from aiaas.data.readers import Table
     from aiaas.data.types import CleaningConfig
+    from aiaas.services.inference.tokens import estimate_tokens
 
     def quiet(fn: Callable[[str], object]) -> Callable[[str], object]:
         def call(text: str) -> object:
@@ -153,6 +156,8 @@ def _whole_cell_functions() -> dict[str, tuple[Callable[[str], object], list[Sha
         "cleaning text": (cleaning.text_cleaner(CleaningConfig(lowercase=True)), TEXT_SHAPES + PII_SHAPES[:6]),
         "formats CSV delimiter sniffing": (formats._guess_delimiter, [('"', ","), (",", '"'), ('";', "\t")]),
         "readers JSON value count": (quiet(count_json), JSON_SHAPES),
+        "token estimate (every road)": (lambda text: estimate_tokens([text]),
+                                        TEXT_SHAPES + [("abcdefg ", ""), ("a", "!"), ("a", "\u6f22")]),
     }
 
 

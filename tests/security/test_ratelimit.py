@@ -165,6 +165,25 @@ def test_keys_are_independent(backend: str) -> None:
     run_scenario(backend, scenario)
 
 
+def test_an_answer_gets_the_rate_headers_and_only_them(backend: str) -> None:
+    """copy_rate_headers (the one helper that routes and the inference service use): every
+    x-ratelimit-* header of a decision, allowed, adjusted or refused, and never its Retry-After."""
+    async def scenario(limiter: RateLimiter, _: RateLimiter, clock: FakeClock) -> None:
+        limits = Limits(requests_per_minute=1, tokens_per_minute=50)
+        decisions = [await limiter.check("k", limits, tokens=10),
+                     await limiter.adjust("k", limits, tokens=-5),
+                     await limiter.check("k", limits, tokens=10)]
+        assert [d.allowed for d in decisions] == [True, True, False]
+        assert "Retry-After" in decisions[2].headers
+        for d in decisions:
+            into = {"kept": "yes"}
+            d.copy_rate_headers(into)
+            want = {k: v for k, v in d.headers.items() if k.startswith("x-ratelimit-")}
+            assert len(want) >= 3 and into == {"kept": "yes", **want}
+
+    run_scenario(backend, scenario)
+
+
 def test_unlimited_and_oversized(backend: str) -> None:
     async def scenario(limiter: RateLimiter, _: RateLimiter, clock: FakeClock) -> None:
         free = await limiter.check("k", Limits(None, None), tokens=10**9)

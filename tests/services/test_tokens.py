@@ -9,11 +9,13 @@ model fine-tuned on a domain reads), its other samples are the same as MiniLM's.
 from __future__ import annotations
 
 import csv
+import random
 from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer
 
+from aiaas.services.inference import tokens
 from aiaas.services.inference.tokens import MAX_TOKENS_PER_TEXT, estimate_tokens
 from tests.helpers.tiny_bert import CORPUS, build_tiny_bert
 
@@ -98,3 +100,37 @@ def test_the_old_estimate_was_several_times_low_on_chinese(minilm):
 def test_a_text_counts_no_more_than_the_model_can_read():
     assert estimate_tokens(["word " * 5000]) == MAX_TOKENS_PER_TEXT
     assert estimate_tokens(["a", "b"]) == 6
+
+
+def _by_regex(text: str) -> int:
+    """The count as the Unicode pattern alone gives it (what estimate_tokens did for every text)."""
+    return len(tokens._PIECES.findall(text))
+
+
+def _generated(rng: random.Random, alphabet: str, n: int) -> list[str]:
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 60))) for _ in range(n)]
+
+
+def test_the_ascii_roads_count_as_the_unicode_pattern():
+    """The plain-words split and the ASCII pattern are shortcuts: on every text they give the same
+    count as the one Unicode pattern (every ASCII character, words of every length, and texts with
+    some non-ASCII, which take the pattern itself)."""
+    rng = random.Random(20)
+    every_ascii = "".join(map(chr, range(128)))
+    plain = "abcXYZ019" * 3 + " " * 4 + "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
+    texts = (
+        _generated(rng, every_ascii, 3000)
+        + _generated(rng, plain, 3000)  # letters, digits and every ASCII space: the split road
+        + _generated(rng, plain + "_-.,!?'", 2000)
+        + _generated(rng, plain + "é我ｆ\u00a0\u2003\u3000_!", 2000)
+        + CHINESE + PUNCTUATION + MIXED + CORPUS + _english()
+        + ["", " ", "_", "abcdef", "abcdefg", "a" * 13, "word " * 5000, "ab\x1ccd", "x\x00y", "\x7f"]
+    )
+    roads = {"plain words": 0, "ascii pattern": 0, "unicode pattern": 0}
+    for text in texts:
+        road = ("unicode pattern" if not text.isascii() else
+                "plain words" if "".join(text.split()).isalnum() else "ascii pattern")
+        roads[road] += 1
+        assert tokens._pieces(text) == _by_regex(text), (road, text)
+        assert estimate_tokens([text]) == min(_by_regex(text) + tokens.SPECIAL_TOKENS, MAX_TOKENS_PER_TEXT)
+    assert min(roads.values()) >= 1000, roads  # each road was taken, many times

@@ -12,7 +12,7 @@ from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep, caller
 from aiaas.api.openapi import documented
 from aiaas.protocol import responses as r
 from aiaas.protocol.common import Deleted, StrictModel, list_response
-from aiaas.protocol.inference import DeploymentCreate, PredictRequest
+from aiaas.protocol.inference import DeploymentCreate, PredictRequest, predictions_public
 from aiaas.protocol.versions import revision_public
 from aiaas.services import deployments as dep_service
 from aiaas.services.deployments import DeploymentUpdate
@@ -30,13 +30,8 @@ async def predict(name: str, body: PredictRequest, request: Request, principal: 
     answer = await state.services.inference.classify(caller(request, principal), name, body.inputs,
                                                      top_k=body.top_k, deployment_only=True,
                                                      headers=request.headers)
-    return JSONResponse({
-        "object": "list",
-        "model": answer.model_id,
-        "deployment": name,
-        "data": [{"index": i, **r} for i, r in enumerate(answer.results)],
-        "usage": {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens},
-    }, headers={MODEL_HEADER: answer.model_id})
+    return JSONResponse(predictions_public(name, answer.model_id, answer.results, answer.tokens),
+                        headers={MODEL_HEADER: answer.model_id})
 
 
 @router.post("/deployments", status_code=201, responses=documented(r.DeploymentPublic, *r.DEPLOY_ERRORS, status=201, post=True))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -15,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from aiaas.api.deps import ActorDep, PrincipalDep, SessionDep, StateDep
 from aiaas.api.openapi import documented
 from aiaas.protocol import responses as r
+from aiaas.core.clock import now
 from aiaas.core.lifecycle import shutting_down
 from aiaas.protocol.common import list_response
 from aiaas.protocol.jobs import TERMINAL, JobCreate, checkpoint_public, event_public, job_public
@@ -121,7 +121,7 @@ async def _event_stream(state, org_id: str, job_id: str, after: str | None) -> A
             return
         if shutting_down():
             # Not [DONE]: the job goes on. The client reconnects (after=<cursor>) to another server.
-            final = {"object": "fine_tuning.job.event", "id": None, "created_at": int(time.time()), "level": "warn",
+            final = {"object": "fine_tuning.job.event", "id": None, "created_at": now(), "level": "warn",
                      "message": "The server is shutting down; this stream ends here. Reconnect with "
                                 f"after={cursor} to keep following the job.",
                      "type": "message", "data": {"reason": "server_shutdown", "after": cursor, "status": status}}

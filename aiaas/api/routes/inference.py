@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -14,6 +13,7 @@ from aiaas.api.openapi import documented
 from aiaas.protocol import responses as r
 from aiaas.core.errors import InvalidRequest
 from aiaas.protocol.common import StrictModel
+from aiaas.protocol.inference import classifications_public, embeddings_public
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 MODEL_HEADER = "x-aiaas-model"  # the model (version) that answered
@@ -49,12 +49,8 @@ async def embeddings(body: EmbeddingsRequest, request: Request, response: Respon
     answer = await state.services.inference.embed(caller(request, principal), body.model, _input(body.input),
                                                   dimensions=body.dimensions, headers=request.headers)
     response.headers[MODEL_HEADER] = answer.model_id
-    base64_out = body.encoding_format == "base64"
-    data = [{"object": "embedding", "index": i,
-             "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if base64_out else v.tolist()}
-            for i, v in enumerate(answer.results)]
-    return {"object": "list", "data": data, "model": answer.model_id,
-            "usage": {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens}}
+    return embeddings_public(answer.model_id, answer.results, answer.tokens,
+                             base64_out=body.encoding_format == "base64")
 
 
 @router.post("/classifications", responses=documented(r.Predictions, *r.SERVE_ERRORS, post=True),
@@ -64,9 +60,4 @@ async def classifications(body: ClassificationsRequest, request: Request, respon
     answer = await state.services.inference.classify(caller(request, principal), body.model, _input(body.input),
                                                      top_k=body.top_k, field="input", headers=request.headers)
     response.headers[MODEL_HEADER] = answer.model_id
-    return {
-        "object": "list",
-        "model": answer.model_id,
-        "data": [{"object": "classification", "index": i, **r} for i, r in enumerate(answer.results)],
-        "usage": {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens},
-    }
+    return classifications_public(answer.model_id, answer.results, answer.tokens)

@@ -13,8 +13,6 @@ from aiaas.core.errors import RateLimited
 from aiaas.security.ratelimit import Decision, Limits, RateLimiter
 from aiaas.services.quotas import NO_RETRY
 
-RATE_LIMIT_PREFIX = "x-ratelimit-"
-
 
 @dataclass(slots=True)
 class Caller:
@@ -23,10 +21,7 @@ class Caller:
     org_id: str
     key_id: str
     token_limits: Limits | None  # None: no tokens/min limit
-    headers: dict[str, str]  # x-ratelimit-* headers for the answer; charges update them
-
-    def remember(self, decision: Decision) -> None:
-        self.headers.update({k: v for k, v in decision.headers.items() if k.lower().startswith(RATE_LIMIT_PREFIX)})
+    headers: dict[str, str]  # x-ratelimit-* headers for the answer; charges update them (copy_rate_headers)
 
 
 def refusal(decision: Decision) -> RateLimited:
@@ -41,7 +36,7 @@ async def precharge(limiter: RateLimiter, caller: Caller, tokens: int) -> None:
     if caller.token_limits is None:
         return
     decision = await limiter.check(f"t:{caller.key_id}", caller.token_limits, tokens=tokens)
-    caller.remember(decision)
+    decision.copy_rate_headers(caller.headers)
     if not decision.allowed:
         raise refusal(decision)
 
@@ -50,4 +45,5 @@ async def settle(limiter: RateLimiter, caller: Caller, estimated: int, real: int
     """The model read `real` tokens where `estimated` were charged: charge or refund the difference."""
     if caller.token_limits is None or real == estimated:
         return
-    caller.remember(await limiter.adjust(f"t:{caller.key_id}", caller.token_limits, tokens=real - estimated))
+    decision = await limiter.adjust(f"t:{caller.key_id}", caller.token_limits, tokens=real - estimated)
+    decision.copy_rate_headers(caller.headers)

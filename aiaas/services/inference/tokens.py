@@ -9,6 +9,12 @@ MiniLM-L6's 30k vocabulary within 10% on English, Chinese, punctuation-heavy and
 the old "4 characters a token" was 3-4x low on Chinese and punctuation. A text never counts
 more than MAX_TOKENS_PER_TEXT: BERT-family models truncate there. After the model runs, the
 service charges the difference to the real count (or refunds it).
+
+Most texts are ASCII, and most of those plain words: they take a shorter road to exactly the same
+count (tests/services/test_tokens.py compares the roads on generated texts). Words of letters and
+digits between spaces: a split, one token per six characters of each. Other ASCII: the same
+pieces matched with ASCII character sets, which skip the Unicode class look-ups. Measured with
+bench/callgrind_ab.py: ~9,000 fewer instructions for a 40-character sentence (of ~20,000).
 """
 
 from __future__ import annotations
@@ -23,9 +29,19 @@ WORD_PIECE_CHARS = 6  # letters/digits per token in a word (MiniLM: +8% on the d
 _CJK = "\u2e80-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0002fa1f"
 # One match per token: a CJK character, up to six word characters of a run, or one symbol.
 _PIECES = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]{{1,{WORD_PIECE_CHARS}}}|[^\w\s]|_")
+# The same pieces of an ASCII text: `\s` there is str.isspace()'s \t-\r, \x1c-\x1f and space.
+_ASCII_PIECES = re.compile(rf"[0-9A-Za-z]{{1,{WORD_PIECE_CHARS}}}|[^0-9A-Za-z\t-\r\x1c-\x20]")
+
+
+def _pieces(text: str) -> int:
+    if text.isascii():
+        words = text.split()
+        if "".join(words).isalnum():  # ASCII letters and digits between spaces, nothing else
+            return sum((len(w) + WORD_PIECE_CHARS - 1) // WORD_PIECE_CHARS for w in words)
+        return len(_ASCII_PIECES.findall(text))
+    return len(_PIECES.findall(text))
 
 
 def estimate_tokens(texts: list[str]) -> int:
     """Tokens a BERT-family model will read for `texts`, estimated without its tokenizer."""
-    findall = _PIECES.findall
-    return sum(min(len(findall(t)) + SPECIAL_TOKENS, MAX_TOKENS_PER_TEXT) for t in texts)
+    return sum(min(_pieces(t) + SPECIAL_TOKENS, MAX_TOKENS_PER_TEXT) for t in texts)
