@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from aiaas.core import clock
 from aiaas.services import audit
 from aiaas.services import files as file_service
 from aiaas.services import usage as usage_service
@@ -36,7 +37,7 @@ def month_usage(c: ConsoleDep) -> dict:
     now = datetime.now(UTC)
     start = int(datetime(now.year, now.month, 1, tzinfo=UTC).timestamp())
     prices = usage_service.PriceSheet.from_settings(c.state.settings)
-    return usage_service.summarize(c.db, c.org_id, start=start, end=int(time.time()) + 1, group_by="model",
+    return usage_service.summarize(c.db, c.org_id, start=start, end=clock.now() + 1, group_by="model",
                                    prices=prices)
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from aiaas.core import clock
 from aiaas.core.errors import InvalidRequest
 from aiaas.security.keys import SCOPES
 from aiaas.services import audit
@@ -29,7 +29,7 @@ def usage(request: Request, c: ConsoleDep, days: int = 30) -> HTMLResponse:
     recorder = c.state.services.usage
     if recorder is not None:
         recorder.flush()
-    end = int(time.time()) + 1
+    end = clock.now() + 1
     start = end - days * DAY_S
     prices = usage_service.PriceSheet.from_settings(c.state.settings)
     groups = {g: usage_service.summarize(c.db, c.org_id, start=start, end=end, group_by=g, prices=prices)

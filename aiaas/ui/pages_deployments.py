@@ -7,7 +7,6 @@ delete): each is a numbered, audited revision, its models loaded before traffic 
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from aiaas.core import clock
 from aiaas.core.errors import InvalidRequest
 from aiaas.protocol.versions import revision_public
 from aiaas.security.ratelimit import Limits
@@ -84,7 +84,7 @@ def _requests_24h(c: ConsoleDep, model: str) -> int:
     recorder = c.state.services.usage
     if recorder is not None:
         recorder.flush()
-    end = int(time.time()) + 1
+    end = clock.now() + 1
     by_model = usage_service.summarize(c.db, c.org_id, start=end - DAY_S, end=end, group_by="model",
                                        prices=usage_service.PriceSheet.from_settings(c.state.settings))
     return sum(b["requests"] for b in by_model["data"] if b["model"] == model)

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aiaas.core.errors import InvalidRequest
 from aiaas.protocol.jobs import TERMINAL, JobCreate, event_public
-from aiaas.protocol.tasks import TASKS
+from aiaas.protocol.tasks import DEFAULT_TASK, TASKS
 from aiaas.registry import models as registry
 from aiaas.services import audit, catalog, quotas
 from aiaas.services import jobs as job_service
@@ -69,7 +69,7 @@ def create_job(
     model: Annotated[str, Form(max_length=300)],
     text_column: Annotated[str, Form(max_length=200)] = "text",
     label_column: Annotated[str, Form(max_length=200)] = "label",
-    task: Annotated[str, Form(max_length=40)] = "single_label_classification",
+    task: Annotated[str, Form(max_length=40)] = DEFAULT_TASK,
     n_epochs: Annotated[str, Form(max_length=8)] = "auto",
     suffix: Annotated[str, Form(max_length=40)] = "",
     csrf: Annotated[str, Form(max_length=100)] = "",
