@@ -206,6 +206,9 @@ def _train(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJo
             n_epochs=hp.get("n_epochs", "auto"),
             batch_size=hp.get("batch_size", "auto"),
             learning_rate_multiplier=lr_mult,
+            layerwise_lr_decay=hp.get("layerwise_lr_decay", "auto"),
+            reinit_layers=hp.get("reinit_layers", "auto"),
+            reinit_pooler=hp.get("reinit_pooler", "auto"),
             seed=job.seed,
             num_threads=settings.training_threads,
         )

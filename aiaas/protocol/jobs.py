@@ -18,6 +18,8 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 N_EPOCHS_BOUNDS = (1, 50)
 BATCH_SIZE_BOUNDS = (1, 512)
 LEARNING_RATE_MULTIPLIER_BOUNDS = (0.0, 100.0)  # the low bound excluded
+LAYERWISE_LR_DECAY_BOUNDS = (0.0, 1.0)  # the low bound excluded; 1 is no decay
+REINIT_LAYERS_BOUNDS = (0, 48)
 
 
 class Hyperparameters(StrictModel):
@@ -26,6 +28,10 @@ class Hyperparameters(StrictModel):
     n_epochs: int | Auto = Field(default="auto")
     batch_size: int | Auto = Field(default="auto")
     learning_rate_multiplier: float | Auto = Field(default="auto")
+    # Our extensions (transformers only; aiaas.training.recipe): the small-data recipe of issue #17 item 4.
+    layerwise_lr_decay: float | Auto = Field(default="auto")
+    reinit_layers: int | Auto = Field(default="auto")
+    reinit_pooler: bool | Auto = Field(default="auto")
 
     @field_validator("n_epochs")
     @classmethod
@@ -49,6 +55,32 @@ class Hyperparameters(StrictModel):
         low, high = LEARNING_RATE_MULTIPLIER_BOUNDS
         if isinstance(v, float | int) and not low < v <= high:
             raise ValueError(f"learning_rate_multiplier must be > {low:g} and <= {high:g} or 'auto'")
+        return v
+
+    # "before": a value of the wrong type answers with this message and the field's own name (a union's
+    # type errors would name its branches: "reinit_pooler.bool").
+    @field_validator("layerwise_lr_decay", mode="before")
+    @classmethod
+    def _llrd(cls, v: Any) -> Any:
+        low, high = LAYERWISE_LR_DECAY_BOUNDS
+        number = isinstance(v, float | int) and not isinstance(v, bool)
+        if v != "auto" and not (number and low < v <= high):
+            raise ValueError(f"layerwise_lr_decay must be > {low:g} and <= {high:g} or 'auto'")
+        return v
+
+    @field_validator("reinit_layers", mode="before")
+    @classmethod
+    def _reinit(cls, v: Any) -> Any:
+        low, high = REINIT_LAYERS_BOUNDS
+        if v != "auto" and not (isinstance(v, int) and not isinstance(v, bool) and low <= v <= high):
+            raise ValueError(f"reinit_layers must be between {low} and {high} or 'auto'")
+        return v
+
+    @field_validator("reinit_pooler", mode="before")
+    @classmethod
+    def _reinit_pooler(cls, v: Any) -> Any:
+        if v != "auto" and not isinstance(v, bool):
+            raise ValueError("reinit_pooler must be true, false or 'auto'")
         return v
 
 

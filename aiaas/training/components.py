@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from aiaas.core.errors import Conflict, InvalidRequest
-from aiaas.training import batching
+from aiaas.training import batching, recipe
 from aiaas.training.base_models import (
     MINILM_ID,
     ResolvedBaseModel,
@@ -134,19 +134,24 @@ def freeze_embeddings(config: TrainConfig, model: Any, device: str) -> tuple[boo
 
 
 def optimizer(
-    model: Any, config: TrainConfig, lr: float, device: str, *, fused: bool = True
+    model: Any, config: TrainConfig, lr: float, device: str, *, fused: bool = True, lr_decay: float = 1.0
 ) -> tuple[Any, bool]:
-    """AdamW over the trainable parameters; the fused kernel where this torch has it for the device
-    (and `fused` is not switched off). Returns (optimizer, whether it is fused)."""
+    """AdamW over the trainable parameters (layer-wise learning rates with `lr_decay` < 1); the fused
+    kernel where this torch has it for the device (and `fused` is not switched off).
+    Returns (optimizer, whether it is fused)."""
     import torch
 
-    groups = param_groups(model, config.weight_decay)
+    groups = recipe.param_groups(model, config.weight_decay, lr_decay)
+    adamw, is_fused = None, False
     if fused:
         try:
-            return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True), True
+            adamw, is_fused = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True), True
         except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
             pass
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8), False
+    if adamw is None:
+        adamw = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    recipe.scale_learning_rates(adamw, lr)
+    return adamw, is_fused
 
 
 def model_and_optimizer(
@@ -165,20 +170,15 @@ def model_and_optimizer(
     np.random.seed(config.seed % 2**32)
     torch.manual_seed(config.seed)  # the new head's init is reproducible
     model = load_model(base, config.task, labels).to(device)
+    if hp.reinit_pooler or hp.reinit_layers:
+        hparams["reinitialised"] = recipe.reinit_top(model, pooler=hp.reinit_pooler, layers=hp.reinit_layers)
     frozen, frozen_why = freeze_embeddings(config, model, device)
-    adamw, fused = optimizer(model, config, hp.learning_rate, device)
+    adamw, fused = optimizer(model, config, hp.learning_rate, device, lr_decay=hp.layerwise_lr_decay)
     hparams["freeze_embeddings"], hparams["fused_optimizer"] = frozen, fused
     hparams.setdefault("reasons", {})["freeze_embeddings"] = frozen_why
     lr_factor = warmup_then_linear_decay(hp.warmup_steps, hp.total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(adamw, lr_factor)
     return model, adamw, scheduler
-
-
-def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    # No decay on biases and LayerNorm weights (1-D tensors): decaying them only hurts.
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def loss_fn(task: str, y_train: np.ndarray, n_labels: int, weighted: bool, device: str) -> Any:

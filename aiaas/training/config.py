@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiaas.core.errors import InvalidRequest
-from aiaas.protocol.jobs import BATCH_SIZE_BOUNDS, LEARNING_RATE_MULTIPLIER_BOUNDS, N_EPOCHS_BOUNDS
+from aiaas.protocol.jobs import (
+    BATCH_SIZE_BOUNDS,
+    LAYERWISE_LR_DECAY_BOUNDS,
+    LEARNING_RATE_MULTIPLIER_BOUNDS,
+    N_EPOCHS_BOUNDS,
+    REINIT_LAYERS_BOUNDS,
+)
 from aiaas.protocol.tasks import DEFAULT_TASK, TASKS
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -30,6 +36,9 @@ RESUME_KEYS = (
     "early_stopping_patience",
     "class_weights",
     "freeze_embeddings",
+    "layerwise_lr_decay",
+    "reinit_layers",
+    "reinit_pooler",
 )
 
 
@@ -57,6 +66,10 @@ class TrainConfig:
     # sentences, 3 epochs: x1.33 samples/s alone, x1.94 with fused AdamW, validation accuracy
     # unchanged (bench/README.md, "Training"). On CUDA the update is cheap, so nothing is frozen.
     freeze_embeddings: bool | Literal["auto"] = "auto"
+    # The small-data recipe (aiaas.training.recipe); "auto" is what hyperparams.resolve measured best.
+    layerwise_lr_decay: float | Literal["auto"] = "auto"
+    reinit_layers: int | Literal["auto"] = "auto"
+    reinit_pooler: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -103,6 +116,15 @@ class TrainConfig:
             raise InvalidRequest(
                 f"freeze_embeddings must be true, false or 'auto'; got {self.freeze_embeddings!r}.",
                 param="freeze_embeddings",
+            )
+        low, high = LAYERWISE_LR_DECAY_BOUNDS
+        if self.layerwise_lr_decay != "auto":
+            _float_in(self.layerwise_lr_decay, "layerwise_lr_decay", low, high)
+        _int_or_auto(self.reinit_layers, "reinit_layers", *REINIT_LAYERS_BOUNDS)
+        if not (self.reinit_pooler == "auto" or isinstance(self.reinit_pooler, bool)):
+            raise InvalidRequest(
+                f"reinit_pooler must be true, false or 'auto'; got {self.reinit_pooler!r}.",
+                param="reinit_pooler",
             )
 
     def to_dict(self) -> dict[str, Any]:

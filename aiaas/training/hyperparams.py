@@ -21,6 +21,12 @@ LARGE_DATA = 2000  # examples: from here on batches of 32
 HUGE_DATA = 20_000  # examples: from here on the learning rate is halved (many steps anyway)
 SMALL_MODEL = 40_000_000  # parameters (MiniLM-L6: 22.7M; BERT-base: 110M)
 BASE_MODEL = 150_000_000
+# The small-data recipe's "auto" (aiaas.training.recipe): off, as the seed-repeated A/B left it
+# (bench/results/quality_recipe.json; bench/README.md, "Transformer recipe").
+AUTO_LAYERWISE_LR_DECAY = 1.0
+AUTO_REINIT_LAYERS = 0
+AUTO_REINIT_POOLER = False
+RECIPE_WHY = "auto: off (the small-data A/B: bench/README.md, Transformer recipe for small data)"
 
 
 @dataclass
@@ -35,6 +41,9 @@ class ResolvedHyperparameters:
     total_steps: int
     warmup_steps: int
     checkpoint_every_steps: int
+    layerwise_lr_decay: float = 1.0
+    reinit_layers: int = 0
+    reinit_pooler: bool = False
     precision: str = "fp32"
     num_threads: int = 1
     device: str = "cpu"
@@ -115,6 +124,14 @@ def resolve(
     else:
         every = config.checkpoint_every_steps
         reasons["checkpoint_every_steps"] = "requested (and at each epoch end)"
+    recipe: dict[str, Any] = {}
+    for key, auto in (
+        ("layerwise_lr_decay", AUTO_LAYERWISE_LR_DECAY),
+        ("reinit_layers", AUTO_REINIT_LAYERS),
+        ("reinit_pooler", AUTO_REINIT_POOLER),
+    ):
+        value = getattr(config, key)
+        recipe[key], reasons[key] = (auto, RECIPE_WHY) if value == "auto" else (value, "requested")
     return ResolvedHyperparameters(
         n_epochs=n_epochs,
         batch_size=batch_size,
@@ -123,5 +140,8 @@ def resolve(
         total_steps=total_steps,
         warmup_steps=warmup_steps,
         checkpoint_every_steps=every,
+        layerwise_lr_decay=float(recipe["layerwise_lr_decay"]),
+        reinit_layers=int(recipe["reinit_layers"]),
+        reinit_pooler=bool(recipe["reinit_pooler"]),
         reasons=reasons,
     )

@@ -84,13 +84,21 @@ async def test_job_create_checks_references(client, org_a, org_b, tiny_base):
     r = await client.post("/v1/fine_tuning/jobs", headers=org_a.headers,
                           json=base | {"hyperparameters": {"n_epochs": 0}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "hyperparameters.n_epochs"
+    for field, bad in (("layerwise_lr_decay", 0), ("layerwise_lr_decay", "x"), ("reinit_layers", 99),
+                       ("reinit_pooler", "sometimes")):
+        r = await client.post("/v1/fine_tuning/jobs", headers=org_a.headers,
+                              json=base | {"hyperparameters": {field: bad}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == f"hyperparameters.{field}", r.text
 
     r = await client.post("/v1/fine_tuning/jobs", headers=org_a.headers,
                           json=base | {"suffix": "toy", "seed": 7, "metadata": {"team": "x"}})
     assert r.status_code == 200, r.text
     job = r.json()
     assert job["object"] == "fine_tuning.job" and job["status"] == "validating_files" and job["seed"] == 7
-    assert job["hyperparameters"] == {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    assert job["hyperparameters"] == {
+        "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto",
+        "layerwise_lr_decay": "auto", "reinit_layers": "auto", "reinit_pooler": "auto",
+    }  # fmt: skip
     assert (await client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=org_b.headers)).status_code == 404
     events = (await client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=org_a.headers)).json()
     assert events["data"][0]["object"] == "fine_tuning.job.event"

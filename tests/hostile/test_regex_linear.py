@@ -117,6 +117,9 @@ ANCHORED = {
 NOT_TENANT: dict[str, str] = {
     "aiaas.training.checkpoints:_STEP_DIR": "names of checkpoint directories the trainer itself wrote",
     "aiaas.jobs.workdir:ATTEMPT": "names of attempt directories the worker itself created",
+    "aiaas.training.recipe:_LAYER": "parameter and module names of the loaded model (its transformers class), never request text",
+    "aiaas.training.recipe:_LAYER_MODULE": "parameter and module names of the loaded model (its transformers class), never request text",
+    "aiaas.training.recipe:_EMBEDDINGS": "parameter and module names of the loaded model (its transformers class), never request text",
 }
 
 

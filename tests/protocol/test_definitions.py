@@ -15,7 +15,10 @@ BOUNDS = {
     "n_epochs": jobs.N_EPOCHS_BOUNDS,
     "batch_size": jobs.BATCH_SIZE_BOUNDS,
     "learning_rate_multiplier": jobs.LEARNING_RATE_MULTIPLIER_BOUNDS,
+    "layerwise_lr_decay": jobs.LAYERWISE_LR_DECAY_BOUNDS,
+    "reinit_layers": jobs.REINIT_LAYERS_BOUNDS,
 }
+LOW_EXCLUDED = ("learning_rate_multiplier", "layerwise_lr_decay")
 
 
 def _wire_ok(name: str, value: object) -> bool:
@@ -39,7 +42,7 @@ def _engine_ok(name: str, value: object) -> bool:
 def test_wire_and_engine_accept_and_refuse_the_same_hyperparameters(name: str) -> None:
     low, high = BOUNDS[name]
     step = 1 if isinstance(low, int) else 1e-6
-    low_inside = low if name != "learning_rate_multiplier" else low + step  # its low bound is excluded
+    low_inside = low + step if name in LOW_EXCLUDED else low
     cases = {low_inside: True, high: True, low_inside - step: False, high + step: False, "auto": True}
     for value, ok in cases.items():
         assert _wire_ok(name, value) is ok, (name, value)
@@ -51,6 +54,12 @@ def test_the_wire_message_names_the_bounds() -> None:
         jobs.Hyperparameters(n_epochs=51)
     with pytest.raises(ValidationError, match="learning_rate_multiplier must be > 0 and <= 100 or 'auto'"):
         jobs.Hyperparameters(learning_rate_multiplier=0)
+    with pytest.raises(ValidationError, match="layerwise_lr_decay must be > 0 and <= 1 or 'auto'"):
+        jobs.Hyperparameters(layerwise_lr_decay=1.2)
+    with pytest.raises(ValidationError, match="reinit_layers must be between 0 and 48 or 'auto'"):
+        jobs.Hyperparameters(reinit_layers=-1)
+    with pytest.raises(ValidationError, match="reinit_pooler must be true, false or 'auto'"):
+        jobs.Hyperparameters.model_validate({"reinit_pooler": "sometimes"})
 
 
 def test_every_package_uses_the_one_task_list() -> None:

@@ -77,3 +77,23 @@ def test_transformer_trained_alone_counts_where_auto_had_none() -> None:
     t = targets({"datasets": {"a": alone}})
     assert t["auto_vs_best_single"]["value"] == -4.0 and not t["auto_vs_best_single"]["met"]
     assert t["auto_vs_transformer"]["per_set"] == {"a": -4.0}
+
+
+def test_recipe_pairs_by_seed_and_counts_a_gain_only_beyond_seed_noise() -> None:
+    from bench.quality.recipe import summarise
+
+    def run(acc: float, f1: float) -> dict:
+        return {"accuracy": acc, "macro_f1": f1, "train_s": 1.0}
+
+    runs = {
+        "baseline": {"0": run(70, 68), "1": run(72, 70), "2": run(74, 72)},  # seed std 2
+        "llrd": {"0": run(73, 71), "1": run(75, 73), "2": run(77, 75)},  # +3 on every seed
+        "reinit": {"0": run(76, 74), "1": run(71, 69), "2": run(77, 75)},  # mean +2.67, one seed worse
+    }
+    out = summarise(runs, [0, 1, 2])
+    assert out["llrd"]["accuracy"]["paired_diff"] == [3.0, 3.0, 3.0]
+    assert out["llrd"]["gain_beyond_noise"] is True
+    assert out["reinit"]["accuracy"]["diff_mean"] == 2.67 and out["reinit"]["gain_beyond_noise"] is False
+    small = {"baseline": runs["baseline"], "llrd": {k: run(v["accuracy"] + 1, v["macro_f1"] + 1)
+                                                    for k, v in runs["baseline"].items()}}  # fmt: skip
+    assert summarise(small, [0, 1, 2])["llrd"]["gain_beyond_noise"] is False  # +1 < the seed std of 2
