@@ -32,6 +32,7 @@ from operator import add, is_not
 from typing import Any, cast
 
 from aiaas.core.errors import AiaasError
+from aiaas.core.gc_pause import gc_paused
 from aiaas.data.csv_reader import _csv_header
 from aiaas.data.formats import Detected
 from aiaas.data.json_reader import JsonSchema
@@ -257,7 +258,8 @@ def _parse_flat(records: list[str]) -> list[dict[str, Any]]:
     if not all(map(str.startswith, records, repeat("{"))):
         raise NotSimple
     try:
-        objs = json.loads("[" + ",".join(records) + "]")
+        with gc_paused():  # acyclic; see core/gc_pause.py
+            objs = json.loads("[" + ",".join(records) + "]")
     except (ValueError, RecursionError):
         raise NotSimple from None
     if len(objs) != len(records) or set(map(type, objs)) != {dict}:

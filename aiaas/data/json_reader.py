@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from aiaas.core.errors import InvalidFile
+from aiaas.core.gc_pause import gc_paused
 from aiaas.data.formats import subject
 from aiaas.data.limits import (
     Budget,
@@ -31,7 +32,8 @@ def _loads(text: str, where: str, param: str) -> Any:
     """json.loads that turns every way JSON can hurt us into a line-numbered InvalidFile:
     nesting too deep, integers too long to convert, and lone surrogate escapes (not UTF-8)."""
     try:
-        obj = json.loads(text)
+        with gc_paused():  # an acyclic tree of up to a record's limit of values: see core/gc_pause.py
+            obj = json.loads(text)
         json.dumps(obj, ensure_ascii=False).encode("utf-8")  # lone surrogates ("\ud800") cannot encode
     except json.JSONDecodeError as exc:
         raise InvalidFile(
@@ -66,10 +68,12 @@ class JsonSchema:
         limits = self.budget.limits
         if self.rows >= limits.max_rows:
             raise too_many_rows(f"more than {limits.max_rows}", limits, self.param)
-        nested, chars, longest = _measure_record(obj)
+        nested, chars, longest = _measure_record(obj, limits.max_columns)
+        if nested > limits.max_columns:  # counting stopped there: a record with 600k empty lists costs no more
+            raise row_too_large(f"more than {limits.max_columns} nested values", where, limits, self.param)
         if longest > limits.max_cell_chars:
             raise cell_too_large(longest, where, limits, self.param)
-        if nested > limits.max_columns or chars > limits.max_record_chars:
+        if chars > limits.max_record_chars:
             raise row_too_large(f"{nested} nested values and {chars} characters", where, limits, self.param)
         self.budget.add(len(obj) + nested, chars)
         new: list[str] = []
@@ -105,8 +109,9 @@ class _Columns:
         return Table("jsonl", None, self.schema.names, self.data, self.positions, unit)
 
 
-def _measure_record(obj: dict[str, Any]) -> tuple[int, int, int]:
-    """(values nested inside its cells, characters of its keys and strings, longest string) of a record."""
+def _measure_record(obj: dict[str, Any], max_nested: int) -> tuple[int, int, int]:
+    """(values nested inside its cells, characters of its keys and strings, longest string) of a record; the
+    walk stops as soon as more than `max_nested` values are nested (the record is refused then, whatever else)."""
     nested = chars = longest = 0
     stack = list(obj.values())
     for key in obj:
@@ -118,9 +123,13 @@ def _measure_record(obj: dict[str, Any]) -> tuple[int, int, int]:
             longest = max(longest, len(value))
         elif isinstance(value, list):
             nested += len(value)
+            if nested > max_nested:
+                break
             stack.extend(value)
         elif isinstance(value, dict):
             nested += len(value)
+            if nested > max_nested:
+                break
             for key, item in value.items():
                 chars += len(key)
                 stack.append(item)
@@ -200,7 +209,8 @@ def parse_json_array(fh: IO[str], param: str, keep: set[str] | None, budget: Bud
     text = fh.read()
     _count_json_values(text, budget)
     try:
-        records = json.loads(text)
+        with gc_paused():
+            records = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidFile(
             f"line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}).", param=param
