@@ -86,6 +86,10 @@ def test_multi_label_tunes_thresholds(tmp_path: Path, base_models_dir: Path) -> 
         n_epochs=20,
         batch_size=8,
         freeze_embeddings=False,
+        # One thread: the sums' order, and so the run, does not depend on the cores the process is given. The
+        # full suite on an AVX2 machine once gave micro-F1 0.78 where alone (2 threads) it gives 1.0; on one
+        # thread seeds 0-3, 13 and 42 all reach 1.0 there.
+        num_threads=1,
         **FAST,
     )
     result = train(config, data, tmp_path, Recorder(), base_models_dir=base_models_dir)
