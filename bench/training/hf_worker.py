@@ -76,6 +76,30 @@ def tuned_arguments(
     }
 
 
+def encoded(tokenizer: Any, rows: list[tuple[str, str]], index: dict[str, int], *, dynamic: bool) -> Any:
+    """(text, label) rows as the Trainer's dataset. Dynamic: unpadded, `DataCollatorWithPadding` pads each batch
+    (the tuned baseline); else padded to MAX_LENGTH as tensors (the defaults, as run_glue.py prepares them)."""
+    import torch
+
+    class Encoded(torch.utils.data.Dataset):
+        def __init__(self) -> None:
+            padding = False if dynamic else "max_length"
+            self.enc = tokenizer([t for t, _ in rows], padding=padding, truncation=True, max_length=MAX_LENGTH)
+            self.labels = [index[label] for _, label in rows]
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+        def __getitem__(self, i: int) -> dict:
+            if dynamic:
+                return {**{k: v[i] for k, v in self.enc.items()}, "labels": self.labels[i]}
+            item = {k: torch.tensor(v[i]) for k, v in self.enc.items()}
+            item["labels"] = torch.tensor(self.labels[i])
+            return item
+
+    return Encoded()
+
+
 def predict_in_order(trainer: Any, dataset: Any, labels: list[int]) -> np.ndarray:
     """`trainer.predict(dataset)`'s predictions, row i for dataset[i] (whose label is labels[i]).
 
@@ -134,24 +158,6 @@ def main() -> None:
         label2id=index,
     )
 
-    class Encoded(torch.utils.data.Dataset):
-        def __init__(self, rows: list[tuple[str, str]]) -> None:
-            padding = False if args.tuned else "max_length"  # tuned: the collator pads each batch
-            self.enc = tokenizer(
-                [t for t, _ in rows], padding=padding, truncation=True, max_length=MAX_LENGTH
-            )
-            self.labels = [index[label] for _, label in rows]
-
-        def __len__(self) -> int:
-            return len(self.labels)
-
-        def __getitem__(self, i: int) -> dict:
-            if args.tuned:
-                return {**{k: v[i] for k, v in self.enc.items()}, "labels": self.labels[i]}
-            item = {k: torch.tensor(v[i]) for k, v in self.enc.items()}
-            item["labels"] = torch.tensor(self.labels[i])
-            return item
-
     class StepTimes(TrainerCallback):
         """Samples per second over windows of 10 optimizer steps (training only)."""
 
@@ -169,7 +175,8 @@ def main() -> None:
                 self.windows.append(10 * self.batch / (now - self.t0))
                 self.t0 = now
 
-    train_set, val_set, test_set = Encoded(split.train), Encoded(split.validation), Encoded(split.test)
+    train_set, val_set, test_set = (encoded(tokenizer, rows, index, dynamic=args.tuned)
+                                    for rows in (split.train, split.validation, split.test))
     bf16 = args.tuned and native_bf16()
     tuned = (
         tuned_arguments(

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.training.hf_worker import MAX_LENGTH, native_bf16, predict_in_order, tuned_arguments
+from bench.training.hf_worker import encoded, native_bf16, predict_in_order, tuned_arguments
 from bench.training.run import _split
 
 # name, changes to the tuned baseline (bf16, group_by_length, fused AdamW, dynamic padding)
@@ -38,7 +38,6 @@ CONFIGS: list[tuple[str, dict[str, bool]]] = [
 
 
 def run_config(split: Any, model_path: str, flags: dict[str, bool], epochs: int) -> dict[str, Any]:
-    import torch
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -55,18 +54,6 @@ def run_config(split: Any, model_path: str, flags: dict[str, bool], epochs: int)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=len(split.labels))
 
-    class Encoded(torch.utils.data.Dataset):
-        def __init__(self, rows: list[tuple[str, str]]) -> None:
-            padding = False if flags["dynamic"] else "max_length"
-            self.enc = tokenizer([t for t, _ in rows], padding=padding, truncation=True, max_length=MAX_LENGTH)
-            self.labels = [index[y] for _, y in rows]
-
-        def __len__(self) -> int:
-            return len(self.labels)
-
-        def __getitem__(self, i: int) -> dict:
-            return {**{k: v[i] for k, v in self.enc.items()}, "labels": self.labels[i]}
-
     losses: list[float] = []
 
     class Losses(TrainerCallback):
@@ -74,7 +61,7 @@ def run_config(split: Any, model_path: str, flags: dict[str, bool], epochs: int)
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
-    train, val = Encoded(split.train), Encoded(split.validation)
+    train, val = (encoded(tokenizer, rows, index, dynamic=flags["dynamic"]) for rows in (split.train, split.validation))
     steps = -(-len(train) // 16) * epochs
     tuned = tuned_arguments(TrainingArguments, 16, flags["bf16"], max(1, steps // 10), 0.01, 2e-4)
     if not flags["bf16"]:
