@@ -1,5 +1,6 @@
 """Shared fixtures: a real SQLite file, and a real PostgreSQL database per test when
-AIAAS_TEST_POSTGRES_URL is set (each test gets its own database, dropped afterwards).
+AIAAS_TEST_POSTGRES_URL is set (an empty one made and dropped per test, or for `db`, a pooled copy of the
+migrated template handed over clean).
 
 A test that asks for `db` gets a database at the migrations' head without running them: a copy of a template
 migrated once per test process (a file copy on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL). Running every
@@ -46,7 +47,8 @@ def _pg_database_url(name: str) -> str:
 @pytest.fixture(scope="session")
 def _pg_migrated_template() -> Iterator[str]:
     """A PostgreSQL database migrated to head once per test process: the `db` fixture's databases are
-    copied from it (CREATE DATABASE ... TEMPLATE, ~0.1 s) instead of each running every migration (~1 s)."""
+    copied from it (CREATE DATABASE ... TEMPLATE, ~0.1 s) instead of each running every migration (~1 s), and
+    reused between tests (tests/helpers/pg_pool.py)."""
     from sqlalchemy import create_engine, text
 
     from aiaas.store import migrate
@@ -97,26 +99,49 @@ def _new_sqlite_file(url: str) -> Path | None:
     return None if path.exists() else path
 
 
+@pytest.fixture(scope="session")
+def _pg_pool(_pg_migrated_template: str) -> Iterator[Any]:
+    """This process's reusable copies of the migrated template (tests/helpers/pg_pool.py)."""
+    from sqlalchemy import create_engine
+
+    from tests.helpers.pg_pool import PgPool
+
+    admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
+    pool = PgPool(admin, _pg_migrated_template, _pg_database_url)
+    try:
+        yield pool
+    finally:
+        pool.close()
+        admin.dispose()
+
+
 @pytest.fixture
 def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh PostgreSQL database; returns its SQLAlchemy URL. Empty, except for a test that also asks
-    for `db` (which migrates it to head before the test runs): that one gets a copy of a migrated template."""
+    """A PostgreSQL database; returns its SQLAlchemy URL. A fresh empty one, dropped afterwards, except for a
+    test that also asks for `db`: that one gets a copy of the migrated template from this process's pool, holding
+    only what a fresh copy holds (tests/helpers/pg_pool.py)."""
     if not POSTGRES_URL:
         pytest.skip("AIAAS_TEST_POSTGRES_URL is not set")
+    if "db" in request.fixturenames:
+        pool = request.getfixturevalue("_pg_pool")
+        name = pool.acquire()
+        url = _pg_database_url(name)
+        _AT_HEAD.add(url)
+        try:
+            yield url
+        finally:
+            _AT_HEAD.discard(url)
+            pool.release(name)
+        return
     from sqlalchemy import create_engine, text
 
-    template = request.getfixturevalue("_pg_migrated_template") if "db" in request.fixturenames else None
     admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
     name = "aiaas_t_" + uuid.uuid4().hex[:16]
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
-    url = _pg_database_url(name)
-    if template:
-        _AT_HEAD.add(url)
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield url
+        yield _pg_database_url(name)
     finally:
-        _AT_HEAD.discard(url)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

@@ -34,6 +34,7 @@ class Traffic:
         self.deployments: dict[str, str] = {}
         self.in_flight: dict[str, int] = {"upload": 0, "job": 0, "deploy": 0}
         self.errors: list[str] = []
+        self.killed = threading.Event()  # set by the test once the server is dead
         self.threads = [threading.Thread(target=self._loop, args=(kind,), daemon=True)
                         for kind in ("upload", "job", "deploy")]
 
@@ -74,9 +75,10 @@ class Traffic:
         return True
 
     def _job(self, c: httpx.Client, n: int) -> bool:
-        if self.training_file is None:
-            time.sleep(0.05)
-            return True
+        if self.training_file is None:  # no upload acked yet: nothing to train on, nothing sent
+            # Until one is, this thread sends nothing, so no TransportError would tell it the server died: it
+            # stops when the test says so (it used to spin until join's 30 s timeout, most of R2's time).
+            return not self.killed.wait(0.05)
         r = c.post("/v1/fine_tuning/jobs", json={"model": "tiny-bert", "training_file": self.training_file})
         if r.status_code >= 300:
             self.errors.append(f"job {r.status_code} {r.text[:200]}")
@@ -157,7 +159,9 @@ def test_r2_kill9_during_writes_loses_nothing_acked_and_shows_nothing_half(tmp_p
             time.sleep(rng.uniform(0.05, 0.8))
             server.proc.kill()  # SIGKILL: no shutdown code runs
             server.proc.wait()
+            traffic.killed.set()
             traffic.join()
+            assert not any(t.is_alive() for t in traffic.threads), "a client thread outlived the server"
             assert not traffic.errors, traffic.errors
             for kind, busy in traffic.in_flight.items():
                 killed_during[kind] += busy

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from aiaas.registry import models as registry
@@ -11,8 +14,24 @@ from aiaas.store.encrypted import encrypted
 from tests.helpers.tiny_bert import build_tiny_bert
 
 
+_EXPORTS: dict[tuple, Path] = {}  # (labels, task) -> this process's first export of that model
+
+
 def export_tiny_classifier(work: Path, *, labels=("negative", "positive"), task="single_label_classification") -> Path:
-    """A tiny BERT with an aiaas.json, exported to ONNX; returns the artifact root (model/ + onnx/)."""
+    """A tiny BERT with an aiaas.json, exported to ONNX; returns the artifact root (model/ + onnx/).
+
+    The model is the same for the same labels and task (fixed seed and vocabulary), and an ONNX export costs
+    2-4 s: the first export of each kind in a test process is kept, and later calls get a copy of it."""
+    key = (tuple(labels), task)
+    root = work / "artifact"
+    if key not in _EXPORTS:
+        _EXPORTS[key] = _export(Path(tempfile.mkdtemp(prefix="aiaas-tiny-export-")), labels, task)
+        atexit.register(shutil.rmtree, _EXPORTS[key].parent, True)
+    shutil.copytree(_EXPORTS[key], root, dirs_exist_ok=True)
+    return root
+
+
+def _export(work: Path, labels, task: str) -> Path:  # type: ignore[no-untyped-def]
     from aiaas.registry.export import export_model
 
     root = work / "artifact"
