@@ -4,8 +4,12 @@ server many times (chaos R2: 21 starts per backend).
 Most of a server's start is importing (the CLI, FastAPI, SQLAlchemy, the app: about 1.5 s of CPU). The zygote
 imports those once, in the test's environment, and forks one child per start: the child runs the very
 `aiaas serve` entry point (`app(["serve", ...])`) in a new session with its own log file, so killing it with
-SIGKILL is the same cut as before. The zygote opens no database, socket or thread before it forks. It lives as
-long as its stdin: when the test (or the test process) goes, it kills the servers it started and exits.
+SIGKILL is the same cut as before. The zygote also imports what a server imports on its first job creation
+(aiaas.training.families, ~0.6 s on 2 loaded cores): chaos R2 kills each server 0.05-0.8 s into its traffic, and
+a fresh server's first job creation (0.6-1.2 s, against ~0.05 s warm) outlasted that window at all 20 kills of
+one loaded run, which then acked no job and failed. The zygote opens no database, socket or thread before it
+forks. It lives as long as its stdin: when the test (or the test process) goes, it kills the servers it started
+and exits.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ ZYGOTE = r"""
 import os, signal, sys
 import aiaas.cli.main as cli
 import aiaas.api.app, aiaas.cli.serve, uvicorn  # noqa: F401 - what `serve` imports when it runs
+import aiaas.training.families  # noqa: F401 - what the first job creation imports (~0.6 s, see below)
 
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel: no zombies
 started = []
