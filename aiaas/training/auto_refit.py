@@ -22,7 +22,9 @@ import numpy as np
 from aiaas.training import batching, calibration, classical, metrics
 from aiaas.training.auto_cv import FoldData, Folds, FoldRun, Quiet
 from aiaas.training.classical import ClassicalModel, LinearHead, NgramFeaturizer, fit_head, outputs, score
-from aiaas.training.classical_train import _columns, _Grid, _model_meta, _settings, train_classical
+from aiaas.training.classical_report import model_meta as _model_meta
+from aiaas.training.classical_report import settings as _settings
+from aiaas.training.classical_train import _columns, _Grid, train_classical
 from aiaas.training.config import TrainConfig
 from aiaas.training.nbsvm import fit_nb_head
 from aiaas.training.types import TrainCallbacks, TrainResult

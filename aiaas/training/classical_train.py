@@ -1,11 +1,14 @@
 """Training the `tfidf-linear` family (aiaas.training.classical): features once, then one linear
-head per regularisation strength of the grid, the best kept by the engine's selection metric."""
+head per candidate (n-gram blocks x weighting) and regularisation strength, the best kept by the
+engine's selection metric. The candidates are compared on at most SEARCH_SAMPLE_ROWS training rows
+and the choice is fitted again on all of them: the search's cost is bounded, what grows with the
+rows is featurisation and a few full fits, and SEARCH_BUDGET_S no longer cuts large sets short."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +17,10 @@ import numpy as np
 from aiaas.training import batching, calibration, components, metrics
 from aiaas.training.classical import (
     ALPHA_GRID,
-    BOUNDARY_ID,
     C_GRID,
-    CHAR_NGRAMS,
     FAMILY,
-    MAX_CHARS,
-    MIN_DF,
-    MODEL_FILE,
     NO_VALIDATION_ALPHA,
     NO_VALIDATION_C,
-    PAD_ID,
-    WORD_NGRAMS,
     ClassicalModel,
     LinearHead,
     NgramFeaturizer,
@@ -33,6 +29,13 @@ from aiaas.training.classical import (
     fit_head,
     outputs,
     score,
+)
+from aiaas.training.classical_report import (
+    calibration_message,
+    fit_message,
+    hyperparameters,
+    model_meta,
+    settings,
 )
 from aiaas.training.config import TrainConfig
 from aiaas.training.nbsvm import fit_nb_head
@@ -43,6 +46,14 @@ C_LIMITS = (1.0 / 64, 1024.0)
 ALPHA_LIMITS = (0.01, 300.0)
 # Feature weightings tried for classification: plain TF-IDF, and NB-weighted (aiaas.training.nbsvm).
 WEIGHTINGS = ("tfidf", "nb")
+# Training rows the candidates are compared on: above this many, a seeded sample of them (stratified by
+# class for single-label), and the chosen candidate is fitted again on all rows over the strengths next to
+# the sample's choice (SEARCH_SAMPLE_ROWS bounds the search's cost, the refit's grows with the rows).
+SEARCH_SAMPLE_ROWS = 2_000
+MIN_SAMPLE_PER_CLASS = 20
+# BLAS/OpenMP threads unless TrainConfig.num_threads asks: the fits are sparse, and on 2 shared cores two
+# threads cost 2-5x the CPU of one per fit at 1k rows (their barriers spin while the other is descheduled).
+DEFAULT_THREADS = 1
 # Seconds the search may spend before it stops trying further candidates (the first, both blocks
 # with plain TF-IDF, always runs in full). Measured on a loaded 2-core host: the old 3-fit grid took
 # 420 s on the tweets set, and the full search fits ~7x as many heads.
@@ -54,10 +65,30 @@ def train_classical(
 ) -> TrainResult:
     """Fit the tfidf-linear model on `data`; writes `work_dir/model` and returns its TrainResult.
 
-    From `config` only task, seed and class_weights apply; the transformer settings
+    From `config` only task, seed, class_weights and num_threads apply; the transformer settings
     (base model, epochs, learning rate, ...) mean nothing here. No checkpoints: a rerun
-    takes seconds and gives the same model.
+    takes seconds and gives the same model. BLAS and OpenMP run on `config.num_threads` threads,
+    one unless asked (DEFAULT_THREADS).
     """
+    # Loaded first: threadpoolctl limits only the thread pools of libraries already loaded (scipy's
+    # L-BFGS-B brings its own OpenBLAS), and a pool left at 2 threads spins in every iteration.
+    import scipy.optimize  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threads = config.num_threads or DEFAULT_THREADS
+    with threadpool_limits(limits=threads):
+        result = _train(config, data, work_dir, callbacks)
+    result.hyperparameters["num_threads"] = threads
+    result.hyperparameters["reasons"]["num_threads"] = (
+        "requested" if config.num_threads else f"default ({DEFAULT_THREADS}): sparse fits"
+    )
+    return result
+
+
+def _train(
+    config: TrainConfig, data: PreparedDataLike, work_dir: Path, callbacks: TrainCallbacks
+) -> TrainResult:
     started = time.perf_counter()
     task = config.task
     labels = components.check_data(config, data)
@@ -72,40 +103,46 @@ def train_classical(
     grid = _Grid.for_task(task, validated=f.x_val is not None)
     _announce(callbacks, task, f, grid, featurize_s)
 
-    # The search: n-gram blocks x weighting, each over its strength grid; then calibrate the best.
+    # The search: n-gram blocks x weighting, each over its strength grid, on at most SEARCH_SAMPLE_ROWS
+    # training rows; the choice refit on all of them (its strength chosen again there); then calibrated.
     n_out = 1 if task == "regression" else len(labels)
     fit = _Fit(config, task, labels, n_out, f.x_train, f.y_train, f.x_val, f.y_val)
-    choice, history = _search(grid, fit, f.featurizer, check_stop, callbacks)
+    sample = search_sample(task, f.y_train, config.seed) if f.x_val is not None else None
+    searched = fit if sample is None else fit.rows(sample)
+    choice, history = _search(grid, searched, f.featurizer, check_stop, callbacks)
     columns = _columns(f.featurizer, choice.blocks)
+    x_val = f.x_val[:, columns] if f.x_val is not None else None
+    if sample is not None:
+        choice = _refit(grid, fit, choice, (f.x_train[:, columns], x_val), history, check_stop, callbacks)
     # The chosen blocks only: the served graph counts no n-gram the head does not use.
     featurizer = NgramFeaturizer(
         [b for b in f.featurizer.blocks if b.name in choice.blocks], f.featurizer.vocab_size
     )
-    x_val = f.x_val[:, columns] if f.x_val is not None else None
     head, best_scores, calibrated = _calibrate(fit, choice, x_val)
     if calibrated.get("calibration"):
-        callbacks.event("info", _calibration_message(calibrated), data={"calibration": calibrated})
+        callbacks.event("info", calibration_message(calibrated), data={"calibration": calibrated})
 
     selection_metric = metrics.SELECTION[task][0]
     summary = {k: v for k, v in best_scores.items() if k not in ("per_label", "thresholds")}
-    settings = _settings(grid, choice.strength, featurizer, config.class_weights)
-    settings.update({"ngram_blocks": "+".join(choice.blocks), "weighting": choice.weighting, **calibrated})
-    meta = _model_meta(task, labels, summary, best_scores, selection_metric, settings)
+    chosen = settings(grid, choice.strength, featurizer, config.class_weights)
+    chosen.update({"ngram_blocks": "+".join(choice.blocks), "weighting": choice.weighting, **calibrated})
+    meta = model_meta(task, labels, summary, best_scores, selection_metric, chosen)
     check_stop()
     model_dir = ClassicalModel(tokenizer=f.tokenizer, featurizer=featurizer, head=head, meta=meta).save(
         Path(work_dir) / "model"
     )
     wall_s = time.perf_counter() - started
     callbacks.event("info", f"{FAMILY} model written after {wall_s:.1f} s.", data={"metrics": summary})
-    hyperparameters = _hyperparameters(config, grid, choice, featurizer, settings, selection_metric,
-                                       validated=f.x_val is not None, fits=len(history), wall_s=wall_s)
+    hp = hyperparameters(config, grid, choice, featurizer, chosen, selection_metric,
+                         validated=f.x_val is not None, fits=len(history), wall_s=wall_s,
+                         search_rows=None if sample is None else len(sample))
     return TrainResult(
         model_dir=model_dir,
         metrics=best_scores,
         trained_tokens=int(sum(len(ids) for ids in f.ids_train)),  # characters, one pass
         steps=len(history),
         epochs_completed=1.0,
-        hyperparameters=hyperparameters,
+        hyperparameters=hp,
         history=history,
     )
 
@@ -151,37 +188,6 @@ def _announce(callbacks: TrainCallbacks, task: str, f: _Features, grid: _Grid, f
     )
 
 
-def _hyperparameters(
-    config: TrainConfig,
-    grid: _Grid,
-    choice: _Choice,
-    featurizer: NgramFeaturizer,
-    settings: dict[str, Any],
-    selection_metric: str,
-    *,
-    validated: bool,
-    fits: int,
-    wall_s: float,
-) -> dict[str, Any]:
-    """What the job reports as the model's hyperparameters, with the reason for each choice."""
-    chosen_by = f"best {selection_metric} on validation" if validated else "default (no validation set)"
-    return {
-        "family": FAMILY,
-        **settings,
-        "n_features": featurizer.n_features,
-        "max_chars": MAX_CHARS,
-        "seed": config.seed,
-        "selection_metric": selection_metric,
-        "train_seconds": round(wall_s, 3),
-        "reasons": {
-            grid.strength_name: chosen_by,
-            "features": f"{'+'.join(choice.blocks)} n-grams, sublinear tf-idf"
-            + (", NB-weighted" if choice.weighting == "nb" else "")
-            + (f": {chosen_by} among {fits} fits" if validated else ""),
-        },
-    }
-
-
 @dataclass(frozen=True)
 class _Grid:
     """The regularisation strengths tried: ridge's alpha for regression, logistic regression's C
@@ -214,6 +220,28 @@ class _Fit:
     y_train: np.ndarray
     x_val: Any | None
     y_val: np.ndarray
+
+    def rows(self, which: np.ndarray) -> _Fit:
+        """The same problem on these training rows only (validation unchanged)."""
+        return replace(self, x_train=self.x_train[which], y_train=self.y_train[which])
+
+
+def search_sample(task: str, y: np.ndarray, seed: int) -> np.ndarray | None:
+    """The training rows the search compares candidates on: None (all of them) up to SEARCH_SAMPLE_ROWS,
+    else a seeded sample of that many, per class in proportion for single-label (at least
+    MIN_SAMPLE_PER_CLASS rows of each class, or all of a smaller one)."""
+    n = len(y)
+    if n <= SEARCH_SAMPLE_ROWS:
+        return None
+    rng = np.random.default_rng(seed)
+    if task != "single_label_classification":
+        return np.sort(rng.choice(n, SEARCH_SAMPLE_ROWS, replace=False))
+    picks = []
+    for cls in np.unique(y):
+        members = np.flatnonzero(y == cls)
+        want = max(round(SEARCH_SAMPLE_ROWS * len(members) / n), min(len(members), MIN_SAMPLE_PER_CLASS))
+        picks.append(rng.choice(members, min(want, len(members)), replace=False))
+    return np.sort(np.concatenate(picks))
 
 
 @dataclass
@@ -258,7 +286,7 @@ def _search(
                 budget.last_fit_s = record["fit_seconds"]
                 history.append(record)
                 callbacks.event(
-                    "info", _message(record, grid.strength_name), type="metrics", data=dict(record)
+                    "info", fit_message(record, grid.strength_name), type="metrics", data=dict(record)
                 )
                 tried[strength] = choice.rank
                 if best is None or choice.rank > best.rank:
@@ -266,6 +294,33 @@ def _search(
             values = _extend(grid, tried)
     assert best is not None
     return best, history
+
+
+def _refit(
+    grid: _Grid, fit: _Fit, choice: _Choice, xs: tuple[Any, Any], history: list[dict[str, Any]],
+    check_stop: Any, callbacks: TrainCallbacks,
+) -> _Choice:  # fmt: skip
+    """The sample's choice of blocks and weighting fitted on every training row, over the strengths next
+    to its strength and on past the edge while the edge wins (as in the search: the metric must turn,
+    here on the rows the served head is fitted on)."""
+    lo, hi = grid.limits
+    around = (choice.strength / grid.step, choice.strength, choice.strength * grid.step)
+    values = [s for s in around if lo * (1 - 1e-9) <= s <= hi * (1 + 1e-9)]
+    tried: dict[float, tuple[float, float]] = {}
+    best: _Choice | None = None
+    while values:
+        for strength in values:
+            check_stop()
+            new, record = _fit_one(fit, choice.blocks, choice.weighting, strength, *xs, len(history) + 1)
+            history.append(record | {"refit": True})
+            callbacks.event("info", fit_message(record, grid.strength_name) + " (all rows)", type="metrics",
+                            data=history[-1])  # fmt: skip
+            tried[strength] = new.rank
+            if best is None or new.rank > best.rank:
+                best = new
+        values = _extend(grid, tried)
+    assert best is not None
+    return best
 
 
 def _announce_stop(
@@ -305,6 +360,7 @@ def _fit_one(
         "weighting": weighting,
         name: strength,
         "fit_seconds": round(fit_s, 3),
+        "train_rows": x_train.shape[0],
         **{k: v for k, v in scores.items() if k not in ("per_label", "confusion_matrix", "thresholds")},
     }
     rank = metrics.selection_score(task, scores) if scores else (0.0, 0.0)
@@ -398,72 +454,3 @@ def _calibrate(
     scores.update({"ece_uncalibrated": before, "ece": after})
     info.update({"ece_before": before, "ece_after": after})
     return new, scores, info
-
-
-def _calibration_message(info: dict[str, Any]) -> str:
-    how = (
-        f"temperature {info['temperature']:.3g}"
-        if info["calibration"] == "temperature"
-        else ("Platt per label" if info["calibration"] == "platt" else info["calibration"])
-    )
-    return (
-        f"{FAMILY} calibrated on validation ({how}): ECE {info['ece_before']:.4f} -> {info['ece_after']:.4f}"
-    )
-
-
-def _settings(
-    grid: _Grid, strength: float, featurizer: NgramFeaturizer, class_weights: bool
-) -> dict[str, Any]:
-    """What was chosen and fixed: in aiaas.json and in the hyperparameters (-> lineage and model card)."""
-    return {
-        "model": grid.model,
-        grid.strength_name: strength,
-        "grid": list(grid.values),
-        "char_ngrams": list(CHAR_NGRAMS),
-        "word_ngrams": list(WORD_NGRAMS),
-        "min_df": MIN_DF,
-        "features": {b.name: len(b) for b in featurizer.blocks},
-        "class_weights": class_weights,
-    }
-
-
-def _model_meta(
-    task: str,
-    labels: list[str],
-    summary: dict[str, Any],
-    best_scores: dict[str, Any],
-    selection_metric: str,
-    settings: dict[str, Any],
-) -> dict[str, Any]:
-    """The model directory's aiaas.json."""
-    meta: dict[str, Any] = {
-        "family": FAMILY,
-        "task": task,
-        "labels": labels,
-        "max_length": MAX_CHARS,
-        "do_lower_case": True,
-        "metrics": summary,
-        "base_model": FAMILY,
-        "selection_metric": selection_metric,
-        "classical": {
-            **settings,
-            "pad_token_id": PAD_ID,
-            "boundary_token_id": BOUNDARY_ID,
-            "model_file": MODEL_FILE,
-        },
-    }
-    if task == "multi_label_classification":
-        meta["thresholds"] = best_scores.get("thresholds") or {label: 0.5 for label in labels}
-    return meta
-
-
-def _message(record: dict[str, Any], strength_name: str) -> str:
-    shown = [
-        f"{k} {record[k]:.4f}"
-        for k in ("accuracy", "macro_f1", "micro_f1", "rmse", "mae", "r2")
-        if k in record
-    ]
-    return (
-        ", ".join([f"{FAMILY} {strength_name} {record[strength_name]:g}", *shown])
-        + f" ({record['fit_seconds']:.1f} s)"
-    )
