@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.training import engine_variants, flops, hf_worker, run
+from bench.training import engine_variants, epoch_profile, flops, hf_worker, run
 
 
 def _worker(samples_per_s: float, val: float, test: float) -> dict:
@@ -115,3 +115,41 @@ def test_seed_summary_is_mean_and_sample_std_in_points() -> None:
 )
 def test_profile_puts_operators_in_their_kind(op: str, kind: str | None) -> None:
     assert flops._category(op) == kind
+
+
+@pytest.mark.parametrize(
+    ("op", "kind"),
+    [
+        ("aten::addmm", "matmul"),
+        ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
+        ("aten::_softmax_backward_data", "softmax"),
+        ("aten::native_layer_norm_backward", "layernorm"),
+        ("aten::embedding_dense_backward", "embedding"),
+        ("aten::gelu_backward", "gelu"),
+        ("aten::native_dropout", "dropout"),
+        ("aten::_fused_adamw_", "optimizer"),
+        ("aten::_foreach_norm", "gradient clipping"),
+        ("aten::_foreach_mul_", "gradient clipping"),
+        ("aten::_to_copy", "dtype casts"),
+        ("aten::add_", "other operators"),
+    ],
+)
+def test_epoch_profile_puts_operators_in_their_kind(op: str, kind: str) -> None:
+    assert epoch_profile._kind(op) == kind
+
+
+def test_epoch_profile_phases_count_nested_calls_once_in_the_outer_phase() -> None:
+    class Work:
+        def outer(self) -> int:
+            return self.inner() + 1
+
+        def inner(self) -> int:
+            return 1
+
+    phases = epoch_profile.Phases()
+    phases.wrap(Work, "outer", "outer")
+    phases.wrap(Work, "inner", "inner")
+    work = Work()
+    assert work.outer() == 2 and work.inner() == 1
+    assert phases.calls == {"outer": 1, "inner": 1}
+    assert set(phases.seconds) == {"outer", "inner"} and all(s >= 0 for s in phases.seconds.values())
