@@ -3,9 +3,10 @@
 What is scored is what the platform serves: the calibrated probabilities of each family's
 trained directory (tfidf-linear and char-cnn: their own predict; the transformer: its HF
 directory with the calibration folded into the head), and for the ensemble the weighted
-average of both members' probabilities with the weight auto fit on validation. ECE before
-calibration is the transformer's with its temperature undone (the logits times T), and the
-validation figures each family recorded in its aiaas.json.
+average of both members' probabilities with the weight auto fit on validation, then the
+calibration auto fit on that mix. ECE before calibration is each family's with its temperature
+undone (the logits times T), the ensemble's plain mix, and the validation figures each family
+recorded in its aiaas.json. Each ECE comes with its noise floor (`ece_floor`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def _meta(model_dir: Path) -> dict[str, Any]:
 
 def uncalibrated(probs: np.ndarray, meta: dict[str, Any]) -> np.ndarray | None:
     """The probabilities before temperature scaling, where a temperature was folded in."""
-    t = (meta.get("calibration") or {}).get("temperature")
+    # The transformer and char-cnn record it under "calibration", tfidf-linear under "classical".
+    t = (meta.get("calibration") or {}).get("temperature") or (meta.get("classical") or {}).get("temperature")
     if not t:
         return None
     z = np.log(np.clip(probs, 1e-12, 1.0)) * float(t)

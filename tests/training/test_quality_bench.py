@@ -55,6 +55,9 @@ def test_uncalibrated_undoes_the_temperature() -> None:
     assert raw is not None
     np.testing.assert_allclose(raw, np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), rtol=1e-6)
     assert uncalibrated(served, {}) is None
+    tfidf = uncalibrated(served, {"classical": {"calibration": "temperature", "temperature": t}})
+    assert tfidf is not None
+    np.testing.assert_allclose(tfidf, raw, rtol=1e-6)
     out = scores(served, np.array([0, 1]), 3, {"calibration": {"temperature": t}})
     assert out["accuracy"] == 1.0 and out["ece_uncalibrated"] < out["ece"]
 
