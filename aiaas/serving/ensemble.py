@@ -69,8 +69,49 @@ class Member(Protocol):
     def close(self) -> None: ...
 
 
+def combine(task: str, weight: float, first: np.ndarray, second: np.ndarray,
+            calibration: dict[str, Any] | None = None) -> np.ndarray:  # fmt: skip
+    """p = w * first + (1 - w) * second, then the calibration fit on the mix (if any): the mix's
+    logits (log p for single-label, logit p per label for multi-label) times `scale` plus `shift`.
+    Averaging two calibrated members is not calibrated itself (it is usually under-confident), so
+    auto fits this map on the combined validation (or out-of-fold) scores; regression has none."""
+    mixed = weight * np.asarray(first, dtype=np.float64) + (1 - weight) * np.asarray(second, dtype=np.float64)
+    if not calibration or task == "regression":
+        return mixed
+    scale = np.asarray(calibration["scale"], dtype=np.float64)
+    shift = np.asarray(calibration["shift"], dtype=np.float64)
+    eps = 1e-7
+    if task == "single_label_classification":
+        z = np.log(np.clip(mixed, eps, 1.0)) * scale + shift
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+        return out
+    p = np.clip(mixed, eps, 1 - eps)
+    z = (np.log(p) - np.log1p(-p)) * scale + shift
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def check_calibration(meta: dict[str, Any], n_out: int, where: Path) -> dict[str, Any] | None:
+    """The ensemble's `calibration` ({"scale": [...], "shift": [...]}, one value per output), or None."""
+    cal = meta.get("calibration")
+    if cal is None:
+        return None
+    ok = isinstance(cal, dict) and all(
+        isinstance(cal.get(k), list) and len(cal[k]) == n_out
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in cal[k])
+        for k in ("scale", "shift")
+    )  # fmt: skip
+    if not ok:
+        raise InvalidFile(
+            f"{where}: an ensemble's 'calibration' must hold 'scale' and 'shift', {n_out} finite numbers each."
+        )
+    return {"scale": list(cal["scale"]), "shift": list(cal["shift"])}
+
+
 class EnsemblePredictor:
-    """One model over two member predictors: p = w * p_transformer + (1 - w) * p_tfidf-linear."""
+    """One model over two member predictors: p = w * p_transformer + (1 - w) * p_tfidf-linear, then the
+    calibration fit on that mix (`combine`)."""
 
     def __init__(self, meta: dict[str, Any], members: dict[str, Member], artifact_dir: Path) -> None:
         self.meta = meta
@@ -80,6 +121,8 @@ class EnsemblePredictor:
         self.labels: list[str] = [str(label) for label in meta.get("labels") or []]
         self.thresholds = thresholds_in_label_order(meta.get("thresholds"), self.labels)
         self.max_length = int(meta["max_length"])
+        n_out = 1 if self.task == "regression" else len(self.labels)
+        self.calibration = check_calibration(meta, n_out, artifact_dir)
         first, second = (members[name] for name in MEMBERS)
         for name in MEMBERS:
             if members[name].labels != self.labels:
@@ -117,7 +160,7 @@ class EnsemblePredictor:
         result = first.infer(texts, probabilities=probabilities, embeddings=embeddings)
         if not probabilities:
             return result
-        mixed = self.weight * result.probabilities + (1 - self.weight) * second.predict(texts)
+        mixed = combine(self.task, self.weight, result.probabilities, second.predict(texts), self.calibration)
         return dataclasses.replace(result, probabilities=mixed.astype(np.float32))
 
     def close(self) -> None:

@@ -242,19 +242,16 @@ def _try_ensemble(
     metric, sign = metrics.SELECTION[task]
     started = time.monotonic()
     labels = components.check_data(config, data)
-    if cv is not None:
-        probs, y = cv.oof_probs(), cv.oof_targets()
-    else:
-        texts = [ex.text for ex in data.validation]
-        probs = {
-            name: ensemble.validation_probs(results[name].model_dir, name, texts) for name in ensemble.MEMBERS
-        }
-        y = ensemble.targets(task, data, labels)
+    probs, y = _held_out_scores(task, data, results, labels, cv)
     weight, scores, tried = ensemble.fit_weight(task, probs[TRANSFORMER], probs[classical.FAMILY], y, labels)
+    # Calibrated after combining, on the same held-out scores, and scored again with it.
+    scores, fitted, cal_info = ensemble.calibrate_mix(task, weight, probs, y, labels, scores)
     record.update({"status": "trained", "weight": weight, "seconds": round(time.monotonic() - started, 1),
                    **{k: float(v) for k, v in scores.items() if isinstance(v, float)}})
+    if fitted is not None:
+        record["calibration"] = {**cal_info, **fitted}
     if cv is not None:
-        record["cv"] = cv.ensemble_summary(weight, probs, y)
+        record["cv"] = cv.ensemble_summary(weight, probs, y, fitted)
     # Judged as the families were: on validation, or (k-fold) by the mean of the folds' scores.
     value = record["cv"]["mean"][metric] if cv is not None else scores[metric]
     best = candidates[chosen]
@@ -274,6 +271,7 @@ def _try_ensemble(
         work_dir / ensemble.FAMILY / "model",
         {name: results[name].model_dir for name in ensemble.MEMBERS},
         task=task, labels=labels, weight=weight, scores=scores, selection_metric=metric,
+        calibrated=None if fitted is None else {**cal_info, **fitted},
     )  # fmt: skip
     results[ensemble.FAMILY] = TrainResult(
         model_dir=model_dir, metrics=scores, trained_tokens=0, steps=len(tried), epochs_completed=1.0,
@@ -283,6 +281,17 @@ def _try_ensemble(
         f"ensemble (weight {weight:g} on the transformer) {metric} {value:.4f} beats {chosen} "
         f"{best[metric]:.4f}"
     )
+
+
+def _held_out_scores(
+    task: str, data: PreparedDataLike, results: dict[str, TrainResult], labels: list[str], cv: SmallData | None
+) -> tuple[dict[str, Any], Any]:
+    """Both members' scores the ensemble is fit on, and the truth: out-of-fold (k-fold) or on validation."""
+    if cv is not None:
+        return cv.oof_probs(), cv.oof_targets()
+    texts = [ex.text for ex in data.validation]
+    probs = {name: ensemble.validation_probs(results[name].model_dir, name, texts) for name in ensemble.MEMBERS}
+    return probs, ensemble.targets(task, data, labels)
 
 
 def _choose(task: str, candidates: dict[str, dict[str, Any]]) -> tuple[str, str]:

@@ -248,9 +248,12 @@ class SmallData:
             self.task, [r.label for r in self.folds.rows], self.folds.labels, split="train"
         )
 
-    def ensemble_summary(self, weight: float, probs: dict[str, np.ndarray], y: np.ndarray) -> dict[str, Any]:
+    def ensemble_summary(
+        self, weight: float, probs: dict[str, np.ndarray], y: np.ndarray, calibrated: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The k folds' scores of the (calibrated) mix, as the ensemble is served."""
         assert self.folds is not None
-        mixed = weight * probs[TRANSFORMER] + (1 - weight) * probs[classical.FAMILY]
+        mixed = ensemble.combine(self.task, weight, probs[TRANSFORMER], probs[classical.FAMILY], calibrated)
         records = []
         for i in range(self.folds.k):
             held = self.folds.held_out(i)

@@ -1,8 +1,11 @@
 """Planning auto's transformer run: fully, shortened to the epochs that fit, or not at all.
 
 The transformer gets whatever is left of `time_budget_s` after tfidf-linear. Its cost is
-estimated from a few real optimizer steps on real batches (`estimate_transformer`); if a
-full run does not fit it gets fewer epochs, and if one epoch does not fit it is skipped.
+estimated from a few real optimizer steps on real batches (`estimate_transformer`), with
+what follows the run inside the budget (calibration and the ensemble's scoring: a model load
+and a validation pass each, and the directories written); if a full run does not fit it gets
+fewer epochs, and if one epoch does not fit it is skipped. (Export and its int8 guard run
+after the job's training, outside `time_budget_s`.)
 Text the base model's tokenizer cannot read (aiaas.training.readability) skips it too.
 A run that overshoots its estimate by more than OVERRUN (plus GRACE_S) is stopped.
 """
@@ -35,6 +38,10 @@ ESTIMATE_STEPS = 4
 EVAL_COST = 0.35
 CHECKPOINT_S = 1.5
 FIXED_S = 10.0
+# After the run, inside the budget too: the calibration and the ensemble's scoring each load the trained
+# model again and run it over the validation texts; writing the calibrated and the ensemble directories.
+AFTER_PASSES = 2
+AFTER_WRITE_S = 5.0
 
 
 def plan_transformer(
@@ -80,8 +87,9 @@ def _fit_plan(estimate: dict[str, Any], left_s: float) -> dict[str, Any]:
         estimate["epoch_seconds"],
         estimate["fixed_seconds"],
     )
-    full = fixed + planned * per_epoch
-    fits = math.floor((left_s - fixed) / per_epoch) if per_epoch > 0 else planned
+    after = float(estimate.get("after_seconds", 0.0))  # calibration, the ensemble's scores, the writes
+    full = fixed + planned * per_epoch + after
+    fits = math.floor((left_s - fixed - after) / per_epoch) if per_epoch > 0 else planned
     plan: dict[str, Any] = {**estimate, "left_seconds": round(left_s, 1), "full_run_seconds": round(full, 1)}
     if fits >= planned:
         epochs, reason = (
@@ -99,7 +107,7 @@ def _fit_plan(estimate: dict[str, Any], left_s: float) -> dict[str, Any]:
             **plan,
             "run": False,
             "n_epochs": None,
-            "reason": f"one epoch needs ~{fixed + per_epoch:.0f} s, {left_s:.0f} s left",
+            "reason": f"one epoch needs ~{fixed + per_epoch + after:.0f} s, {left_s:.0f} s left",
         }
     seconds = fixed + (epochs or planned) * per_epoch
     return {
@@ -156,6 +164,7 @@ def estimate_transformer(
     # Each epoch end, plus periodic saves: ~10 per run, but at most one a minute (loop.PERIODIC_MIN_SECONDS).
     periodic = min(10 / max(1, hp.n_epochs), train_epoch / PERIODIC_MIN_SECONDS)
     checkpoints_per_epoch = 1 + periodic
+    validation_pass = EVAL_COST * train_epoch * len(data.validation) / max(1, len(data.train))
     return {
         "base_model": base.id,
         "planned_epochs": hp.n_epochs,
@@ -165,6 +174,7 @@ def estimate_transformer(
         "seconds_per_1k_tokens": round(per_token * 1000, 4),
         "epoch_seconds": round(train_epoch + eval_epoch + CHECKPOINT_S * checkpoints_per_epoch, 2),
         "fixed_seconds": round(FIXED_S + load_s, 2),
+        "after_seconds": round(AFTER_PASSES * (load_s + validation_pass) + AFTER_WRITE_S, 2),
         "estimate_seconds": round(time.perf_counter() - started, 2),
     }
 

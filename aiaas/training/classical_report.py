@@ -81,7 +81,8 @@ def calibration_message(info: dict[str, Any]) -> str:
         else ("Platt per label" if info["calibration"] == "platt" else info["calibration"])
     )
     return (
-        f"{FAMILY} calibrated on validation ({how}): ECE {info['ece_before']:.4f} -> {info['ece_after']:.4f}"
+        f"{FAMILY} calibrated on validation and out-of-fold training scores ({info['fit_rows']} rows; {how}): "
+        f"ECE {info['ece_before']:.4f} -> {info['ece_after']:.4f}"
     )
 
 

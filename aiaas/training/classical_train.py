@@ -58,6 +58,14 @@ DEFAULT_THREADS = 1
 # with plain TF-IDF, always runs in full). Measured on a loaded 2-core host: the old 3-fit grid took
 # 420 s on the tweets set, and the full search fits ~7x as many heads.
 SEARCH_BUDGET_S = 120.0
+# The calibration is fit on validation and on the training set's out-of-fold logits at the chosen setting
+# (this many heads, each fit without its fold): validation alone is small and chose that setting among
+# every fit, so the head looks better calibrated there than on new text (mr-sentences, 1,750 train rows:
+# T 1.05 fit on validation, 1.31 on 1,000 test rows; test ECE 0.048 against 0.020 with the latter).
+CALIBRATION_FOLDS = 3
+# Under this many training rows validation alone is used: each fold's head, fit on 2/3 of a small set,
+# is a weaker model than the one served, and its logits would mis-state the served head's confidence.
+CALIBRATION_OOF_MIN_ROWS = 500
 
 
 def train_classical(
@@ -118,7 +126,7 @@ def _train(
     featurizer = NgramFeaturizer(
         [b for b in f.featurizer.blocks if b.name in choice.blocks], f.featurizer.vocab_size
     )
-    head, best_scores, calibrated = _calibrate(fit, choice, x_val)
+    head, best_scores, calibrated = _calibrate(fit, choice, x_val, fit.x_train[:, columns])
     if calibrated.get("calibration"):
         callbacks.event("info", calibration_message(calibrated), data={"calibration": calibrated})
 
@@ -420,37 +428,53 @@ def _extend(grid: _Grid, tried: dict[float, tuple[float, float]]) -> list[float]
     return []
 
 
+def _out_of_fold(fit: _Fit, choice: _Choice, x_train: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The training set's out-of-fold logits at the chosen setting (CALIBRATION_FOLDS heads), and targets."""
+    fold = np.random.default_rng(fit.config.seed).permutation(len(fit.y_train)) % CALIBRATION_FOLDS
+    out = np.zeros((len(fit.y_train), fit.n_out), dtype=np.float32)
+    fitter = fit_nb_head if choice.weighting == "nb" else fit_head
+    for k in range(CALIBRATION_FOLDS):
+        held = fold == k
+        head = fitter(fit.task, x_train[~held], fit.y_train[~held], fit.n_out, choice.strength,
+                      balanced=fit.config.class_weights, seed=fit.config.seed)  # fmt: skip
+        out[held] = head.logits(x_train[held])
+    return out, fit.y_train
+
+
 def _calibrate(
-    fit: _Fit, choice: _Choice, x_val: Any | None
+    fit: _Fit, choice: _Choice, x_val: Any | None, x_train: Any | None = None
 ) -> tuple[LinearHead, dict[str, Any], dict[str, Any]]:
-    """Fold a calibration fit on validation into the chosen head (aiaas.training.calibration):
-    temperature for single-label, per-label Platt for multi-label; scores again with it
-    (multi-label thresholds are tuned again on the calibrated probabilities, one per label)."""
+    """Fold a calibration fit on validation and the training set's out-of-fold logits (`_out_of_fold`,
+    where `x_train` is given) into the chosen head (aiaas.training.calibration): temperature for
+    single-label, per-label Platt for multi-label; kept where it does not raise the ECE of those rows;
+    scores again with it (multi-label thresholds tuned again on the calibrated probabilities, per label)."""
     task, head = fit.task, choice.head
     if x_val is None or task == "regression" or len(fit.y_val) < 2:
         return head, choice.scores, {}
-    logits = head.logits(x_val)
-    before = calibration.ece(task, outputs(task, logits), fit.y_val)
+    logits, y = head.logits(x_val), fit.y_val
+    if x_train is not None and len(fit.y_train) >= CALIBRATION_OOF_MIN_ROWS:
+        oof, y_oof = _out_of_fold(fit, choice, x_train)
+        logits, y = np.concatenate([logits, oof]), np.concatenate([y, y_oof])
+    before = calibration.ece(task, outputs(task, logits), y)
     if task == "single_label_classification":
-        t = calibration.fit_temperature(logits, fit.y_val)
-        new = LinearHead((head.weights / t).astype(np.float32), (head.bias / t).astype(np.float32))
+        t = calibration.fit_temperature(logits, y)
+        a, c = np.full(fit.n_out, 1.0 / t, dtype=np.float32), np.zeros(fit.n_out, dtype=np.float32)
         info: dict[str, Any] = {"calibration": "temperature", "temperature": round(t, 6)}
     else:
-        a, c = calibration.fit_platt(logits, fit.y_val)
-        new = LinearHead(
-            (head.weights * a.astype(np.float32)).astype(np.float32), (head.bias * a + c).astype(np.float32)
-        )
+        a, c = calibration.fit_platt(logits, y)
         info = {"calibration": "platt", "platt": {"a": a.round(6).tolist(), "c": c.round(6).tolist()}}
-    new_logits = new.logits(x_val)
-    after = calibration.ece(task, outputs(task, new_logits), fit.y_val)
+    new = LinearHead((head.weights * a.astype(np.float32)).astype(np.float32), (head.bias * a + c).astype(np.float32))
+    after = calibration.ece(task, outputs(task, logits * a + c), y)
+    info["fit_rows"] = len(y)
     if before is not None and after is not None and after > before:
         # Lower NLL but higher ECE (e.g. confident on some inputs, unsure on others: one
         # temperature cannot fix both): the uncalibrated head is kept and says so.
-        info = {
-            "calibration": f"none ({info['calibration']} fit raised validation ECE {before:.4f} -> {after:.4f})"
-        }
-        new, new_logits, after = head, logits, before
-    scores = score(task, new_logits, fit.y_val, fit.labels)
-    scores.update({"ece_uncalibrated": before, "ece": after})
+        info = {"calibration": f"none ({info['calibration']} fit raised held-out ECE {before:.4f} -> {after:.4f})",
+                "fit_rows": len(y)}  # fmt: skip
+        new, after = head, before
+    val_logits = head.logits(x_val)
+    scores = score(task, new.logits(x_val), fit.y_val, fit.labels)
+    scores.update({"ece_uncalibrated": calibration.ece(task, outputs(task, val_logits), fit.y_val),
+                   "ece": calibration.ece(task, outputs(task, new.logits(x_val)), fit.y_val)})  # fmt: skip
     info.update({"ece_before": before, "ece_after": after})
     return new, scores, info

@@ -2,9 +2,13 @@
 
     p = w * p_transformer + (1 - w) * p_tfidf-linear       (probabilities, or values for regression)
 
-w is searched on the validation set (WEIGHTS) by the engine's selection metric, ties to the
-lower validation loss; auto keeps the ensemble only when it beats both members there.
-Multi-label thresholds are tuned again per label on the averaged probabilities.
+w is searched on the validation set (WEIGHTS, 0 and 1 included) by the engine's selection metric,
+ties to the lower validation loss; auto keeps the ensemble only when it beats both members there.
+The average of two calibrated members is not calibrated itself (it is usually under-confident),
+so the mix is calibrated again after combining (`fit_calibration`, on the same held-out scores:
+temperature on log p for single-label, Platt per label on logit p for multi-label; applied by
+aiaas.serving.ensemble.combine). Multi-label thresholds are tuned again per label on the
+calibrated mix.
 
 The model directory holds both members' directories unchanged and an aiaas.json naming
 them and the weight:
@@ -26,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from aiaas.serving.ensemble import FAMILY, MEMBERS  # one definition: what the runtime loads
-from aiaas.training import batching, metrics
+from aiaas.serving.ensemble import FAMILY, MEMBERS, combine  # one definition: what the runtime loads
+from aiaas.training import batching, calibration, metrics
 
 META_FILE = "aiaas.json"
 WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
@@ -74,6 +78,45 @@ def fit_weight(
     return best[1], best[2], tried
 
 
+def _logits(task: str, probs: np.ndarray) -> np.ndarray:
+    eps = 1e-7
+    if task == "single_label_classification":
+        return np.asarray(np.log(np.clip(probs, eps, 1.0)))
+    p = np.clip(probs, eps, 1 - eps)
+    return np.asarray(np.log(p) - np.log1p(-p))
+
+
+def fit_calibration(task: str, mixed: np.ndarray, y: np.ndarray) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The calibration of the combined scores (`combine`'s `calibration`: scale and shift of the mix's
+    logits), fit by NLL on held-out mixed scores, and its record (method, ECE before and after on
+    those scores). None for regression or fewer than 2 rows. The fits never raise the NLL they were fit
+    on (aiaas.training.calibration); the ECE of a few hundred rows is mostly binning noise, so it is
+    recorded, not used to decide."""
+    if task == "regression" or len(y) < 2:
+        return None, {}
+    scale, shift, info = calibration.fit_scaling(task, _logits(task, mixed), y)
+    fitted = {"scale": [float(v) for v in scale], "shift": [float(v) for v in shift]}
+    after = combine(task, 1.0, mixed, mixed, fitted)
+    info.update({"ece_before": calibration.ece(task, mixed, y), "ece_after": calibration.ece(task, after, y)})
+    return fitted, info
+
+
+def calibrate_mix(
+    task: str, weight: float, probs: dict[str, np.ndarray], y: np.ndarray, labels: list[str],
+    scores: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:  # fmt: skip
+    """The members' mix at `weight`, calibrated (`fit_calibration`) and scored again with it: its loss,
+    ECE before and after, and multi-label thresholds tuned on the calibrated mix. Returns (scores,
+    calibration or None, its record); `scores` (the plain mix's) unchanged where nothing is fit."""
+    mixed = combine(task, weight, probs[MEMBERS[0]], probs[MEMBERS[1]])
+    fitted, info = fit_calibration(task, mixed, y)
+    if fitted is None:
+        return scores, None, info
+    rescored = score_probs(task, combine(task, 1.0, mixed, mixed, fitted), y, labels)
+    rescored.update({"ece_uncalibrated": info["ece_before"], "ece": info["ece_after"]})
+    return rescored, fitted, info
+
+
 def validation_probs(model_dir: Path, family: str, texts: list[str]) -> np.ndarray:
     """A member's served scores on validation texts, from its trained directory."""
     if family == "tfidf-linear":
@@ -102,7 +145,7 @@ def targets(task: str, data: Any, labels: list[str]) -> np.ndarray:
 
 def write_ensemble(
     out_dir: Path, members: dict[str, Path], *, task: str, labels: list[str], weight: float,
-    scores: dict[str, Any], selection_metric: str,
+    scores: dict[str, Any], selection_metric: str, calibrated: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Copy both member directories under `out_dir` and write its aiaas.json (swapped in whole)."""
     out_dir = Path(out_dir)
@@ -126,6 +169,8 @@ def write_ensemble(
         },
         "metrics": {k: v for k, v in scores.items() if k not in ("per_label", "thresholds")},
     }
+    if calibrated is not None:
+        meta["calibration"] = calibrated
     if task == "multi_label_classification":
         meta["thresholds"] = scores.get("thresholds") or {label: 0.5 for label in labels}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))

@@ -233,9 +233,14 @@ LOADERS = {
 
 
 def stratified_split(
-    labels: list[str], fractions: tuple[float, ...], *, seed: int, limit: int | None = None
-) -> list[list[int]]:
-    """Index lists per fraction, stratified by label; `limit` subsamples (stratified) first."""
+    labels: list[str], fractions: tuple[float, ...], *, seed: int, limit: int | None = None,
+    test_rows: int | None = None,
+) -> list[list[int]]:  # fmt: skip
+    """Index lists per fraction, stratified by label; `limit` subsamples (stratified) first.
+
+    `test_rows` grows the last part (the test split) to about that many rows, stratified, from the
+    texts the subsample left unused (as many as there are): every other part is exactly what it is
+    without it, so a larger test split changes neither the training nor the validation rows."""
     rng = random.Random(seed)
     by_label: dict[str, list[int]] = defaultdict(list)
     for i, label in enumerate(labels):
@@ -243,14 +248,17 @@ def stratified_split(
     scale = min(1.0, limit / len(labels)) if limit else 1.0
     parts: list[list[int]] = [[] for _ in fractions]
     for label in sorted(by_label):
-        idx = by_label[label]
-        rng.shuffle(idx)
-        idx = idx[: max(len(fractions), round(len(idx) * scale))]
+        shuffled = by_label[label]
+        rng.shuffle(shuffled)
+        idx = shuffled[: max(len(fractions), round(len(shuffled) * scale))]
         start = 0
         for k, fraction in enumerate(fractions):
             end = len(idx) if k == len(fractions) - 1 else start + round(len(idx) * fraction)
             parts[k].extend(idx[start:end])
-            start = end
+            last, start = start, end
+        if test_rows:  # this label's share of test_rows, less what the test part already has
+            extra = max(0, round(len(shuffled) * test_rows / len(labels)) - (len(idx) - last))
+            parts[-1].extend(shuffled[len(idx) : len(idx) + extra])
     for part in parts:
         rng.shuffle(part)
     return parts

@@ -79,3 +79,22 @@ def test_tfidf_linear_reports_ece_before_and_after_and_serves_calibrated_scores(
     served = load_predictor(tmp_path / "onnx").predict(texts)
     truth = np.array([data.labels.index(ex.label) for ex in data.validation])
     assert abs(calibration.ece(data.task, served, truth) - m["ece"]) < 1e-4
+
+
+def test_tfidf_linear_calibration_is_fit_on_out_of_fold_rows_too_when_there_are_enough(tmp_path: Path) -> None:
+    """From CALIBRATION_OOF_MIN_ROWS training rows the calibration is fit and judged on validation plus
+    the training set's out-of-fold logits (every row held out once); below it, on validation alone."""
+    from aiaas.training import classical_train
+
+    config = TrainConfig(task="single_label_classification", base_model=classical.FAMILY)
+    for n_train, pooled in ((classical_train.CALIBRATION_OOF_MIN_ROWS, True), (64, False)):
+        data = single_label_data(n_train=n_train, n_val=100, seed=1)
+        rng = random.Random(5)
+        for ex in data.train + data.validation:
+            if rng.random() < 0.25:
+                ex.label = "bug" if ex.label == "refund" else "refund"
+        rec = Recorder()
+        h = train_classical(config, data, tmp_path / str(n_train), rec).hyperparameters
+        assert h["fit_rows"] == (n_train + 100 if pooled else 100)
+        assert h["ece_after"] <= h["ece_before"]  # on those rows, or the head is kept as trained
+        assert any(f"({h['fit_rows']} rows;" in e["message"] for e in rec.events)

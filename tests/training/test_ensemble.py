@@ -100,11 +100,22 @@ def test_auto_keeps_the_ensemble_when_it_wins_and_serves_it_as_one_model(
         assert served.count_tokens(["refund first"]) == served.members["transformer"].count_tokens(
             ["refund first"]
         )
-        # The same labels as the trained members' own (torch / scikit-learn) scores, averaged by the weight.
-        w = served.weight
-        trained = w * ensemble.validation_probs(result.model_dir / "transformer", "transformer", texts)
-        trained += (1 - w) * ensemble.validation_probs(result.model_dir / "tfidf-linear", "tfidf-linear", texts)
+        # The same labels as the trained members' own (torch / scikit-learn) scores, averaged by the weight
+        # and calibrated after combining with the temperature auto fit on the validation mix.
+        assert meta["calibration"]["calibration"] == "temperature" and served.calibration is not None
+        assert served.calibration["scale"] == pytest.approx([1 / meta["calibration"]["temperature"]] * 2, rel=1e-5)
+        trained = ensemble.combine(
+            "single_label_classification", served.weight,
+            ensemble.validation_probs(result.model_dir / "transformer", "transformer", texts),
+            ensemble.validation_probs(result.model_dir / "tfidf-linear", "tfidf-linear", texts),
+            served.calibration,
+        )  # fmt: skip
         np.testing.assert_allclose(got, trained, atol=1e-4)
+        # Its validation loss is no higher than the plain average's at that weight (the temperature is fit
+        # by it), and the model card's ECE is the calibrated mix's.
+        plain = next(t for t in result.hyperparameters["weights_tried"] if t["weight"] == meta["weight"])
+        assert selection["ensemble"]["valid_loss"] <= plain["valid_loss"] + 1e-9
+        assert selection["ensemble"]["calibration"]["ece_after"] == pytest.approx(meta["metrics"]["ece"])
         assert (got.argmax(1) == trained.argmax(1)).all()
         # One request through the batched path (infer, as the runtime's batcher calls it): the same scores.
         batched = served.infer(texts[:4], probabilities=True)
@@ -128,3 +139,59 @@ def test_auto_records_but_does_not_keep_an_ensemble_serving_cannot_load(
     assert result.family in ("transformer", "tfidf-linear")
     assert result.selection is not None
     assert result.selection["ensemble"]["status"].startswith("not kept: the serving runtime")
+
+
+def _underconfident_mix(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores whose true probability of label 1 is p, served shrunk halfway to 0.5 (as averaging two
+    members that disagree does): calibrated scores would be p itself."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.02, 0.98, n)
+    y = (rng.random(n) < p).astype(np.int64)
+    served = 0.5 + 0.5 * (p - 0.5)
+    return np.stack([1 - served, served], axis=1), y
+
+
+def test_calibration_after_combining_lowers_nll_and_ece_of_an_underconfident_mix() -> None:
+    from aiaas.training.calibration import ece
+
+    task = "single_label_classification"
+    mixed, y = _underconfident_mix(2000, seed=0)
+    fitted, info = ensemble.fit_calibration(task, mixed, y)
+    assert fitted is not None and info["calibration"] == "temperature" and info["temperature"] < 1.0
+    # Judged on fresh rows from the same source, not the rows it was fit on.
+    fresh, y2 = _underconfident_mix(4000, seed=1)
+    after = ensemble.combine(task, 1.0, fresh, fresh, fitted)
+    nll = lambda p: float(-np.log(p[np.arange(len(y2)), y2]).mean())  # noqa: E731
+    assert nll(after) < nll(fresh) - 0.02
+    before_ece, after_ece = ece(task, fresh, y2), ece(task, after, y2)
+    assert before_ece is not None and after_ece is not None
+    assert before_ece > 0.1 and after_ece < 0.03
+    assert (after.argmax(1) == fresh.argmax(1)).all()  # a temperature keeps every answer
+
+
+def test_fit_weight_falls_back_to_one_member_when_the_other_only_hurts() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    good = np.eye(2)[y] * 0.8 + 0.1
+    noise = rng.dirichlet([0.3, 0.3], 200)  # confident and unrelated to the truth
+    w, scores, _ = ensemble.fit_weight("single_label_classification", good, noise, y, ["n", "p"])
+    assert w == 1.0 and scores["accuracy"] == 1.0
+    w, _, _ = ensemble.fit_weight("single_label_classification", noise, good, y, ["n", "p"])
+    assert w == 0.0
+
+
+def test_served_combination_applies_the_calibration_and_rejects_a_malformed_one(tmp_path: Path) -> None:
+    from aiaas.core.errors import InvalidFile
+    from aiaas.serving.ensemble import check_calibration, combine
+
+    a, b = np.array([[0.9, 0.1], [0.3, 0.7]]), np.array([[0.5, 0.5], [0.1, 0.9]])
+    plain = combine("single_label_classification", 0.25, a, b)
+    np.testing.assert_allclose(plain, 0.25 * a + 0.75 * b)
+    sharper = combine("single_label_classification", 0.25, a, b, {"scale": [2.0, 2.0], "shift": [0.0, 0.0]})
+    np.testing.assert_allclose(sharper, plain**2 / (plain**2).sum(axis=1, keepdims=True))
+    multi = combine("multi_label_classification", 0.5, a, b, {"scale": [1.0, 1.0], "shift": [0.0, 0.0]})
+    np.testing.assert_allclose(multi, 0.5 * a + 0.5 * b, atol=1e-9)
+    assert check_calibration({}, 2, tmp_path) is None
+    for bad in ({"scale": [1.0]}, {"scale": [1.0, 1.0], "shift": [0.0, float("nan")]}, [1, 2]):
+        with pytest.raises(InvalidFile, match="'scale' and 'shift'"):
+            check_calibration({"calibration": bad}, 2, tmp_path)

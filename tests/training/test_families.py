@@ -239,6 +239,16 @@ def test_plan_runs_full_shortened_or_not_at_all(left: float, run: bool, epochs: 
         assert plan["hard_limit_s"] >= seconds + auto_plan.GRACE_S
 
 
+def test_plan_leaves_room_for_what_follows_the_run() -> None:
+    """Calibration and the ensemble's scoring run after the transformer, inside the budget: 45 s fit
+    3 epochs of 10 s plus 12 s fixed, but not with 8 s after them; 25 s fit none."""
+    estimate = {"planned_epochs": 5, "epoch_seconds": 10.0, "fixed_seconds": 12.0, "after_seconds": 8.0}
+    plan = auto_plan._fit_plan(estimate, 45.0)
+    assert plan["run"] and plan["n_epochs"] == 2 and plan["full_run_seconds"] == 12.0 + 50.0 + 8.0
+    plan = auto_plan._fit_plan(estimate, 25.0)
+    assert not plan["run"] and "~30 s" in plan["reason"]
+
+
 def test_choose_follows_the_metric_direction() -> None:
     def cands(a: float, b: float, metric: str) -> dict:
         return {
@@ -259,3 +269,4 @@ def test_estimate_measures_real_steps(base_models_dir: Path) -> None:
     )
     assert estimate["base_model"] == TINY and estimate["planned_epochs"] >= 3
     assert 0 < estimate["epoch_seconds"] < 60 and estimate["fixed_seconds"] >= auto_plan.FIXED_S
+    assert estimate["after_seconds"] >= auto_plan.AFTER_WRITE_S

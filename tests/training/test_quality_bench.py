@@ -55,6 +55,9 @@ def test_uncalibrated_undoes_the_temperature() -> None:
     assert raw is not None
     np.testing.assert_allclose(raw, np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), rtol=1e-6)
     assert uncalibrated(served, {}) is None
+    tfidf = uncalibrated(served, {"classical": {"calibration": "temperature", "temperature": t}})
+    assert tfidf is not None
+    np.testing.assert_allclose(tfidf, raw, rtol=1e-6)
     out = scores(served, np.array([0, 1]), 3, {"calibration": {"temperature": t}})
     assert out["accuracy"] == 1.0 and out["ece_uncalibrated"] < out["ece"]
 
@@ -97,3 +100,35 @@ def test_recipe_pairs_by_seed_and_counts_a_gain_only_beyond_seed_noise() -> None
     small = {"baseline": runs["baseline"], "llrd": {k: run(v["accuracy"] + 1, v["macro_f1"] + 1)
                                                     for k, v in runs["baseline"].items()}}  # fmt: skip
     assert summarise(small, [0, 1, 2])["llrd"]["gain_beyond_noise"] is False  # +1 < the seed std of 2
+
+
+def test_a_larger_test_split_comes_from_unused_rows_and_leaves_train_and_validation_as_they_were() -> None:
+    from bench.quality.datasets import stratified_split
+
+    labels = ["a"] * 3000 + ["b"] * 1000
+    small = stratified_split(labels, (0.7, 0.1, 0.2), seed=0, limit=2500)
+    big = stratified_split(labels, (0.7, 0.1, 0.2), seed=0, limit=2500, test_rows=2000)
+    assert big[0] == small[0] and big[1] == small[1]
+    assert set(small[2]) < set(big[2]) and len(big[2]) == 2000
+    assert not set(big[2]) & (set(big[0]) | set(big[1]))
+    assert sum(labels[i] == "b" for i in big[2]) == 500  # stratified: the set's 1 in 4
+    # Where the unused rows run out, the test split takes what there is.
+    capped = stratified_split(labels, (0.7, 0.1, 0.2), seed=0, limit=2500, test_rows=10_000)
+    assert len(capped[2]) == 4000 - 2000 and capped[0] == small[0]
+
+
+def test_ece_floor_is_what_a_calibrated_model_scores_and_below_a_miscalibrated_one() -> None:
+    from aiaas.training.calibration import ece
+    from bench.quality.score import ece_floor
+
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.5, 1.0, 500)
+    probs = np.stack([conf, 1 - conf], axis=1)
+    floor = ece_floor(probs)
+    assert 0.02 < floor["median"] < floor["p95"] < 0.08  # 500 rows: far from 0 even when calibrated
+    assert ece_floor(np.repeat(probs, 8, axis=0))["median"] < floor["median"] / 2  # shrinks with rows
+    # A calibrated model's own ECE lands near the floor; an over-confident one's far above its p95.
+    calibrated = [ece("single_label_classification", probs, (rng.random(500) >= conf).astype(int)) for _ in range(50)]
+    assert abs(float(np.median(calibrated)) - floor["median"]) < 0.01
+    wrong_more = (rng.random(500) >= conf - 0.15).astype(int)
+    assert ece("single_label_classification", probs, wrong_more) > floor["p95"]

@@ -26,7 +26,7 @@ import numpy as np
 from aiaas.core.errors import AiaasError, InvalidRequest
 from aiaas.registry.export.shared import latency_fields, measure_latency, validation_set
 from aiaas.serving import runtime as rt
-from aiaas.serving.ensemble import EnsemblePredictor
+from aiaas.serving.ensemble import EnsemblePredictor, combine
 from aiaas.training import ensemble
 
 logger = logging.getLogger(__name__)
@@ -88,16 +88,15 @@ def export_ensemble_model(
 def _check_served(
     served: EnsemblePredictor, texts: list[str], labels: list | None, started: float
 ) -> dict[str, Any]:
-    """The loaded ensemble answers as its members' weighted average; its latency, and accuracy on
-    validation (single-label) when the labels are known."""
+    """The loaded ensemble answers as its members' weighted average (calibrated after combining, where
+    auto fit that); its latency, and accuracy on validation (single-label) when the labels are known."""
     got = served.predict(texts)
-    w = served.weight
-    reference = w * served.members[ensemble.MEMBERS[0]].predict(texts)
-    reference = reference + (1 - w) * served.members[ensemble.MEMBERS[1]].predict(texts)
+    first, second = (served.members[name].predict(texts) for name in ensemble.MEMBERS)
+    reference = combine(served.task, served.weight, first, second, served.calibration)
     diff = float(np.abs(got - reference).max()) if len(texts) else 0.0
     if not diff <= MAX_ABS_DIFF:
         raise AiaasError(
-            f"The ensemble's scores differ from its members' weighted average by {diff:.2e}."
+            f"The ensemble's scores differ from its members' calibrated weighted average by {diff:.2e}."
         )
     sample = texts[:LATENCY_SAMPLE]
     latency = measure_latency(
