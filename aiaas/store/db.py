@@ -11,6 +11,11 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Each pooled SQLite connection keeps its own page cache, filled by what it reads (SQLite's default: up to
+# 2,000 KiB). A file database's pool holds 5 connections (more while busy), so the API process grew by up to
+# ~10 MB as the database grew: the soak's RSS growth after warm-up (bench/README.md, "Soak"). In WAL mode a
+# connection drops its cache whenever another connection has written, so a larger cache buys little here.
+SQLITE_CACHE_KIB = 512
 # PostgreSQL's retryable lock outcomes: lock_not_available, deadlock_detected, serialization_failure.
 _PG_BUSY_STATES = frozenset({"55P03", "40P01", "40001"})
 
@@ -44,6 +49,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:  # a DB-API conne
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")  # negative: KiB, not pages
     cur.close()
 
 

@@ -132,6 +132,8 @@ class Model(Base):
     """A registered model version: one per succeeded fine-tuning job."""
 
     __tablename__ = "models"
+    # registry.model_pages: an organisation's models newest first, a batch at a time (migration 0013)
+    __table_args__ = (Index("ix_models_org_id_created_at_id", "org_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(300), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)

@@ -43,7 +43,7 @@ def list_models(principal: PrincipalDep, state: StateDep) -> StreamingResponse:
 
 def _public_pages(bases: list[dict], first: list[Any], pages: Iterator[list[Any]]) -> Iterator[list[dict]]:
     """The base models, then each batch of models as public dicts. A batch's rows and dicts are let go before
-    the next batch is read, so a listing holds one batch (~2.5 MB of cards for 100 models), not the first
+    the next batch is read, so a listing holds one batch (~0.6 MB of cards for 25 models), not the first
     batch for the whole listing plus two more (measured 6.5 MB; the soak's concurrent listings left the API
     process's Python heap that much larger each time: bench/README.md)."""
     yield bases
