@@ -15,7 +15,8 @@ The decoded-size limits (AIAAS_MAX_UPLOAD_ROWS, _CELLS, AIAAS_MAX_UPLOAD_BYTES) 
 default; the bench raises them as an operator would (see LIMITS). Results: bench/results/upload.json and
 upload.png; the table in bench/README.md. AIAAS_BENCH_UPLOAD_SIZES_MB ("10,100,1024") and
 AIAAS_BENCH_UPLOAD_FORMATS ("csv,jsonl") shorten a run; AIAAS_BENCH_UPLOAD_CHECK_TIMEOUT bounds the
-wait for each check (seconds, default 1800).
+wait for each check (seconds, default 1800). A shortened run replaces only the rows it ran (`merged`):
+each row says when it was run (run_at) and the 1-minute load average when its upload started.
 
 Then a worker's data step (`prepare`): prepare_dataset and the PII policy on the same file, in a fresh
 process whose peak RSS (VmHWM) is recorded; AIAAS_BENCH_UPLOAD_PREPARE_MAX_MB (default 1024) skips it for
@@ -424,6 +425,31 @@ def plot(runs: list[dict], path: Path) -> None:
     fig.savefig(path)
 
 
+def merged(runs: list[dict], head: dict) -> dict:
+    """bench/results/upload.json with this run's rows in place of the rows of the same format and size; the
+    rows of sizes or formats not run this time stay, each with the run_at of the run that made it. A row
+    whose prepare phase was skipped this time (AIAAS_BENCH_UPLOAD_PREPARE_MAX_MB) keeps the prepare figures
+    of the row it replaces, with prepare_run_at saying when they were measured. Other sections (stages,
+    prepare_runs) stay as they were."""
+    path = RESULTS / "upload.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old_rows = {(r["format"], round(r["mb"])): r for r in old.get("runs", [])}
+    rows: dict[tuple[str, int], dict] = {}
+    for k, r in old_rows.items():
+        rows[k] = {"run_at": old.get("run_at")} | r if "run_at" not in r else r
+    for r in runs:
+        k = (r["format"], round(r["mb"]))
+        before = rows.get(k, {})
+        r = {"run_at": head["run_at"]} | r
+        if "prepare_ended" not in r and "prepare_ended" in before:
+            r |= {"prepare_run_at": before.get("prepare_run_at", before.get("run_at"))}
+            r |= {k2: v for k2, v in before.items() if k2.startswith("prepare") and k2 != "prepare_run_at"}
+        rows[k] = r
+    ordered = sorted(rows.values(), key=lambda r: (r["format"] != "csv", r["format"], r["mb"]))
+    doc = {k: v for k, v in old.items() if k not in head and k not in ("runs", "targets")} | head
+    return doc | {"runs": ordered, "targets": targets(ordered)}
+
+
 def main() -> None:
     sizes = [int(s) for s in os.environ.get("AIAAS_BENCH_UPLOAD_SIZES_MB", "10,100,1024").split(",")]
     formats = os.environ.get("AIAAS_BENCH_UPLOAD_FORMATS", "csv,jsonl").split(",")
@@ -447,8 +473,8 @@ def main() -> None:
                 server = start_server(env, tmp, job_workers=0)
                 try:
                     idle_rss = max(idle_rss, RssSampler(server.proc.pid).rss())
-                    result = {"format": fmt, **upload_one(server.base_url, key, server.proc.pid, path,
-                                                          check_timeout)}
+                    result = {"format": fmt, "load_average": round(os.getloadavg()[0], 1),
+                              **upload_one(server.base_url, key, server.proc.pid, path, check_timeout)}
                 finally:
                     server.stop()
                 if size_mb <= prepare_max_mb:
@@ -456,13 +482,14 @@ def main() -> None:
                 path.unlink()
                 runs.append(result)
                 print(json.dumps(result), flush=True)
-    out = {
+    out = merged(runs, {
         "run_at": started.isoformat(timespec="seconds"), "machine": machine() | {"load_average_start": load_start, "load_average_end": os.getloadavg()[0]},
         "note": "The machine was shared with other processes (other builds and tests) during the run.",
-        "limits_raised": LIMITS, "idle_rss_mb_max": round(idle_rss / MB, 1), "runs": runs, "targets": targets(runs),
-    }
+        "limits_raised": LIMITS, "idle_rss_mb_max": round(idle_rss / MB, 1),
+    })
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "upload.json").write_text(json.dumps(out, indent=2) + "\n")
+    runs = out["runs"]
     plot(runs, RESULTS / "upload.png")
     print(json.dumps(out["targets"], indent=2))
 

@@ -2,10 +2,14 @@
 
 The framework's form parser holds every part (in memory, or spooled to a temporary file past 1 MB:
 plaintext on disk). Here the body is parsed chunk by chunk on the event loop (python-multipart, no
-I/O), and the file part's bytes are handed, in ~1 MB pieces through a queue of QUEUE_PIECES, to a
-thread that writes them to the store (`put`, which encrypts frame by frame). What an upload holds in
-memory is therefore a few megabytes, whatever its size; a slow store slows the client down (the queue
-is full, the body is not read) rather than filling memory.
+I/O), and the file part's bytes are handed, in pieces of exactly PIECE bytes through a queue of
+QUEUE_PIECES, to a thread that writes them to the store (`put`, which encrypts frame by frame). What an
+upload holds in memory is therefore a few megabytes, whatever its size; a slow store slows the client
+down (the queue is full, the body is not read) rather than filling memory.
+
+Each byte of the file is copied once on its way to the store (into its piece): the parser's output is
+kept as views of the received chunks, and a piece is the size of the store's encryption frame
+(crypto.DEFAULT_CHUNK_SIZE), so the storing thread reads whole pieces and copies nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
@@ -23,8 +27,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from aiaas.core.errors import InvalidRequest
+from aiaas.security.crypto import DEFAULT_CHUNK_SIZE
 
-PIECE = 1024 * 1024
+PIECE = DEFAULT_CHUNK_SIZE  # the store encrypts PIECE-byte frames: a piece is read whole, never split
 QUEUE_PIECES = 4
 MAX_FIELDS = 10
 MAX_FIELD_BYTES = 4096
@@ -46,18 +51,24 @@ class _QueueReader:
     def __init__(self, queue: asyncio.Queue[bytes | None], loop: asyncio.AbstractEventLoop) -> None:
         self.queue = queue
         self.loop = loop
-        self.buf = memoryview(b"")
+        self.piece = b""
+        self.at = 0  # how much of `piece` has been read
         self.done = False
 
     def read(self, size: int = -1) -> bytes:
-        if not self.buf and not self.done:
+        if self.at == len(self.piece) and not self.done:
             piece = asyncio.run_coroutine_threadsafe(self.queue.get(), self.loop).result()
             if piece is None:
                 raise _Aborted
             self.done = piece == _END
-            self.buf = memoryview(piece)
-        n = len(self.buf) if size is None or size < 0 else min(size, len(self.buf))
-        out, self.buf = bytes(self.buf[:n]), self.buf[n:]
+            self.piece, self.at = piece, 0
+        left = len(self.piece) - self.at
+        n = left if size is None or size < 0 else min(size, left)
+        if self.at == 0 and n == len(self.piece):  # the whole piece (the usual read): handed over, not copied
+            out = self.piece
+        else:
+            out = self.piece[self.at:self.at + n]
+        self.at += n
         return out
 
 
@@ -106,7 +117,7 @@ class _Parts:
         self.charset = charset
         self.file_field = file_field
         self.form = StreamedForm()
-        self.pending: list[bytes] = []
+        self.pending: list[memoryview] = []  # views of the received chunks (bytes: never changed)
         self.pending_bytes = 0
         self.file_started = False
         self.file_ended = False
@@ -153,8 +164,10 @@ class _Parts:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part == "\0file":
-            if self.form.file_field == self.file_field:
-                self.pending.append(data[start:end])
+            if self.form.file_field == self.file_field and end > start:
+                # `data` is a received chunk or the parser's boundary constant, both immutable bytes
+                # (bytes() copies only if a caller ever passed something else).
+                self.pending.append(memoryview(data if isinstance(data, bytes) else bytes(data))[start:end])
                 self.pending_bytes += end - start
             return
         if len(self._data) + end - start > MAX_FIELD_BYTES:
@@ -167,11 +180,25 @@ class _Parts:
         elif self._part is not None:
             self.form.fields.setdefault(self._part, self._data.decode(self.charset, "replace"))
 
-    def take(self) -> bytes:
-        out = b"".join(self.pending)
-        self.pending.clear()
-        self.pending_bytes = 0
-        return out
+    def take(self, size: int | None = None) -> bytes:
+        """The first `size` pending bytes (all of them when None) as one bytes object: the one copy."""
+        if size is None or size >= self.pending_bytes:
+            out = b"".join(self.pending)
+            self.pending.clear()
+            self.pending_bytes = 0
+            return out
+        views, got = [], 0
+        while got < size:
+            view = self.pending[0]
+            if got + len(view) <= size:
+                views.append(self.pending.pop(0))
+                got += len(view)
+            else:
+                views.append(view[:size - got])
+                self.pending[0] = view[size - got:]
+                got = size
+        self.pending_bytes -= size
+        return b"".join(views)
 
 
 def _charset(params: dict[bytes, bytes]) -> str:
@@ -179,25 +206,6 @@ def _charset(params: dict[bytes, bytes]) -> str:
         return codecs.lookup(params.get(b"charset", b"utf-8").decode("latin-1")).name
     except LookupError:
         return "latin-1"
-
-
-async def _coalesced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The body in pieces of at least PIECE bytes (the last may be shorter).
-
-    The server hands the body over in pieces of up to ~64 KB: one pass of the loop below (parser
-    call, callbacks, checks) per MB instead of per 64 KB. The copy this costs replaces the one
-    `_Parts.take` made joining the small pieces."""
-    held: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        held.append(chunk)
-        size += len(chunk)
-        if size >= PIECE:
-            yield b"".join(held)
-            held.clear()
-            size = 0
-    if held:
-        yield b"".join(held)
 
 
 async def stream_form(request: Request, put: Callable[[BinaryIO], object], *,
@@ -214,15 +222,18 @@ async def stream_form(request: Request, put: Callable[[BinaryIO], object], *,
     parser = MultipartParser(params[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
     sink: _Sink | None = None
     try:
-        async for chunk in _coalesced(request.stream()):
+        async for chunk in request.stream():
             try:
                 parser.write(chunk)
             except FormParserError as exc:
                 raise _bad_form(str(exc) or "invalid multipart data") from None
             if parts.file_started and parts.form.file_field == file_field and sink is None:
                 sink = _Sink(put)
-            if sink is not None and (parts.pending_bytes >= PIECE or (parts.file_ended and parts.pending)):
-                await sink.send(parts.take())
+            if sink is not None:
+                while parts.pending_bytes >= PIECE:
+                    await sink.send(parts.take(PIECE))
+                if parts.file_ended and parts.pending:
+                    await sink.send(parts.take())
         try:
             parser.finalize()
         except FormParserError as exc:

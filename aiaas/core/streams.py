@@ -17,6 +17,7 @@ class ChunkReader(io.RawIOBase):
     def __init__(self, chunks: Iterable[bytes]) -> None:
         super().__init__()
         self._chunks: Iterator[bytes] = iter(chunks)
+        self._chunk = b""  # the chunk `_current` views
         self._current = memoryview(b"")
 
     def readable(self) -> bool:
@@ -28,7 +29,7 @@ class ChunkReader(io.RawIOBase):
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
-            self._current = memoryview(chunk)
+            self._chunk, self._current = chunk, memoryview(chunk)
         n = min(len(buffer), len(self._current))
         buffer[:n] = self._current[:n]
         self._current = self._current[n:]
@@ -41,9 +42,12 @@ class ChunkReader(io.RawIOBase):
             chunk = next(self._chunks, None)
             if chunk is None:
                 return b""
-            self._current = memoryview(chunk)
+            self._chunk, self._current = chunk, memoryview(chunk)
         if size >= len(self._current):
-            out, self._current = bytes(self._current), memoryview(b"")
+            whole = len(self._current) == len(self._chunk) and type(self._chunk) is bytes
+            # A whole chunk that is bytes is handed over as it is (bytes never change): no copy.
+            out = self._chunk if whole else bytes(self._current)
+            self._chunk, self._current = b"", memoryview(b"")
             return out
         out = bytes(self._current[:size])
         self._current = self._current[size:]

@@ -145,29 +145,43 @@ def encrypt_file(
 
     `aad` names what this ciphertext is (e.g. b"org_1/file_2"); decrypting needs the same.
     """
-    pieces = encrypt_stream(src, data_key, aad=aad, chunk_size=chunk_size)
-    dst.write(next(pieces))  # the header
+    header, frames = _seal(src, data_key, aad=aad, chunk_size=chunk_size)
+    dst.write(header)
     total = 0
-    for frame in pieces:
-        dst.write(frame)
-        total += len(frame) - NONCE_BYTES - TAG_BYTES
+    for nonce, sealed in frames:
+        dst.write(nonce)
+        dst.write(sealed)
+        total += len(sealed) - TAG_BYTES
     return total
 
 
 def encrypt_stream(
     src: BinaryIO, data_key: bytes, *, aad: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> Iterator[bytes]:
-    """The encrypted file as it is made: the header, then one nonce + frame per `chunk_size` bytes of `src`.
+    """The encrypted file as it is made: the header, then for each `chunk_size` bytes of `src` its frame's
+    nonce and its ciphertext + tag, as two pieces (joining them would copy every frame once more).
 
     Pulls `src` one chunk ahead (a frame is final when nothing follows it), so at most two chunks of
     plaintext are held at once, whatever the size of `src`.
     """
+    header, frames = _seal(src, data_key, aad=aad, chunk_size=chunk_size)
+    yield header
+    for nonce, sealed in frames:
+        yield nonce
+        yield sealed
+
+
+def _seal(src: BinaryIO, data_key: bytes, *, aad: bytes, chunk_size: int) -> tuple[bytes, Iterator[tuple[bytes, bytes]]]:
+    """The header, and (nonce, ciphertext + tag) for each frame of `src` as it is read."""
     _check_key(data_key, "data key")
     if not 0 < chunk_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes.")
-    aead = AESGCM(data_key)
     header = _HEADER.pack(MAGIC, VERSION, chunk_size)
-    yield header
+    return header, _sealed_frames(src, AESGCM(data_key), header, aad, chunk_size)
+
+
+def _sealed_frames(src: BinaryIO, aead: AESGCM, header: bytes, aad: bytes,
+                   chunk_size: int) -> Iterator[tuple[bytes, bytes]]:
     index = 0
     current = _read_exactly(src, chunk_size)
     while True:
@@ -175,7 +189,7 @@ def encrypt_stream(
         final = not following
         nonce = os.urandom(NONCE_BYTES)
         frame_aad = header + aad + _FRAME_AAD.pack(index, final)
-        yield nonce + aead.encrypt(nonce, current, frame_aad)
+        yield nonce, aead.encrypt(nonce, current, frame_aad)
         if final:
             return
         current = following
