@@ -99,9 +99,13 @@ def test_bash_completion_completes_commands_and_flags(tmp_path: Path) -> None:
     shim = tmp_path / "aiaas"  # as the installed entry point: the program is named after its file
     shim.write_text(f"#!{sys.executable}\nfrom aiaas.cli.main import app\napp()\n")
     shim.chmod(0o755)
-    env = os.environ | {"PATH": f"{tmp_path}:{os.environ['PATH']}", "SHELL": "/bin/bash"}
-    script = subprocess.run(["aiaas", "--show-completion", "bash"], env=env, capture_output=True, text=True,
-                            timeout=60, check=True).stdout
+    # A user's shell, not this test process's environment (other tests in the process may have added to it).
+    env = {k: os.environ[k] for k in ("HOME", "LANG", "TMPDIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+           if k in os.environ} | {"PATH": f"{tmp_path}:{os.environ['PATH']}", "SHELL": "/bin/bash"}
+    shown = subprocess.run(["aiaas", "--show-completion", "bash"], env=env, capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert shown.returncode == 0, f"exit {shown.returncode}: {shown.stderr[-3000:]}"
+    script = shown.stdout
     assert "complete" in script and "_AIAAS_COMPLETE" in script
 
     def complete(*words: str) -> set[str]:
