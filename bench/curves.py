@@ -194,6 +194,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--refresh", action="store_true",
                         help="measure nothing: keep curves.json's training and serving curves, re-read "
                              "upload.json and density.json, redraw and rewrite the README section")
+    parser.add_argument("--note", default="",
+                        help="what was unusual about this run's machine (e.g. other work sharing the cores)")
     parser.add_argument("--point-timeout", type=float, default=4 * 3600,
                         help="seconds one training job may take before it is stopped and recorded as unfinished")
     return parser.parse_args()
@@ -236,7 +238,7 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": facts | {"loadavg_end": loadavg(),
-                            "note": "2 cores shared with ~6 engineers building and testing at the same time"},
+                            "note": args.note},
         "linearity": "OLS wall = a + b*rows per family; each point's |wall - line| / line <= 0.15",
         "training": train,
         "serving": serving,

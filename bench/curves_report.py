@@ -202,10 +202,12 @@ def markdown(result: dict) -> str:
         "`make bench-curves` (`python -m bench.curves`; `--quick` for a smoke run). Raw figures: "
         "`bench/results/curves.json`; the method is in bench/curves.py's docstring.",
         "",
-        f"Written {result['date']} on {m['cores']} cores ({m['cpu_model']}), **shared with ~6 engineers building "
-        f"and testing at the same time**: load average {m['loadavg_start']} when this run began, {m['loadavg_end']} "
-        "when it ended; each training job's and each serving window's own load average is in curves.json (and "
-        "in the training table). Wall times are what a fraction of 2 cores achieved; CPU seconds are beside them.",
+        f"Written {result['date']} on {m['cores']} cores ({m['cpu_model']})"
+        + (f", **{m['note']}**" if m.get("note") else "")
+        + f": load average {m['loadavg_start']} when this run began, {m['loadavg_end']} when it ended. A point kept "
+        "from an earlier run (`--points`) keeps its own load average: each training job's and each serving window's "
+        "is in curves.json (and in the training table). Wall times are what a share of the cores achieved; CPU "
+        "seconds are beside them.",
         "",
         "### Training wall time vs rows",
         "",
