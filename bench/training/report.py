@@ -18,7 +18,7 @@ def _intro(r: dict) -> str:
     bf16 = "on (the CPU has native bf16)" if native else "off (no native bf16 on this CPU)"
     return f"""`make bench-training` (`python -m bench.training.run`) fine-tunes MiniLM-L6 on the same {d["train"]} English polarity sentences ({d["source"]}), {r["epochs"]} epochs,
 validation {d["validation"]} sentences, test {d["test"]} more that no run sees, each run in a fresh process, on
-{m["cores"]} cores ({m["cpu_model"]}; flags: {flags}; shared with other engineers' jobs: the load average
+{m["cores"]} cores ({m["cpu_model"]}; flags: {flags}; these machines are shared, so the load average
 during each run is in the table, {m["loadavg_start"]} when this report was put together). Three configs:
 
 - **HF Trainer, defaults**: texts padded to max_length 128 like run_glue.py, fp32, batch 8, lr 5e-5, no
@@ -35,7 +35,7 @@ during each run is in the table, {m["loadavg_start"]} when this report was put t
 
 aiaas and the tuned Trainer run {r["rounds"]} rounds, alternating (aiaas, tuned, aiaas, tuned, ...),
 round r with seed {42}+r on both sides; ratios are per round (the two runs of a round are minutes apart
-on the same loaded cores), accuracies are medians over rounds.{_note(r)}"""
+on the same cores), accuracies are medians over rounds.{_note(r)}"""
 
 
 def _note(r: dict) -> str:
