@@ -102,8 +102,11 @@ def test_bash_completion_completes_commands_and_flags(tmp_path: Path) -> None:
     # A user's shell, not this test process's environment (other tests in the process may have added to it).
     env = {k: os.environ[k] for k in ("HOME", "LANG", "TMPDIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
            if k in os.environ} | {"PATH": f"{tmp_path}:{os.environ['PATH']}", "SHELL": "/bin/bash"}
-    shown = subprocess.run(["aiaas", "--show-completion", "bash"], env=env, capture_output=True, text=True,
-                           timeout=60, check=False)
+    # Typer picks the shell by walking up the process tree (shellingham): run it from bash, as a user would. (Under
+    # `make test` the nearest ancestors are python, sh and make, and detection found no shell: "Shell  not
+    # supported".) `; exit` keeps bash from exec-ing the command, which would leave bash out of the tree.
+    shown = subprocess.run(["bash", "-c", "aiaas --show-completion; exit $?"], env=env, capture_output=True,
+                           text=True, timeout=60, check=False)
     assert shown.returncode == 0, f"exit {shown.returncode}: {shown.stderr[-3000:]}"
     script = shown.stdout
     assert "complete" in script and "_AIAAS_COMPLETE" in script
