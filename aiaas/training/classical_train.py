@@ -451,7 +451,8 @@ def _calibrate(
     task, head = fit.task, choice.head
     if x_val is None or task == "regression" or len(fit.y_val) < 2:
         return head, choice.scores, {}
-    logits, y = head.logits(x_val), fit.y_val
+    val_logits = head.logits(x_val)
+    logits, y = val_logits, fit.y_val
     if x_train is not None and len(fit.y_train) >= CALIBRATION_OOF_MIN_ROWS:
         oof, y_oof = _out_of_fold(fit, choice, x_train)
         logits, y = np.concatenate([logits, oof]), np.concatenate([y, y_oof])
@@ -463,7 +464,8 @@ def _calibrate(
     else:
         a, c = calibration.fit_platt(logits, y)
         info = {"calibration": "platt", "platt": {"a": a.round(6).tolist(), "c": c.round(6).tolist()}}
-    new = LinearHead((head.weights * a.astype(np.float32)).astype(np.float32), (head.bias * a + c).astype(np.float32))
+    a32 = a.astype(np.float32)
+    new = LinearHead((head.weights * a32).astype(np.float32), (head.bias * a + c).astype(np.float32))
     after = calibration.ece(task, outputs(task, logits * a + c), y)
     info["fit_rows"] = len(y)
     if before is not None and after is not None and after > before:
@@ -472,9 +474,9 @@ def _calibrate(
         info = {"calibration": f"none ({info['calibration']} fit raised held-out ECE {before:.4f} -> {after:.4f})",
                 "fit_rows": len(y)}  # fmt: skip
         new, after = head, before
-    val_logits = head.logits(x_val)
-    scores = score(task, new.logits(x_val), fit.y_val, fit.labels)
+    new_logits = val_logits if new is head else new.logits(x_val)
+    scores = score(task, new_logits, fit.y_val, fit.labels)
     scores.update({"ece_uncalibrated": calibration.ece(task, outputs(task, val_logits), fit.y_val),
-                   "ece": calibration.ece(task, outputs(task, new.logits(x_val)), fit.y_val)})  # fmt: skip
+                   "ece": calibration.ece(task, outputs(task, new_logits), fit.y_val)})  # fmt: skip
     info.update({"ece_before": before, "ece_after": after})
     return new, scores, info
