@@ -6,7 +6,7 @@ registry, api) can import these small types without pulling in pandas or pyarrow
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from aiaas.core.errors import InvalidRequest
@@ -87,6 +87,9 @@ class PreparedData:
     labels: list[str]
     report: dict[str, Any]
     cleaning: dict[str, Any]
+    # What the job's data step already computed from these rows for a model family, by family (e.g.
+    # tfidf-linear's character ids, made for the token statistics), so training does not redo it.
+    encodings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from aiaas.protocol.tasks import DEFAULT_TASK
 from aiaas.jobs import kept_checkpoints
 from aiaas.jobs.lease import Lease
 from aiaas.jobs.mlflow_tracker import card_text
+from aiaas.jobs.token_stats import token_stats
 from aiaas.jobs.tracking import TrackingCallbacks, flat_params, start_tracking
 from aiaas.jobs.workdir import attempt_dir
 from aiaas.registry import models as registry
@@ -282,7 +283,7 @@ def _cancelled(lease: Lease, *, usage: UsageEvent | None = None) -> str:
 def _prepare(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJob, train_file: File,
              val_file: File | None, family: str, base_name: str) -> tuple[Any, Any]:
     """Returns (the transformer base model, or None for tfidf-linear, prepared data)."""
-    from aiaas.data import CleaningConfig, add_token_stats, prepare_dataset
+    from aiaas.data import CleaningConfig, prepare_dataset
     from aiaas.data.pii import apply_pii_policy
     from aiaas.training import classical
     from aiaas.training.base_models import resolve_base_model
@@ -326,13 +327,7 @@ def _prepare(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuning
     for e, t in zip(data.validation, vtexts, strict=True):
         e.text = t
     data.report["pii"] = pii | {"policy": policy}
-    texts = [e.text for e in data.train]
-    if base is not None:
-        add_token_stats(data.report, _token_lengths(base.path, texts))
-    else:  # tfidf-linear reads characters (word boundaries included)
-        tokenizer = classical.build_tokenizer(texts)
-        add_token_stats(data.report, [len(ids) for ids in classical.encode(tokenizer, texts)],
-                        max_length=classical.MAX_CHARS)
+    token_stats(data, base.path if base is not None else None)  # tfidf-linear: its encoding kept
 
     def write(s: Any, j: FineTuningJob) -> None:
         j.data_report = data.report
@@ -345,18 +340,6 @@ def _prepare(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuning
 
     lease.write(write)
     return base, data
-
-
-def _token_lengths(model_dir: Path, texts: list[str]) -> list[int]:
-    from tokenizers import Tokenizer
-
-    path = model_dir / "tokenizer.json"
-    if not path.exists():
-        return [len(t.split()) for t in texts]
-    tok = Tokenizer.from_file(str(path))
-    tok.no_padding()
-    tok.no_truncation()
-    return [len(e.ids) for e in tok.encode_batch(texts)]
 
 
 def _finish(lease: Lease, work_dir: Path, blobs: BlobStore, job: FineTuningJob, org: Organization,

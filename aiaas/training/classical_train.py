@@ -24,11 +24,13 @@ from aiaas.training.classical import (
     ClassicalModel,
     LinearHead,
     NgramFeaturizer,
-    build_tokenizer,
     encode,
+    encode_training,
     fit_head,
     outputs,
+    prepared_encoding,
     score,
+    select_columns,
 )
 from aiaas.training.classical_report import (
     calibration_message,
@@ -108,25 +110,26 @@ def _train(
     # Character ids and n-gram features, once: every head of the search is fitted on these.
     f = _featurize(task, labels, data, check_stop)
     featurize_s = time.perf_counter() - started
-    grid = _Grid.for_task(task, validated=f.x_val is not None)
+    validated = f.x_val is not None
+    grid = _Grid.for_task(task, validated=validated)
     _announce(callbacks, task, f, grid, featurize_s)
 
     # The search: n-gram blocks x weighting, each over its strength grid, on at most SEARCH_SAMPLE_ROWS
     # training rows; the choice refit on all of them (its strength chosen again there); then calibrated.
     n_out = 1 if task == "regression" else len(labels)
     fit = _Fit(config, task, labels, n_out, f.x_train, f.y_train, f.x_val, f.y_val)
-    sample = search_sample(task, f.y_train, config.seed) if f.x_val is not None else None
+    sample = search_sample(task, f.y_train, config.seed) if validated else None
     searched = fit if sample is None else fit.rows(sample)
     choice, history = _search(grid, searched, f.featurizer, check_stop, callbacks)
-    columns = _columns(f.featurizer, choice.blocks)
-    x_val = f.x_val[:, columns] if f.x_val is not None else None
+    del searched
+    fit = _chosen_columns(f, fit, choice)
     if sample is not None:
-        choice = _refit(grid, fit, choice, (f.x_train[:, columns], x_val), history, check_stop, callbacks)
+        choice = _refit(grid, fit, choice, (fit.x_train, fit.x_val), history, check_stop, callbacks)
     # The chosen blocks only: the served graph counts no n-gram the head does not use.
     featurizer = NgramFeaturizer(
         [b for b in f.featurizer.blocks if b.name in choice.blocks], f.featurizer.vocab_size
     )
-    head, best_scores, calibrated = _calibrate(fit, choice, x_val, fit.x_train[:, columns])
+    head, best_scores, calibrated = _calibrate(fit, choice, fit.x_val, fit.x_train)
     if calibrated.get("calibration"):
         callbacks.event("info", calibration_message(calibrated), data={"calibration": calibrated})
 
@@ -142,7 +145,7 @@ def _train(
     wall_s = time.perf_counter() - started
     callbacks.event("info", f"{FAMILY} model written after {wall_s:.1f} s.", data={"metrics": summary})
     hp = hyperparameters(config, grid, choice, featurizer, chosen, selection_metric,
-                         validated=f.x_val is not None, fits=len(history), wall_s=wall_s,
+                         validated=validated, fits=len(history), wall_s=wall_s,
                          search_rows=None if sample is None else len(sample))
     return TrainResult(
         model_dir=model_dir,
@@ -175,13 +178,23 @@ def _featurize(
     y_train = batching.encode_targets(task, [ex.label for ex in data.train], labels, split="train")
     y_val = batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
     texts_train = [ex.text for ex in data.train]
-    tokenizer = build_tokenizer(texts_train)
-    ids_train = encode(tokenizer, texts_train)
+    encoded = prepared_encoding(data, texts_train) or encode_training(texts_train)
+    tokenizer, ids_train = encoded.tokenizer, encoded.ids
     ids_val = encode(tokenizer, [ex.text for ex in data.validation])
     check_stop()
     featurizer, x_train = NgramFeaturizer.fit(ids_train, tokenizer.get_vocab_size(with_added_tokens=True))
     x_val = featurizer.transform(ids_val) if ids_val else None
     return _Features(tokenizer, featurizer, ids_train, ids_val, x_train, x_val, y_train, y_val)
+
+
+def _chosen_columns(f: _Features, fit: _Fit, choice: _Choice) -> _Fit:
+    """`fit` on the chosen blocks' columns only, for the refit and the calibration; the full matrices
+    are let go (at 100k rows ~400 MB, which otherwise sat beside the refit's float64 copy)."""
+    columns = _columns(f.featurizer, choice.blocks)
+    x_val = select_columns(f.x_val, columns) if f.x_val is not None else None
+    narrowed = replace(fit, x_train=select_columns(f.x_train, columns), x_val=x_val)
+    f.x_train = f.x_val = None
+    return narrowed
 
 
 def _announce(callbacks: TrainCallbacks, task: str, f: _Features, grid: _Grid, featurize_s: float) -> None:
@@ -279,8 +292,8 @@ def _search(
     candidates = _candidates(fit.task, featurizer, validated=fit.x_val is not None)
     for n, (blocks, weighting) in enumerate(candidates):
         columns = _columns(featurizer, blocks)
-        x_train = fit.x_train[:, columns]
-        x_val = fit.x_val[:, columns] if fit.x_val is not None else None
+        x_train = select_columns(fit.x_train, columns)
+        x_val = select_columns(fit.x_val, columns) if fit.x_val is not None else None
         tried: dict[float, tuple[float, float]] = {}
         values = list(grid.values)
         while values:

@@ -22,8 +22,13 @@ ALPHA = 1.0
 
 def log_count_ratio(x: Any, positive: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     """r for one binary problem: float32 [F]."""
-    p = alpha + np.asarray(x[positive].sum(axis=0)).ravel()
-    q = alpha + np.asarray(x[~positive].sum(axis=0)).ravel()
+    # Column sums of the positive rows and of the rest as products with x (x[positive] and x[~positive]
+    # copied the whole matrix, one problem at a time: per class in one-vs-rest).
+    is_positive = positive.astype(np.float64)
+    column_sums = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
+    positive_sums = np.asarray(x.T @ is_positive, dtype=np.float64).ravel()
+    p = alpha + positive_sums
+    q = alpha + (column_sums - positive_sums)
     return (np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float32)
 
 
@@ -35,8 +40,12 @@ def _binary(
     from sklearn.linear_model import LogisticRegression
 
     r = log_count_ratio(x, positive)
+    # x * r as the float64 CSR matrix lbfgs fits on, scaled in place: one copy of x (x @ diags(r)
+    # made a float32 one, which scikit-learn then copied again to float64).
+    scaled = sp.csr_matrix(x, dtype=np.float64, copy=True)
+    scaled.data *= r[scaled.indices]
     model = LogisticRegression(C=strength, max_iter=2000, class_weight=cw, random_state=seed)
-    model.fit(sp.csr_matrix(x) @ sp.diags(r), positive.astype(np.int64))
+    model.fit(scaled, positive.astype(np.int64))
     return (model.coef_[0] * r).astype(np.float32), float(model.intercept_[0])
 
 

@@ -25,7 +25,6 @@ LONG_FUNCTIONS = {
     "jobs/runner.py:_finish": (83, "not split yet: the end of a job (export, register, events)"),
     "api/idempotency.py:_keyed": (80, "not split yet: the Idempotency-Key claim/replay path"),
     "cli/serve.py:serve": (77, "not split yet: the serve command's options and process start"),
-    "jobs/runner.py:_prepare": (66, "not split yet: a job's data preparation step"),
     "cluster/gateway.py:create_gateway_app": (65, "not split yet: the Ray Serve gateway app"),
     "store/jobs.py:try_claim": (64, "not split yet: one lease-claiming transaction"),
     "serving/oip_codec.py:_decode_input": (63, "not split yet: OIP v2 input tensor decoding"),
