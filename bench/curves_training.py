@@ -14,6 +14,9 @@ by wrapping the runner's own functions (nothing else changes):
     train     families.train_family: the family's training (incl. calibration for a transformer)
     export    runner._finish: ONNX export (transformer), encrypted artifact upload, registration, results
 
+For tfidf-linear, `tfidf_phases` splits prepare's token statistics and train into the family's own
+steps (wall and process CPU seconds each): token_stats, featurize, search, refit, calibrate, save.
+
 `wall_s` is run_job_once() from claim to the job's final state (the phases plus claim, lease and
 bookkeeping). The data is bench/serving/sentences.py's seeded 6-topic support sentences (the first N of
 one draw, so each size is a prefix of the next); 10% of them are the job's validation split (the
@@ -101,6 +104,35 @@ def _timed(phases: dict[str, float], name: str, fn: Callable[..., Any]) -> Calla
     return wrapper
 
 
+def _timed_cpu(table: dict[str, dict[str, float]], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Like _timed, with the process's CPU seconds too (all its threads: the lease's heartbeat is idle)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            row = table.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0})
+            row["wall_s"] += time.perf_counter() - t0
+            row["cpu_s"] += time.process_time() - c0
+
+    return wrapper
+
+
+def _wrap_tfidf_phases(table: dict[str, dict[str, float]]) -> None:
+    """tfidf-linear's own phases inside prepare and train (wrapping its functions; nothing else changes):
+    token_stats (runner: tokenizer + encoding, kept for training), featurize, search (<= SEARCH_SAMPLE_ROWS
+    rows), refit (all rows), calibrate (out-of-fold heads + fit), save."""
+    from aiaas.jobs import runner
+    from aiaas.training import classical, classical_train
+
+    runner.token_stats = _timed_cpu(table, "token_stats", runner.token_stats)  # type: ignore[assignment]
+    for name in ("_featurize", "_search", "_refit", "_calibrate"):
+        setattr(classical_train, name, _timed_cpu(table, name.lstrip("_"), getattr(classical_train, name)))
+    save = _timed_cpu(table, "save", classical.ClassicalModel.save)
+    classical.ClassicalModel.save = save  # type: ignore[method-assign]
+
+
 def _search_facts(events: Any) -> dict:
     """What the job's events say about its work: how many validation fits (tfidf-linear: one per head
     tried; transformer: one per evaluation) and whether tfidf-linear's search stopped at its time budget."""
@@ -130,6 +162,8 @@ def _run_worker(job_id: str) -> dict:
     runner._prepare = _timed(phases, "prepare", runner._prepare)  # type: ignore[assignment]
     families.train_family = _timed(phases, "train", families.train_family)  # type: ignore[assignment]
     runner._finish = _timed(phases, "export", runner._finish)  # type: ignore[assignment]
+    tfidf_phases: dict[str, dict[str, float]] = {}
+    _wrap_tfidf_phases(tfidf_phases)
     settings = Settings()
     cpu0 = _cpu()
     with Worker(settings) as worker:
@@ -154,6 +188,7 @@ def _run_worker(job_id: str) -> dict:
         "status": status,
         "wall_s": round(wall, 2),
         "phases_s": {k: round(v, 2) for k, v in phases.items()},
+        "tfidf_phases": {k: {m: round(x, 2) for m, x in v.items()} for k, v in tfidf_phases.items()},
         "cpu_s": round(cpu, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "trained_tokens": trained_tokens,

@@ -129,3 +129,28 @@ def test_nb_ratio_and_head_match_the_row_sum_formulas() -> None:
     weights, bias = nbsvm._binary(x, positive, 4.0, None, 0)
     np.testing.assert_allclose(weights, model.coef_[0] * r, rtol=1e-4, atol=1e-5)
     assert bias == pytest.approx(float(model.intercept_[0]), rel=1e-4, abs=1e-5)
+
+
+def _rows(n: int) -> tuple[list[Example], list[Example]]:
+    words = {"a": ["refund", "money", "charge"], "b": ["crash", "bug", "screen"]}
+    rows = [Example(f"{words[y][i % 3]} item {i % 50}", y) for i, y in enumerate("ab" * (n // 2))]
+    return rows[: int(n * 0.9)], rows[int(n * 0.9) :]
+
+
+def test_cost_curve_bench_times_the_tfidf_phases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiaas.jobs import runner
+    from bench import curves_training
+
+    wrapped = [(runner, "token_stats"), (classical.ClassicalModel, "save")]
+    wrapped += [(classical_train, name) for name in ("_featurize", "_search", "_refit", "_calibrate")]
+    for owner, name in wrapped:
+        monkeypatch.setattr(owner, name, getattr(owner, name))  # put back after the test
+    table: dict[str, dict[str, float]] = {}
+    curves_training._wrap_tfidf_phases(table)
+
+    data = PreparedData("single_label_classification", *_rows(2600), ["a", "b"], {}, {})  # > 2,000: a refit
+    runner.token_stats(data, None)
+    config = TrainConfig(base_model=classical.FAMILY, task=data.task)
+    classical_train.train_classical(config, data, tmp_path, Recorder())
+    assert set(table) == {"token_stats", "featurize", "search", "refit", "calibrate", "save"}
+    assert all(row["cpu_s"] >= 0 and row["wall_s"] > 0 for row in table.values())
