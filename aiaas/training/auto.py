@@ -185,7 +185,7 @@ def _try_transformer(
     callbacks.event("info", f"auto: {plan['reason']}", data={"auto_plan": plan})
     guard = Deadline(callbacks, started + plan["hard_limit_s"])
     try:
-        split = split_for_calibration(t_config, data)  # epoch picked on part of validation, calibrated on the rest
+        split = split_for_calibration(t_config, data)  # which validation rows pick the epoch, which calibrate
         result = train(t_config, split.data, work_dir / TRANSFORMER, guard, base_models_dir=base_models_dir)
         calibrate(result, task, data, callbacks, split)
         return result, _candidate(task, result, time.monotonic() - started)

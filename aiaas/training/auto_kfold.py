@@ -17,9 +17,9 @@ is then served as:
                    also after a split-judged choice, whenever its folds all ran
     transformer    the best fold's model (by the selection metric on its own held-out fold; the last fold's
                    was served at first, and a fold that did not learn made a whole job's model useless):
-                   trained on k-1 folds; its held-out fold picks its epoch with one part and
-                   calibrates it with the other (calibrate_transformer.split_for_calibration: rows it
-                   neither trained on nor picked its epoch with; the whole fold under 100 rows).
+                   trained on k-1 folds, its held-out fold picks its epoch and calibrates it (rows it
+                   did not train on; with calibration.HOLD_OUT_SLICE, one part picks, the other fits:
+                   calibrate_transformer.split_for_calibration).
                    A refit on all rows would need one more full run and a calibration fit on
                    out-of-fold logits through the transformer head; not done: decided for the budget
     ensemble       the refit tfidf-linear and that transformer, with the out-of-fold weight
@@ -154,7 +154,7 @@ class SmallData:
             limit = float(folds_plan["hard_limit_s"])
             guard = Deadline(Quiet(callbacks), time.monotonic() + limit)
             try:
-                # The held-out fold picks the epoch with one part and calibrates with the other.
+                # The held-out fold picks the epoch and fits the calibration (split_for_calibration: which rows).
                 split = split_for_calibration(config, data)
                 result = train(config, split.data, work_dir / f"fold-{i + 1}", guard, base_models_dir=base_models_dir)
             except TrainingStopped as exc:

@@ -8,13 +8,14 @@ the runtime, batch jobs) serves calibrated scores with no extra node and no runt
 change. Fit on the logits of the final model (fp32, CPU, one forward pass); multi-label
 thresholds are tuned again, one per label, on the calibrated probabilities.
 
-Which rows the fit uses (`split_for_calibration`): validation picks the epoch kept (and stops
-the run early), so its rows favour the kept epoch, which then looks more accurate and surer of
-itself there than it is on new text, and a temperature fit on them comes out too low (the model
-stays over-confident). Where validation picks among epochs, a stratified slice of it
-(calibration.CALIBRATION_SHARE) is held out of the data train() gets: the epoch is picked on the rest, the
-calibration is fit on the slice, and the metrics are scored on all validation rows afterwards.
-A one-epoch run picks nothing, so all validation rows fit it; so do fewer than calibration.MIN_SPLIT_ROWS.
+Which rows the fit uses (`split_for_calibration`, recorded as `fit_on`): validation picks the
+epoch kept (and stops the run early), so its rows favour the kept epoch, and a temperature fit on
+them could come out too low. With calibration.HOLD_OUT_SLICE on, where validation picks among
+epochs, a stratified slice of it (calibration.CALIBRATION_SHARE) is held out of the data train()
+gets: the epoch is picked on the rest, the calibration fit on the slice, and the metrics scored on
+all validation rows afterwards. It is off: on the bench the slice lowered no test ECE and cost
+accuracy, so all validation rows pick the epoch and fit the temperature (as a one-epoch run, which
+picks nothing, and fewer than calibration.MIN_SPLIT_ROWS rows always do).
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def split_for_calibration(config: TrainConfig, data: PreparedDataLike) -> Calibr
         return CalibrationSplit(data, every, f"all {n} validation rows (one epoch: they picked nothing)")
     held = calibration.held_out_slice(config.task, data.validation, config.seed)
     if held is None:
-        return CalibrationSplit(data, every, f"all {n} validation rows, which also picked the epoch ({n} are "
-                                f"under {calibration.MIN_SPLIT_ROWS}: too few to hold some out)")  # fmt: skip
+        why = (f"{n} are under {calibration.MIN_SPLIT_ROWS}: too few to hold some out" if calibration.HOLD_OUT_SLICE
+               else "a held-out slice measured no better on the bench")  # fmt: skip
+        return CalibrationSplit(data, every, f"all {n} validation rows, which also picked the epoch ({why})")
     select, fit = held
     rows = list(data.validation)
     kept = FoldData(config.task, list(data.train), [rows[i] for i in select], list(data.labels),

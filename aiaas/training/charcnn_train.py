@@ -3,10 +3,10 @@
 Adam at LEARNING_RATE, batches of BATCH_SIZE, at most MAX_EPOCHS; after each epoch the
 validation set is scored with the engine's metrics and selection metric, the best epoch's
 weights are kept, and training stops after PATIENCE epochs without a better score or when
-the deadline would pass before another epoch ends. The epoch is picked on part of validation and
-the calibration fit on a stratified slice held out of that (calibration.held_out_slice: rows that
-picked the epoch would leave it over-confident); the calibration (temperature for single-label,
-per-label Platt for multi-label) is folded into the last
+the deadline would pass before another epoch ends. Then the calibration fit on validation (on a
+stratified slice held out of epoch selection where calibration.HOLD_OUT_SLICE is on; off, as
+measured; `fit_on` says which rows) (temperature for single-label, per-label Platt for
+multi-label) is folded into the last
 layer, multi-label thresholds are tuned per label on the calibrated probabilities, and
 regression's target scaling is folded in too: the graph answers what is served.
 """
@@ -56,7 +56,7 @@ def train_charcnn(
     y = batching.encode_targets(task, [ex.label for ex in data.train], labels, split="train")
     val_texts = [ex.text for ex in data.validation]
     y_val = batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
-    # Validation picks the epoch; a stratified slice of it held out of that fits the calibration.
+    # Validation picks the epoch and fits the calibration (with calibration.HOLD_OUT_SLICE: disjoint halves).
     every = np.arange(len(val_texts), dtype=np.int64)
     select, fit_rows = calibration.held_out_slice(task, data.validation, config.seed) or (every, every)
     mean, std = (float(y.mean()), float(y.std() or 1.0)) if task == "regression" else (0.0, 1.0)

@@ -93,7 +93,7 @@ def train_family(
     `kfold` (default: under 1,000 rows, 5 folds) says when the choice is made by k-fold CV."""
     work_dir = Path(work_dir)
     if family == TRANSFORMER:
-        # Validation picks the epoch; a slice of it held out of that fits the calibration.
+        # Validation picks the epoch and fits the calibration (split_for_calibration says which rows).
         split = split_for_calibration(config, data)
         result = train(config, split.data, work_dir, callbacks, base_models_dir=base_models_dir)
         calibrate(result, config.task, data, callbacks, split)

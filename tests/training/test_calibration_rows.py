@@ -1,6 +1,7 @@
-"""Which validation rows fit a model's calibration (issue #17 item 5): where validation also picks the
-epoch kept, a stratified slice of it is held out of that and fits the temperature / Platt instead, so
-the fit never sees rows that favoured the kept epoch."""
+"""Which validation rows fit a model's calibration (issue #17 item 5). By default all of them (they also
+pick the epoch: a held-out slice measured no better on the bench), and the record says so; with
+calibration.HOLD_OUT_SLICE on, where validation also picks the epoch kept, a stratified slice of it is
+held out of that and fits the temperature / Platt instead, so the fit never sees rows that picked it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ from tests.training.test_classical import chinese_data
 FAST = {"n_epochs": 3, "learning_rate": 3e-3, "precision": "fp32", "num_threads": 1}
 
 
+@pytest.fixture
+def held_out(monkeypatch) -> None:
+    monkeypatch.setattr(calibration, "HOLD_OUT_SLICE", True)
+
+
 def test_split_indices_are_disjoint_stratified_deterministic() -> None:
     keys = ["a"] * 70 + ["b"] * 29 + ["c"] * 1
     select, fit = calibration.split_indices(keys, seed=7)
@@ -32,7 +38,7 @@ def test_split_indices_are_disjoint_stratified_deterministic() -> None:
     assert not np.array_equal(calibration.split_indices(keys, seed=8)[1], fit)
 
 
-def test_split_for_calibration_holds_a_slice_out_of_what_train_sees() -> None:
+def test_split_for_calibration_holds_a_slice_out_of_what_train_sees(held_out) -> None:
     data = single_label_data(n_train=20, n_val=120)
     split = calibrate_transformer.split_for_calibration(TrainConfig(task=data.task, base_model=TINY), data)
     assert split.held_out and len(split.fit_index) == 60
@@ -50,11 +56,19 @@ def test_split_for_calibration_holds_a_slice_out_of_what_train_sees() -> None:
         ({"task": "regression"}, regression_data(n_val=120), "not calibrated"),
     ],
 )
-def test_all_validation_rows_fit_where_nothing_is_held_out(config: dict, data, why: str) -> None:
+def test_all_validation_rows_fit_where_nothing_is_held_out(config: dict, data, why: str, held_out) -> None:
     settings = {"task": data.task, "base_model": TINY, **config}
     split = calibrate_transformer.split_for_calibration(TrainConfig(**settings), data)
     assert not split.held_out and split.data is data and len(split.fit_index) == len(data.validation)
     assert why in split.fit_on
+
+
+def test_by_default_all_validation_rows_pick_the_epoch_and_fit_and_the_record_says_so() -> None:
+    data = single_label_data(n_train=20, n_val=120)
+    split = calibrate_transformer.split_for_calibration(TrainConfig(task=data.task, base_model=TINY), data)
+    assert not calibration.HOLD_OUT_SLICE
+    assert not split.held_out and split.data is data and len(split.fit_index) == 120
+    assert split.fit_on.startswith("all 120 validation rows, which also picked the epoch")
 
 
 def _spy(monkeypatch, module) -> tuple[list[list[str]], list[int]]:
@@ -78,7 +92,7 @@ def _spy(monkeypatch, module) -> tuple[list[list[str]], list[int]]:
 
 @pytest.mark.slow
 def test_transformer_calibrates_on_rows_that_did_not_pick_its_epoch_and_serves_the_same_labels(
-    tmp_path: Path, base_models_dir: Path, monkeypatch
+    tmp_path: Path, base_models_dir: Path, monkeypatch, held_out
 ) -> None:
     data = single_label_data(n_train=64, n_val=120, seed=2)
     seen, fitted = _spy(monkeypatch, families)
@@ -108,7 +122,7 @@ def test_transformer_calibrates_on_rows_that_did_not_pick_its_epoch_and_serves_t
 
 @pytest.mark.slow
 def test_calibration_on_a_held_out_slice_lowers_ece_of_an_overconfident_transformer(
-    tmp_path: Path, base_models_dir: Path
+    tmp_path: Path, base_models_dir: Path, held_out
 ) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -130,7 +144,9 @@ def test_calibration_on_a_held_out_slice_lowers_ece_of_an_overconfident_transfor
     assert info["ece_before"] > 0.1 and info["ece_after"] < info["ece_before"]
 
 
-def test_charcnn_picks_its_epoch_and_fits_its_calibration_on_disjoint_rows(tmp_path: Path, monkeypatch) -> None:
+def test_charcnn_picks_its_epoch_and_fits_its_calibration_on_disjoint_rows(
+    tmp_path: Path, monkeypatch, held_out
+) -> None:
     monkeypatch.setattr(charcnn_train, "MAX_EPOCHS", 4)
     data = chinese_data(n_train=80, n_val=120)
     picked: list[int] = []
@@ -156,7 +172,7 @@ def test_charcnn_picks_its_epoch_and_fits_its_calibration_on_disjoint_rows(tmp_p
     assert float((probs.argmax(1) == truth).mean()) == pytest.approx(result.metrics["accuracy"])
 
 
-def test_multi_label_slice_is_stratified_by_rarest_label() -> None:
+def test_multi_label_slice_is_stratified_by_rarest_label(held_out) -> None:
     data = multi_label_data(n_train=10, n_val=150)
     held = calibration.held_out_slice(data.task, data.validation, seed=0)
     assert held is not None
@@ -165,7 +181,9 @@ def test_multi_label_slice_is_stratified_by_rarest_label() -> None:
 
 
 @pytest.mark.slow
-def test_auto_calibrates_its_transformer_on_a_held_out_slice(tmp_path: Path, base_models_dir: Path, monkeypatch) -> None:
+def test_auto_calibrates_its_transformer_on_a_held_out_slice(
+    tmp_path: Path, base_models_dir: Path, monkeypatch, held_out
+) -> None:
     from aiaas.training import auto, auto_cv
 
     data = single_label_data(n_train=64, n_val=120, seed=2)
@@ -182,7 +200,7 @@ def test_auto_calibrates_its_transformer_on_a_held_out_slice(tmp_path: Path, bas
 
 @pytest.mark.slow
 def test_k_fold_transformer_picks_with_part_of_its_fold_and_calibrates_with_the_rest(
-    tmp_path: Path, base_models_dir: Path, monkeypatch
+    tmp_path: Path, base_models_dir: Path, monkeypatch, held_out
 ) -> None:
     from aiaas.training import auto_cv, auto_kfold
 
@@ -194,3 +212,12 @@ def test_k_fold_transformer_picks_with_part_of_its_fold_and_calibrates_with_the_
     assert result.selection["cv"]["transformer"]["run"], result.selection["cv"]
     # Each fold trains on 400 rows; 50 of its 100 held-out rows pick the epoch, the other 50 fit the temperature.
     assert [len(v) for v in seen] == [50] * 5 and fitted == [50] * 5
+
+
+def test_charcnn_by_default_fits_on_all_validation_rows_and_records_them(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(charcnn_train, "MAX_EPOCHS", 2)
+    data = chinese_data(n_train=40, n_val=120)
+    config = TrainConfig(task=data.task, base_model=charcnn.FAMILY, num_threads=1, seed=3)
+    result = charcnn_train.train_charcnn(config, data, tmp_path, Recorder())
+    assert result.hyperparameters["fit_rows"] == 120
+    assert result.hyperparameters["fit_on"] == "all 120 validation rows, which also picked the epoch"
