@@ -89,8 +89,9 @@ def _description(
     if selection:
         description += f" Chosen by auto: {selection.get('reason')}."
     if calibration:
-        description += (f" Scores calibrated on validation ({calibration['method']}): expected calibration error "
-                        f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after.")
+        fit_on = f"; fit on {calibration['fit_on']}" if calibration.get("fit_on") else ""
+        description += (f" Scores calibrated on validation ({calibration['method']}{fit_on}): expected calibration "
+                        f"error {calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after.")
     return description
 
 
@@ -102,4 +103,6 @@ def _calibration(metrics: dict[str, Any], hyperparameters: dict[str, Any]) -> di
     out = {"method": hyperparameters.get("calibration") or "none", "ece_before": before, "ece_after": after}
     if "temperature" in hyperparameters:
         out["temperature"] = hyperparameters["temperature"]
+    if hyperparameters.get("fit_on"):  # which validation rows the fit used (and whether they picked the epoch)
+        out["fit_on"] = hyperparameters["fit_on"]
     return out

@@ -29,6 +29,7 @@ from aiaas.core.errors import AiaasError
 from aiaas.training import auto_cv, auto_plan, charcnn, classical, components, ensemble, metrics
 from aiaas.training.auto_cv import Deadline
 from aiaas.training.auto_kfold import SmallData
+from aiaas.training.calibrate_transformer import split_for_calibration
 from aiaas.training.charcnn_train import train_charcnn
 from aiaas.training.classical_train import train_classical
 from aiaas.training.config import TrainConfig
@@ -184,8 +185,9 @@ def _try_transformer(
     callbacks.event("info", f"auto: {plan['reason']}", data={"auto_plan": plan})
     guard = Deadline(callbacks, started + plan["hard_limit_s"])
     try:
-        result = train(t_config, data, work_dir / TRANSFORMER, guard, base_models_dir=base_models_dir)
-        calibrate(result, task, data, callbacks)
+        split = split_for_calibration(t_config, data)  # which validation rows pick the epoch, which calibrate
+        result = train(t_config, split.data, work_dir / TRANSFORMER, guard, base_models_dir=base_models_dir)
+        calibrate(result, task, data, callbacks, split)
         return result, _candidate(task, result, time.monotonic() - started)
     except TrainingStopped:
         if not guard.over_budget:

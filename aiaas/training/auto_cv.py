@@ -115,7 +115,7 @@ def folds(data: PreparedDataLike, k: int, seed: int) -> Folds | None:
         fold_of = np.empty(len(rows), dtype=np.int64)
         fold_of[order] = np.arange(len(rows)) % k
         return Folds(task, rows, list(data.labels), fold_of, k, "shuffled k-fold")
-    keys = _strata(task, rows)
+    keys = strata(task, rows)
     smallest = min(Counter(keys).values())
     k = min(k, max(2, smallest), len(rows) // MIN_ROWS_PER_FOLD)
     if k < 2:
@@ -137,7 +137,8 @@ def folds(data: PreparedDataLike, k: int, seed: int) -> Folds | None:
     return Folds(task, rows, list(data.labels), fold_of, k, method)
 
 
-def _strata(task: str, rows: Sequence[ExampleLike]) -> list[str]:
+def strata(task: str, rows: Sequence[ExampleLike]) -> list[str]:
+    """Each row's stratum: its label (single-label), its rarest label (multi-label)."""
     if task == "single_label_classification":
         return [str(r.label) for r in rows]
     as_lists = [list(r.label) if isinstance(r.label, list | tuple) else [str(r.label)] for r in rows]

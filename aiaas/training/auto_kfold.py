@@ -17,8 +17,9 @@ is then served as:
                    also after a split-judged choice, whenever its folds all ran
     transformer    the best fold's model (by the selection metric on its own held-out fold; the last fold's
                    was served at first, and a fold that did not learn made a whole job's model useless):
-                   trained on k-1 folds, its held-out fold keeps calibrating it
-                   (its temperature is folded into the head by the fit on rows it did not train on).
+                   trained on k-1 folds, its held-out fold picks its epoch and calibrates it (rows it
+                   did not train on; with calibration.HOLD_OUT_SLICE, one part picks, the other fits:
+                   calibrate_transformer.split_for_calibration).
                    A refit on all rows would need one more full run and a calibration fit on
                    out-of-fold logits through the transformer head; not done: decided for the budget
     ensemble       the refit tfidf-linear and that transformer, with the out-of-fold weight
@@ -48,6 +49,7 @@ from aiaas.training.auto_cv import (
     summary,
 )
 from aiaas.training.auto_refit import classical_fold, refit_classical
+from aiaas.training.calibrate_transformer import split_for_calibration
 from aiaas.training.config import TrainConfig
 from aiaas.training.family_result import TRANSFORMER, calibrate
 from aiaas.training.loop import train
@@ -152,12 +154,14 @@ class SmallData:
             limit = float(folds_plan["hard_limit_s"])
             guard = Deadline(Quiet(callbacks), time.monotonic() + limit)
             try:
-                result = train(config, data, work_dir / f"fold-{i + 1}", guard, base_models_dir=base_models_dir)
+                # The held-out fold picks the epoch and fits the calibration (split_for_calibration: which rows).
+                split = split_for_calibration(config, data)
+                result = train(config, split.data, work_dir / f"fold-{i + 1}", guard, base_models_dir=base_models_dir)
             except TrainingStopped as exc:
                 if guard.over_budget:
                     raise TrainingStopped(f"over its time limit ({limit:.0f} s)") from exc
                 raise
-            calibrate(result, config.task, data, guard)
+            calibrate(result, config.task, data, guard, split)
             texts = [ex.text for ex in data.validation]
             return result, ensemble.validation_probs(result.model_dir, TRANSFORMER, texts), None
 

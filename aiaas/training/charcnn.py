@@ -12,7 +12,8 @@ the text (Chinese for an English WordPiece, code, transliterations). The network
     logits   Linear(dropout(concat(pooled)))
 
 Trained with Adam, early stopping on the engine's selection metric, within a deadline;
-calibrated on validation (temperature, per-label Platt) and folded into the last layer,
+calibrated on validation (temperature, per-label Platt; on a slice held out of that early
+stopping where aiaas.training.calibration.HOLD_OUT_SLICE is on) and folded into the last layer,
 as tfidf-linear is. The model directory (what the exporter, aiaas.registry.export.charcnn,
 turns into one ONNX graph with the transformer's inputs and a `logits` output):
 

@@ -3,8 +3,10 @@
 Adam at LEARNING_RATE, batches of BATCH_SIZE, at most MAX_EPOCHS; after each epoch the
 validation set is scored with the engine's metrics and selection metric, the best epoch's
 weights are kept, and training stops after PATIENCE epochs without a better score or when
-the deadline would pass before another epoch ends. Then the calibration fit on validation
-(temperature for single-label, per-label Platt for multi-label) is folded into the last
+the deadline would pass before another epoch ends. Then the calibration fit on validation (on a
+stratified slice held out of epoch selection where calibration.HOLD_OUT_SLICE is on; off, as
+measured; `fit_on` says which rows) (temperature for single-label, per-label Platt for
+multi-label) is folded into the last
 layer, multi-label thresholds are tuned per label on the calibrated probabilities, and
 regression's target scaling is folded in too: the graph answers what is served.
 """
@@ -54,6 +56,9 @@ def train_charcnn(
     y = batching.encode_targets(task, [ex.label for ex in data.train], labels, split="train")
     val_texts = [ex.text for ex in data.validation]
     y_val = batching.encode_targets(task, [ex.label for ex in data.validation], labels, split="validation")
+    # Validation picks the epoch and fits the calibration (with calibration.HOLD_OUT_SLICE: disjoint halves).
+    every = np.arange(len(val_texts), dtype=np.int64)
+    select, fit_rows = calibration.held_out_slice(task, data.validation, config.seed) or (every, every)
     mean, std = (float(y.mean()), float(y.std() or 1.0)) if task == "regression" else (0.0, 1.0)
     target = (y - mean) / std if task == "regression" else y
     n_out = 1 if task == "regression" else len(labels)
@@ -61,9 +66,9 @@ def train_charcnn(
     rng = np.random.default_rng(config.seed)
     with runtime.torch_threads(config.num_threads or runtime.available_cores()):
         model = charcnn.build_model(tokenizer.get_vocab_size(), n_out)
-        fit = _fit(model, ids, target, task, val_texts, y_val, labels, tokenizer, callbacks, rng, deadline,
-                   scale=(mean, std))  # fmt: skip
-        info, scores = _calibrate(model, tokenizer, task, val_texts, y_val, labels, scale=(mean, std))
+        fit = _fit(model, ids, target, task, [val_texts[i] for i in select], y_val[select], labels, tokenizer,
+                   callbacks, rng, deadline, scale=(mean, std))  # fmt: skip
+        info, scores = _calibrate(model, tokenizer, task, val_texts, y_val, labels, scale=(mean, std), fit=fit_rows)
     model_dir = _write(Path(work_dir) / "model", model, tokenizer, task, labels, scores, info)
     hyperparameters = {
         "family": charcnn.FAMILY,
@@ -153,9 +158,10 @@ def _scores(model: Any, tokenizer: Any, task: str, texts: list[str], y: np.ndarr
 
 
 def _calibrate(model: Any, tokenizer: Any, task: str, texts: list[str], y: np.ndarray, labels: list[str], *,
-               scale: tuple[float, float]) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """Fold regression's scaling, or a calibration fit on validation, into the last layer (kept only
-    where it does not raise validation ECE, as for tfidf-linear); the final validation scores."""
+               scale: tuple[float, float], fit: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Fold regression's scaling, or a calibration fit on the validation rows `fit`, into the last layer
+    (kept only where it does not raise ECE on those rows, as for tfidf-linear); the final scores on every
+    validation row."""
     import torch
 
     layer = model.out
@@ -165,21 +171,20 @@ def _calibrate(model: Any, tokenizer: Any, task: str, texts: list[str], y: np.nd
             layer.bias.mul_(scale[1]).add_(scale[0])
             return {}, _scores(model, tokenizer, task, texts, y, labels, (0.0, 1.0))
         raw = charcnn.logits(model, tokenizer, texts)
-        before = calibration.ece(task, classical.outputs(task, raw), y)
-        w, b = layer.weight.detach().clone(), layer.bias.detach().clone()
-        a, c, info = calibration.fit_scaling(task, raw, y)
+        before = calibration.ece(task, classical.outputs(task, raw[fit]), y[fit])
+        a, c, info = calibration.fit_scaling(task, raw[fit], y[fit])
+        after = calibration.ece(task, classical.outputs(task, raw[fit] * a + c), y[fit])
+        if before is not None and after is not None and after > before:
+            raised = f"{info['calibration']} fit raised ECE on its rows {before:.4f} -> {after:.4f}"
+            info, a, c, after = {"calibration": f"none ({raised})"}, np.ones_like(a), np.zeros_like(c), before
         layer.weight.mul_(torch.as_tensor(a, dtype=torch.float32)[:, None])
         layer.bias.mul_(torch.as_tensor(a, dtype=torch.float32)).add_(torch.as_tensor(c, dtype=torch.float32))
         scores = _scores(model, tokenizer, task, texts, y, labels, (0.0, 1.0))
-        after = calibration.ece(task, classical.outputs(task, charcnn.logits(model, tokenizer, texts)), y)
-        if before is not None and after is not None and after > before:
-            layer.weight.copy_(w)
-            layer.bias.copy_(b)
-            raised = f"{info['calibration']} fit raised validation ECE {before:.4f} -> {after:.4f}"
-            info = {"calibration": f"none ({raised})"}
-            scores, after = _scores(model, tokenizer, task, texts, y, labels, (0.0, 1.0)), before
+    held = len(fit) < len(texts)
+    fit_on = (f"{len(fit)} of {len(texts)} validation rows (a stratified slice held out of epoch selection)"
+              if held else f"all {len(texts)} validation rows, which also picked the epoch")  # fmt: skip
     scores.update({"ece_uncalibrated": before, "ece": after})
-    info.update({"ece_before": before, "ece_after": after})
+    info.update({"ece_before": before, "ece_after": after, "fit_rows": len(fit), "fit_on": fit_on})
     return info, scores
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from aiaas.core.errors import InvalidRequest
 from aiaas.training import auto, auto_cv, classical
 from aiaas.training.base_models import MINILM_ID
+from aiaas.training.calibrate_transformer import split_for_calibration
 from aiaas.training.classical_train import train_classical
 from aiaas.training.config import TrainConfig
 from aiaas.training.family_result import TRANSFORMER, FamilyResult, annotate, as_family, calibrate
@@ -92,8 +93,10 @@ def train_family(
     `kfold` (default: under 1,000 rows, 5 folds) says when the choice is made by k-fold CV."""
     work_dir = Path(work_dir)
     if family == TRANSFORMER:
-        result = train(config, data, work_dir, callbacks, base_models_dir=base_models_dir)
-        calibrate(result, config.task, data, callbacks)
+        # Validation picks the epoch and fits the calibration (split_for_calibration says which rows).
+        split = split_for_calibration(config, data)
+        result = train(config, split.data, work_dir, callbacks, base_models_dir=base_models_dir)
+        calibrate(result, config.task, data, callbacks, split)
         annotate(result.model_dir, {"family": TRANSFORMER})
         return as_family(result, TRANSFORMER)
     if family == classical.FAMILY:

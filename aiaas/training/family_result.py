@@ -11,9 +11,12 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiaas.training.types import PreparedDataLike, TrainCallbacks, TrainResult
+
+if TYPE_CHECKING:
+    from aiaas.training.calibrate_transformer import CalibrationSplit
 
 TRANSFORMER = "transformer"
 META_FILE = "aiaas.json"
@@ -27,12 +30,16 @@ class FamilyResult(TrainResult):
     selection: dict[str, Any] | None = None
 
 
-def calibrate(result: TrainResult, task: str, data: PreparedDataLike, callbacks: TrainCallbacks) -> None:
-    """Temperature / per-label Platt fit on validation, folded into the transformer's head
-    (aiaas.training.calibrate_transformer); recorded in its metrics, aiaas.json and hyperparameters."""
+def calibrate(
+    result: TrainResult, task: str, data: PreparedDataLike, callbacks: TrainCallbacks,
+    split: CalibrationSplit | None = None,
+) -> None:  # fmt: skip
+    """Temperature / per-label Platt fit on the validation rows `split` names (default: all), folded into
+    the transformer's head (aiaas.training.calibrate_transformer); recorded in its metrics, aiaas.json
+    and hyperparameters."""
     from aiaas.training import calibrate_transformer
 
-    info = calibrate_transformer.calibrate(result, task, data, callbacks)
+    info = calibrate_transformer.calibrate(result, task, data, callbacks, split)
     if info:
         result.hyperparameters = {**result.hyperparameters, **info}
 

@@ -46,3 +46,14 @@ def test_card_describes_a_charcnn_and_why_auto_chose_it() -> None:
                       data_report={"n_train": 10, "n_validation": 5}, metrics={"accuracy": 0.9}, export=None)
     assert card["family"] == "char-cnn" and "character CNN trained from scratch" in card["description"]
     assert "fine-tuned from" not in card["description"] and "[UNK]" in card["description"]
+
+
+def test_card_says_which_rows_the_calibration_was_fit_on() -> None:
+    fit_on = "125 of 250 validation rows (a stratified slice held out of epoch selection; the other 125 picked the epoch)"
+    card = _card(
+        "transformer",
+        {"accuracy": 0.9, "ece_uncalibrated": 0.12, "ece": 0.02},
+        {"calibration": "temperature", "temperature": 1.7, "fit_rows": 125, "fit_on": fit_on},
+    )
+    assert card["calibration"]["fit_on"] == fit_on
+    assert f"fit on {fit_on}" in card["description"] and "0.120 before, 0.020 after" in card["description"]

@@ -132,3 +132,26 @@ def test_ece_floor_is_what_a_calibrated_model_scores_and_below_a_miscalibrated_o
     assert abs(float(np.median(calibrated)) - floor["median"]) < 0.01
     wrong_more = (rng.random(500) >= conf - 0.15).astype(int)
     assert ece("single_label_classification", probs, wrong_more) > floor["p95"]
+
+
+def test_calibration_rules_are_applied_to_the_same_run_with_disjoint_rows(tmp_path: Path) -> None:
+    from bench.quality.calib_ab import rules
+
+    rng = np.random.default_rng(0)
+    y_val, y_test = rng.integers(0, 2, 250), rng.integers(0, 2, 1000)
+
+    def logits(y: np.ndarray, sharp: float) -> np.ndarray:  # over-confident: right 80% of the time, sure
+        right = rng.random(len(y)) < 0.8
+        z = np.zeros((len(y), 2))
+        z[np.arange(len(y)), np.where(right, y, 1 - y)] = sharp
+        return z + rng.normal(0, 0.5, z.shape)
+
+    npz = tmp_path / "set-s0-e3.npz"
+    np.savez(npz, val=np.stack([logits(y_val, s) for s in (3, 4, 5)]),
+             test=np.stack([logits(y_test, s) for s in (3, 4, 5)]), y_val=y_val, y_test=y_test, best_step=0)
+    got = rules(npz)
+    assert set(got) == {"now", "slice", "crossfit", "epochs"}
+    assert got["slice"]["select_rows"] + got["slice"]["fit_rows"] == 250 == got["now"]["fit_rows"]
+    for rule in ("now", "slice", "crossfit"):  # every rule softens this over-confident model
+        assert got[rule]["temperature"] > 1.0
+        assert got[rule]["test_ece"] < got[rule]["test_ece_uncalibrated"]
