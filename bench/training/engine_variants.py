@@ -12,6 +12,9 @@ seed 0) with its defaults, and with one speed choice turned back at a time:
     fp32           TrainConfig(precision="fp32"): no bf16 autocast
     lr-5e-5        TrainConfig(learning_rate=5e-5): the Trainer's default learning rate
     batch-8        TrainConfig(batch_size=8): the Trainer's default batch size
+    freeze-k       TrainConfig(freeze_layers=k), k in 0, 2, 3, 4: the embeddings and the lower k encoder
+                   layers frozen and their output cached (aiaas.training.frozen_prefix); freeze-0 is the
+                   engine before it (what "auto" was measured against)
 
 each with several training seeds (TrainConfig.seed: the new head's init and the batch order; the
 split stays fixed). Runs go seed by seed, every variant once per seed, so a run cut short is
@@ -44,6 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fp32": {"precision": "fp32"},
     "lr-5e-5": {"learning_rate": 5e-5},
     "batch-8": {"batch_size": 8},
+    **{f"freeze-{k}": {"freeze_layers": k} for k in (0, 2, 3, 4)},
 }
 
 
@@ -71,6 +75,7 @@ def run_variant(variant: str, split, epochs: int, seed: int) -> dict:
         "precision": hp["precision"],
         "batch_size": hp["batch_size"],
         "learning_rate": hp["learning_rate"],
+        "freeze_layers": hp.get("freeze_layers", 0),
         "train_s": round(train_s, 1),
         "loadavg_after": loadavg(),
     }
@@ -101,6 +106,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--partial", type=Path, help="also write the runs so far here after each run")
     parser.add_argument("--no-store", action="store_true", help="leave training.json alone (with --partial)")
+    parser.add_argument("--key", default="engine_variants", help="the entry of training.json to write")
     args = parser.parse_args()
     split = _split(args.train, args.validation, args.test)
     out: dict[str, Any] = {
@@ -124,15 +130,16 @@ def main() -> None:
     if args.partial:
         args.partial.write_text(json.dumps(out, indent=2) + "\n")
     if not args.no_store:
-        store(out)
+        store(out, args.key)
 
 
-def store(out: dict) -> None:
+def store(out: dict, key: str = "engine_variants") -> None:
     """Put the comparison into training.json (keeping the rest) and refresh the README section."""
     report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    report["engine_variants"] = out
+    report[key] = out
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    if "rounds_detail" in report:  # written by this version of bench.training.run
+    # "rounds_detail": written by this version of bench.training.run
+    if key == "engine_variants" and "rounds_detail" in report:
         from bench.training.common import replace_section
         from bench.training.report import readme_section
 
