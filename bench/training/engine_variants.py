@@ -15,6 +15,9 @@ seed 0) with its defaults, and with one speed choice turned back at a time:
     freeze-k       TrainConfig(freeze_layers=k), k in 0, 2, 3, 4: the embeddings and the lower k encoder
                    layers frozen and their output cached (aiaas.training.frozen_prefix); freeze-0 is the
                    engine before it (what "auto" was measured against)
+    freeze-2-uncached  freeze_layers=2 with the cache switched off (frozen_prefix.CACHE_LIMIT_BYTES = 0): the
+                   frozen layers run forward each step, dropout on, as plain freezing does; tells what the
+                   cache's dropout-free states cost apart from the freezing itself
 
 each with several training seeds (TrainConfig.seed: the new head's init and the batch order; the
 split stays fixed). Runs go seed by seed, every variant once per seed, so a run cut short is
@@ -26,6 +29,7 @@ bench/results/training.json (bench.training.run keeps that entry when it rewrite
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -48,15 +52,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr-5e-5": {"learning_rate": 5e-5},
     "batch-8": {"batch_size": 8},
     **{f"freeze-{k}": {"freeze_layers": k} for k in (0, 2, 3, 4)},
+    "freeze-2-uncached": {"freeze_layers": 2},
 }
+# Module constants a variant changes for its run (and puts back).
+PATCHES: dict[str, dict[str, Any]] = {"freeze-2-uncached": {"CACHE_LIMIT_BYTES": 0}}
 
 
 def run_variant(variant: str, split, epochs: int, seed: int) -> dict:
-    from aiaas.training import TrainConfig, train
+    from unittest import mock
+
+    from aiaas.training import TrainConfig, frozen_prefix, train
 
     data = split.prepared()
     config = TrainConfig(base_model="minilm-l6", n_epochs=epochs, seed=seed, **VARIANTS[variant])
-    with tempfile.TemporaryDirectory() as work_dir:
+    patches = PATCHES.get(variant)
+    patched = mock.patch.multiple(frozen_prefix, **patches) if patches else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as work_dir, patched:
         t0 = time.perf_counter()
         result = train(config, data, Path(work_dir), _Quiet())
         train_s = time.perf_counter() - t0

@@ -219,3 +219,23 @@ def test_auto_freezes_half_of_a_measured_depth_and_nothing_elsewhere(base_models
     assert k == 0 and "Other" in why
     with pytest.raises(InvalidRequest, match="BERT-shaped"):
         frozen_prefix.resolve(TrainConfig(base_model=TINY, freeze_layers=1), Other(), reinit_layers=0)
+
+
+def test_regression_with_frozen_layers_predicts_in_user_units(tmp_path: Path, base_models_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tests.training.conftest import regression_data
+
+    data = regression_data()
+    config = TrainConfig(base_model=TINY, task="regression", n_epochs=8, freeze_layers=1, **FAST)
+    result = train(config, data, tmp_path, Recorder(), base_models_dir=base_models_dir)
+
+    targets = np.array([ex.label for ex in data.validation])
+    model = AutoModelForSequenceClassification.from_pretrained(str(result.model_dir)).eval()
+    tok = AutoTokenizer.from_pretrained(str(result.model_dir))
+    batch = tok([ex.text for ex in data.validation], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        pred = model(**batch).logits[:, 0].numpy()
+    # The cached evaluation's rmse is the saved (whole, scale-folded) model's.
+    assert np.sqrt(((pred - targets) ** 2).mean()) == pytest.approx(result.metrics["rmse"], rel=1e-3)
