@@ -65,7 +65,8 @@ def resolve(config: TrainConfig, model: Any, reinit_layers: int) -> tuple[int, s
             return 0, f"auto: {n} encoder layers (< {AUTO_MIN_LAYERS}, not measured); nothing frozen"
         k = max(0, min(int(n * AUTO_SHARE), n - reinit_layers))
         if k == 0:
-            return 0, f"auto: {n} encoder layers, AUTO_SHARE {AUTO_SHARE}, reinit_layers {reinit_layers}; nothing frozen"
+            why = f"auto: {n} encoder layers, AUTO_SHARE {AUTO_SHARE}, reinit_layers {reinit_layers}"
+            return 0, why + "; nothing frozen"
         return k, (
             f"auto: the lower {k} of {n} encoder layers frozen and their output cached (MiniLM-L6, 3 of 6: "
             "~2x samples/s, -0.4 / -0.7 pt validation / test accuracy, median of 5 seeds; bench/README.md)"
