@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from aiaas.core.errors import Conflict, InvalidRequest
-from aiaas.training import batching, recipe
+from aiaas.training import batching, frozen_prefix, recipe
 from aiaas.training.base_models import (
     MINILM_ID,
     ResolvedBaseModel,
@@ -173,6 +173,12 @@ def model_and_optimizer(
     if hp.reinit_pooler or hp.reinit_layers:
         hparams["reinitialised"] = recipe.reinit_top(model, pooler=hp.reinit_pooler, layers=hp.reinit_layers)
     frozen, frozen_why = freeze_embeddings(config, model, device)
+    # Before the optimizer: it holds (and checkpoints) state only for what still trains.
+    k, k_why = frozen_prefix.resolve(config, model, hp.reinit_layers)
+    if k:
+        frozen_prefix.freeze(model, k)
+    hparams["freeze_layers"] = hp.freeze_layers = k
+    hparams.setdefault("reasons", {})["freeze_layers"] = hp.reasons["freeze_layers"] = k_why
     adamw, fused = optimizer(model, config, hp.learning_rate, device, lr_decay=hp.layerwise_lr_decay)
     hparams["freeze_embeddings"], hparams["fused_optimizer"] = frozen, fused
     hparams.setdefault("reasons", {})["freeze_embeddings"] = frozen_why

@@ -17,6 +17,7 @@ from aiaas.protocol.jobs import (
 from aiaas.protocol.tasks import DEFAULT_TASK, TASKS
 
 PRECISIONS = ("auto", "bf16", "fp32")
+FREEZE_LAYERS_BOUNDS = (0, 48)  # the model's own layer count is checked when it is loaded
 
 # Fields that change the numbers a run produces. A checkpoint is only resumed under a
 # config that agrees on these; the rest (threads, precision, checkpoint cadence) may
@@ -36,6 +37,7 @@ RESUME_KEYS = (
     "early_stopping_patience",
     "class_weights",
     "freeze_embeddings",
+    "freeze_layers",
     "layerwise_lr_decay",
     "reinit_layers",
     "reinit_pooler",
@@ -66,6 +68,9 @@ class TrainConfig:
     # sentences, 3 epochs: x1.33 samples/s alone, x1.94 with fused AdamW, validation accuracy
     # unchanged (bench/README.md, "Training"). On CUDA the update is cheap, so nothing is frozen.
     freeze_embeddings: bool | Literal["auto"] = "auto"
+    # Embeddings and encoder layers [0, k) frozen, their output computed once per text and cached:
+    # each step runs only the upper layers (aiaas.training.frozen_prefix). "auto" decides per model.
+    freeze_layers: int | Literal["auto"] = "auto"
     # The small-data recipe (aiaas.training.recipe); "auto" is what hyperparams.resolve measured best.
     layerwise_lr_decay: float | Literal["auto"] = "auto"
     reinit_layers: int | Literal["auto"] = "auto"
@@ -117,6 +122,7 @@ class TrainConfig:
                 f"freeze_embeddings must be true, false or 'auto'; got {self.freeze_embeddings!r}.",
                 param="freeze_embeddings",
             )
+        _int_or_auto(self.freeze_layers, "freeze_layers", *FREEZE_LAYERS_BOUNDS)
         low, high = LAYERWISE_LR_DECAY_BOUNDS
         if self.layerwise_lr_decay != "auto":
             _float_in(self.layerwise_lr_decay, "layerwise_lr_decay", low, high)

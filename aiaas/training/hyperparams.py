@@ -44,6 +44,7 @@ class ResolvedHyperparameters:
     layerwise_lr_decay: float = 1.0
     reinit_layers: int = 0
     reinit_pooler: bool = False
+    freeze_layers: int = 0  # decided with the model loaded (aiaas.training.frozen_prefix.resolve)
     precision: str = "fp32"
     num_threads: int = 1
     device: str = "cpu"

@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 
 from aiaas.core.errors import InvalidRequest
-from aiaas.training import artifact, batching, checkpoints, components, hyperparams, metrics, runtime
+from aiaas.training import (
+    artifact,
+    batching,
+    checkpoints,
+    components,
+    frozen_prefix,
+    hyperparams,
+    metrics,
+    runtime,
+)
 from aiaas.training.base_models import ResolvedBaseModel
 from aiaas.training.checkpoints import RunState
 from aiaas.training.config import TrainConfig
@@ -77,9 +86,14 @@ def train(
 
         # ---- model, optimizer, schedule (seeded: the new head's init is reproducible) ----
         model, optimizer, scheduler = components.model_and_optimizer(config, base, labels, hp, device, hparams)
+
+        # ---- frozen lower layers: their output for every text computed once (unchanged on resume) ----
+        prefix = frozen_prefix.setup(
+            model, hp.freeze_layers, sets, device, precision, check_stop, callbacks.event
+        )
         trainer = _Trainer(
             config, callbacks, check_stop, work_dir, base, labels, sets, hp, device, precision,
-            model, optimizer, scheduler,
+            model, optimizer, scheduler, prefix,
         )  # fmt: skip
 
         # ---- resume from the latest checkpoint, or start fresh ----
@@ -162,12 +176,15 @@ class _Trainer:
         model: Any,
         optimizer: Any,
         scheduler: Any,
+        prefix: frozen_prefix.FrozenPrefix | None = None,
     ) -> None:
         self.config, self.task, self.callbacks, self.check_stop = config, config.task, callbacks, check_stop
         self.work_dir, self.ckpt_root = work_dir, work_dir / "checkpoints"
         self.base, self.labels, self.sets, self.hp = base, labels, sets, hp
         self.device, self.precision = device, precision
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        # With cached states, steps and evaluation run only the layers above the frozen prefix.
+        self.cached = prefix if prefix is not None and prefix.cached else None
         y_train, n_labels = sets.train.targets, len(labels)
         self.loss_fn = components.loss_fn(self.task, y_train, n_labels, config.class_weights, device)
         # Validation loss is never class-weighted: it stays comparable between runs.
@@ -265,10 +282,14 @@ class _Trainer:
         import torch
 
         train_set, device = self.sets.train, self.device
-        ids, mask, n_tokens = batching.collate(train_set.input_ids, index, self.sets.tokenizer.pad_token_id)
         target = torch.as_tensor(train_set.targets[index]).to(device)
+        n_tokens = sum(len(train_set.input_ids[i]) for i in index)
         with runtime.autocast(device, self.precision):
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            if self.cached:
+                logits = self.cached.logits("train", index, device)
+            else:
+                ids, mask, _ = batching.collate(train_set.input_ids, index, self.sets.tokenizer.pad_token_id)
+                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         loss = self.loss_fn(logits.float(), target)
         loss_value = float(loss.item())
         if not math.isfinite(loss_value):
@@ -383,9 +404,13 @@ class _Trainer:
         with torch.inference_mode():
             for index in batching.sequential_batches(val.lengths, batch_size, max_tokens=EVAL_TOKENS):
                 self.check_stop()
-                ids, mask, _ = batching.collate(val.input_ids, index, self.sets.tokenizer.pad_token_id)
                 with runtime.autocast(device, self.precision):
-                    out = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                    if self.cached:
+                        out = self.cached.logits("validation", index, device)
+                    else:
+                        pad_id = self.sets.tokenizer.pad_token_id
+                        ids, mask, _ = batching.collate(val.input_ids, index, pad_id)
+                        out = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
                 logits[torch.as_tensor(index)] = out.float().cpu()
             valid_loss = float(self.eval_loss_fn(logits, torch.as_tensor(val.targets)).item())
         model.train()

@@ -82,6 +82,7 @@ def main() -> None:
             "weight_decay": hp["weight_decay"],
             "seed": args.seed,
             "freeze_embeddings": hp.get("freeze_embeddings"),
+            "freeze_layers": hp.get("freeze_layers", 0),
             "fused_optimizer": hp.get("fused_optimizer"),
             "epochs": args.epochs,
             "epochs_completed": result.epochs_completed,

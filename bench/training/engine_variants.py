@@ -12,6 +12,12 @@ seed 0) with its defaults, and with one speed choice turned back at a time:
     fp32           TrainConfig(precision="fp32"): no bf16 autocast
     lr-5e-5        TrainConfig(learning_rate=5e-5): the Trainer's default learning rate
     batch-8        TrainConfig(batch_size=8): the Trainer's default batch size
+    freeze-k       TrainConfig(freeze_layers=k), k in 0, 2, 3, 4: the embeddings and the lower k encoder
+                   layers frozen and their output cached (aiaas.training.frozen_prefix); freeze-0 is the
+                   engine before it (what "auto" was measured against)
+    freeze-2-uncached  freeze_layers=2 with the cache switched off (frozen_prefix.CACHE_LIMIT_BYTES = 0): the
+                   frozen layers run forward each step, dropout on, as plain freezing does; tells what the
+                   cache's dropout-free states cost apart from the freezing itself
 
 each with several training seeds (TrainConfig.seed: the new head's init and the batch order; the
 split stays fixed). Runs go seed by seed, every variant once per seed, so a run cut short is
@@ -23,6 +29,7 @@ bench/results/training.json (bench.training.run keeps that entry when it rewrite
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -44,15 +51,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fp32": {"precision": "fp32"},
     "lr-5e-5": {"learning_rate": 5e-5},
     "batch-8": {"batch_size": 8},
+    **{f"freeze-{k}": {"freeze_layers": k} for k in (0, 2, 3, 4)},
+    "freeze-2-uncached": {"freeze_layers": 2},
 }
+# Module constants a variant changes for its run (and puts back).
+PATCHES: dict[str, dict[str, Any]] = {"freeze-2-uncached": {"CACHE_LIMIT_BYTES": 0}}
 
 
 def run_variant(variant: str, split, epochs: int, seed: int) -> dict:
-    from aiaas.training import TrainConfig, train
+    from unittest import mock
+
+    from aiaas.training import TrainConfig, frozen_prefix, train
 
     data = split.prepared()
     config = TrainConfig(base_model="minilm-l6", n_epochs=epochs, seed=seed, **VARIANTS[variant])
-    with tempfile.TemporaryDirectory() as work_dir:
+    patches = PATCHES.get(variant)
+    patched = mock.patch.multiple(frozen_prefix, **patches) if patches else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as work_dir, patched:
         t0 = time.perf_counter()
         result = train(config, data, Path(work_dir), _Quiet())
         train_s = time.perf_counter() - t0
@@ -71,6 +86,7 @@ def run_variant(variant: str, split, epochs: int, seed: int) -> dict:
         "precision": hp["precision"],
         "batch_size": hp["batch_size"],
         "learning_rate": hp["learning_rate"],
+        "freeze_layers": hp.get("freeze_layers", 0),
         "train_s": round(train_s, 1),
         "loadavg_after": loadavg(),
     }
@@ -101,6 +117,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--partial", type=Path, help="also write the runs so far here after each run")
     parser.add_argument("--no-store", action="store_true", help="leave training.json alone (with --partial)")
+    parser.add_argument("--key", default="engine_variants", help="the entry of training.json to write")
     args = parser.parse_args()
     split = _split(args.train, args.validation, args.test)
     out: dict[str, Any] = {
@@ -124,15 +141,16 @@ def main() -> None:
     if args.partial:
         args.partial.write_text(json.dumps(out, indent=2) + "\n")
     if not args.no_store:
-        store(out)
+        store(out, args.key)
 
 
-def store(out: dict) -> None:
+def store(out: dict, key: str = "engine_variants") -> None:
     """Put the comparison into training.json (keeping the rest) and refresh the README section."""
     report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    report["engine_variants"] = out
+    report[key] = out
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    if "rounds_detail" in report:  # written by this version of bench.training.run
+    # "rounds_detail": written by this version of bench.training.run
+    if key == "engine_variants" and "rounds_detail" in report:
         from bench.training.common import replace_section
         from bench.training.report import readme_section
 

@@ -54,10 +54,16 @@ def _row(name: str, c: dict) -> str:
     s = c["settings"]
     return (
         f"| {name} | {s['padding']}, {s['precision']}, batch {s['batch_size']}, lr {s['learning_rate']:g}, "
-        f"seed {s.get('seed', 42)} | {c['samples_per_s']:.1f} | {c['step_samples_per_s_median']:.1f} "
+        f"{_frozen(s)}seed {s.get('seed', 42)} | {c['samples_per_s']:.1f} | {c['step_samples_per_s_median']:.1f} "
         f"| {100 * c['val_accuracy']:.1f} | {100 * c['test_accuracy']:.1f} | {c['train_s']:.0f} "
         f"| {c['wall_s']:.0f} | {c['cpu_s']:.0f} | {_load(c)} |"
     )
+
+
+def _frozen(s: dict) -> str:
+    """The engine's frozen, cached lower layers (runs recorded before freeze_layers existed: nothing)."""
+    k = s.get("freeze_layers")
+    return f"freeze_layers {k}, " if k is not None else ""
 
 
 def _load(c: dict) -> str:
