@@ -210,6 +210,7 @@ def _train(lease: Lease, settings: Settings, blobs: BlobStore, job: FineTuningJo
             layerwise_lr_decay=hp.get("layerwise_lr_decay", "auto"),
             reinit_layers=hp.get("reinit_layers", "auto"),
             reinit_pooler=hp.get("reinit_pooler", "auto"),
+            freeze_layers=hp.get("freeze_layers", "auto"),
             seed=job.seed,
             num_threads=settings.training_threads,
         )

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from aiaas.core.errors import InvalidRequest
 from aiaas.protocol.jobs import (
     BATCH_SIZE_BOUNDS,
+    FREEZE_LAYERS_BOUNDS,
     LAYERWISE_LR_DECAY_BOUNDS,
     LEARNING_RATE_MULTIPLIER_BOUNDS,
     N_EPOCHS_BOUNDS,
@@ -17,7 +18,6 @@ from aiaas.protocol.jobs import (
 from aiaas.protocol.tasks import DEFAULT_TASK, TASKS
 
 PRECISIONS = ("auto", "bf16", "fp32")
-FREEZE_LAYERS_BOUNDS = (0, 48)  # the model's own layer count is checked when it is loaded
 
 # Fields that change the numbers a run produces. A checkpoint is only resumed under a
 # config that agrees on these; the rest (threads, precision, checkpoint cadence) may

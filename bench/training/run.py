@@ -334,10 +334,11 @@ def main() -> None:
 
 def _write(report: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    if RESULTS.exists():  # measured separately by bench.training.engine_variants: keep it
-        earlier = json.loads(RESULTS.read_text()).get("engine_variants")
-        if earlier:
-            report["engine_variants"] = earlier
+    if RESULTS.exists():  # measured separately by bench.training.engine_variants (--key): keep them
+        stored = json.loads(RESULTS.read_text())
+        for key in ("engine_variants", "frozen_layers"):
+            if stored.get(key):
+                report[key] = stored[key]
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     from bench.training.report import readme_section
 

@@ -85,7 +85,7 @@ async def test_job_create_checks_references(client, org_a, org_b, tiny_base):
                           json=base | {"hyperparameters": {"n_epochs": 0}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "hyperparameters.n_epochs"
     for field, bad in (("layerwise_lr_decay", 0), ("layerwise_lr_decay", "x"), ("reinit_layers", 99),
-                       ("reinit_pooler", "sometimes")):
+                       ("reinit_pooler", "sometimes"), ("freeze_layers", 49), ("freeze_layers", "half")):
         r = await client.post("/v1/fine_tuning/jobs", headers=org_a.headers,
                               json=base | {"hyperparameters": {field: bad}})
         assert r.status_code == 400 and r.json()["error"]["param"] == f"hyperparameters.{field}", r.text
@@ -97,7 +97,7 @@ async def test_job_create_checks_references(client, org_a, org_b, tiny_base):
     assert job["object"] == "fine_tuning.job" and job["status"] == "validating_files" and job["seed"] == 7
     assert job["hyperparameters"] == {
         "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto",
-        "layerwise_lr_decay": "auto", "reinit_layers": "auto", "reinit_pooler": "auto",
+        "layerwise_lr_decay": "auto", "reinit_layers": "auto", "reinit_pooler": "auto", "freeze_layers": "auto",
     }  # fmt: skip
     assert (await client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=org_b.headers)).status_code == 404
     events = (await client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=org_a.headers)).json()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_worker_runs_job_to_a_registered_model(settings, db, make_job):
-    job_id = make_job(suffix="toy", hyperparameters={"n_epochs": 2})
+    job_id = make_job(suffix="toy", hyperparameters={"n_epochs": 2, "freeze_layers": 1})
     with Worker(settings) as w:
         assert w.run_once() == "succeeded"
     with db.session() as s:
@@ -28,6 +28,9 @@ def test_worker_runs_job_to_a_registered_model(settings, db, make_job):
         model = s.get(Model, job.fine_tuned_model)
         assert model.lineage["training_file"]["sha256"] and model.lineage["labels"] == ["negative", "positive"]
         assert model.card["labels"] == ["negative", "positive"] and "accuracy" in model.card["metrics"]
+        # The job's hyperparameters reach the engine: the tiny BERT's lower layer was frozen as asked.
+        trained = model.card["hyperparameters"]
+        assert trained["freeze_layers"] == 1 and trained["reasons"]["freeze_layers"] == "requested"
         kinds = {e.type for e in s.scalars(select(JobEvent).where(JobEvent.job_id == job_id))}
         assert kinds == {"message", "metrics"}
         assert s.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)).first() is not None

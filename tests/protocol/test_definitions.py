@@ -17,6 +17,7 @@ BOUNDS = {
     "learning_rate_multiplier": jobs.LEARNING_RATE_MULTIPLIER_BOUNDS,
     "layerwise_lr_decay": jobs.LAYERWISE_LR_DECAY_BOUNDS,
     "reinit_layers": jobs.REINIT_LAYERS_BOUNDS,
+    "freeze_layers": jobs.FREEZE_LAYERS_BOUNDS,
 }
 LOW_EXCLUDED = ("learning_rate_multiplier", "layerwise_lr_decay")
 
@@ -58,6 +59,8 @@ def test_the_wire_message_names_the_bounds() -> None:
         jobs.Hyperparameters(layerwise_lr_decay=1.2)
     with pytest.raises(ValidationError, match="reinit_layers must be between 0 and 48 or 'auto'"):
         jobs.Hyperparameters(reinit_layers=-1)
+    with pytest.raises(ValidationError, match="freeze_layers must be between 0 and 48 or 'auto'"):
+        jobs.Hyperparameters.model_validate({"freeze_layers": True})
     with pytest.raises(ValidationError, match="reinit_pooler must be true, false or 'auto'"):
         jobs.Hyperparameters.model_validate({"reinit_pooler": "sometimes"})
 
