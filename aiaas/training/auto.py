@@ -254,8 +254,7 @@ def _try_ensemble(
         record["calibration"] = {**cal_info, **fitted}
     if cv is not None:
         record["cv"] = cv.ensemble_summary(weight, probs, y, fitted)
-    # Judged as the families were: on validation, or (k-fold) by the mean of the folds' scores.
-    value = record["cv"]["mean"][metric] if cv is not None else scores[metric]
+    value = _ensemble_value(config, probs, y, labels, scores, record, cv)
     best = candidates[chosen]
     if not (0.0 < weight < 1.0 and sign * value > sign * best[metric] + 1e-12):
         record["status"] = "not kept"
@@ -283,6 +282,22 @@ def _try_ensemble(
         f"ensemble (weight {weight:g} on the transformer) {metric} {value:.4f} beats {chosen} "
         f"{best[metric]:.4f}"
     )
+
+
+def _ensemble_value(config: TrainConfig, probs: dict[str, Any], y: Any, labels: list[str],
+                    scores: dict[str, Any], record: dict[str, Any], cv: SmallData | None) -> float:
+    """The ensemble's selection metric, judged as the families were: by the mean of the k folds' scores,
+    or on validation with each half's weight fit on the other half (the weight search must not grade
+    itself: ensemble.cross_fit_score); the in-sample score where validation is too small to halve."""
+    metric = metrics.SELECTION[config.task][0]
+    if cv is not None:
+        return float(record["cv"]["mean"][metric])
+    cross = ensemble.cross_fit_score(
+        config.task, probs[TRANSFORMER], probs[classical.FAMILY], y, labels, seed=config.seed)
+    if cross is None:
+        return float(scores[metric])
+    record["cross_fit"] = {"weights": cross["weights"], metric: float(cross[metric])}
+    return float(cross[metric])
 
 
 def _held_out_scores(

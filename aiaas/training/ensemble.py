@@ -3,7 +3,8 @@
     p = w * p_transformer + (1 - w) * p_tfidf-linear       (probabilities, or values for regression)
 
 w is searched on the validation set (WEIGHTS, 0 and 1 included) by the engine's selection metric,
-ties to the lower validation loss; auto keeps the ensemble only when it beats both members there.
+ties to the lower validation loss; auto keeps the ensemble only when it beats both members there,
+judged with each half's weight fit on the other half (`cross_fit_score`).
 The average of two calibrated members is not calibrated itself (it is usually under-confident),
 so the mix is calibrated again after combining (`fit_calibration`, on the same held-out scores:
 temperature on log p for single-label, Platt per label on logit p for multi-label; applied by
@@ -76,6 +77,36 @@ def fit_weight(
             best = (rank, w, scores)
     assert best is not None
     return best[1], best[2], tried
+
+
+CROSS_FIT_MIN_ROWS = 40  # below this, halves too small to fit a weight on: the in-sample score is used
+
+
+def cross_fit_score(
+    task: str, p_transformer: np.ndarray, p_classical: np.ndarray, y: np.ndarray, labels: list[str],
+    seed: int = 0,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The mix's validation scores with each row's weight fit on the other half of the rows (two
+    seeded halves, stratified by class for single-label), so that the weight search does not also
+    grade itself: searched and scored on the same rows, the mix beat the transformer alone on
+    validation and lost to it on test (bench/README.md, "Two sets rerun quietly"). None under
+    CROSS_FIT_MIN_ROWS rows."""
+    n = len(y)
+    if n < CROSS_FIT_MIN_ROWS:
+        return None
+    rng = np.random.default_rng(seed)
+    first = np.zeros(n, dtype=bool)
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if task == "single_label_classification" else [
+        np.arange(n)]
+    for rows in groups:
+        first[rng.permutation(rows)[::2]] = True
+    mixed = np.empty_like(p_transformer)
+    weights = []
+    for part in (first, ~first):
+        w, _, _ = fit_weight(task, p_transformer[~part], p_classical[~part], y[~part], labels)
+        mixed[part] = w * p_transformer[part] + (1 - w) * p_classical[part]
+        weights.append(w)
+    return {**score_probs(task, mixed, y, labels), "weights": weights}
 
 
 def _logits(task: str, probs: np.ndarray) -> np.ndarray:

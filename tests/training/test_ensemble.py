@@ -195,3 +195,44 @@ def test_served_combination_applies_the_calibration_and_rejects_a_malformed_one(
     for bad in ({"scale": [1.0]}, {"scale": [1.0, 1.0], "shift": [0.0, float("nan")]}, [1, 2]):
         with pytest.raises(InvalidFile, match="'scale' and 'shift'"):
             check_calibration({"calibration": bad}, 2, tmp_path)
+
+
+def test_cross_fit_fits_each_half_on_the_other_half_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    n = 60
+    y = np.array([0, 1] * (n // 2))
+    ids = np.arange(n) / 1000.0  # a row's identity, carried in its transformer scores
+    p_t = np.stack([0.4 + ids, 0.6 - ids], axis=1)
+    p_c = rng.dirichlet([1, 1], size=n)
+    seen: list[set[float]] = []
+    real = ensemble.fit_weight
+
+    def spy(task, a, b, yy, labels):
+        seen.append({round(float(v), 6) for v in a[:, 0] - 0.4})
+        return real(task, a, b, yy, labels)
+
+    monkeypatch.setattr(ensemble, "fit_weight", spy)
+    out = ensemble.cross_fit_score("single_label_classification", p_t, p_c, y, ["a", "b"])
+    assert out is not None and len(out["weights"]) == 2 and "macro_f1" in out
+    assert len(seen) == 2 and seen[0].isdisjoint(seen[1]) and len(seen[0] | seen[1]) == n
+    assert abs(len(seen[0]) - len(seen[1])) <= 2  # two halves, stratified by class
+    assert ensemble.cross_fit_score("single_label_classification", p_t[:10], p_c[:10], y[:10], ["a", "b"]) is None
+
+
+def test_cross_fit_does_not_reward_a_weight_searched_on_noise() -> None:
+    """A member that is pure noise: searching its weight on the rows it is graded on finds a spurious gain;
+    graded on the half it was not fit on, the gain is gone (on average over seeds)."""
+    in_sample, crossed = [], []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 2, size=200)
+        signal = np.where(y[:, None] == np.arange(2), 0.6, 0.4)  # a weak, real member
+        p_c = np.clip(signal + rng.normal(0, 0.25, size=(200, 2)), 0.01, None)
+        p_c /= p_c.sum(axis=1, keepdims=True)
+        p_t = rng.dirichlet([1, 1], size=200)  # noise
+        w, scores, _ = ensemble.fit_weight("single_label_classification", p_t, p_c, y, ["a", "b"])
+        out = ensemble.cross_fit_score("single_label_classification", p_t, p_c, y, ["a", "b"], seed=seed)
+        assert out is not None
+        in_sample.append(scores["macro_f1"])
+        crossed.append(out["macro_f1"])
+    assert np.mean(in_sample) > np.mean(crossed) + 0.005
