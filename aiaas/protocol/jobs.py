@@ -23,6 +23,14 @@ REINIT_LAYERS_BOUNDS = (0, 48)
 FREEZE_LAYERS_BOUNDS = (0, 48)  # the model's own layer count is checked when it is loaded
 
 
+def _layer_count(name: str, v: Any, bounds: tuple[int, int]) -> Any:
+    """A count of encoder layers within `bounds`, or "auto" (bools refused: true is not 1 layer)."""
+    low, high = bounds
+    if v != "auto" and not (isinstance(v, int) and not isinstance(v, bool) and low <= v <= high):
+        raise ValueError(f"{name} must be between {low} and {high} or 'auto'")
+    return v
+
+
 class Hyperparameters(StrictModel):
     """What a job request may set; "auto" leaves the choice to the engine (with its reasons)."""
 
@@ -76,18 +84,12 @@ class Hyperparameters(StrictModel):
     @field_validator("reinit_layers", mode="before")
     @classmethod
     def _reinit(cls, v: Any) -> Any:
-        low, high = REINIT_LAYERS_BOUNDS
-        if v != "auto" and not (isinstance(v, int) and not isinstance(v, bool) and low <= v <= high):
-            raise ValueError(f"reinit_layers must be between {low} and {high} or 'auto'")
-        return v
+        return _layer_count("reinit_layers", v, REINIT_LAYERS_BOUNDS)
 
     @field_validator("freeze_layers", mode="before")
     @classmethod
     def _freeze(cls, v: Any) -> Any:
-        low, high = FREEZE_LAYERS_BOUNDS
-        if v != "auto" and not (isinstance(v, int) and not isinstance(v, bool) and low <= v <= high):
-            raise ValueError(f"freeze_layers must be between {low} and {high} or 'auto'")
-        return v
+        return _layer_count("freeze_layers", v, FREEZE_LAYERS_BOUNDS)
 
     @field_validator("reinit_pooler", mode="before")
     @classmethod
