@@ -36,6 +36,7 @@ from typing import Any
 import psutil
 
 from bench.serving import sentences
+from bench.training.common import SilentCallbacks
 
 DATA_SEED = 11  # bench/curves_training.py's
 VALIDATION_FRACTION = 0.1
@@ -103,16 +104,6 @@ def profile(rows: int) -> dict[str, Any]:
     Data.train, Data.validation = train, validation  # type: ignore[attr-defined]
     Data.labels = sorted(set(labels))  # type: ignore[attr-defined]
 
-    class Callbacks:
-        def event(self, level: str, message: str, *, type: str = "message", data: dict | None = None) -> None:
-            pass
-
-        def checkpoint(self, step: int, path: Path, metrics: dict) -> None:
-            pass
-
-        def should_stop(self) -> bool:
-            return False
-
     sampler = _Sampler()
     table: dict[str, dict] = {}
     for module, name, phase in (
@@ -140,7 +131,7 @@ def profile(rows: int) -> dict[str, Any]:
     # (the job's default seed; bench/curves_training.py submits seed 0 too)
     with tempfile.TemporaryDirectory(prefix="tfidf-profile-") as tmp:
         data: Any = Data
-        result = classical_train.train_classical(config, data, Path(tmp), Callbacks())
+        result = classical_train.train_classical(config, data, Path(tmp), SilentCallbacks())
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     sampler.halt.set()
     sampler.join()

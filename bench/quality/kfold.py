@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench.quality.datasets import LOADERS, stratified_split
-from bench.training.common import ROOT, accuracy_and_f1, machine
+from bench.training.common import ROOT, SilentCallbacks, accuracy_and_f1, machine
 
 RESULTS = ROOT / "bench" / "results" / "quality_kfold.json"
 TEST_ROWS = 1000
@@ -42,16 +42,10 @@ TEST_ROWS = 1000
 log = logging.getLogger("bench.quality.kfold")
 
 
-class _Quiet:
+class _Quiet(SilentCallbacks):
     def event(self, level: str, message: str, *, type: str = "message", data: dict | None = None) -> None:
         if message.startswith("auto: ") and type != "metrics":
             log.info("%s", message[:160])
-
-    def checkpoint(self, step: int, path: Path, metrics: dict) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
 
 
 def _probs(model_dir: Path, texts: list[str]) -> np.ndarray:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from bench.quality.datasets import LOADERS, stratified_split
-from bench.training.common import ROOT, accuracy_and_f1, loadavg, machine, replace_section
+from bench.training.common import ROOT, SilentCallbacks, accuracy_and_f1, loadavg, machine, replace_section
 
 RESULTS = ROOT / "bench" / "results" / "quality_recipe.json"
 README = ROOT / "bench" / "README.md"
@@ -57,16 +57,10 @@ SECTION = "Transformer recipe for small data (issue #17 item 4)"
 log = logging.getLogger("bench.quality.recipe")
 
 
-class _Quiet:
+class _Quiet(SilentCallbacks):
     def event(self, level: str, message: str, *, type: str = "message", data: dict | None = None) -> None:
         if type == "metrics" and "accuracy" in (data or {}) or message.startswith(("Early", "Fine-tuning")):
             log.info("  %s", message[:200])
-
-    def checkpoint(self, step: int, path: Path, metrics: dict) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
 
 
 def split(name: str) -> tuple[Any, list[str], np.ndarray, list[str]]:

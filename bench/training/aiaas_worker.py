@@ -17,18 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.training.common import Split, WorkerResult, accuracy_and_f1, cpu_seconds, loadavg, predict_dynamic
+from bench.training.common import (
+    SilentCallbacks,
+    Split,
+    WorkerResult,
+    accuracy_and_f1,
+    cpu_seconds,
+    loadavg,
+    predict_dynamic,
+)
 
-
-class _Quiet:
-    def event(self, level: str, message: str, *, type: str = "message", data: dict | None = None) -> None:
-        pass
-
-    def checkpoint(self, step: int, path: Path, metrics: dict) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
 
 
 def main() -> None:
@@ -60,7 +58,7 @@ def main() -> None:
             TrainConfig(base_model=args.model, n_epochs=args.epochs, seed=args.seed),
             data,
             Path(work_dir),
-            _Quiet(),
+            SilentCallbacks(),
         )
         train_s = time.perf_counter() - t0
         load.append(loadavg())

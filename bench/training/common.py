@@ -165,3 +165,17 @@ def replace_section(readme: Path, title: str, body: str) -> None:
         nxt = text.find("\n## ", start + len(header))
         text = text[:start] + new + (text[nxt:] if nxt >= 0 else "")
     readme.write_text(text)
+
+
+class SilentCallbacks:
+    """TrainCallbacks that record nothing, never stop and keep no checkpoint: a bench run's engine call.
+    Benches that log some events subclass it and override `event`."""
+
+    def event(self, level: str, message: str, *, type: str = "message", data: dict | None = None) -> None:
+        pass
+
+    def checkpoint(self, step: int, path: Path, metrics: dict) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False

@@ -39,8 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.training.aiaas_worker import _Quiet
-from bench.training.common import ROOT, accuracy_and_f1, loadavg, predict_dynamic
+from bench.training.common import ROOT, SilentCallbacks, accuracy_and_f1, loadavg, predict_dynamic
 from bench.training.run import _split
 
 RESULTS = ROOT / "bench" / "results" / "training.json"
@@ -69,7 +68,7 @@ def run_variant(variant: str, split, epochs: int, seed: int) -> dict:
     patched = mock.patch.multiple(frozen_prefix, **patches) if patches else contextlib.nullcontext()
     with tempfile.TemporaryDirectory() as work_dir, patched:
         t0 = time.perf_counter()
-        result = train(config, data, Path(work_dir), _Quiet())
+        result = train(config, data, Path(work_dir), SilentCallbacks())
         train_s = time.perf_counter() - t0
         index = {label: i for i, label in enumerate(split.labels)}
         pred = predict_dynamic(result.model_dir, [t for t, _ in split.test])

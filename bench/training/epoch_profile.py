@@ -106,7 +106,7 @@ def _profiled(fn: Callable[[], Any], samples: int, profiler: bool) -> tuple[Any,
 
 def side_aiaas(split: Any, epochs: int, seed: int, profiler: bool) -> dict[str, Any]:
     from aiaas.training import TrainConfig, components, loop, train
-    from bench.training.aiaas_worker import _Quiet as Quiet
+    from bench.training.common import SilentCallbacks as Quiet
 
     # The libraries are imported before the clock, as bench.training.aiaas_worker does (the Trainer's
     # side imports them before its timed call too); loading the weights stays inside the call.
